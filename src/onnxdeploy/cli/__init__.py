@@ -1,0 +1,69 @@
+"""The ``onnxdeploy`` command line: the only place that prints to the terminal or exits.
+
+Each command lives in its own module (``onnxdeploy.cli.<command>``) and is imported only when
+it runs, so ``onnxdeploy --help`` and ``onnxdeploy serve`` never import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import OnnxDeployError
+
+#: command name -> one-line help shown in ``onnxdeploy --help`` (without importing the module)
+COMMANDS = {
+    "zoo": "List the built-in models with their input shape, parameters and accuracy.",
+    "export": "Export a PyTorch model to ONNX with dynamic axes and check parity.",
+    "compare": "Compare two ONNX models on the same data: outputs, accuracy, latency.",
+    "quantize": "Quantize an ONNX model to int8 and report size, accuracy and speed.",
+    "optimize": "Optimize an ONNX graph pass by pass and prove the outputs did not change.",
+    "serve": "Serve an ONNX model over HTTP (JSON, Open Inference Protocol, metrics).",
+    "bench": "Load-test two served models side by side and say which to ship.",
+    "pipeline": "Run every step on one model and write one report.",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use and whose errors are ours to print."""
+
+    def list_commands(self, ctx):
+        return [name for name in COMMANDS if importlib.util.find_spec(f"onnxdeploy.cli.{name}")]
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        try:
+            module = importlib.import_module(f"onnxdeploy.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"onnxdeploy.cli.{name}":
+                return None
+            raise
+        return module.command
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OnnxDeployError as exc:
+            click.echo(f"{type(exc).__name__}: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="onnxdeploy")
+def cli() -> None:
+    """onnxdeploy: PyTorch to production through ONNX, measured at every step."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="onnxdeploy")

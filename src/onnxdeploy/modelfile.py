@@ -1,0 +1,319 @@
+"""ONNX model files: safe loading and atomic saving (external data included), signatures, sizes.
+
+Everything that touches an ``.onnx`` file on disk goes through here, so that sizes always count
+external data, a copy or move keeps the model loadable, and a failed write leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+
+from .errors import ModelLoadError
+
+#: protobuf cannot serialize a message of 2 GiB or more; stay clear of the limit.
+PROTOBUF_LIMIT = 2**31 - 1
+EXTERNAL_THRESHOLD = int(1.8 * 2**30)
+
+#: keys under which onnxdeploy keeps its own facts in ``metadata_props``
+META_TASK = "onnxdeploy.task"
+META_LABELS = "onnxdeploy.labels"
+META_INPUT_SCALING = "onnxdeploy.input_scaling"
+META_SOURCE = "onnxdeploy.source"
+
+
+# --------------------------------------------------------------------------- loading / saving
+
+
+def _existing_file(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise ModelLoadError(f"{p}: no such file; expected a path to an .onnx model")
+    if not p.is_file():
+        raise ModelLoadError(f"{p}: is a directory; expected a path to an .onnx model")
+    return p
+
+
+def load_model(path: str | os.PathLike, *, load_external_data: bool = True) -> onnx.ModelProto:
+    """Read an ONNX model (with its external data) or raise ModelLoadError saying why not."""
+    p = _existing_file(path)
+    try:
+        model = onnx.load(str(p), load_external_data=load_external_data)
+    except (DecodeError, RuntimeWarning, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{p}: not an ONNX model (protobuf parse failed: {exc})") from exc
+    except FileNotFoundError as exc:
+        raise ModelLoadError(
+            f"{p}: external data file missing ({exc.filename or exc}); keep the .data file beside the model"
+        ) from exc
+    except Exception as exc:  # onnx raises a variety of types for corrupt input
+        raise ModelLoadError(f"{p}: not an ONNX model ({type(exc).__name__}: {exc})") from exc
+    if not model.graph.node and not model.graph.output:
+        raise ModelLoadError(f"{p}: not an ONNX model (no graph found in the file)")
+    return model
+
+
+def check_model(model: onnx.ModelProto | str | os.PathLike, *, name: str = "model") -> None:
+    """Run ``onnx.checker`` (on the path for models over 2 GB) and raise ModelLoadError on failure."""
+    try:
+        if isinstance(model, onnx.ModelProto):
+            if model.ByteSize() >= PROTOBUF_LIMIT:
+                raise ModelLoadError(f"{name}: over 2 GB in memory; check it from its saved path")
+            onnx.checker.check_model(model)
+        else:
+            onnx.checker.check_model(str(model))
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{name}: invalid ONNX graph: {first}") from exc
+
+
+def save_model(
+    model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None
+) -> Path:
+    """Save atomically; weights go to ``<name>.data`` beside it when asked or when over ~1.8 GB.
+
+    The model and its data file are first written into a temporary directory beside the target
+    and then moved into place, so an interrupted save leaves the previous files untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if external_data is None:
+        external_data = model.ByteSize() > EXTERNAL_THRESHOLD
+    data_name = target.name + ".data"
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        tmp_model = tmpdir / target.name
+        if external_data:
+            onnx.save_model(
+                model,
+                str(tmp_model),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
+        else:
+            onnx.save_model(model, str(tmp_model))
+        if (tmpdir / data_name).exists():
+            os.replace(tmpdir / data_name, target.parent / data_name)
+        os.replace(tmp_model, target)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return target
+
+
+def copy_model(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a model with its external data so that the copy loads on its own."""
+    model = load_model(src)
+    uses_external = bool(external_data_files(src))
+    return save_model(model, dst, external_data=uses_external or None)
+
+
+def external_data_files(path: str | os.PathLike) -> list[Path]:
+    """The external data files a saved model refers to (deduplicated, in first-use order)."""
+    p = _existing_file(path)
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception:
+        return []
+    seen: dict[Path, None] = {}
+    for tensor in _all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    seen[(p.parent / entry.value)] = None
+    return list(seen)
+
+
+def model_size(path: str | os.PathLike) -> int:
+    """Bytes on disk of the model file plus every external data file it uses."""
+    p = _existing_file(path)
+    total = p.stat().st_size
+    for data in external_data_files(p):
+        if data.exists():
+            total += data.stat().st_size
+    return total
+
+
+def _all_tensors(model: onnx.ModelProto):
+    """Every TensorProto in the model, subgraphs and Constant attributes included."""
+    yield from onnx.external_data_helper._get_all_tensors(model)
+
+
+# --------------------------------------------------------------------------- signature
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output: its name, numpy dtype (None if not a tensor) and shape.
+
+    A dimension is an ``int`` when fixed, a ``str`` when symbolic, ``None`` when unknown;
+    ``shape`` is None when even the rank is unknown.
+    """
+
+    name: str
+    dtype: np.dtype | None
+    shape: tuple[int | str | None, ...] | None
+    kind: str = "tensor"
+
+    @property
+    def has_batch_axis(self) -> bool:
+        """True when the first axis is not fixed (symbolic or unknown): it can carry a batch."""
+        return bool(self.shape) and not isinstance(self.shape[0], int)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dtype": None if self.dtype is None else str(self.dtype),
+            "shape": None if self.shape is None else list(self.shape),
+            **({"kind": self.kind} if self.kind != "tensor" else {}),
+        }
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A model's graph inputs (initializers excluded) and outputs."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def input(self, name: str) -> TensorSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": [s.to_dict() for s in self.inputs],
+            "outputs": [s.to_dict() for s in self.outputs],
+        }
+
+
+def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    t = value.type
+    which = t.WhichOneof("value")
+    if which != "tensor_type":
+        return TensorSpec(value.name, None, None, kind=which.replace("_type", "") if which else "unknown")
+    tt = t.tensor_type
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+    except (KeyError, TypeError, ValueError):
+        dtype = None
+    shape: tuple[int | str | None, ...] | None
+    if not tt.HasField("shape"):
+        shape = None
+    else:
+        dims: list[int | str | None] = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value"):
+                dims.append(int(d.dim_value))
+            elif d.HasField("dim_param"):
+                dims.append(d.dim_param)
+            else:
+                dims.append(None)
+        shape = tuple(dims)
+    return TensorSpec(value.name, dtype, shape)
+
+
+def signature(model: onnx.ModelProto) -> Signature:
+    """The model's real inputs (graph inputs that are not initializers) and its outputs."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = tuple(_spec(v) for v in model.graph.input if v.name not in inits)
+    outputs = tuple(_spec(v) for v in model.graph.output)
+    return Signature(inputs, outputs)
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+@dataclass(frozen=True)
+class ClassifierInfo:
+    """What the metadata says about a classifier: its labels and how raw input is scaled."""
+
+    labels: tuple[str, ...] = ()
+    input_scaling: dict[str, Any] = field(default_factory=dict)
+
+
+def metadata(model: onnx.ModelProto) -> dict[str, str]:
+    """``metadata_props`` as a plain dict."""
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:
+    """Set (or replace) ``metadata_props`` entries in place."""
+    current = metadata(model)
+    current.update(values)
+    del model.metadata_props[:]
+    for key, value in current.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def classifier_metadata(
+    *, labels: list[str], input_scaling: dict[str, Any], source: str
+) -> dict[str, str]:
+    """The ``metadata_props`` entries that mark a model as a classifier."""
+    return {
+        META_TASK: "classification",
+        META_LABELS: json.dumps(list(labels)),
+        META_INPUT_SCALING: json.dumps(input_scaling),
+        META_SOURCE: source,
+    }
+
+
+def classifier_info(model: onnx.ModelProto) -> ClassifierInfo | None:
+    """The classifier facts from the metadata, or None when the model is not marked a classifier."""
+    meta = metadata(model)
+    if meta.get(META_TASK) != "classification":
+        return None
+    try:
+        labels = tuple(str(x) for x in json.loads(meta.get(META_LABELS, "[]")))
+    except (ValueError, TypeError):
+        labels = ()
+    try:
+        scaling = json.loads(meta.get(META_INPUT_SCALING, "{}"))
+    except ValueError:
+        scaling = {}
+    return ClassifierInfo(labels=labels, input_scaling=scaling if isinstance(scaling, dict) else {})
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def iter_nodes(graph: onnx.GraphProto):
+    """Every node of a graph, descending into If/Loop/Scan subgraphs."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from iter_nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from iter_nodes(g)
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """Operator type -> number of nodes (subgraphs included), sorted by name."""
+    counts = Counter(
+        (f"{n.domain}." if n.domain not in ("", "ai.onnx") else "") + n.op_type
+        for n in iter_nodes(model.graph)
+    )
+    return dict(sorted(counts.items()))
+
+
+def opset_version(model: onnx.ModelProto) -> int:
+    """The default-domain opset the model imports."""
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 0
