@@ -1,0 +1,5 @@
+"""``python -m onnxdeploy.cli``: the same as the ``onnxdeploy`` command."""
+
+from . import main
+
+main()
