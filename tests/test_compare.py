@@ -1,0 +1,70 @@
+"""compare: numeric differences, top-1 agreement, accuracy and latency through real ORT sessions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from builders import mlp_classifier, save
+from click.testing import CliRunner
+
+from onnxdeploy.cli import cli
+from onnxdeploy.compare import CompareOptions, compare_models, diff_outputs
+from onnxdeploy.data import digits_split
+from onnxdeploy.runtime import make_session, run
+
+
+def test_identical_models_agree_exactly(mlp_path, tmp_path):
+    other = save(mlp_classifier(), tmp_path / "same.onnx", external_data=True)
+    report = compare_models(mlp_path, other, CompareOptions(latency_rounds=1))
+    assert report.max_abs_diff == 0.0 and report.top1_agreement == 1.0
+    assert report.cosine_similarity == pytest.approx(1.0)
+    assert report.accuracy["a"] == report.accuracy["b"]
+    assert set(report.latency_ms["a"]) == {"batch_1", "batch_32"}
+    assert all(v > 0 for v in report.latency_ms["b"].values())
+
+
+def test_different_models_measured_against_hand_computation(mlp_path, tmp_path):
+    other = save(mlp_classifier(seed=1), tmp_path / "other.onnx")
+    report = compare_models(mlp_path, other, CompareOptions(latency_rounds=1))
+    _, _, x, y = digits_split()
+    a = run(make_session(mlp_path), {"x": x})["logits"]
+    b = run(make_session(other), {"x": x})["logits"]
+    assert report.max_abs_diff == pytest.approx(float(np.abs(a - b).max()), rel=1e-6)
+    assert report.top1_agreement == pytest.approx(float(np.mean(a.argmax(1) == b.argmax(1))))
+    assert report.accuracy["a"] == pytest.approx(float(np.mean(a.argmax(1) == y)))
+
+
+def test_diff_outputs_rejects_shape_mismatch():
+    from onnxdeploy.errors import DataError
+
+    with pytest.raises(DataError, match="shape"):
+        diff_outputs({"y": np.zeros((2, 3))}, {"y": np.zeros((3, 2))})
+
+
+def test_cli_compare_json_and_errors(mlp_path, two_input_path, tmp_path):
+    runner = CliRunner()
+    report_file = tmp_path / "r.json"
+    result = runner.invoke(cli, ["compare", str(mlp_path), str(mlp_path), "--json", "--count", "50",
+                                 "--report", str(report_file)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["max_abs_diff"] == 0.0 and payload["samples"] == 50
+    assert json.loads(report_file.read_text()) == payload
+
+    result = runner.invoke(cli, ["compare", str(mlp_path), str(two_input_path)])
+    assert result.exit_code == 2 and "different inputs" in result.output
+
+    result = runner.invoke(cli, ["compare", str(mlp_path), str(tmp_path / "nope.onnx")])
+    assert result.exit_code == 2 and "no such file" in result.output
+
+    result = runner.invoke(cli, ["compare", str(two_input_path), str(two_input_path), "--data", "digits"])
+    assert result.exit_code == 2 and "DataError" in result.output
+
+
+def test_cli_version_and_help():
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--version"]).output.startswith("onnxdeploy, version")
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0 and "compare" in result.output

@@ -1,0 +1,110 @@
+"""modelfile: loading errors, atomic saves with external data, sizes, signatures, metadata."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from builders import mlp_classifier, save, two_input_int_model
+
+from onnxdeploy.errors import ModelLoadError
+from onnxdeploy.modelfile import (
+    check_model,
+    classifier_info,
+    copy_model,
+    external_data_files,
+    load_model,
+    model_size,
+    op_counts,
+    opset_version,
+    save_model,
+    signature,
+)
+from onnxdeploy.runtime import make_session, run
+
+
+def test_missing_file_names_path(tmp_path):
+    with pytest.raises(ModelLoadError, match="no such file"):
+        load_model(tmp_path / "absent.onnx")
+
+
+def test_garbage_is_not_an_onnx_model(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not a protobuf \xff\xfe" * 10)
+    with pytest.raises(ModelLoadError, match="not an ONNX model"):
+        load_model(bad)
+
+
+def test_checker_failure_is_model_load_error():
+    model = mlp_classifier()
+    model.graph.node[0].input[1] = "no_such_tensor"
+    with pytest.raises(ModelLoadError, match="invalid ONNX graph"):
+        check_model(model)
+
+
+def test_external_data_counted_and_copy_stays_loadable(tmp_path):
+    path = save(mlp_classifier(hidden=256), tmp_path / "ext.onnx", external_data=True)
+    data_files = external_data_files(path)
+    assert data_files == [tmp_path / "ext.onnx.data"]
+    assert model_size(path) == path.stat().st_size + data_files[0].stat().st_size
+    assert data_files[0].stat().st_size > 64 * 256 * 4  # the weights really live there
+
+    original_size = model_size(path)
+    copied = copy_model(path, tmp_path / "elsewhere" / "copy.onnx")
+    (tmp_path / "ext.onnx.data").unlink()  # the copy must not depend on the original's data file
+    assert external_data_files(copied) == [tmp_path / "elsewhere" / "copy.onnx.data"]
+    assert abs(model_size(copied) - original_size) < 1024
+    feeds = {"x": np.ones((2, 64), np.float32)}
+    out = run(make_session(copied), feeds)
+    ref = run(make_session(mlp_classifier(hidden=256)), feeds)
+    np.testing.assert_array_equal(out["logits"], ref["logits"])
+
+
+def test_inline_save_leaves_no_temp_files(tmp_path):
+    save_model(mlp_classifier(), tmp_path / "m.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_failed_save_keeps_previous_file(tmp_path):
+    path = save(mlp_classifier(), tmp_path / "m.onnx")
+    before = path.read_bytes()
+    with pytest.raises(AttributeError):
+        save_model("not a model", path)  # type: ignore[arg-type]
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_signature_excludes_initializers_and_keeps_symbolic_dims():
+    sig = signature(two_input_int_model())
+    assert [(s.name, str(s.dtype), s.shape) for s in sig.inputs] == [
+        ("x", "float32", ("batch", 4)),
+        ("idx", "int64", ("batch",)),
+    ]
+    assert sig.outputs[0].to_dict() == {"name": "y", "dtype": "float32", "shape": ["batch", 3]}
+    assert sig.inputs[1].has_batch_axis
+
+
+def test_classifier_metadata_round_trip(tmp_path):
+    path = save(mlp_classifier(), tmp_path / "m.onnx")
+    info = classifier_info(load_model(path))
+    assert info is not None and info.labels == tuple(str(i) for i in range(10))
+    assert info.input_scaling["scale"] == pytest.approx(1 / 16)
+    assert classifier_info(two_input_int_model()) is None
+
+
+def test_op_counts_descend_into_subgraphs():
+    then_graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["r"])], "then", [],
+        [onnx.helper.make_tensor_value_info("r", onnx.TensorProto.FLOAT, [2])])
+    else_graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Neg", ["x"], ["n"])], "else", [],
+        [onnx.helper.make_tensor_value_info("n", onnx.TensorProto.FLOAT, [2])])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("If", ["c"], ["y"], then_branch=then_graph, else_branch=else_graph)],
+        "g",
+        [onnx.helper.make_tensor_value_info("c", onnx.TensorProto.BOOL, []),
+         onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    assert op_counts(model) == {"If": 1, "Neg": 1, "Relu": 1}
+    assert opset_version(model) == 17
