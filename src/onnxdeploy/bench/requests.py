@@ -1,0 +1,62 @@
+"""Request bodies built once from ``--data`` (one sample a request), and their raw HTTP/1.1 bytes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data import DataSet
+from ..modelfile import Signature
+
+PREDICT_PATH = "/predict"
+#: at most this many distinct bodies are kept; the engines cycle through them
+MAX_BODIES = 1024
+
+
+def _dumps(obj) -> bytes:
+    try:
+        import orjson
+
+        return orjson.dumps(obj)
+    except ImportError:  # pragma: no cover - orjson is in the bench extra
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def predict_body(sig: Signature, feeds: dict[str, np.ndarray]) -> bytes:
+    """The ``/predict`` JSON for some feeds: a bare batch for one input, a dict for several."""
+    if len(sig.inputs) == 1:
+        return _dumps({"inputs": feeds[sig.inputs[0].name].tolist()})
+    return _dumps({"inputs": {name: np.asarray(arr).tolist() for name, arr in feeds.items()}})
+
+
+@dataclass(frozen=True)
+class RequestSet:
+    """Pre-encoded request bodies for one model, and the labels of the data they came from."""
+
+    bodies: tuple[bytes, ...]
+    path: str = PREDICT_PATH
+
+    def __len__(self) -> int:
+        return len(self.bodies)
+
+
+def build_requests(sig: Signature, data: DataSet, *, limit: int = MAX_BODIES) -> RequestSet:
+    """One body per sample (the first ``limit`` samples), each a batch of one row."""
+    n = min(len(data), limit) if data.batched else 1
+    bodies = tuple(predict_body(sig, data.slice(i, i + 1)) for i in range(n))
+    return RequestSet(bodies)
+
+
+def http_request(method: str, path: str, host: str, body: bytes = b"") -> bytes:
+    """The raw bytes of one keep-alive HTTP/1.1 request."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive\r\n"
+    if method in ("POST", "PUT"):
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return head.encode("ascii") + b"\r\n" + body
+
+
+def encode_all(requests: RequestSet, host: str) -> list[bytes]:
+    """Every body of a request set as complete POST requests for ``host``."""
+    return [http_request("POST", requests.path, host, body) for body in requests.bodies]
