@@ -1,0 +1,107 @@
+"""``onnxdeploy pipeline [MODEL] --out DIR``: every step on one model, one report."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from ..pipeline import (
+    STEP_TITLES,
+    PipelineError,
+    PipelineOptions,
+    options_from_config,
+    run_pipeline,
+)
+from ..report.jsonio import dumps
+from ..report.terminal import console, fmt_bytes, fmt_pct
+
+
+def _int_list(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        items = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        items = []
+    if not items or any(v <= 0 for v in items):
+        raise click.BadParameter(f"{value!r}: expected positive integers separated by commas, e.g. 1,8,32")
+    return items
+
+
+def summary_table(report) -> Table:
+    """The final table: one row per variant with size, accuracy, latency and HTTP figures."""
+    conc = next((v.get("concurrency") for v in report.variants if v.get("concurrency")), None)
+    table = Table(title=f"onnxdeploy pipeline: {report.model}", title_justify="left")
+    for col in ("variant", "size", "accuracy", "latency b=1 (ms)", "HTTP accuracy",
+                f"req/s (c={conc})" if conc else "req/s", "p50 (ms)", "p99 (ms)"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+
+    def ms(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    for v in report.variants:
+        lat = v.get("latency_ms")
+        lat1 = lat.get("batch_1") if isinstance(lat, dict) else lat
+        table.add_row(
+            v["variant"], fmt_bytes(v.get("size_bytes")), fmt_pct(v.get("accuracy")), ms(lat1),
+            fmt_pct(v.get("api_accuracy")), "-" if v.get("rps") is None else f"{v['rps']:.0f}",
+            ms(v.get("p50_ms")), ms(v.get("p99_ms")),
+        )
+    return table
+
+
+@click.command("pipeline")
+@click.argument("model", required=False)
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Output directory [default: pipeline-out].")
+@click.option("--config", "config", type=click.Path(dir_okay=False),
+              help="Replay a run from a YAML or TOML file of options (command-line values win).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights for a user factory (weights_only).")
+@click.option("--input-shape", callback=_int_list, help="Input shape for a user factory, e.g. 1,3,32,32.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Where trained built-in weights are cached.")
+@click.option("--data", metavar="SOURCE", help="digits (default for the built-ins), random or a .npz file.")
+@click.option("--full", is_flag=True, default=None, help="A longer bench: concurrency 1,8,32, more requests, 3 repeats.")
+@click.option("--concurrency", callback=_int_list, help="Bench concurrency levels, e.g. 1,8,32.")
+@click.option("--requests", type=click.IntRange(min=1), help="Requests per bench run.")
+@click.option("--duration", type=click.FloatRange(min=0.1), help="Seconds per bench run (instead of --requests).")
+@click.option("--repeats", type=click.IntRange(min=1), help="Bench repeats (A/B alternated).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), help="Allowed accuracy drop for auto int8 (fraction).")
+@click.option("--json", "as_json", is_flag=True, help="Print the pipeline report as JSON on stdout.")
+def command(model, out, config, as_json, **values):
+    """Run every step on one model (default digits-cnn) and write one report.
+
+    Export with parity, dynamic and auto int8 quantization, graph optimization, comparison,
+    then serve float32 and int8 on two ports and load-test them. Artifacts and report.json,
+    report.md, report.html land in --out.
+    """
+    overrides = {"model": model, "out": out, **values}
+    if config:
+        options = options_from_config(config, overrides)
+    else:
+        options = PipelineOptions(**{k: v for k, v in overrides.items() if v is not None})
+    out_console = console(stderr=as_json)
+
+    def progress(event, step, info):
+        title = STEP_TITLES[step]
+        if event == "start":
+            out_console.print(f"[bold]▶ {title}[/bold] …")
+        elif event == "done":
+            out_console.print(f"[green]✓[/green] {title} [dim]({info['seconds']:.1f} s)[/dim] {info['summary']}")
+        elif event == "fail":
+            out_console.print(f"[red]✗ {title}[/red] [dim]({info['seconds']:.1f} s)[/dim]")
+
+    try:
+        report = run_pipeline(options, progress)
+    except PipelineError as exc:
+        click.echo(f"PipelineError: {exc}", err=True)
+        click.echo(f"Artifacts of the earlier steps are kept in {options.out}.", err=True)
+        raise click.exceptions.Exit(exc.exit_code) from exc
+    if as_json:
+        click.echo(dumps(report), nl=False)
+        return
+    out_console.print(summary_table(report))
+    if report.verdict:
+        out_console.print(f"[bold]Verdict:[/bold] {report.verdict}")
+    out_console.print(
+        f"Finished in {report.total_seconds:.0f} s. Open {report.artifacts.get('report.html')} "
+        f"(also report.md, report.json, config.yaml in {options.out})."
+    )

@@ -1,0 +1,87 @@
+"""The cross-step summary of a pipeline run: one row per model variant, and the verdict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _get(d: Any, *keys: str) -> Any:
+    """Nested lookup that answers None when any key is missing."""
+    for key in keys:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def served_figures(bench: dict[str, Any] | None, target: str) -> dict[str, Any]:
+    """req/s, p50 and p99 of one served target at the highest concurrency the bench ran."""
+    if not bench:
+        return {}
+    rows = [r for r in bench.get("summary", bench.get("runs", [])) if r.get("target") == target]
+    if not rows:
+        return {}
+    top = max(r.get("concurrency", 0) for r in rows)
+    rows = [r for r in rows if r.get("concurrency", 0) == top]
+    # aggregated rows carry one entry per target/concurrency; raw runs one per repeat: take medians
+    import statistics
+
+    def med(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    return {
+        "concurrency": top,
+        "rps": med([r.get("rps") for r in rows]),
+        "p50_ms": med([_get(r, "latency_ms", "p50") for r in rows]),
+        "p99_ms": med([_get(r, "latency_ms", "p99") for r in rows]),
+        "api_accuracy": _get(bench, "accuracy", target),
+    }
+
+
+def summarize(reports: dict[str, Any], artifacts: dict[str, str]) -> tuple[list[dict[str, Any]], str]:
+    """Rows for float32, dynamic int8, the chosen int8 and the optimized float model, plus the verdict."""
+    quant = reports.get("quantize") or {}
+    dyn = reports.get("quantize_dynamic") or {}
+    opt = reports.get("optimize") or {}
+    bench = reports.get("bench")
+    export = reports.get("export") or {}
+
+    float_row = {
+        "variant": "float32",
+        "file": artifacts.get("float"),
+        "size_bytes": _get(quant, "size_bytes", "before") or export.get("size_bytes"),
+        "accuracy": _get(quant, "comparison", "accuracy_before"),
+        "latency_ms": _get(quant, "latency_ms", "before"),
+        **served_figures(bench, "float32"),
+    }
+    rows = [float_row]
+    if dyn:
+        rows.append({
+            "variant": "int8 dynamic (textbook)",
+            "file": artifacts.get("int8_dynamic"),
+            "size_bytes": _get(dyn, "size_bytes", "after"),
+            "accuracy": _get(dyn, "comparison", "accuracy_after"),
+            "latency_ms": _get(dyn, "latency_ms", "after"),
+        })
+    if quant:
+        chosen = quant.get("chosen")
+        label = chosen.get("name") if isinstance(chosen, dict) else chosen
+        rows.append({
+            "variant": f"int8 auto ({label})" if label else "int8 auto",
+            "file": artifacts.get("int8"),
+            "size_bytes": _get(quant, "size_bytes", "after"),
+            "accuracy": _get(quant, "comparison", "accuracy_after"),
+            "latency_ms": _get(quant, "latency_ms", "after"),
+            **served_figures(bench, "int8"),
+        })
+    if opt:
+        rows.append({
+            "variant": "float32 optimized",
+            "file": artifacts.get("optimized"),
+            "size_bytes": _get(opt, "size_bytes", "after"),
+            "accuracy": None,
+            "latency_ms": _get(opt, "latency_ms", "after"),
+        })
+    verdict = _get(bench, "verdict", "text") or ""
+    return rows, verdict
