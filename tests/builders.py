@@ -75,3 +75,116 @@ def two_input_int_model(seed: int = 0) -> onnx.ModelProto:
 def save(model: onnx.ModelProto, path: Path, **kwargs) -> Path:
     """Save a built model and return its path."""
     return save_model(model, path, **kwargs)
+
+
+def _bn_params(rng: np.random.Generator, channels: int) -> dict[str, np.ndarray]:
+    return {
+        "bn_scale": rng.uniform(0.5, 1.5, channels).astype(np.float32),
+        "bn_bias": rng.standard_normal(channels).astype(np.float32),
+        "bn_mean": rng.standard_normal(channels).astype(np.float32) * 0.1,
+        "bn_var": rng.uniform(0.5, 1.5, channels).astype(np.float32),
+    }
+
+
+def conv_bias_bn_deadend(channels: int = 4, seed: int = 0, classes: int = 10) -> onnx.ModelProto:
+    """``x: [batch, 1, 8, 8] -> logits: [batch, classes]``: Conv without bias, a separate bias Add,
+    BatchNormalization, Relu, pooling and a Gemm head, plus a dead-end branch (Sigmoid -> Neg) off
+    the Conv output that reaches no graph output. Marked a classifier."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "conv_w": rng.standard_normal((channels, 1, 3, 3)).astype(np.float32) * 0.5,
+        "conv_b": rng.standard_normal((1, channels, 1, 1)).astype(np.float32) * 0.1,
+        **_bn_params(rng, channels),
+        "fc_w": rng.standard_normal((classes, channels)).astype(np.float32) * 0.5,
+        "fc_b": rng.standard_normal(classes).astype(np.float32) * 0.1,
+    }
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "conv_w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Add", ["c", "conv_b"], ["cb"]),
+            helper.make_node("BatchNormalization",
+                             ["cb", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["bn"]),
+            helper.make_node("Relu", ["bn"], ["r"]),
+            helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+            helper.make_node("Flatten", ["p"], ["f"]),
+            helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
+            helper.make_node("Sigmoid", ["c"], ["dead_1"]),
+            helper.make_node("Neg", ["dead_1"], ["dead_2"]),
+        ],
+        "conv_bias_bn_deadend",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        [numpy_helper.from_array(a, n) for n, a in arrays.items()],
+    )
+    model = _model(graph)
+    set_metadata(model, classifier_metadata(
+        labels=[str(i) for i in range(classes)], input_scaling={"scale": 1 / 16, "offset": 0.0},
+        source="tests.conv_bias_bn_deadend"))
+    return model
+
+
+def conv_bn_constant_params(channels: int = 4, seed: int = 1) -> onnx.ModelProto:
+    """``x: [batch, 1, 8, 8] -> y: [batch, channels, 8, 8]``: Conv -> BatchNormalization whose four
+    parameters arrive through Constant nodes instead of initializers (as some converters emit)."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((channels, 1, 3, 3)).astype(np.float32) * 0.5
+    b = rng.standard_normal(channels).astype(np.float32) * 0.1
+    params = _bn_params(rng, channels)
+    constants = [helper.make_node("Constant", [], [name], value=numpy_helper.from_array(a, name + "_t"))
+                 for name, a in params.items()]
+    graph = helper.make_graph(
+        [
+            *constants,
+            helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("BatchNormalization", ["c", *params], ["y"]),
+        ],
+        "conv_bn_constant_params",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", channels, 8, 8])],
+        [numpy_helper.from_array(w, "conv_w"), numpy_helper.from_array(b, "conv_b")],
+    )
+    return _model(graph)
+
+
+def if_subgraph_model(seed: int = 2) -> onnx.ModelProto:
+    """``x: [batch, 4] -> y: [batch, 4]``: an If on ``sum(x) > 0`` whose branches read an outer-scope
+    weight (MatMul) or negate; the then-branch holds an Identity a pass can remove."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((4, 4)).astype(np.float32)
+    out = helper.make_tensor_value_info("branch_out", TensorProto.FLOAT, None)
+    then_branch = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Identity", ["mm"], ["branch_out"])],
+        "then", [], [out])
+    else_branch = helper.make_graph([helper.make_node("Neg", ["x"], ["branch_out"])], "else", [], [out])
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+            helper.make_node("Greater", ["s", "zero"], ["cond"]),
+            helper.make_node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch),
+        ],
+        "if_model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(0.0, np.float32), "zero")],
+    )
+    return _model(graph)
+
+
+def ml_domain_model() -> onnx.ModelProto:
+    """``x: [batch, 3] -> y: [batch, 3]``: an ai.onnx.ml Scaler followed by Identity and Relu."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Scaler", ["x"], ["scaled"], domain="ai.onnx.ml",
+                             offset=[0.5, -1.0, 2.0], scale=[2.0, 0.5, 1.5]),
+            helper.make_node("Identity", ["scaled"], ["ident"]),
+            helper.make_node("Relu", ["ident"], ["y"]),
+        ],
+        "ml_model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
+                                                    helper.make_opsetid("ai.onnx.ml", 3)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model

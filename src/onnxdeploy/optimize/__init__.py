@@ -1,0 +1,363 @@
+"""Step 3: graph optimization pass by pass, with accounting and proof the outputs did not change.
+
+Each onnxoptimizer pass runs on its own (``fixed_point`` off) so its effect can be counted;
+constants a pass leaves behind are folded right after it (see ``fold.py``) so the next fusion
+sees them and the graph does not grow; ``ort_level`` then saves ONNX Runtime's offline-optimized
+graph. The result runs against the input on the same data; when they differ by more than the
+tolerance the steps are replayed one at a time to name the one that introduced the difference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..compare import DEFAULT_LATENCY_BATCH, OutputDiff, diff_outputs, latency_pair
+from ..data import DataSet, load_data
+from ..errors import ModelLoadError, OptionError
+from ..modelfile import (
+    PROTOBUF_LIMIT,
+    check_model,
+    external_data_files,
+    load_model,
+    metadata,
+    model_size,
+    op_counts,
+    save_model,
+    set_metadata,
+    signature,
+)
+from ..runtime import make_session, run_dataset
+from .fold import fold_constants
+from .passes import DEFAULT_PASSES, available_passes, no_change_note, parse_passes
+
+__all__ = [
+    "DEFAULT_PASSES", "DEFAULT_TOLERANCE", "ORT_LEVELS", "OptimizeOptions", "OptimizeReport",
+    "PassRecord", "available_passes", "optimize_model", "parse_passes",
+]
+
+DEFAULT_TOLERANCE = 1e-4
+ORT_LEVELS = ("basic", "extended", "all")
+FOLD_STEP = "fold_constants"
+ORT_WARNING = ("--ort-level {level}: the saved graph may use ONNX Runtime's own fused operators "
+               "and CPU-specific layouts; it is tied to onnxruntime {version} on this kind of CPU "
+               "(use --ort-level basic for a portable file)")
+
+
+@dataclass
+class OptimizeOptions:
+    """Options of ``onnxdeploy optimize``."""
+
+    passes: list[str] | tuple[str, ...] | str | None = DEFAULT_PASSES
+    fold_constants: bool = True
+    ort_level: str | None = None
+    data: str | None = None
+    dims: dict[str, int] = field(default_factory=dict)
+    count: int | None = None
+    tolerance: float = DEFAULT_TOLERANCE
+    rtol: float = 0.0
+    latency_rounds: int = 5
+    latency_batch: int = DEFAULT_LATENCY_BATCH
+    threads: int | None = None
+
+
+@dataclass
+class PassRecord:
+    """One step of the optimization: what it did to the graph."""
+
+    name: str
+    nodes_before: int
+    nodes_after: int
+    op_delta: dict[str, int]
+    changed: bool
+    note: str | None = None
+    folded: dict[str, int] = field(default_factory=dict)
+    max_abs_diff: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class OptimizeReport:
+    """Report of ``onnxdeploy optimize``."""
+
+    input: str
+    output: str
+    passes: list[PassRecord]
+    op_counts: dict[str, dict[str, int]]
+    comparison: dict[str, Any]
+    latency_ms: dict[str, dict[str, float]] | None
+    size_bytes: dict[str, int]
+    ort_level: str | None
+    fold_constants: bool
+    culprit: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """True when the result matched the input within the tolerance."""
+        return bool(self.comparison["passed"])
+
+    @property
+    def nodes(self) -> dict[str, int]:
+        """Total node counts before and after."""
+        return {k: sum(v.values()) for k, v in self.op_counts.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["passes"] = [p.to_dict() for p in self.passes]
+        out["nodes"] = self.nodes
+        return out
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    ops = sorted(set(before) | set(after))
+    return {op: after.get(op, 0) - before.get(op, 0) for op in ops if after.get(op, 0) != before.get(op, 0)}
+
+
+def _fingerprint(model: onnx.ModelProto) -> str:
+    """A digest of what the graph computes: nodes, initializers, inputs, outputs, in order.
+
+    ``value_info`` is left out: onnxoptimizer reorders it even when a pass changes nothing.
+    """
+    digest = hashlib.sha256()
+    graph = model.graph
+    for part in (graph.node, graph.initializer, graph.input, graph.output):
+        for item in part:
+            digest.update(item.SerializeToString())
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+def _checked(model: onnx.ModelProto) -> str | None:
+    """The checker's complaint about an in-memory model, or None when it is valid (or too big)."""
+    if model.ByteSize() >= PROTOBUF_LIMIT:
+        return None
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid graph"
+    return None
+
+
+def _run_pass(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    import onnxoptimizer
+
+    return onnxoptimizer.optimize(model, [name], fixed_point=False)
+
+
+def _ort_optimize(model: onnx.ModelProto, level: str, workdir: Path, threads: int | None) -> onnx.ModelProto:
+    """The graph ONNX Runtime saves after optimizing ``model`` offline at ``level``."""
+    src = save_model(model, workdir / "ort_in.onnx")
+    dst = workdir / "ort_out.onnx"
+    make_session(src, threads=threads, optimization=level, optimized_model_path=dst)
+    return load_model(dst)
+
+
+def _apply(
+    model: onnx.ModelProto, step: str, *, fold: bool, meta: dict[str, str], ort_args: tuple
+) -> tuple[onnx.ModelProto, PassRecord, list[str]]:
+    """Run one step (a pass plus folding what it left, the pre-fold, or ORT) and account for it."""
+    warnings: list[str] = []
+    before = op_counts(model)
+    print_before = _fingerprint(model)
+    note = None
+    folded: dict[str, int] = {}
+    if step == FOLD_STEP:
+        result = fold_constants(model)
+        new, folded = result.model, result.folded
+        if result.warning:
+            warnings.append(result.warning)
+    elif step.startswith("ort_"):
+        new = _ort_optimize(model, step[4:], *ort_args)
+    else:
+        try:
+            new = _run_pass(model, step)
+        except Exception as exc:  # onnxoptimizer's C++ errors arrive as assorted types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            warnings.append(f"{step}: onnxoptimizer failed ({first}); the pass was skipped")
+            new, note = model, f"skipped: onnxoptimizer failed ({first})"
+        problem = _checked(new) if new is not model else None
+        if problem:
+            warnings.append(f"{step}: produced an invalid graph ({problem}); the pass was skipped")
+            new, note = model, f"skipped: it produced an invalid graph ({problem})"
+        if fold and new is not model:
+            result = fold_constants(new)
+            new, folded = result.model, result.folded
+            if result.warning:
+                warnings.append(f"{step}: {result.warning}")
+    set_metadata(new, meta)
+    after = op_counts(new)
+    changed = print_before != _fingerprint(new)
+    if note is None:
+        if not changed:
+            note = "nothing constant to fold" if step == FOLD_STEP else (
+                "no change" if step.startswith("ort_") else no_change_note(step, before))
+        elif step == FOLD_STEP:
+            note = "folded " + ", ".join(f"{n} {op}" for op, n in folded.items())
+        elif folded:
+            left = ", ".join(f"{n} {op}" for op, n in folded.items())
+            note = f"left constant arithmetic behind ({left}); folded it"
+        elif changed and before == after:
+            note = "rewrote the graph without changing its op counts"
+    record = PassRecord(step, sum(before.values()), sum(after.values()), _delta(before, after),
+                        changed, note, folded)
+    return new, record, warnings
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def _within(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float, rtol: float) -> bool:
+    for (_, a), (_, b) in zip(ref.items(), got.items()):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape:
+            return False
+        if a.dtype.kind in "fc" or b.dtype.kind in "fc":
+            if not np.allclose(b, a, atol=atol, rtol=rtol, equal_nan=True):
+                return False
+        elif not np.array_equal(a, b):
+            return False
+    return True
+
+
+def _outputs_of(model: onnx.ModelProto | Path, data: DataSet, threads: int | None, workdir: Path):
+    if isinstance(model, onnx.ModelProto) and model.ByteSize() >= PROTOBUF_LIMIT:
+        model = save_model(model, workdir / "verify.onnx")
+    session = make_session(model, threads=threads, optimization="disable")
+    return run_dataset(session, data)
+
+
+def _find_culprit(
+    model: onnx.ModelProto, steps: list[str], records: list[PassRecord], reference, data: DataSet,
+    opts: OptimizeOptions, apply: Callable, workdir: Path,
+) -> str | None:
+    """Replay the steps one at a time from the input; the first whose result differs is the culprit."""
+    current = model
+    for step, record in zip(steps, records):
+        current, _, _ = apply(current, step)
+        try:
+            got = _outputs_of(current, data, opts.threads, workdir)
+        except ModelLoadError:
+            record.max_abs_diff = float("inf")
+            return step
+        record.max_abs_diff = diff_outputs(reference, got).max_abs_diff
+        if not _within(reference, got, opts.tolerance, opts.rtol):
+            return step
+    return None
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _validate(opts: OptimizeOptions, src: Path, out: Path) -> list[str]:
+    steps = parse_passes(opts.passes)
+    if opts.ort_level is not None and opts.ort_level not in ORT_LEVELS:
+        raise OptionError(f"--ort-level {opts.ort_level!r}: expected one of {', '.join(ORT_LEVELS)}")
+    if not (opts.tolerance >= 0 and opts.rtol >= 0):
+        raise OptionError("--tolerance and --rtol must be non-negative numbers")
+    if out.exists() and src.exists() and out.resolve() == src.resolve():
+        raise OptionError(f"-o {out}: the output must not overwrite the input model")
+    return steps
+
+
+def optimize_model(
+    src: str | os.PathLike, out: str | os.PathLike, options: OptimizeOptions | None = None
+) -> OptimizeReport:
+    """Optimize ``src`` pass by pass into ``out`` and verify it computes what ``src`` computes.
+
+    User errors (bad file, invalid graph, unknown pass) are raised before anything is written.
+    A failed verification still writes ``out``; the report's ``culprit`` names the step.
+    """
+    opts = options or OptimizeOptions()
+    src, out = Path(src), Path(out)
+    passes = _validate(opts, src, out)
+    model = load_model(src)
+    check_model(src, name=src.name)
+    sig = signature(model)
+    data = load_data(opts.data, sig, dims=opts.dims, count=opts.count)
+    meta = metadata(model)
+
+    steps = ([FOLD_STEP] if opts.fold_constants else []) + passes
+    if opts.ort_level:
+        steps.append(f"ort_{opts.ort_level}")
+    workdir = Path(tempfile.mkdtemp(prefix=".onnxdeploy-opt.", dir=out.parent if out.parent.exists() else None))
+    try:
+        def apply(m, step):
+            return _apply(m, step, fold=opts.fold_constants, meta=meta, ort_args=(workdir, opts.threads))
+
+        current, records, warnings = model, [], []
+        for step in steps:
+            current, record, step_warnings = apply(current, step)
+            records.append(record)
+            warnings.extend(step_warnings)
+        if opts.ort_level in ("extended", "all"):
+            import onnxruntime
+
+            warnings.append(ORT_WARNING.format(level=opts.ort_level, version=onnxruntime.__version__))
+        uses_external = bool(external_data_files(src))
+        save_model(current, out, external_data=uses_external or None)
+
+        reference = _outputs_of(src, data, opts.threads, workdir)
+        try:
+            result = _outputs_of(out, data, opts.threads, workdir)
+        except ModelLoadError as exc:  # the optimized graph no longer loads: a failed check, not a user error
+            warnings.append(f"the optimized model does not load in ONNX Runtime: {exc}")
+            result = None
+        if result is None:
+            diff, passed = OutputDiff(float("inf"), float("inf"), None, None), False
+        else:
+            diff = diff_outputs(reference, result)
+            passed = _within(reference, result, opts.tolerance, opts.rtol)
+        culprit = None
+        if not passed:
+            culprit = _find_culprit(model, steps, records, reference, data, opts, apply, workdir)
+
+        before, after = op_counts(model), op_counts(current)
+        if opts.fold_constants and sum(after.values()) > sum(before.values()):
+            warnings.append(f"the result has more nodes than the input ({sum(after.values())} vs "
+                            f"{sum(before.values())}) even after constant folding")
+        latency = None
+        if opts.latency_rounds > 0 and result is not None:
+            sess_a = make_session(src, threads=opts.threads)
+            sess_b = make_session(out, threads=opts.threads)
+            pair = latency_pair(sess_a, sess_b, data, batch=opts.latency_batch, rounds=opts.latency_rounds)
+            latency = {"before": pair["a"], "after": pair["b"]}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    return OptimizeReport(
+        input=str(src),
+        output=str(out),
+        passes=records,
+        op_counts={"before": before, "after": after},
+        comparison={
+            "max_abs_diff": diff.max_abs_diff,
+            "mean_abs_diff": diff.mean_abs_diff,
+            "top1_agreement": diff.top1_agreement,
+            "passed": passed,
+            "tolerance": opts.tolerance,
+            "rtol": opts.rtol,
+            "data": data.name,
+            "samples": len(data),
+        },
+        latency_ms=latency,
+        size_bytes={"before": model_size(src), "after": model_size(out)},
+        ort_level=opts.ort_level,
+        fold_constants=opts.fold_constants,
+        culprit=culprit,
+        warnings=warnings,
+    )
