@@ -1,0 +1,72 @@
+"""Prometheus metrics, correct across gunicorn workers.
+
+Under gunicorn the runner sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temp dir per server) before
+prometheus_client is first imported, so every worker writes its values to files there and
+``/metrics`` sums them with ``MultiProcessCollector``. Without that variable (``--dev``, tests
+using the Flask test client) each app gets its own registry, so two apps never collide.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: seconds; covers sub-millisecond tiny models up to slow large ones
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_enabled() -> bool:
+    """True when prometheus_client should aggregate across processes."""
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+class Metrics:
+    """The service's metric objects and the rendering of ``/metrics``."""
+
+    def __init__(self, *, batching: bool = False) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.multiprocess = multiprocess_enabled()
+        # In multiprocess mode values live in files; objects must not sit in a registry that
+        # would also report this process's copy.
+        self.registry = None if self.multiprocess else CollectorRegistry(auto_describe=True)
+        reg = {"registry": self.registry}
+        self.requests = Counter("onnxdeploy_requests_total", "HTTP requests by endpoint and status.",
+                                ["endpoint", "status"], **reg)
+        self.request_seconds = Histogram(
+            "onnxdeploy_request_duration_seconds", "Whole request time in the view.", ["endpoint"],
+            buckets=LATENCY_BUCKETS, **reg)
+        self.compute_seconds = Histogram(
+            "onnxdeploy_model_compute_seconds", "Time inside session.run.",
+            buckets=LATENCY_BUCKETS, **reg)
+        self.queue_seconds = self.batch_size = None
+        if batching:  # exported only when batching is on, so their absence says it is off
+            self.queue_seconds = Histogram(
+                "onnxdeploy_batch_queue_seconds", "Time a request waited for its batch to run.",
+                buckets=LATENCY_BUCKETS, **reg)
+            self.batch_size = Histogram(
+                "onnxdeploy_batch_size", "Rows per merged session.run when batching.",
+                buckets=BATCH_SIZE_BUCKETS, **reg)
+        self.inflight = Gauge("onnxdeploy_inflight_requests", "Inference requests being handled.",
+                              multiprocess_mode="livesum", **reg)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges (gunicorn ``child_exit`` hook)."""
+    if multiprocess_enabled():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)

@@ -1,0 +1,111 @@
+"""``GET /openapi.json``: the service described as OpenAPI 3.1, with the served model's inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+from .model import ModelInfo
+from .validation import fmt_shape
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _responses(ok: dict[str, Any], *codes: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"200": ok}
+    text = {400: "invalid input (name, dtype, shape, batch size, JSON)",
+            401: "missing or wrong API key", 404: "unknown model or version",
+            413: "body larger than the limit", 415: "wrong content type",
+            503: "overloaded (see Retry-After) or not ready"}
+    for code in codes:
+        out[str(code)] = {"description": text[code],
+                          "content": {"application/json": {"schema": _ERROR}}}
+    return out
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def openapi_spec(info: ModelInfo) -> dict[str, Any]:
+    """The OpenAPI document for a server of this model."""
+    inputs = ", ".join(f"{s.name}: {s.dtype} {fmt_shape(s.shape)}" for s in info.signature.inputs)
+    infer_errors = (400, 401, 404, 413, 415, 503)
+    name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    version_param = {"name": "version", "in": "path", "required": True,
+                     "schema": {"type": "string"}}
+    v2_infer = {
+        "summary": "Open Inference Protocol inference (JSON, or Triton binary tensors)",
+        "parameters": [name_param],
+        "requestBody": {"content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"},
+                                         "description": "JSON header of "
+                                         "Inference-Header-Content-Length bytes, then raw tensors"},
+        }},
+        "responses": _responses(_json({"$ref": "#/components/schemas/InferResponse"},
+                                      "outputs"), *infer_errors),
+    }
+    simple = {"200": {"description": "ok"}}
+    paths: dict[str, Any] = {
+        "/predict": {"post": {
+            "summary": f"Predict with {info.name} (inputs: {inputs})",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["inputs"],
+                "properties": {"inputs": {"oneOf": [
+                    {"type": "array", "description": "a batch for a one-input model"},
+                    {"type": "object", "description": "input name -> nested list"}]}}}}}},
+            "responses": _responses(_json({"type": "object", "properties": {
+                "model": {"type": "string"},
+                "outputs": {"type": "object", "additionalProperties": {"type": "array"}},
+                "predictions": {"type": "array", "items": {"type": "integer"}},
+                "labels": {"type": "array", "items": {"type": "string"}}}}, "outputs"),
+                *infer_errors),
+        }},
+        "/v2": {"get": {"summary": "Server metadata", "responses": simple}},
+        "/v2/health/live": {"get": {"summary": "Liveness (no API key needed)", "responses": simple}},
+        "/v2/health/ready": {"get": {"summary": "Readiness: session created and warmed up",
+                                     "responses": _responses({"description": "ready"}, 503)}},
+        "/v2/models/{name}": {"get": {"summary": "Model metadata", "parameters": [name_param],
+                                      "responses": _responses({"description": "ok"}, 404)}},
+        "/v2/models/{name}/versions/{version}": {"get": {
+            "summary": "Model metadata", "parameters": [name_param, version_param],
+            "responses": _responses({"description": "ok"}, 404)}},
+        "/v2/models/{name}/ready": {"get": {"summary": "Model readiness", "parameters": [name_param],
+                                            "responses": _responses({"description": "ok"}, 404, 503)}},
+        "/v2/models/{name}/versions/{version}/ready": {"get": {
+            "summary": "Model readiness", "parameters": [name_param, version_param],
+            "responses": _responses({"description": "ok"}, 404, 503)}},
+        "/v2/models/{name}/infer": {"post": v2_infer},
+        "/v2/models/{name}/versions/{version}/infer": {
+            "post": {**v2_infer, "parameters": [name_param, version_param]}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+            "200": {"description": "text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": simple}},
+    }
+    tensor = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
+        "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+        "datatype": {"type": "string"}, "data": {"type": "array"},
+        "parameters": {"type": "object"}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"onnxdeploy serving {info.name}", "version": __version__},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"],
+                          "properties": {"error": {"type": "string"}}},
+                "Tensor": tensor,
+                "InferRequest": {"type": "object", "required": ["inputs"], "properties": {
+                    "id": {"type": "string"}, "parameters": {"type": "object"},
+                    "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/Tensor"}},
+                    "outputs": {"type": "array", "items": {"type": "object"}}}},
+                "InferResponse": {"type": "object", "properties": {
+                    "model_name": {"type": "string"}, "model_version": {"type": "string"},
+                    "id": {"type": "string"},
+                    "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/Tensor"}}}},
+            },
+        },
+    }

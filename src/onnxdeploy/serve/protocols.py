@@ -1,0 +1,253 @@
+"""Wire formats: ``/predict`` JSON and the Open Inference Protocol (KServe v2) with Triton's
+binary tensor extension. Parsing returns feeds for validation; encoding returns bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .model import ModelInfo
+from .validation import ApiError, array_from_json, v2_array
+
+BINARY_HEADER = "Inference-Header-Content-Length"
+PLATFORM = "onnx_onnxv1"
+VERSION = "1"
+
+V2_TO_NUMPY = {
+    "BOOL": np.dtype(bool), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
+}
+NUMPY_TO_V2 = {v: k for k, v in V2_TO_NUMPY.items()}
+
+
+def v2_datatype(dtype: np.dtype | None) -> str:
+    """The v2 datatype name of a numpy dtype (``BYTES`` for strings and unknowns)."""
+    return NUMPY_TO_V2.get(np.dtype(dtype), "BYTES") if dtype is not None else "BYTES"
+
+
+def dumps(obj: Any) -> bytes:
+    """JSON bytes; numpy arrays serialized natively (no ``tolist``)."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:  # a dtype orjson cannot take directly (e.g. non-contiguous): fall back
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY, default=_to_list)
+
+
+def _to_list(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(type(obj).__name__)
+
+
+def loads(body: bytes) -> Any:
+    """Parse a JSON body or raise a 400 saying where it broke."""
+    if not body:
+        raise ApiError(400, "empty request body; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"malformed JSON: {exc}; expected a JSON object") from exc
+
+
+# --------------------------------------------------------------------------- /predict
+
+
+def parse_predict(payload: Any, info: ModelInfo) -> dict[str, np.ndarray]:
+    """``{"inputs": [[...]]}`` (one input) or ``{"inputs": {name: [...]}}`` as feeds."""
+    names = [s.name for s in info.signature.inputs]
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise ApiError(400, "expected a JSON object with key 'inputs', e.g. {\"inputs\": [[...]]}")
+    inputs = payload["inputs"]
+    if isinstance(inputs, dict):
+        raw = inputs
+    elif isinstance(inputs, list):
+        if len(names) != 1:
+            raise ApiError(
+                400, f"the model has {len(names)} inputs ({', '.join(names)}); expected 'inputs' "
+                "as an object keyed by input name"
+            )
+        raw = {names[0]: inputs}
+    else:
+        raise ApiError(400, f"'inputs' is a {type(inputs).__name__}; expected a list (one-input "
+                            "model) or an object keyed by input name")
+    feeds = {}
+    for name, value in raw.items():
+        if name not in names:
+            raise ApiError(400, f"unknown input {name!r}; expected inputs: {', '.join(names)}")
+        feeds[name] = array_from_json(info.signature.input(name), value)
+    return feeds
+
+
+def predict_response(info: ModelInfo, outputs: list[np.ndarray]) -> dict[str, Any]:
+    """The ``/predict`` answer: outputs by name, plus predictions and labels for a classifier."""
+    body: dict[str, Any] = {
+        "model": info.name,
+        "outputs": {name: _contiguous(out) for name, out in zip(info.output_names, outputs)},
+    }
+    if info.classifier is not None and outputs:
+        scores = np.asarray(outputs[0])
+        if scores.ndim >= 1 and scores.shape[-1] > 0:
+            predictions = scores.argmax(axis=-1).astype(np.int64)
+            body["predictions"] = predictions
+            labels = info.classifier.labels
+            if labels and len(labels) == scores.shape[-1]:
+                body["labels"] = np.asarray(labels, dtype=object)[predictions].tolist()
+    return body
+
+
+def _contiguous(arr: np.ndarray) -> np.ndarray:
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+
+
+# --------------------------------------------------------------------------- v2 infer
+
+
+def split_binary(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
+    """The JSON header and the raw tensor bytes after it (empty for a plain JSON request)."""
+    if header_length is None:
+        return loads(body), b""
+    try:
+        n = int(header_length)
+    except ValueError as exc:
+        raise ApiError(400, f"{BINARY_HEADER}: {header_length!r} is not an integer") from exc
+    if not 0 < n <= len(body):
+        raise ApiError(400, f"{BINARY_HEADER} is {n} but the body has {len(body)} bytes; expected "
+                            "the length of the JSON header")
+    return loads(body[:n]), body[n:]
+
+
+def parse_v2(payload: Any, binary: bytes, info: ModelInfo) -> tuple[dict[str, np.ndarray], dict]:
+    """Feeds and the response options (``id``, requested outputs, binary flags)."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
+        raise ApiError(400, "expected a JSON object with 'inputs': a list of "
+                            "{name, shape, datatype, data}")
+    names = [s.name for s in info.signature.inputs]
+    feeds: dict[str, np.ndarray] = {}
+    offset = 0
+    for item in payload["inputs"]:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ApiError(400, "each entry of 'inputs' must be an object with a string 'name'")
+        name = item["name"]
+        if name not in names:
+            raise ApiError(400, f"unknown input {name!r}; expected inputs: {', '.join(names)}")
+        if name in feeds:
+            raise ApiError(400, f"input {name!r} given twice; expected each input once")
+        spec = info.signature.input(name)
+        want = v2_datatype(spec.dtype)
+        got = item.get("datatype")
+        if got != want:
+            raise ApiError(400, f"input '{name}': datatype {got!r}; expected {want!r}")
+        if want not in V2_TO_NUMPY:
+            raise ApiError(400, f"input '{name}': {want} tensors are not supported by this server")
+        params = item.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is None:
+            feeds[name] = v2_array(spec, item, V2_TO_NUMPY[want])
+            continue
+        if not isinstance(size, int) or size < 0:
+            raise ApiError(400, f"input '{name}': binary_data_size must be a non-negative integer")
+        chunk = binary[offset:offset + size]
+        if len(chunk) != size:
+            raise ApiError(400, f"input '{name}': binary_data_size {size} but only {len(chunk)} "
+                                "bytes remain in the body")
+        offset += size
+        feeds[name] = _binary_array(spec.name, item.get("shape"), V2_TO_NUMPY[want], chunk)
+    if offset != len(binary):
+        raise ApiError(400, f"{len(binary) - offset} bytes of binary data left over; expected the "
+                            "sum of the inputs' binary_data_size")
+    return feeds, _output_options(payload, info)
+
+
+def _binary_array(name: str, shape: Any, dtype: np.dtype, chunk: bytes) -> np.ndarray:
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise ApiError(400, f"input '{name}': 'shape' must be a list of non-negative integers")
+    need = math.prod(shape) * dtype.itemsize
+    if len(chunk) != need:
+        raise ApiError(400, f"input '{name}': {len(chunk)} bytes of binary data but shape {shape} "
+                            f"of {v2_datatype(dtype)} needs {need}")
+    return np.frombuffer(chunk, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
+
+
+def _output_options(payload: dict, info: ModelInfo) -> dict:
+    params = payload.get("parameters") or {}
+    binary_all = bool(params.get("binary_data_output")) if isinstance(params, dict) else False
+    requested = payload.get("outputs")
+    wanted: list[tuple[str, bool]] = []
+    if requested is None:
+        wanted = [(n, binary_all) for n in info.output_names]
+    elif isinstance(requested, list):
+        for entry in requested:
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if name not in info.output_names:
+                raise ApiError(400, f"unknown output {name!r}; expected outputs: "
+                                    f"{', '.join(info.output_names)}")
+            p = entry.get("parameters") or {}
+            wanted.append((name, bool(p.get("binary_data", binary_all)) if isinstance(p, dict)
+                           else binary_all))
+    else:
+        raise ApiError(400, "'outputs' must be a list of {name, parameters?}")
+    rid = payload.get("id")
+    return {"id": rid if isinstance(rid, str) else "", "outputs": wanted}
+
+
+def v2_response(info: ModelInfo, outputs: list[np.ndarray], options: dict) -> tuple[bytes, dict]:
+    """The response body and extra headers (the binary header when any output is binary)."""
+    by_name = dict(zip(info.output_names, outputs))
+    entries, blobs = [], []
+    for name, binary in options["outputs"]:
+        arr = _contiguous(np.asarray(by_name[name]))
+        entry: dict[str, Any] = {"name": name, "datatype": v2_datatype(arr.dtype),
+                                 "shape": list(arr.shape)}
+        if binary:
+            raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = arr.reshape(-1)
+        entries.append(entry)
+    header = dumps({"model_name": info.name, "model_version": VERSION, "id": options["id"],
+                    "outputs": entries})
+    if not blobs:
+        return header, {}
+    return header + b"".join(blobs), {BINARY_HEADER: str(len(header))}
+
+
+def model_metadata(info: ModelInfo) -> dict[str, Any]:
+    """``GET /v2/models/{name}``: inputs/outputs with -1 for variable dims."""
+
+    def tensor(spec) -> dict[str, Any]:
+        shape = [d if isinstance(d, int) else -1 for d in (spec.shape or [])]
+        return {"name": spec.name, "datatype": v2_datatype(spec.dtype), "shape": shape}
+
+    meta: dict[str, Any] = {
+        "name": info.name,
+        "versions": [VERSION],
+        "platform": PLATFORM,
+        "inputs": [tensor(s) for s in info.signature.inputs],
+        "outputs": [tensor(s) for s in info.signature.outputs],
+    }
+    if info.classifier is not None:
+        meta["parameters"] = {"task": "classification", "labels": list(info.classifier.labels),
+                              "input_scaling": info.classifier.input_scaling}
+    return meta
+
+
+def check_version(version: str | None) -> None:
+    """Only version ``1`` exists; anything else is a 404."""
+    if version is not None and version != VERSION:
+        raise ApiError(404, f"unknown model version {version!r}; expected {VERSION!r}")
+
+
+def check_name(name: str, info: ModelInfo) -> None:
+    """A 404 naming the served model when the URL names another."""
+    if name != info.name:
+        raise ApiError(404, f"unknown model {name!r}; this server serves {info.name!r}")
+
