@@ -1,0 +1,93 @@
+"""Options of ``onnxdeploy quantize`` and their validation against what ORT's quantizer supports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import OptionError
+
+MODES = ("dynamic", "static", "auto")
+WEIGHT_TYPES = ("int8", "uint8")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+DEFAULT_MAX_ACCURACY_DROP = 0.01
+#: without class scores, outputs are judged by mean |float - int8| / mean |float|
+DEFAULT_MAX_RELATIVE_ERROR = 0.05
+#: a candidate within this fraction of float latency counts as "as fast": smaller differences
+#: are inside run-to-run noise of in-process medians on a shared CPU
+DEFAULT_SPEED_TOLERANCE = 0.02
+DEFAULT_CALIBRATION_COUNT = 128
+DEFAULT_LATENCY_BATCH = 32
+DEFAULT_LATENCY_ROUNDS = 5
+DEFAULT_LATENCY_ITERS = 20
+
+
+@dataclass
+class QuantizeOptions:
+    """Options of the quantize step; every field has a safe default."""
+
+    mode: str = "dynamic"
+    weight_type: str = "int8"
+    per_channel: bool = False
+    reduce_range: bool = False
+    op_types: tuple[str, ...] | None = None
+    data: str | None = None
+    dims: dict[str, int] = field(default_factory=dict)
+    count: int | None = None
+    calibration_method: str = "minmax"
+    calibration_count: int = DEFAULT_CALIBRATION_COUNT
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
+    max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR
+    speed_tolerance: float = DEFAULT_SPEED_TOLERANCE
+    allow_slower: bool = False
+    latency_batch: int = DEFAULT_LATENCY_BATCH
+    latency_rounds: int = DEFAULT_LATENCY_ROUNDS
+    latency_iters: int = DEFAULT_LATENCY_ITERS
+    threads: int | None = None
+
+
+def supported_op_types(mode: str) -> frozenset[str]:
+    """Operator types ORT's quantizer can quantize in ``mode`` (auto: any mode)."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry
+
+    # Gemm is not in the integer-ops registry, but the dynamic quantizer rewrites Gemm to MatMul
+    # first, so asking for Gemm in dynamic mode is meaningful.
+    dynamic = frozenset(IntegerOpsRegistry) | {"Gemm"}
+    static = frozenset(QDQRegistry)
+    return {"dynamic": dynamic, "static": static}.get(mode, dynamic | static)
+
+
+def parse_op_types(text: str | None) -> tuple[str, ...] | None:
+    """Split ``MatMul,Gemm`` into a tuple; empty means all supported ops."""
+    if text is None:
+        return None
+    items = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    if not items:
+        raise OptionError("--op-types is empty; expected a comma-separated list such as MatMul,Gemm")
+    return items
+
+
+def validate(opts: QuantizeOptions) -> None:
+    """Raise OptionError for a value that makes no sense, naming what was expected."""
+    if opts.mode not in MODES:
+        raise OptionError(f"--mode {opts.mode!r}: expected one of {', '.join(MODES)}")
+    if opts.weight_type not in WEIGHT_TYPES:
+        raise OptionError(f"--weight-type {opts.weight_type!r}: expected one of {', '.join(WEIGHT_TYPES)}")
+    if opts.calibration_method not in CALIBRATION_METHODS:
+        raise OptionError(
+            f"--calibrate {opts.calibration_method!r}: expected one of {', '.join(CALIBRATION_METHODS)}"
+        )
+    if opts.op_types is not None:
+        known = supported_op_types(opts.mode)
+        unknown = [t for t in opts.op_types if t not in known]
+        if unknown:
+            raise OptionError(
+                f"--op-types: {', '.join(unknown)} cannot be quantized in {opts.mode} mode; "
+                f"expected some of {', '.join(sorted(known))}"
+            )
+    for name in ("max_accuracy_drop", "max_relative_error", "speed_tolerance"):
+        if not 0 <= getattr(opts, name) < 1:
+            raise OptionError(f"{name.replace('_', '-')} must be in [0, 1), got {getattr(opts, name)}")
+    for name in ("calibration_count", "latency_batch", "latency_rounds", "latency_iters"):
+        if getattr(opts, name) < 1:
+            raise OptionError(f"{name.replace('_', '-')} must be at least 1, got {getattr(opts, name)}")

@@ -1,0 +1,153 @@
+"""Quantization recipes: one set of ORT quantizer settings each, and the candidates ``auto`` tries."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..data import DataSet
+from ..errors import RuntimeFailure
+from .options import QuantizeOptions, supported_op_types
+from .prepare import quiet_quantizer
+
+CALIBRATION_BATCH = 16
+#: ops the dynamic quantizer turns into something other than MatMulInteger (ConvInteger etc.)
+_DYNAMIC_NON_MATMUL = frozenset({"Conv", "Attention", "LSTM", "Gather", "Transpose", "EmbedLayerNormalization"})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One way to quantize: which quantizer, which ops, which integer types."""
+
+    name: str
+    mode: str  # "dynamic" | "static"
+    op_types: tuple[str, ...] | None = None
+    per_channel: bool = False
+    reduce_range: bool = False
+    weight_type: str = "int8"
+    activation_type: str = "int8"  # static only; dynamic activations are always uint8
+    quant_format: str = "qdq"  # static only: "qdq" | "qoperator"
+    calibration_method: str = "minmax"
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as a plain dict for the report (static-only keys left out for dynamic)."""
+        out = asdict(self)
+        out.pop("name")
+        out["op_types"] = list(self.op_types) if self.op_types else "all supported"
+        if self.mode == "dynamic":
+            for key in ("activation_type", "quant_format", "calibration_method"):
+                out.pop(key)
+        return out
+
+
+def _restrict(op_types: tuple[str, ...] | None, mode: str) -> tuple[str, ...] | None:
+    if op_types is None:
+        return None
+    allowed = supported_op_types(mode)
+    return tuple(t for t in op_types if t in allowed)
+
+
+def recipe_for(opts: QuantizeOptions) -> Recipe:
+    """The single recipe of ``--mode dynamic`` or ``--mode static`` from the options."""
+    return Recipe(
+        name=opts.mode,
+        mode=opts.mode,
+        op_types=opts.op_types,
+        per_channel=opts.per_channel,
+        reduce_range=opts.reduce_range,
+        weight_type=opts.weight_type,
+        calibration_method=opts.calibration_method,
+    )
+
+
+def auto_recipes(opts: QuantizeOptions, model_ops: set[str]) -> tuple[list[Recipe], list[str]]:
+    """The candidates ``--mode auto`` measures, and notes on the ones left out and why."""
+    base = Recipe(name="", mode="dynamic", per_channel=opts.per_channel,
+                  weight_type=opts.weight_type, calibration_method=opts.calibration_method)
+    notes: list[str] = []
+    out: list[Recipe] = []
+    dyn_types = _restrict(opts.op_types, "dynamic")
+    if dyn_types is None or dyn_types:
+        out.append(replace(base, name="dynamic", op_types=dyn_types))
+        mm = tuple(t for t in (dyn_types or ("MatMul", "Gemm")) if t in ("MatMul", "Gemm"))
+        if mm and model_ops & (_DYNAMIC_NON_MATMUL & set(dyn_types or _DYNAMIC_NON_MATMUL)):
+            out.append(replace(base, name="dynamic-matmul", op_types=mm))
+        elif mm:
+            notes.append("dynamic-matmul left out: dynamic on all ops already touches only MatMul/Gemm here")
+    else:
+        notes.append("dynamic candidates left out: --op-types names no op the dynamic quantizer handles")
+    st_types = _restrict(opts.op_types, "static")
+    if st_types is None or st_types:
+        static = replace(base, mode="static", op_types=st_types)
+        out.append(replace(static, name="static-qdq"))
+        # U8S8 with reduce_range is what ORT recommends on x86 without VNNI; QOperator puts the
+        # fewest nodes in the graph, which matters at batch 1 on small models.
+        out.append(replace(static, name="static-qdq-u8s8", activation_type="uint8",
+                           weight_type="int8", reduce_range=True))
+        out.append(replace(static, name="static-qoperator-u8s8", activation_type="uint8",
+                           weight_type="int8", reduce_range=True, quant_format="qoperator"))
+    else:
+        notes.append("static candidates left out: --op-types names no op the static quantizer handles")
+    return out, notes
+
+
+def _reader(data: DataSet):
+    """A CalibrationDataReader over ``data`` in batches of CALIBRATION_BATCH."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter([feeds for feeds, _ in data.batches(CALIBRATION_BATCH)])
+
+        def get_next(self):
+            return next(self._batches, None)
+
+    return Reader()
+
+
+def run_recipe(recipe: Recipe, src: Path, out: Path, calibration: DataSet | None) -> None:
+    """Quantize ``src`` into ``out`` with ``recipe``; ORT failures become RuntimeFailure."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    op_types = list(recipe.op_types) if recipe.op_types else None
+    try:
+        with quiet_quantizer():
+            if recipe.mode == "dynamic":
+                if op_types and "Gemm" in op_types and "MatMul" not in op_types:
+                    op_types.append("MatMul")  # the dynamic quantizer rewrites Gemm to MatMul first
+                quantize_dynamic(
+                    str(src), str(out), op_types_to_quantize=op_types,
+                    per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                    weight_type=qtype[recipe.weight_type],
+                )
+            else:
+                if calibration is None:
+                    raise RuntimeFailure("static quantization needs calibration data")
+                quantize_static(
+                    str(src), str(out), _reader(calibration),
+                    quant_format={"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[recipe.quant_format],
+                    op_types_to_quantize=op_types,
+                    per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                    activation_type=qtype[recipe.activation_type],
+                    weight_type=qtype[recipe.weight_type],
+                    calibrate_method={
+                        "minmax": CalibrationMethod.MinMax,
+                        "entropy": CalibrationMethod.Entropy,
+                        "percentile": CalibrationMethod.Percentile,
+                    }[recipe.calibration_method],
+                )
+    except RuntimeFailure:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RuntimeFailure(
+            f"ONNX Runtime's quantizer failed on recipe '{recipe.name}': {type(exc).__name__}: {first}"
+        ) from exc
