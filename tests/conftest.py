@@ -16,3 +16,33 @@ def mlp_path(tmp_path):
 def two_input_path(tmp_path):
     """A two-input model with one int64 input (x: [batch, 4] float, idx: [batch] int64)."""
     return save(two_input_int_model(), tmp_path / "two.onnx")
+
+
+@pytest.fixture(scope="session")
+def zoo_cache(tmp_path_factory):
+    """The built-ins' weight cache for this session: ``$ONNXDEPLOY_CACHE`` if set, else a temp dir."""
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("ONNXDEPLOY_CACHE")
+    return Path(env) if env else tmp_path_factory.mktemp("zoo-cache")
+
+
+@pytest.fixture(scope="session")
+def builtin_onnx(tmp_path_factory, zoo_cache):
+    """``builtin_onnx(name) -> Path``: a built-in exported once per session (trained once, cached)."""
+    from pathlib import Path
+
+    from onnxdeploy.export import ExportOptions, export_model
+
+    out_dir = tmp_path_factory.mktemp("builtin-onnx")
+    made: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in made:
+            report = export_model(name, out_dir / f"{name}.onnx", ExportOptions(cache_dir=zoo_cache))
+            assert report.parity.passed, report.to_dict()["parity"]
+            made[name] = Path(report.onnx_path)
+        return made[name]
+
+    return get

@@ -1,0 +1,113 @@
+"""Built-in models: digits classifiers trained on scikit-learn's digits (shipped, no download).
+
+``NAMES`` lists them; ``get_entry`` describes one (no torch needed); ``load_trained`` returns the
+trained network, training it once per cache directory and seed (see ``zoo.train``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data import DIGITS_SCALE
+from ..errors import ModelLoadError
+
+CACHE_ENV = "ONNXDEPLOY_CACHE"
+DEFAULT_CACHE = Path("~/.cache/onnxdeploy")
+
+DIGIT_LABELS = tuple(str(i) for i in range(10))
+#: how raw 0..16 pixel intensities become model input: ``x * scale + offset``
+DIGITS_INPUT_SCALING = {"scale": DIGITS_SCALE, "offset": 0.0, "raw_min": 0, "raw_max": 16}
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One built-in model: how to build it, what it takes, and how it is trained."""
+
+    name: str
+    description: str
+    builder: str  # attribute of ``zoo.models`` (imported lazily: listing needs no torch)
+    input_shape: tuple[int, ...]  # an example shape, batch axis first
+    epochs: int
+    lr: float
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    #: bump when the definition or recipe changes, so stale cached weights are not reused
+    version: str = "v1"
+    input_name: str = "x"
+    output_name: str = "logits"
+    labels: tuple[str, ...] = DIGIT_LABELS
+    input_scaling: dict[str, Any] = field(default_factory=lambda: dict(DIGITS_INPUT_SCALING))
+
+    def build(self):
+        """A freshly initialised (untrained) ``nn.Module``."""
+        from . import models
+
+        factory: Callable = getattr(models, self.builder)
+        return factory()
+
+
+_ENTRIES = (
+    ZooEntry(
+        name="digits-cnn",
+        description="conv net: 3× Conv+BatchNorm+ReLU, max-pool, linear head",
+        builder="DigitsCNN",
+        input_shape=(1, 1, 8, 8),
+        epochs=25,
+        lr=3e-3,
+        weight_decay=1e-4,
+    ),
+    ZooEntry(
+        name="digits-mlp",
+        description="wide MLP 64→2048→2048→10 (memory-bound, int8-friendly)",
+        builder="DigitsMLP",
+        input_shape=(1, 64),
+        epochs=8,
+        lr=2e-3,
+        batch_size=128,  # fewer, larger steps: the Adam update over 4.3M weights dominates
+    ),
+)
+
+NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES)
+_BY_NAME = {e.name: e for e in _ENTRIES}
+
+
+def get_entry(name: str) -> ZooEntry:
+    """The built-in called ``name``, or ModelLoadError listing the known ones."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ModelLoadError(
+            f"unknown built-in model {name!r}; known: {', '.join(NAMES)} "
+            "(or give a factory as path/to/file.py:fn or package.module:fn)"
+        ) from None
+
+
+def cache_dir(option: str | os.PathLike | None = None) -> Path:
+    """Where trained weights live: ``option``, else ``$ONNXDEPLOY_CACHE``, else ``~/.cache/onnxdeploy``."""
+    chosen = option if option else os.environ.get(CACHE_ENV) or DEFAULT_CACHE
+    return Path(chosen).expanduser()
+
+
+_resolve_cache = cache_dir  # the keyword argument ``cache_dir`` below shadows the function
+
+
+def load_trained(name: str, *, cache_dir: str | os.PathLike | None = None, seed: int = 0,
+                 progress: bool = True):
+    """``(module in eval mode, TrainInfo)`` for a built-in, trained on first use and cached."""
+    from .train import load_trained as _load
+
+    return _load(get_entry(name), _resolve_cache(cache_dir), seed=seed, progress=progress)
+
+
+def cached_info(name: str, *, cache_dir: str | os.PathLike | None = None, seed: int = 0):
+    """The cached training record of a built-in as a dict, or None when not trained yet."""
+    from .train import read_record
+
+    return read_record(get_entry(name), _resolve_cache(cache_dir), seed)
+
+
+__all__ = ["NAMES", "ZooEntry", "get_entry", "cache_dir", "load_trained", "cached_info"]
