@@ -1,0 +1,100 @@
+"""One interface over the load engines: ``run`` a load on a target, measure the ``ceiling``."""
+
+from __future__ import annotations
+
+from .engine import LoadSpec, run_load
+from .external import DEFAULT_DURATION_S, run_wrk
+from .locust_engine import run_locust
+from .requests import encode_all, http_request
+from .servers import LIVE_PATH
+from .stats import RunResult, latency_summary
+
+
+class NativeEngine:
+    """Our asyncio engine, in this process."""
+
+    name = "native"
+
+    def __init__(self, timeout_s: float = 30.0):
+        self.timeout_s = timeout_s
+
+    def run(self, target, *, concurrency: int, total: int | None = None,
+            duration_s: float | None = None, rate: float | None = None) -> RunResult:
+        """One closed- or open-loop run of the target's requests."""
+        host, port = target.host_port
+        spec = LoadSpec(host, port, encode_all(target.requests, f"{host}:{port}"),
+                        concurrency=concurrency, total=total, duration_s=duration_s, rate=rate,
+                        timeout_s=self.timeout_s)
+        res = run_load(spec)
+        return RunResult(
+            target=target.name, concurrency=res.connections if rate else concurrency,
+            requests=res.ok, errors=res.errors, elapsed_s=res.elapsed_s,
+            latency_ms=latency_summary(res.latencies_us), mode=res.mode, rate=rate,
+            engine=self.name, cpu_percent=100.0 * res.cpu_s / res.elapsed_s,
+            latencies_us=res.latencies_us,
+        )
+
+    def ceiling(self, target, *, concurrency: int, duration_s: float) -> float:
+        """Requests/s this engine reaches against the server's do-almost-nothing liveness check."""
+        host, port = target.host_port
+        raw = http_request("GET", LIVE_PATH, f"{host}:{port}")
+        res = run_load(LoadSpec(host, port, [raw], concurrency=concurrency, duration_s=duration_s,
+                                timeout_s=self.timeout_s))
+        return res.ok / res.elapsed_s
+
+
+class LocustEngine:
+    """Locust in a child process, latencies recorded by the generated locustfile."""
+
+    name = "locust"
+
+    def __init__(self, timeout_s: float = 30.0):
+        self.timeout_s = timeout_s
+
+    def run(self, target, *, concurrency: int, total: int | None = None,
+            duration_s: float | None = None, rate: float | None = None) -> RunResult:
+        """One closed-loop Locust run with ``concurrency`` users."""
+        res = run_locust(target.url, list(target.requests.bodies), concurrency=concurrency,
+                         total=total, duration_s=duration_s)
+        return RunResult(
+            target=target.name, concurrency=concurrency, requests=int(res.latencies_us.size),
+            errors=res.errors, elapsed_s=res.elapsed_s, latency_ms=latency_summary(res.latencies_us),
+            engine=self.name, cpu_percent=100.0 * res.cpu_s / res.elapsed_s, latencies_us=res.latencies_us,
+        )
+
+    def ceiling(self, target, *, concurrency: int, duration_s: float) -> float:
+        """Locust's rate against the liveness endpoint."""
+        res = run_locust(target.url, [], concurrency=concurrency, duration_s=max(2.0, duration_s),
+                         path=LIVE_PATH)
+        return res.latencies_us.size / res.elapsed_s
+
+
+class WrkEngine:
+    """wrk, when on the PATH; duration-based, percentiles only (no raw latencies)."""
+
+    name = "wrk"
+
+    def __init__(self, timeout_s: float = 30.0):
+        self.timeout_s = timeout_s
+
+    def run(self, target, *, concurrency: int, total: int | None = None,
+            duration_s: float | None = None, rate: float | None = None) -> RunResult:
+        """One wrk run; a request count becomes a short fixed duration (wrk has no count mode)."""
+        seconds = duration_s if duration_s is not None else DEFAULT_DURATION_S
+        res = run_wrk(target.url, target.requests.path, list(target.requests.bodies),
+                      concurrency=concurrency, duration_s=seconds, timeout_s=self.timeout_s)
+        return RunResult(
+            target=target.name, concurrency=concurrency, requests=res.requests, errors=res.errors,
+            elapsed_s=res.elapsed_s, latency_ms=res.latency_ms, engine=self.name,
+            cpu_percent=100.0 * res.cpu_s / res.elapsed_s,
+        )
+
+    def ceiling(self, target, *, concurrency: int, duration_s: float) -> float:
+        """wrk's rate against the liveness endpoint."""
+        res = run_wrk(target.url, LIVE_PATH, None, concurrency=concurrency, duration_s=max(1.0, duration_s))
+        return res.requests / res.elapsed_s
+
+
+def get(name: str, *, timeout_s: float = 30.0):
+    """The engine called ``name``."""
+    return {"native": NativeEngine, "locust": LocustEngine, "wrk": WrkEngine}[name](timeout_s)

@@ -1,0 +1,101 @@
+"""Bench targets: a name, a URL, the model's signature, and the requests built for it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data import DataSet, load_data
+from ..errors import DataError, ServerError
+from ..modelfile import Signature, TensorSpec, load_model, signature
+from .httpclient import get_json, split_url
+from .requests import RequestSet, build_requests
+
+_V2_DTYPES = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
+    "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+}
+
+
+@dataclass
+class Target:
+    """One thing under load."""
+
+    name: str
+    url: str
+    model: str | None
+    sig: Signature | None = None
+    data: DataSet | None = None
+    requests: RequestSet | None = field(default=None, repr=False)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_url(self.url)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "url": self.url, "model": self.model}
+
+
+def default_names(models: list[str]) -> list[str]:
+    """Names from file names (``a.int8.onnx`` -> ``a.int8``), made unique with A/B suffixes."""
+    stems = [Path(m).name.removesuffix(".onnx") or "model" for m in models]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [f"{stem}-{chr(ord('A') + i)}" for i, stem in enumerate(stems)]
+
+
+def file_signature(path: str | os.PathLike) -> Signature:
+    """The signature of a model file (ModelLoadError if it is not one)."""
+    return signature(load_model(path, load_external_data=False))
+
+
+def signature_from_metadata(meta: dict) -> Signature:
+    """A Signature from Open Inference Protocol model metadata (-1 marks a variable dimension)."""
+
+    def spec(t: dict, batch_ok: bool) -> TensorSpec:
+        dtype = _V2_DTYPES.get(str(t.get("datatype", "")).upper())
+        shape = tuple(
+            ("batch" if i == 0 and batch_ok else None) if int(d) < 0 else int(d)
+            for i, d in enumerate(t.get("shape", []))
+        )
+        return TensorSpec(t["name"], None if dtype is None else np.dtype(dtype), shape)
+
+    try:
+        return Signature(tuple(spec(t, True) for t in meta["inputs"]),
+                         tuple(spec(t, True) for t in meta.get("outputs", [])))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ServerError(f"model metadata without a usable 'inputs' list ({exc})") from exc
+
+
+def url_signature(url: str, name: str | None) -> tuple[str, Signature]:
+    """Find the served model's name and signature from ``/v2/models/{name}`` (or ``GET /v2``)."""
+    candidates = [name] if name else []
+    if not candidates:
+        server = get_json(url, "/v2")
+        listed = server.get("models") or []
+        candidates = [m if isinstance(m, str) else m.get("name") for m in listed]
+        if not candidates and isinstance(server.get("model"), str):
+            candidates = [server["model"]]
+    for cand in candidates:
+        try:
+            meta = get_json(url, f"/v2/models/{cand}")
+        except ServerError:
+            continue
+        return cand, signature_from_metadata(meta)
+    raise DataError(
+        f"{url}: cannot find the served model's metadata at /v2/models/NAME; "
+        "give the served model's name with --name"
+    )
+
+
+def prepare(target: Target, data_source: str | None, dims: dict[str, int]) -> None:
+    """Load the data for the target's signature and encode its requests once."""
+    try:
+        target.data = load_data(data_source, target.sig, dims=dims)
+    except DataError as exc:
+        raise DataError(f"{target.name}: {exc}") from exc
+    target.requests = build_requests(target.sig, target.data)
