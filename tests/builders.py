@@ -188,3 +188,49 @@ def ml_domain_model() -> onnx.ModelProto:
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
+
+
+def mlp_constant_weights(hidden: int = 64, seed: int = 3, classes: int = 10) -> onnx.ModelProto:
+    """``x: [batch, 64] -> logits: [batch, classes]``: MatMul/Add/Relu/MatMul/Add whose weights and
+    biases all arrive through Constant nodes (``quantize_dynamic`` refuses such weights as they are)."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "w1": rng.standard_normal((64, hidden)).astype(np.float32) * 0.2,
+        "b1": rng.standard_normal(hidden).astype(np.float32) * 0.1,
+        "w2": rng.standard_normal((hidden, classes)).astype(np.float32) * 0.2,
+        "b2": rng.standard_normal(classes).astype(np.float32) * 0.1,
+    }
+    constants = [helper.make_node("Constant", [], [name], value=numpy_helper.from_array(a, name + "_t"))
+                 for name, a in arrays.items()]
+    graph = helper.make_graph(
+        [
+            *constants,
+            helper.make_node("MatMul", ["x", "w1"], ["h"]),
+            helper.make_node("Add", ["h", "b1"], ["hb"]),
+            helper.make_node("Relu", ["hb"], ["hr"]),
+            helper.make_node("MatMul", ["hr", "w2"], ["o"]),
+            helper.make_node("Add", ["o", "b2"], ["logits"]),
+        ],
+        "mlp_constant_weights",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+    )
+    return _model(graph)
+
+
+def mlp_opset(opset: int, hidden: int = 32, seed: int = 4) -> onnx.ModelProto:
+    """``mlp_classifier`` (Gemm/Relu/Gemm) declared at an older ``opset`` (e.g. 9, below what
+    int8 quantization needs)."""
+    model = mlp_classifier(hidden=hidden, seed=seed)
+    model.opset_import[0].version = opset
+    onnx.checker.check_model(model)
+    return model
+
+
+def with_stale_value_info(model: onnx.ModelProto, name: str, shape: list) -> onnx.ModelProto:
+    """A copy of ``model`` with a wrong ``value_info`` shape for tensor ``name`` (as stale
+    annotations from an exporter would be)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+    return out

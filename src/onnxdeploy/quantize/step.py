@@ -75,7 +75,7 @@ def quantize_model(
             sessions.append((result, sess))
             paths[recipe.name] = path
         before = _measure_latency(float_sess, sessions, data, opts)
-        chosen, reason, passed = _choose(opts, results, before, criterion, tolerance)
+        chosen, reason, passed = _choose(opts, results, before, criterion, tolerance, acc_before)
         _explain_candidates(results, before, opts)
 
         if chosen is None:
@@ -101,7 +101,7 @@ def quantize_model(
         candidates=results, chosen=None if chosen is None else chosen.name, reason=reason,
         passed=passed,
     )
-    report.warnings = warnings + _result_warnings(report, chosen, before)
+    report.warnings = warnings + _result_warnings(report, chosen, before, opts.speed_tolerance)
     return report
 
 
@@ -219,7 +219,7 @@ def _fmt_ratios(result: CandidateResult, before: dict[str, float]) -> str:
     return ", ".join(f"{v:.2f}x at {k.replace('_', ' ')}" for k, v in result.latency_ratio(before).items())
 
 
-def _choose(opts, results, before, criterion, tolerance):
+def _choose(opts, results, before, criterion, tolerance, acc_before):
     """``(chosen result or None, reason, passed)``; auto takes the fastest admissible candidate."""
     measured = [r for r in results if r.error is not None]
     if opts.mode != "auto":
@@ -249,7 +249,8 @@ def _choose(opts, results, before, criterion, tolerance):
         return best, f"{plain} Took {best.name} anyway because slower models were allowed.", True
     keep = CandidateResult(FLOAT, {"quantized": False}, latency_ms=dict(before), max_abs_diff=0.0,
                            mean_abs_diff=0.0, relative_error=0.0, error=0.0, admissible=True,
-                           reason="the input model, unchanged")
+                           top1_agreement=None if best.top1_agreement is None else 1.0,
+                           accuracy=acc_before, reason="the input model, unchanged")
     return keep, f"{plain} Kept the float model unchanged; pass --allow-slower to take {best.name}.", True
 
 
@@ -257,23 +258,22 @@ def _explain_candidates(results, before, opts) -> None:
     for r in results:
         if r.error is None:
             continue  # the quantizer failed; reason already says so
-        parts = [
-            "within tolerance" if r.admissible else "accuracy outside tolerance",
-            f"latency {_fmt_ratios(r, before)} of float",
-        ]
-        if r.worst_ratio(before) > 1 + opts.speed_tolerance:
-            parts.append("slower than float")
+        parts = ["admissible" if r.admissible else "accuracy outside tolerance"]
+        slower = {k: v for k, v in r.latency_ratio(before).items() if v > 1 + opts.speed_tolerance}
+        if slower:
+            parts.append("slower than float at " + ", ".join(
+                f"{k.replace('_', ' ')} ({v:.2f}x)" for k, v in slower.items()))
         if r.op_counts.get("ConvInteger"):
             parts.append("Conv became ConvInteger (slow on CPU)")
         r.reason = "; ".join(parts)
 
 
-def _result_warnings(report: QuantizeReport, chosen, before) -> list[str]:
+def _result_warnings(report: QuantizeReport, chosen, before, tolerance: float) -> list[str]:
     if chosen is None or chosen.name == FLOAT:
         return []
     warnings = []
     ratios = chosen.latency_ratio(before)
-    slower = {k: v for k, v in ratios.items() if v > 1.0}
+    slower = {k: v for k, v in ratios.items() if v > 1.0 + tolerance}
     conv_int = chosen.op_counts.get("ConvInteger", 0)
     if conv_int and slower:
         warnings.append(
