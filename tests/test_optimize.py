@@ -294,3 +294,20 @@ def test_random_data_and_dims(tmp_path):
     assert report.comparison["data"] == "random" and report.comparison["samples"] == 7
     assert len(load_data("random", signature(load_model(src)), count=7)) == 7
     assert all(not p.changed for p in report.passes)
+
+
+def test_exported_builtin_has_nothing_to_fuse(builtin_onnx, tmp_path):
+    src = builtin_onnx("digits-cnn")
+    out = tmp_path / "cnn.opt.onnx"
+    report = optimize_model(src, out, OptimizeOptions(**FAST))
+    assert report.passed and report.comparison["max_abs_diff"] == 0.0
+    assert [p.changed for p in report.passes] == [False] * len(report.passes)
+    assert report.op_counts["before"] == report.op_counts["after"]
+    assert "Conv" in report.op_counts["before"] and "BatchNormalization" not in report.op_counts["before"]
+    notes = {p.name: p.note for p in report.passes}
+    assert "already folded it into Conv" in notes["fuse_bn_into_conv"]
+    assert notes["eliminate_deadend"] == "every node contributes to a graph output"
+    assert classifier_info(load_model(out)) == classifier_info(load_model(src))
+    # provenance the exporter put on nodes survives the passes
+    assert [n.metadata_props for n in load_model(out).graph.node] == \
+        [n.metadata_props for n in load_model(src).graph.node]

@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -156,7 +157,27 @@ def _checked(model: onnx.ModelProto) -> str | None:
 def _run_pass(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
     import onnxoptimizer
 
-    return onnxoptimizer.optimize(model, [name], fixed_point=False)
+    new = onnxoptimizer.optimize(model, [name], fixed_point=False)
+    _restore_node_metadata(model, new)
+    return new
+
+
+def _restore_node_metadata(old: onnx.ModelProto, new: onnx.ModelProto) -> None:
+    """Give surviving nodes back the doc strings and metadata_props onnxoptimizer drops.
+
+    Exporters keep provenance there (torch: module path, stack trace); a node is matched by its
+    unique name and op type.
+    """
+    seen = Counter(n.name for n in old.graph.node)
+    unique = {n.name: n for n in old.graph.node if n.name and seen[n.name] == 1}
+    for node in new.graph.node:
+        src = unique.get(node.name)
+        if src is None or src.op_type != node.op_type:
+            continue
+        if src.doc_string and not node.doc_string:
+            node.doc_string = src.doc_string
+        if src.metadata_props and not node.metadata_props:
+            node.metadata_props.extend(src.metadata_props)
 
 
 def _ort_optimize(model: onnx.ModelProto, level: str, workdir: Path, threads: int | None) -> onnx.ModelProto:
