@@ -11,6 +11,7 @@ Choices, measured on 2 shared cores with digits-cnn, one sample a request (bench
 - the session is created in ``post_worker_init`` (after fork, before the worker accepts), so a
   worker is warm before it takes a connection; a model ORT cannot load fails the boot, and
   gunicorn then stops instead of respawning workers forever.
+- the parent never imports onnxruntime (see ``default_threads``).
 - SIGTERM is gunicorn's graceful stop: workers stop accepting, finish the requests they have
   (up to ``GRACEFUL_TIMEOUT_S``), then exit. SIGINT is gunicorn's quick stop.
 """
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import OptionError, ServerError
-from ..runtime import default_threads
 from .metrics import MULTIPROC_ENV
 
 log = logging.getLogger("onnxdeploy.serve")
@@ -39,6 +39,19 @@ DEFAULT_BATCH_TIMEOUT_MS = 2.0
 GRACEFUL_TIMEOUT_S = 30
 WORKER_TIMEOUT_S = 60
 KEEPALIVE_S = 5
+
+
+def default_threads() -> int:
+    """CPUs this process may use (``runtime.default_threads`` without importing onnxruntime).
+
+    The gunicorn parent must never import onnxruntime: a child forked after the import aborts
+    at exit ("terminate called after throwing ... std::system_error") while ORT's static state
+    tears down threads that exist only in the parent, so every graceful stop ends in SIGABRT.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass

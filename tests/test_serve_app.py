@@ -1,0 +1,202 @@
+"""The serving app through Flask's test client: answers, the bad-input matrix, auth, metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+import pytest
+from builders import mlp_classifier, save, two_input_int_model
+from prometheus_client.parser import text_string_to_metric_families
+
+from onnxdeploy.serve.app import create_app
+
+MAX_BODY = 4096
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve_app")
+    return {"mlp": save(mlp_classifier(), root / "mlp.onnx"),
+            "two": save(two_input_int_model(), root / "two.onnx")}
+
+
+def _client(path, **config):
+    app = create_app({"MODEL_PATH": str(path), "ORT_THREADS": 1, "MAX_BATCH": 8,
+                      "MAX_BODY_BYTES": MAX_BODY, **config})
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def clients(paths):
+    return {name: _client(path) for name, path in paths.items()}
+
+
+def _reference(path, feeds):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def test_predict_classifier_matches_onnxruntime(clients, paths):
+    x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+    r = clients["mlp"].post("/predict", json={"inputs": x.tolist()})
+    assert r.status_code == 200, r.get_json()
+    body = r.get_json()
+    (want,) = _reference(paths["mlp"], {"x": x})
+    assert body["model"] == "mlp"
+    np.testing.assert_allclose(np.array(body["outputs"]["logits"]), want, rtol=1e-5, atol=1e-6)
+    assert body["predictions"] == want.argmax(1).tolist()
+    assert body["labels"] == [str(i) for i in want.argmax(1)]
+
+
+def test_predict_two_inputs_has_no_predictions(clients, paths):
+    x = np.ones((2, 4), np.float32)
+    idx = np.array([1, 7], np.int64)
+    r = clients["two"].post("/predict", json={"inputs": {"x": x.tolist(), "idx": idx.tolist()}})
+    assert r.status_code == 200, r.get_json()
+    body = r.get_json()
+    np.testing.assert_allclose(body["outputs"]["y"], _reference(paths["two"], {"x": x, "idx": idx})[0],
+                               rtol=1e-5)
+    assert "predictions" not in body and "labels" not in body
+
+
+def test_v2_metadata_and_ready(clients):
+    c = clients["two"]
+    meta = c.get("/v2/models/two").get_json()
+    assert meta["platform"] == "onnx_onnxv1"
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]},
+                              {"name": "idx", "datatype": "INT64", "shape": [-1]}]
+    assert c.get("/v2/models/two/versions/1").status_code == 200
+    assert c.get("/v2").get_json()["extensions"] == ["binary_tensor_data"]
+    assert c.get("/v2/health/live").status_code == 200
+    spec = c.get("/openapi.json").get_json()
+    assert "/v2/models/{name}/infer" in spec["paths"] and "/predict" in spec["paths"]
+
+
+def test_ready_only_after_session_created(paths):
+    c = _client(paths["mlp"])
+    assert c.get("/v2/health/ready").status_code == 503
+    assert c.get("/v2/models/mlp/ready").status_code == 503
+    assert c.post("/predict", json={"inputs": [[0.0] * 64]}).status_code == 200
+    assert c.get("/v2/health/ready").status_code == 200
+    assert c.get("/v2/models/mlp/versions/1/ready").get_json() == {"name": "mlp", "ready": True}
+
+
+X2 = [[0.0] * 4, [1.0] * 4]
+BIN_HEADER = (b'{"inputs":[{"name":"x","shape":[1,64],"datatype":"FP32",'
+              b'"parameters":{"binary_data_size":256}}]}')
+V2_MLP = {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}]}
+CASES = [
+    # (model, method, path, request kwargs, status, message fragment)
+    ("mlp", "post", "/predict", {"data": "{}", "content_type": "text/plain"}, 415, "expected application/json"),
+    ("mlp", "post", "/predict", {"data": "{not json", "content_type": "application/json"}, 400, "malformed JSON"),
+    ("mlp", "post", "/predict", {"data": "", "content_type": "application/json"}, 400, "empty request body"),
+    ("mlp", "post", "/predict", {"json": {"rows": []}}, 400, "key 'inputs'"),
+    ("mlp", "post", "/predict", {"json": {"inputs": "abc"}}, 400, "expected a list"),
+    ("mlp", "post", "/predict", {"json": {"inputs": [[1.0, 2.0, 3.0]]}}, 400, "expected [batch, 64]"),
+    ("mlp", "post", "/predict", {"json": {"inputs": [0.0] * 64}}, 400, "(rank 2)"),
+    ("mlp", "post", "/predict", {"json": {"inputs": [[0.0] * 64, [0.0] * 3]}}, 400, "ragged"),
+    ("mlp", "post", "/predict", {"json": {"inputs": [["a"] * 64]}}, 400, "got strings; expected numbers"),
+    ("mlp", "post", "/predict", {"json": {"inputs": [[0.0] * 64] * 9}}, 400, "expected at most 8"),
+    ("mlp", "post", "/predict", {"json": {"inputs": {"y": [[0.0] * 64]}}}, 400, "unknown input 'y'"),
+    ("mlp", "get", "/predict", {}, 405, "expected POST"),
+    ("mlp", "get", "/nowhere", {}, 404, "no such endpoint"),
+    ("mlp", "post", "/predict", {"json": {"inputs": [[0.0] * 64] * 200}}, 413, f"at most {MAX_BODY} bytes"),
+    ("two", "post", "/predict", {"json": {"inputs": X2}}, 400, "as an object keyed by input name"),
+    ("two", "post", "/predict", {"json": {"inputs": {"x": X2}}}, 400, "missing input 'idx'"),
+    ("two", "post", "/predict", {"json": {"inputs": {"x": X2, "idx": [1.5, 2]}}}, 400, "non-integer"),
+    ("two", "post", "/predict", {"json": {"inputs": {"x": X2, "idx": [1, 2, 3]}}}, 400,
+     "dimension 'batch' is 2 in input 'x' but 3"),
+    ("two", "post", "/predict", {"json": {"inputs": {"x": X2, "idx": [1, 99]}}}, 400,
+     "the model rejected the input"),
+    ("two", "post", "/predict", {"json": {"inputs": {"x": X2, "idx": [True, False]}}}, 400,
+     "got booleans; expected int64"),
+    ("mlp", "post", "/v2/models/other/infer", {"json": V2_MLP}, 404, "unknown model 'other'"),
+    ("mlp", "post", "/v2/models/mlp/versions/7/infer", {"json": V2_MLP}, 404, "expected '1'"),
+    ("mlp", "get", "/v2/models/other", {}, 404, "this server serves 'mlp'"),
+    ("mlp", "post", "/v2/models/mlp/infer", {"json": {"inputs": [{**V2_MLP["inputs"][0], "datatype": "FP64"}]}},
+     400, "expected 'FP32'"),
+    ("mlp", "post", "/v2/models/mlp/infer", {"json": {"inputs": [{**V2_MLP["inputs"][0], "shape": [2, 64]}]}},
+     400, "has 64 values but shape [2, 64] needs 128"),
+    ("mlp", "post", "/v2/models/mlp/infer", {"json": {"inputs": [{**V2_MLP["inputs"][0], "shape": [64]}]}},
+     400, "(rank 2)"),
+    ("mlp", "post", "/v2/models/mlp/infer", {"json": {"inputs": {"x": 1}}}, 400, "'inputs': a list"),
+    ("mlp", "post", "/v2/models/mlp/infer", {"json": {**V2_MLP, "outputs": [{"name": "probs"}]}}, 400,
+     "unknown output 'probs'; expected outputs: logits"),
+    ("mlp", "post", "/v2/models/mlp/infer",
+     {"data": BIN_HEADER + b"\0" * 100,
+      "headers": {"Inference-Header-Content-Length": str(len(BIN_HEADER))}}, 400,
+     "binary_data_size 256 but only 100 bytes"),
+    ("mlp", "post", "/v2/models/mlp/infer",
+     {"data": b"{}", "headers": {"Inference-Header-Content-Length": "500"}}, 400,
+     "expected the length of the JSON header"),
+    ("two", "post", "/v2/models/two/infer", {"json": {"inputs": [
+        {"name": "x", "shape": [2, 4], "datatype": "FP32", "data": X2},
+        {"name": "x", "shape": [2, 4], "datatype": "FP32", "data": X2}]}}, 400, "given twice"),
+]
+
+
+@pytest.mark.parametrize(("model", "method", "path", "kwargs", "status", "fragment"), CASES,
+                         ids=[f"{c[0]}-{c[4]}-{c[5][:30]}" for c in CASES])
+def test_bad_requests_get_json_errors(clients, model, method, path, kwargs, status, fragment):
+    r = getattr(clients[model], method)(path, **kwargs)
+    assert r.status_code == status, r.get_data(as_text=True)
+    assert r.mimetype == "application/json"
+    body = json.loads(r.get_data())
+    assert set(body) == {"error"}
+    assert fragment in body["error"]
+    assert "Traceback" not in body["error"]
+
+
+def test_api_key_required_except_liveness(paths):
+    c = _client(paths["mlp"], API_KEY="s3cret")
+    assert c.get("/v2/health/live").status_code == 200
+    for path in ("/v2/health/ready", "/metrics", "/v2/models/mlp", "/openapi.json"):
+        r = c.get(path)
+        assert r.status_code == 401 and "Bearer" in r.get_json()["error"], path
+    assert c.post("/predict", json={"inputs": [[0.0] * 64]},
+                  headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert c.post("/predict", json={"inputs": [[0.0] * 64]},
+                  headers={"Authorization": "Basic s3cret"}).status_code == 401
+    ok = c.post("/predict", json={"inputs": [[0.0] * 64]}, headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200 and ok.get_json()["predictions"]
+
+
+def test_no_api_key_means_open(clients):
+    assert clients["mlp"].get("/metrics").status_code == 200
+
+
+def test_metrics_count_requests_by_status(paths):
+    c = _client(paths["mlp"])
+    c.post("/predict", json={"inputs": [[0.0] * 64]})
+    c.post("/predict", json={"inputs": [[0.0] * 3]})
+    families = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").get_data(as_text=True))}
+    counts = {(s.labels["endpoint"], s.labels["status"]): s.value
+              for s in families["onnxdeploy_requests"].samples if s.name.endswith("_total")}
+    assert counts[("predict", "200")] == 1 and counts[("predict", "400")] == 1
+    compute = {s.name: s.value for s in families["onnxdeploy_model_compute_seconds"].samples}
+    assert compute["onnxdeploy_model_compute_seconds_count"] == 1
+    assert "onnxdeploy_request_duration_seconds" in families
+    assert "onnxdeploy_inflight_requests" in families
+    assert "onnxdeploy_batch_size" not in families  # batching is off
+
+
+def test_v2_binary_round_trip(clients, paths):
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    idx = np.array([3, 0], np.int64)
+    header = orjson.dumps({"inputs": [
+        {"name": "x", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}},
+        {"name": "idx", "shape": [2], "datatype": "INT64", "parameters": {"binary_data_size": idx.nbytes}},
+    ], "outputs": [{"name": "y", "parameters": {"binary_data": True}}]})
+    r = clients["two"].post("/v2/models/two/infer", data=header + x.tobytes() + idx.tobytes(),
+                            headers={"Inference-Header-Content-Length": str(len(header))},
+                            content_type="application/octet-stream")
+    assert r.status_code == 200, r.get_data()
+    n = int(r.headers["Inference-Header-Content-Length"])
+    meta = orjson.loads(r.data[:n])
+    (out,) = meta["outputs"]
+    assert out["datatype"] == "FP32" and out["shape"] == [2, 3]
+    y = np.frombuffer(r.data[n:], np.float32).reshape(2, 3)
+    np.testing.assert_allclose(y, _reference(paths["two"], {"x": x, "idx": idx})[0], rtol=1e-6)
