@@ -311,3 +311,31 @@ def test_exported_builtin_has_nothing_to_fuse(builtin_onnx, tmp_path):
     # provenance the exporter put on nodes survives the passes
     assert [n.metadata_props for n in load_model(out).graph.node] == \
         [n.metadata_props for n in load_model(src).graph.node]
+
+
+def test_a_pass_that_breaks_the_graph_is_skipped(handbuilt, tmp_path, monkeypatch):
+    import onnxoptimizer
+
+    real = onnxoptimizer.optimize
+
+    def broken(model, passes, fixed_point=False):
+        new = real(model, passes, fixed_point=fixed_point)
+        if passes == ["fuse_bn_into_conv"]:
+            del new.graph.node[0]  # the Conv: its output is now undefined, the checker refuses it
+        return new
+
+    monkeypatch.setattr(onnxoptimizer, "optimize", broken)
+    report = optimize_model(handbuilt, tmp_path / "o.onnx", OptimizeOptions(**FAST))
+    row = report.passes[-1]
+    assert row.name == "fuse_bn_into_conv" and not row.changed
+    assert row.note.startswith("skipped: it produced an invalid graph")
+    assert any("fuse_bn_into_conv: produced an invalid graph" in w for w in report.warnings)
+    assert report.passed and op_counts(load_model(tmp_path / "o.onnx"))["BatchNormalization"] == 1
+
+
+def test_data_that_does_not_fit_exits_2_without_output(tmp_path):
+    src = save(ml_domain_model(), tmp_path / "ml.onnx")
+    out = tmp_path / "o.onnx"
+    result = CliRunner().invoke(cli, ["optimize", str(src), "-o", str(out), "--data", "digits"])
+    assert result.exit_code == 2 and result.stderr.startswith("DataError: data 'digits'")
+    assert not out.exists()

@@ -24,7 +24,7 @@ import onnx
 
 from ..compare import DEFAULT_LATENCY_BATCH, OutputDiff, diff_outputs, latency_pair
 from ..data import DataSet, load_data
-from ..errors import ModelLoadError, OptionError
+from ..errors import DataError, ModelLoadError, OptionError
 from ..modelfile import (
     PROTOBUF_LIMIT,
     check_model,
@@ -270,15 +270,24 @@ def _find_culprit(
     current = model
     for step, record in zip(steps, records):
         current, _, _ = apply(current, step)
-        try:
-            got = _outputs_of(current, data, opts.threads, workdir)
-        except ModelLoadError:
-            record.max_abs_diff = float("inf")
-            return step
-        record.max_abs_diff = diff_outputs(reference, got).max_abs_diff
-        if not _within(reference, got, opts.tolerance, opts.rtol):
+        diff, passed, _ = _verify(current, reference, data, opts, workdir)
+        record.max_abs_diff = diff.max_abs_diff
+        if not passed:
             return step
     return None
+
+
+def _verify(model, reference, data: DataSet, opts: OptimizeOptions, workdir: Path):
+    """``(diff, passed, problem)`` of a model against the reference outputs.
+
+    A result that no longer loads or has other output shapes is a failed check, not a user error.
+    """
+    try:
+        got = _outputs_of(model, data, opts.threads, workdir)
+        diff = diff_outputs(reference, got)
+    except (ModelLoadError, DataError) as exc:
+        return OutputDiff(float("inf"), float("inf"), None, None), False, str(exc)
+    return diff, _within(reference, got, opts.tolerance, opts.rtol), None
 
 
 # --------------------------------------------------------------------------- entry point
@@ -320,6 +329,8 @@ def optimize_model(
         def apply(m, step):
             return _apply(m, step, fold=opts.fold_constants, meta=meta, ort_args=(workdir, opts.threads))
 
+        # the input must run on the data before anything is written
+        reference = _outputs_of(src, data, opts.threads, workdir)
         current, records, warnings = model, [], []
         for step in steps:
             current, record, step_warnings = apply(current, step)
@@ -332,17 +343,9 @@ def optimize_model(
         uses_external = bool(external_data_files(src))
         save_model(current, out, external_data=uses_external or None)
 
-        reference = _outputs_of(src, data, opts.threads, workdir)
-        try:
-            result = _outputs_of(out, data, opts.threads, workdir)
-        except ModelLoadError as exc:  # the optimized graph no longer loads: a failed check, not a user error
-            warnings.append(f"the optimized model does not load in ONNX Runtime: {exc}")
-            result = None
-        if result is None:
-            diff, passed = OutputDiff(float("inf"), float("inf"), None, None), False
-        else:
-            diff = diff_outputs(reference, result)
-            passed = _within(reference, result, opts.tolerance, opts.rtol)
+        diff, passed, problem = _verify(out, reference, data, opts, workdir)
+        if problem:
+            warnings.append(f"the optimized model cannot be checked against the input: {problem}")
         culprit = None
         if not passed:
             culprit = _find_culprit(model, steps, records, reference, data, opts, apply, workdir)
@@ -352,7 +355,7 @@ def optimize_model(
             warnings.append(f"the result has more nodes than the input ({sum(after.values())} vs "
                             f"{sum(before.values())}) even after constant folding")
         latency = None
-        if opts.latency_rounds > 0 and result is not None:
+        if opts.latency_rounds > 0 and problem is None:
             sess_a = make_session(src, threads=opts.threads)
             sess_b = make_session(out, threads=opts.threads)
             pair = latency_pair(sess_a, sess_b, data, batch=opts.latency_batch, rounds=opts.latency_rounds)
