@@ -311,6 +311,7 @@ def test_exported_builtin_has_nothing_to_fuse(builtin_onnx, tmp_path):
     # provenance the exporter put on nodes survives the passes
     assert [n.metadata_props for n in load_model(out).graph.node] == \
         [n.metadata_props for n in load_model(src).graph.node]
+    assert load_model(out).graph.metadata_props == load_model(src).graph.metadata_props
 
 
 def test_a_pass_that_breaks_the_graph_is_skipped(handbuilt, tmp_path, monkeypatch):

@@ -159,6 +159,8 @@ def _run_pass(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
 
     new = onnxoptimizer.optimize(model, [name], fixed_point=False)
     _restore_node_metadata(model, new)
+    if model.graph.metadata_props and not new.graph.metadata_props:
+        new.graph.metadata_props.extend(model.graph.metadata_props)
     return new
 
 
