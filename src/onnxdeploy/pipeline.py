@@ -282,7 +282,7 @@ def _step_optimize(options, out, report):
     report.artifacts["optimized"] = str(out / OPT_FILE)
     before = sum(d["op_counts"]["before"].values())
     after = sum(d["op_counts"]["after"].values())
-    changed = [p["name"] for p in d["passes"] if p["nodes_before"] != p["nodes_after"]]
+    changed = [p["name"] for p in d["passes"] if p.get("changed")]
     return result, f"{before} -> {after} nodes ({', '.join(changed) or 'no pass changed anything'})"
 
 
