@@ -45,10 +45,9 @@ def _run(args, env, timeout=420):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    env = dict(os.environ)
-    env.setdefault("ONNXDEPLOY_CACHE", str(tmp_path_factory.mktemp("cache")))
-    return env
+def env(zoo_cache):
+    """The subprocess environment: the session's weight cache, so the built-in trains once per session."""
+    return {**os.environ, "ONNXDEPLOY_CACHE": str(zoo_cache)}
 
 
 @pytest.fixture(scope="module")
