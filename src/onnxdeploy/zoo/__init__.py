@@ -110,4 +110,28 @@ def cached_info(name: str, *, cache_dir: str | os.PathLike | None = None, seed: 
     return read_record(get_entry(name), _resolve_cache(cache_dir), seed)
 
 
-__all__ = ["NAMES", "ZooEntry", "get_entry", "cache_dir", "load_trained", "cached_info"]
+def describe(name: str, *, cache_dir: str | os.PathLike | None = None, seed: int = 0,
+             train: bool = False, progress: bool = True) -> dict[str, Any]:
+    """A built-in's listing row; accuracy from the cache (None if untrained unless ``train``)."""
+    from .train import count_params
+
+    entry = get_entry(name)
+    if train:
+        module, info = load_trained(name, cache_dir=cache_dir, seed=seed, progress=progress)
+        record: dict[str, Any] | None = info.to_dict()
+    else:
+        module, record = entry.build(), cached_info(name, cache_dir=cache_dir, seed=seed)
+    return {
+        "name": entry.name,
+        "description": entry.description,
+        "input_name": entry.input_name,
+        "input_shape": ["batch", *entry.input_shape[1:]],
+        "params": count_params(module),
+        "trained": record is not None,
+        "accuracy": None if record is None else float(record["accuracy"]),
+        "train_seconds": None if record is None else record.get("train_seconds"),
+        "labels": list(entry.labels),
+    }
+
+
+__all__ = ["NAMES", "ZooEntry", "get_entry", "cache_dir", "load_trained", "cached_info", "describe"]
