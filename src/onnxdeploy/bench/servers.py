@@ -108,7 +108,13 @@ class Server:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return "(no log)"
-        return "\n".join(text.strip().splitlines()[-lines:]) or "(empty log)"
+        all_lines = text.strip().splitlines()
+        tail = all_lines[-lines:]
+        # a server that crash-loops buries its first error under restarts: show that line too
+        first = next((ln for ln in all_lines if "Error" in ln or "error:" in ln), None)
+        if first is not None and first not in tail:
+            tail = [f"(first error) {first}", "...", *tail]
+        return "\n".join(tail) or "(empty log)"
 
     def wait_ready(self, timeout_s: float = DEFAULT_READY_TIMEOUT_S) -> None:
         """Poll the readiness endpoint; ServerError with the log tail if it dies or times out."""

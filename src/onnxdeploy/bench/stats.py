@@ -17,13 +17,14 @@ LATENCY_KEYS = (*PERCENTILES, "max")
 def latency_summary(latencies_us: Sequence[int] | np.ndarray) -> dict[str, float | None]:
     """``{p50, p90, p95, p99, max}`` in milliseconds from per-request latencies in microseconds.
 
-    Percentiles use the "higher" method (an observed value, never an interpolation), so
-    p50 <= p90 <= p95 <= p99 <= max holds by construction and p99 of 100 samples is a real request.
+    Percentiles are nearest-rank (numpy's "inverted_cdf": the smallest latency that at least
+    p% of requests did not exceed), so each is an observed request, never an interpolation, and
+    p50 <= p90 <= p95 <= p99 <= max holds by construction.
     """
     arr = np.asarray(latencies_us, dtype=np.float64)
     if arr.size == 0:
         return {key: None for key in LATENCY_KEYS}
-    qs = np.percentile(arr, list(PERCENTILES.values()), method="higher")
+    qs = np.percentile(arr, list(PERCENTILES.values()), method="inverted_cdf")
     out = {key: float(q) / 1000.0 for key, q in zip(PERCENTILES, qs)}
     out["max"] = float(arr.max()) / 1000.0
     return out

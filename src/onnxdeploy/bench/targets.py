@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 from ..data import DataSet, load_data
 from ..errors import DataError, ServerError
 from ..modelfile import Signature, TensorSpec, load_model, signature
-from .httpclient import get_json, split_url
+from .httpclient import get_json, request, split_url
 from .requests import RequestSet, build_requests
 
 _V2_DTYPES = {
@@ -80,6 +81,8 @@ def url_signature(url: str, name: str | None) -> tuple[str, Signature]:
         candidates = [m if isinstance(m, str) else m.get("name") for m in listed]
         if not candidates and isinstance(server.get("model"), str):
             candidates = [server["model"]]
+        if not candidates:
+            candidates = _name_from_404(url)
     for cand in candidates:
         try:
             meta = get_json(url, f"/v2/models/{cand}")
@@ -90,6 +93,16 @@ def url_signature(url: str, name: str | None) -> tuple[str, Signature]:
         f"{url}: cannot find the served model's metadata at /v2/models/NAME; "
         "give the served model's name with --name"
     )
+
+
+def _name_from_404(url: str) -> list[str]:
+    """onnxdeploy serve names its model in the 404 for an unknown one; other servers may not."""
+    try:
+        status, body = request(url, "GET", "/v2/models/__onnxdeploy_probe__", timeout=10)
+    except OSError:
+        return []
+    match = re.search(r"serves '([^']+)'", body.decode(errors="replace")) if status == 404 else None
+    return [match.group(1)] if match else []
 
 
 def prepare(target: Target, data_source: str | None, dims: dict[str, int]) -> None:
