@@ -27,10 +27,15 @@ def _report(tmp_path):
                      "chosen": {"name": "dynamic-matmul", "reason": "fastest admissible <b>candidate</b>"},
                      "candidates": [{"name": "dynamic-matmul", "size_bytes": 1100, "admissible": True,
                                      "latency_ms": {"batch_1": 0.1, "batch_32": 0.6}, "accuracy": 0.965}]},
-        "bench": {"summary": [{"target": "float32", "concurrency": 8, "rps": 900.0, "requests": 400,
-                               "errors": {}, "latency_ms": {"p50": 8.0, "p90": 9, "p99": 12.0, "max": 20}},
-                              {"target": "int8", "concurrency": 8, "rps": 1200.0, "requests": 400,
-                               "errors": {}, "latency_ms": {"p50": 6.0, "p90": 7, "p99": 9.0, "max": 15}}],
+        "bench": {"aggregated": [
+            {"target": "float32", "mode": "closed", "concurrency": 8, "repeats": 2, "requests": 800,
+             "errors": {}, "rps": {"median": 900.0, "min": 880.0, "max": 920.0},
+             "latency_ms": {"p50": {"median": 8.0}, "p90": {"median": 9.0},
+                            "p99": {"median": 12.0}, "max": {"median": 20.0}}},
+            {"target": "int8", "mode": "closed", "concurrency": 8, "repeats": 2, "requests": 800,
+             "errors": {}, "rps": {"median": 1200.0, "min": 1100.0, "max": 1300.0},
+             "latency_ms": {"p50": {"median": 6.0}, "p90": {"median": 7.0},
+                            "p99": {"median": 9.0}, "max": {"median": 15.0}}}],
                   "accuracy": {"float32": 0.97, "int8": 0.964},
                   "verdict": {"text": "int8: 1.33x requests/s"}},
     }
@@ -57,7 +62,7 @@ def test_markdown_and_html_escape_and_show_the_same_numbers(tmp_path):
     sections = build_sections(report, plot, [])
     md = render_markdown("t", sections, tmp_path)
     page = render_html("t", "s", sections)
-    for text in ("1200", "96.40%", "2.00e-06", "dynamic-matmul"):
+    for text in ("1200 (1100–1300)", "96.40%", "2.00e-06", "dynamic-matmul"):
         assert text in md and text in page
     assert "<b>candidate</b>" not in page and "&lt;b&gt;candidate&lt;/b&gt;" in page
     assert "data:image/png;base64," in page and "summary.png" in md

@@ -306,10 +306,10 @@ def _step_bench(options, out, report):
         names=["float32", "int8"],
         concurrency=plan["concurrency"],
         requests=None if options.duration else plan["requests"],
-        duration=options.duration,
+        duration_s=options.duration,
         repeats=plan["repeats"],
         data=options.data,
-        workers=options.workers,
+        server_workers=options.workers,
     )
     result = run_bench(bench_opts)
     from .bench import write_outputs

@@ -183,21 +183,35 @@ def compare_section(d: dict[str, Any]) -> Section:
                    tables=[TableData("Comparison", ["", ""], rows)])
 
 
+def _spread(value: Any, digits: int = 3) -> str:
+    """``median (min–max)`` of an aggregated figure."""
+    if not isinstance(value, dict):
+        return "-" if value is None else f"{value:.{digits}f}"
+    med, lo, hi = value.get("median"), value.get("min"), value.get("max")
+    if med is None:
+        return "-"
+    if lo is None or hi is None or lo == hi:
+        return f"{med:.{digits}f}"
+    return f"{med:.{digits}f} ({lo:.{digits}f}–{hi:.{digits}f})"
+
+
 def bench_section(d: dict[str, Any], images: list[tuple[str, Path]]) -> Section:
     rows = []
-    for r in d.get("summary", d.get("runs", [])):
+    for r in d.get("aggregated", []):
         lat = r.get("latency_ms", {})
+        level = r.get("concurrency") if r.get("mode", "closed") == "closed" else f"{r.get('rate')}/s"
         rows.append([
-            str(r.get("target")), str(r.get("concurrency")), str(r.get("mode", "closed")),
-            str(r.get("requests")), str(_error_count(r.get("errors"))),
-            "-" if r.get("rps") is None else f"{r['rps']:.0f}",
-            _ms(lat.get("p50")), _ms(lat.get("p90")), _ms(lat.get("p99")), _ms(lat.get("max")),
+            str(r.get("target")), str(level), str(r.get("mode", "closed")),
+            str(r.get("repeats", 1)), str(r.get("requests")), str(_error_count(r.get("errors"))),
+            _spread(r.get("rps"), 0), _spread(lat.get("p50")), _spread(lat.get("p90")),
+            _spread(lat.get("p99")), _spread(lat.get("max")),
         ])
     sec = Section(
         "bench", "5. Serve and load-test over HTTP",
         lead=_get(d, "verdict", "text") or "",
-        tables=[TableData("Runs", ["target", "concurrency", "mode", "requests", "errors", "req/s",
-                                   "p50 (ms)", "p90 (ms)", "p99 (ms)", "max (ms)"], rows)],
+        tables=[TableData("Runs: median across repeats (min–max)",
+                          ["target", "level", "mode", "repeats", "requests", "errors", "req/s",
+                           "p50 (ms)", "p90 (ms)", "p99 (ms)", "max (ms)"], rows)],
         images=images,
     )
     acc = d.get("accuracy") or {}

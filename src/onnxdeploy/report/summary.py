@@ -14,27 +14,25 @@ def _get(d: Any, *keys: str) -> Any:
     return d
 
 
+def _median(value: Any) -> Any:
+    """Aggregated bench figures are ``{median, min, max, rel_spread}``; plain numbers pass through."""
+    return value.get("median") if isinstance(value, dict) else value
+
+
 def served_figures(bench: dict[str, Any] | None, target: str) -> dict[str, Any]:
-    """req/s, p50 and p99 of one served target at the highest concurrency the bench ran."""
+    """req/s, p50 and p99 (medians across repeats) of a served target at its highest closed-loop level."""
     if not bench:
         return {}
-    rows = [r for r in bench.get("summary", bench.get("runs", [])) if r.get("target") == target]
+    rows = [r for r in bench.get("aggregated", [])
+            if r.get("target") == target and r.get("mode", "closed") == "closed"]
     if not rows:
         return {}
-    top = max(r.get("concurrency", 0) for r in rows)
-    rows = [r for r in rows if r.get("concurrency", 0) == top]
-    # aggregated rows carry one entry per target/concurrency; raw runs one per repeat: take medians
-    import statistics
-
-    def med(values):
-        values = [v for v in values if v is not None]
-        return statistics.median(values) if values else None
-
+    top = max(rows, key=lambda r: r.get("concurrency", 0))
     return {
-        "concurrency": top,
-        "rps": med([r.get("rps") for r in rows]),
-        "p50_ms": med([_get(r, "latency_ms", "p50") for r in rows]),
-        "p99_ms": med([_get(r, "latency_ms", "p99") for r in rows]),
+        "concurrency": top.get("concurrency"),
+        "rps": _median(top.get("rps")),
+        "p50_ms": _median(_get(top, "latency_ms", "p50")),
+        "p99_ms": _median(_get(top, "latency_ms", "p99")),
         "api_accuracy": _get(bench, "accuracy", target),
     }
 
