@@ -312,3 +312,14 @@ def test_already_quantized_detection():
         check_not_quantized(model, "m.onnx")
     with pytest.raises(OptionError, match="--weight-type"):
         quantize_model("unused.onnx", "out.onnx", QuantizeOptions(weight_type="int4"))
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_static_calibration_methods(tmp_path, method):
+    src = save(mlp_classifier(), tmp_path / "m.onnx")
+    out = tmp_path / f"{method}.onnx"
+    report = quantize_model(src, out, _opts(mode="static", calibration_method=method, calibration_count=64))
+    assert report.calibration == {"data": "digits (training split)", "samples": 64, "method": method}
+    assert report.settings["calibration_method"] == method
+    assert _assert_int8(out).get("QuantizeLinear", 0) > 0
+    assert report.comparison["top1_agreement"] > 0.9
