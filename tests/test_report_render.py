@@ -50,7 +50,7 @@ def test_summary_takes_figures_from_each_step(tmp_path):
     report = _report(tmp_path)
     by_name = {v["variant"]: v for v in report.variants}
     assert by_name["float32"]["size_bytes"] == 4000 and by_name["float32"]["rps"] == 900.0
-    int8 = by_name["int8 auto (dynamic-matmul)"]
+    int8 = by_name["int8 auto: dynamic-matmul"]
     assert int8["size_bytes"] == 1100 and int8["p99_ms"] == 9.0 and int8["api_accuracy"] == 0.964
     assert report.verdict == "int8: 1.33x requests/s"
 

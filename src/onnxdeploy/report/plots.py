@@ -19,8 +19,9 @@ def summary_plot(path: str | Path, variants: list[dict[str, Any]]) -> Path | Non
     import matplotlib.pyplot as plt
 
     names = [v["variant"] for v in rows]
+    unit, scale = ("MiB", 2**20) if max(v["size_bytes"] for v in rows) >= 2**20 else ("KiB", 2**10)
     panels = [
-        ("size (MiB)", [v["size_bytes"] / 2**20 for v in rows]),
+        (f"size ({unit})", [v["size_bytes"] / scale for v in rows]),
         ("in-process latency, batch 1 (ms)", [_first_latency(v) for v in rows]),
         ("accuracy (%)", [None if v.get("accuracy") is None else 100 * v["accuracy"] for v in rows]),
     ]

@@ -56,7 +56,7 @@ def summarize(reports: dict[str, Any], artifacts: dict[str, str]) -> tuple[list[
     rows = [float_row]
     if dyn:
         rows.append({
-            "variant": "int8 dynamic (textbook)",
+            "variant": "int8 dynamic",
             "file": artifacts.get("int8_dynamic"),
             "size_bytes": _get(dyn, "size_bytes", "after"),
             "accuracy": _get(dyn, "comparison", "accuracy_after"),
@@ -66,7 +66,7 @@ def summarize(reports: dict[str, Any], artifacts: dict[str, str]) -> tuple[list[
         chosen = quant.get("chosen")
         label = chosen.get("name") if isinstance(chosen, dict) else chosen
         rows.append({
-            "variant": f"int8 auto ({label})" if label else "int8 auto",
+            "variant": f"int8 auto: {label}" if label else "int8 auto",
             "file": artifacts.get("int8"),
             "size_bytes": _get(quant, "size_bytes", "after"),
             "accuracy": _get(quant, "comparison", "accuracy_after"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from rich.console import Console
@@ -50,6 +51,13 @@ def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
     return table
 
 
+#: width used when output is not a terminal (pipes, CI logs): wide enough for the report tables
+PIPE_WIDTH = 140
+
+
 def console(stderr: bool = False) -> Console:
-    """The console the CLI renders to."""
-    return Console(stderr=stderr, highlight=False)
+    """The console the CLI renders to; not a terminal means a fixed, wide layout instead of 80 columns."""
+    con = Console(stderr=stderr, highlight=False)
+    if not con.is_terminal and "COLUMNS" not in os.environ:
+        con = Console(stderr=stderr, highlight=False, width=PIPE_WIDTH)
+    return con
