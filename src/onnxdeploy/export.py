@@ -133,6 +133,8 @@ def export_model(model_ref: str, out: str | Path, options: ExportOptions | None 
     """Export ``model_ref`` to ``out`` and check it against PyTorch; see the module docstring."""
     opts = options or ExportOptions()
     _check_options(opts)
+    if Path(out).is_dir():
+        raise OptionError(f"-o {out}: is a directory; expected a path for the .onnx file")
     t0 = time.perf_counter()
     src = load_source(model_ref, checkpoint=opts.checkpoint, input_shape=opts.input_shape,
                       cache_dir=opts.cache_dir, seed=opts.seed, progress=opts.progress)
@@ -182,7 +184,7 @@ def _check_options(opts: ExportOptions) -> None:
             f"--opset {opts.opset}: the dynamo exporter needs opset >= {MIN_DYNAMO_OPSET}; "
             "use --exporter torchscript for older opsets"
         )
-    if not opts.tolerance > 0:
+    if not opts.tolerance > 0:  # also rejects NaN
         raise OptionError(f"--tolerance {opts.tolerance}: expected a positive number")
 
 
