@@ -223,6 +223,7 @@ def _step_export(options: PipelineOptions, out: Path, report: PipelineReport):
             tolerance=options.tolerance,
             cache_dir=options.cache_dir,
             seed=options.seed,
+            progress=True,
         ),
     )
     data = result.to_dict()
