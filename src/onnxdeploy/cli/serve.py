@@ -15,7 +15,7 @@ from ..errors import require
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1),
               help="gunicorn worker processes (default: CPUs / ORT threads).")
-@click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True,
               help="Request threads per worker (gthread).")
 @click.option("--ort-threads", type=click.IntRange(min=1),
               help="ONNX Runtime intra-op threads per worker (default: CPUs / workers).")

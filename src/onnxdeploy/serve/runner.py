@@ -31,7 +31,7 @@ from .metrics import MULTIPROC_ENV
 
 log = logging.getLogger("onnxdeploy.serve")
 
-DEFAULT_THREADS = 8
+DEFAULT_THREADS = 4
 DEFAULT_MAX_INFLIGHT = 64
 DEFAULT_MAX_BODY_MB = 32
 DEFAULT_MAX_BATCH = 1024

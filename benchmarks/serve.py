@@ -1,0 +1,297 @@
+"""Serving benchmark: our gunicorn server against the tutorial Flask app, and batching on/off.
+
+Scenario ``tutorial``: digits-cnn, one sample a request, ``onnxdeploy serve`` (defaults) against
+``benchmarks/tutorial_app.py`` (Flask's own server) at each concurrency. Scenario ``batching``:
+digits-mlp, the same server with and without ``--max-batch-size`` (same thread settings), plus
+the default server for reference. Targets are run alternately (A B, then B A ...) and repeated;
+the table shows medians. Load comes from wrk when it is on PATH, else a Python asyncio client
+with keep-alive connections and one pre-encoded request. Both share the 2 cores with the servers,
+so compare ratios, not absolute numbers.
+
+    python benchmarks/serve.py [--duration 5] [--repeats 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+GOAL_TUTORIAL_RATIO = 3.0  # digits-cnn, c=8: ours / tutorial
+GOAL_BATCHING_RATIO = 1.5  # digits-mlp, c=32: batching / same server without
+BATCH_ARGS = ["--max-batch-size", "32", "--batch-timeout-ms", "2"]
+BATCH_THREADS = ["--threads", "16"]  # batching needs several requests in a worker at once
+
+# one digits sample (the "2" of the sklearn set, scaled to [0, 1])
+SAMPLE = [0, 0.1, 0.5, 0.9, 0.9, 0.3, 0, 0, 0, 0.6, 1, 0.6, 0.8, 0.9, 0, 0, 0, 0.7, 0.4, 0, 0.2, 1,
+          0.1, 0, 0, 0.2, 0, 0, 0.4, 1, 0.1, 0, 0, 0, 0, 0.1, 0.9, 0.6, 0, 0, 0, 0, 0.1, 0.8, 0.8,
+          0.1, 0, 0, 0, 0.1, 0.8, 1, 0.7, 0.5, 0.4, 0, 0, 0.1, 0.8, 0.8, 0.8, 0.8, 0.6, 0]
+
+
+def body_for(model: str) -> bytes:
+    """One sample a request, shaped for the model."""
+    if model == "digits-cnn":
+        rows = [SAMPLE[i * 8:(i + 1) * 8] for i in range(8)]
+        return json.dumps({"inputs": [[rows]]}).encode()
+    return json.dumps({"inputs": [SAMPLE]}).encode()
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Target:
+    name: str
+    argv: list[str]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> None:
+        argv = [a.replace("{port}", str(self.port)) for a in self.argv]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not become ready")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def ours(name: str, model: Path, *extra: str) -> Target:
+    cli = [sys.executable, "-m", "onnxdeploy", "serve", str(model), "--port", "{port}", *extra]
+    return Target(name, cli)
+
+
+def tutorial(model: Path) -> Target:
+    return Target("tutorial", [sys.executable, str(HERE / "tutorial_app.py"), str(model),
+                               "--port", "{port}"])
+
+
+def export(name: str, out_dir: Path) -> Path:
+    """The built-in model as ONNX (via ``onnxdeploy export``), reused when already there."""
+    path = out_dir / f"{name}.onnx"
+    if not path.exists():
+        subprocess.run([sys.executable, "-m", "onnxdeploy", "export", name, "-o", str(path)],
+                       check=True, stdout=subprocess.DEVNULL)
+    return path
+
+
+# --------------------------------------------------------------------------- load generators
+
+
+@dataclass
+class Run:
+    target: str
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def run_wrk(url: str, body: bytes, concurrency: int, duration: float, name: str) -> Run:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f"wrk.body = {json.dumps(body.decode())}\n")
+        script = f.name
+    try:
+        out = subprocess.run(
+            ["wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{duration}s",
+             "--latency", "-s", script, url + "/predict"],
+            capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(script)
+    pct = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.M))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    return Run(name, concurrency, float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+               _ms(pct["50"]), _ms(pct["99"]), errors, total)
+
+
+async def _client(host: str, port: int, request: bytes, stop: float, lat: list, errs: list) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            writer.write(request)
+            status = await reader.readline()
+            length, close = 0, False
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+                elif name.lower() == b"connection" and value.strip().lower() == b"close":
+                    close = True
+            await reader.readexactly(length)
+            lat.append(time.perf_counter() - t0)
+            if b" 200 " not in status:
+                errs.append(status)
+            if close or not status:  # Flask's dev server closes after every response
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+    finally:
+        writer.close()
+
+
+def run_python(url: str, body: bytes, concurrency: int, duration: float, name: str) -> Run:
+    host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
+    request = (f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    lat: list[float] = []
+    errs: list = []
+
+    async def main():
+        stop = time.perf_counter() + duration
+        await asyncio.gather(*(_client(host, port, request, stop, lat, errs)
+                               for _ in range(concurrency)))
+
+    t0 = time.perf_counter()
+    asyncio.run(main())
+    elapsed = time.perf_counter() - t0
+    lat.sort()
+    return Run(name, concurrency, len(lat) / elapsed, lat[len(lat) // 2] * 1e3,
+               lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3, len(errs), len(lat))
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def measure(targets: list[Target], model: str, concurrencies: list[int], *, duration: float,
+            repeats: int, engine) -> list[Run]:
+    body = body_for(model)
+    runs: list[Run] = []
+    for t in targets:
+        t.start()
+    try:
+        for t in targets:
+            engine(t.url, body, 8, 1.0, t.name)  # warm-up
+        for r in range(repeats):
+            for c in concurrencies:
+                order = targets if r % 2 == 0 else list(reversed(targets))
+                for t in order:
+                    run = engine(t.url, body, c, duration, t.name)
+                    print(f"  {model} {t.name:<26} c={c:<3} {run.rps:8.0f} req/s  p50 {run.p50_ms:6.2f} ms"
+                          f"  p99 {run.p99_ms:7.2f} ms  errors {run.errors}", file=sys.stderr)
+                    runs.append(run)
+    finally:
+        for t in targets:
+            t.stop()
+    return runs
+
+
+def summarize(runs: list[Run]) -> list[dict]:
+    """Median rps/p50/p99 per (target, concurrency)."""
+    keys = sorted({(r.target, r.concurrency) for r in runs}, key=lambda k: (k[1], k[0]))
+    rows = []
+    for target, c in keys:
+        sel = [r for r in runs if r.target == target and r.concurrency == c]
+        rows.append({"target": target, "concurrency": c,
+                     "rps": statistics.median(r.rps for r in sel),
+                     "p50_ms": statistics.median(r.p50_ms for r in sel),
+                     "p99_ms": statistics.median(r.p99_ms for r in sel),
+                     "errors": sum(r.errors for r in sel), "repeats": len(sel)})
+    return rows
+
+
+def rps(rows: list[dict], target: str, c: int) -> float:
+    return next(r["rps"] for r in rows if r["target"] == target and r["concurrency"] == c)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--concurrency", default="1,8,32")
+    p.add_argument("--engine", choices=["auto", "wrk", "python"], default="auto")
+    p.add_argument("--models-dir", help="reuse exported built-ins from here")
+    p.add_argument("--json", dest="json_path", help="write the results here")
+    args = p.parse_args()
+    use_wrk = args.engine == "wrk" or (args.engine == "auto" and shutil.which("wrk"))
+    engine = run_wrk if use_wrk else run_python
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    models_dir = Path(args.models_dir or tempfile.mkdtemp(prefix="onnxdeploy-bench-serve-"))
+    models_dir.mkdir(parents=True, exist_ok=True)
+    cnn, mlp = export("digits-cnn", models_dir), export("digits-mlp", models_dir)
+
+    kw = {"duration": args.duration, "repeats": args.repeats, "engine": engine}
+    tut = summarize(measure([ours("onnxdeploy", cnn), tutorial(cnn)], "digits-cnn",
+                            concurrencies, **kw))
+    bat = summarize(measure([ours("onnxdeploy", mlp),
+                             ours("onnxdeploy threads16", mlp, *BATCH_THREADS),
+                             ours("onnxdeploy threads16+batch", mlp, *BATCH_THREADS, *BATCH_ARGS)],
+                            "digits-mlp", [c for c in concurrencies if c >= 8] or [32], **kw))
+    tutorial_ratio = rps(tut, "onnxdeploy", 8) / rps(tut, "tutorial", 8) if 8 in concurrencies else None
+    c_bat = 32 if 32 in concurrencies else max(concurrencies)
+    batching_ratio = rps(bat, "onnxdeploy threads16+batch", c_bat) / rps(bat, "onnxdeploy threads16", c_bat)
+    batching_vs_default = rps(bat, "onnxdeploy threads16+batch", c_bat) / rps(bat, "onnxdeploy", c_bat)
+
+    print(f"\nload generator: {'wrk' if use_wrk else 'python asyncio'}; {args.repeats} repeats x "
+          f"{args.duration:g}s, medians; cpus: {len(os.sched_getaffinity(0))}")
+    print(f"{'model':<11} {'target':<27} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    for model, rows in (("digits-cnn", tut), ("digits-mlp", bat)):
+        for r in rows:
+            print(f"{model:<11} {r['target']:<27} {r['concurrency']:>3} {r['rps']:>8.0f} "
+                  f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}")
+    if tutorial_ratio is not None:
+        print(f"digits-cnn c=8: onnxdeploy / tutorial = {tutorial_ratio:.2f}x "
+              f"(goal >= {GOAL_TUTORIAL_RATIO}x: {'met' if tutorial_ratio >= GOAL_TUTORIAL_RATIO else 'MISSED'})")
+    print(f"digits-mlp c={c_bat}: batching / same server without = {batching_ratio:.2f}x "
+          f"(goal >= {GOAL_BATCHING_RATIO}x: {'met' if batching_ratio >= GOAL_BATCHING_RATIO else 'MISSED'}); "
+          f"batching / default server = {batching_vs_default:.2f}x")
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps({
+            "engine": "wrk" if use_wrk else "python", "duration_s": args.duration,
+            "repeats": args.repeats, "tutorial": tut, "batching": bat,
+            "ratios": {"cnn_c8_vs_tutorial": tutorial_ratio, "mlp_batching": batching_ratio,
+                       "mlp_batching_vs_default": batching_vs_default}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
