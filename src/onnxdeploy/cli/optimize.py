@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ..report.jsonio import dumps
@@ -51,7 +52,7 @@ def render(report) -> None:
                          f"{report.latency_ms['before'][key]:.3f} -> {report.latency_ms['after'][key]:.3f}"))
     out.print(kv_table("result", rows))
     for warning in report.warnings:
-        out.print(f"[yellow]warning:[/yellow] {warning}")
+        out.print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 def _list_passes(as_json: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ..pipeline import (
@@ -85,7 +86,7 @@ def command(model, out, config, as_json, **values):
         if event == "start":
             out_console.print(f"[bold]▶ {title}[/bold] …")
         elif event == "done":
-            out_console.print(f"[green]✓[/green] {title} [dim]({info['seconds']:.1f} s)[/dim] {info['summary']}")
+            out_console.print(f"[green]✓[/green] {title} [dim]({info['seconds']:.1f} s)[/dim] {escape(info['summary'])}")
         elif event == "fail":
             out_console.print(f"[red]✗ {title}[/red] [dim]({info['seconds']:.1f} s)[/dim]")
 
@@ -100,7 +101,7 @@ def command(model, out, config, as_json, **values):
         return
     out_console.print(summary_table(report))
     if report.verdict:
-        out_console.print(f"[bold]Verdict:[/bold] {report.verdict}")
+        out_console.print(f"[bold]Verdict:[/bold] {escape(report.verdict)}")
     out_console.print(
         f"Finished in {report.total_seconds:.0f} s. Open {report.artifacts.get('report.html')} "
         f"(also report.md, report.json, config.yaml in {options.out})."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ..quantize import QuantizeOptions, quantize_model
@@ -60,9 +61,9 @@ def render(report) -> None:
             table.add_row(c.name, fmt_bytes(c.size_bytes), *(_latency(c.latency_ms, k) for k in keys),
                           fmt_num(c.error, 4), "yes" if c.admissible else "no", c.reason)
         out.print(table)
-        out.print(report.reason)
+        out.print(escape(report.reason))
     for warning in d["warnings"]:
-        out.print(f"[yellow]warning:[/yellow] {warning}")
+        out.print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 @click.command("quantize")

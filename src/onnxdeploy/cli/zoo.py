@@ -10,6 +10,7 @@ from .common import emit
 
 
 def render(listing: dict) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"built-in models (weights cache: {listing['cache_dir']})", title_justify="left")
@@ -19,7 +20,7 @@ def render(listing: dict) -> None:
     for row in listing["models"]:
         shape = "[" + ", ".join(str(d) for d in row["input_shape"]) + "]"
         acc = fmt_pct(row["accuracy"]) if row["trained"] else "not trained yet"
-        table.add_row(row["name"], f"{row['input_name']}: {shape}", f"{row['params']:,}", acc,
+        table.add_row(row["name"], escape(f"{row['input_name']}: {shape}"), f"{row['params']:,}", acc,
                       row["description"])
     console().print(table)
     if not all(r["trained"] for r in listing["models"]):

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -47,7 +48,7 @@ def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
     table.add_column("key", style="bold")
     table.add_column("value")
     for key, value in rows:
-        table.add_row(key, value if isinstance(value, str) else fmt_num(value))
+        table.add_row(escape(key), escape(value if isinstance(value, str) else fmt_num(value)))
     return table
 
 
