@@ -140,7 +140,7 @@ def run_wrk(url: str, body: bytes, concurrency: int, duration: float, name: str)
         script = f.name
     try:
         out = subprocess.run(
-            ["wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{duration}s",
+            ["wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{max(1, round(duration))}s",
              "--latency", "-s", script, url + "/predict"],
             capture_output=True, text=True, check=True).stdout
     finally:

@@ -1,10 +1,11 @@
 """Run the app under gunicorn (default) or Flask's own server (``--dev``).
 
 Choices, measured on 2 shared cores with digits-cnn, one sample a request (benchmarks/serve.py):
-- worker class ``gthread``: ``InferenceSession.run`` releases the GIL and JSON parsing is short,
-  so a few threads per process keep a core busy while another thread is in the kernel or in ORT;
-  the ``sync`` worker serves one connection at a time, and with keep-alive clients a busy sync
-  worker starves every other connection. gevent/eventlet would monkey-patch under ORT.
+- worker class ``gthread`` with 4 threads: ``InferenceSession.run`` releases the GIL and JSON
+  parsing is short, so a few threads per process keep a core busy while another thread is in the
+  kernel or in ORT (wrk, c=8, one run each: 2 threads ~2,100 req/s, 4 ~3,550, 8 ~2,650, 16
+  ~2,150; more threads only add GIL contention). The ``sync`` worker closes every connection,
+  so each request pays a new TCP handshake; gevent/eventlet would monkey-patch under ORT.
 - one worker per core and one ORT intra-op thread per worker by default: small models are
   dominated by HTTP and JSON work, which only more processes parallelize; the budget keeps
   workers x ORT threads <= the CPUs this process may use.
