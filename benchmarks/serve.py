@@ -252,6 +252,8 @@ def main() -> int:
     p.add_argument("--models-dir", help="reuse exported built-ins from here")
     p.add_argument("--json", dest="json_path", help="write the results here")
     args = p.parse_args()
+    # A killed benchmark must still stop its servers (the finally blocks in measure()).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     use_wrk = args.engine == "wrk" or (args.engine == "auto" and shutil.which("wrk"))
     engine = run_wrk if use_wrk else run_python
     concurrencies = [int(c) for c in args.concurrency.split(",")]
