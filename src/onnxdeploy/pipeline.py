@@ -66,7 +66,7 @@ class PipelineOptions:
     requests: int | None = None
     duration: float | None = None
     repeats: int | None = None
-    workers: int = 1
+    workers: int | None = None
     seed: int = 0
 
     def bench_plan(self) -> dict[str, Any]:
