@@ -210,28 +210,55 @@ def test_metrics_aggregate_across_workers(mlp_server):
     assert hist["onnxdeploy_model_compute_seconds_count"] >= 20
 
 
-def _slow_server(start, *extra):
+def _slow_server(start, *extra, timeout_ms=800):
     # A batch that never fills holds every request for the batch timeout: slow, deterministic.
-    return start("mlp", "--workers", "1", "--threads", "16", "--max-batch-size", "1000",
-                 "--batch-timeout-ms", "800", *extra)
+    # Default --threads: a test passing here says nothing about a hand-tuned thread count.
+    return start("mlp", "--workers", "1", "--max-batch-size", "1000",
+                 "--batch-timeout-ms", str(timeout_ms), *extra)
 
 
-def test_burst_beyond_inflight_bound_gets_503_and_health_answers(start):
-    server = _slow_server(start, "--max-inflight", "2")
-    with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(server.post_json, "/predict", {"inputs": [[0.0] * 64]})
-                   for _ in range(8)]
-        time.sleep(0.3)
-        t0 = time.monotonic()
-        assert server.get("/v2/health/live")[0] == 200
-        assert server.get("/v2/health/ready")[0] == 200
-        health_s = time.monotonic() - t0
+def _timed_post(server, x):
+    t0 = time.monotonic()
+    status, headers, body = server.post_json("/predict", {"inputs": x.tolist()})
+    return status, headers, body, time.monotonic() - t0
+
+
+def _timed_get(server, path):
+    t0 = time.monotonic()
+    status = server.get(path, timeout=10)[0]
+    return status, time.monotonic() - t0
+
+
+def test_burst_beyond_inflight_bound_at_default_threads(start, models):
+    # 4 request threads (the default) each hold a request in its batch for 1.5 s and the bound
+    # lets 4 more wait; the other 16 must be refused at once, not queued, and health must answer.
+    hold_s, bound, burst = 1.5, 8, 24
+    server = _slow_server(start, "--max-inflight", str(bound), timeout_ms=int(hold_s * 1000))
+    xs = [np.full((1, 64), i, np.float32) for i in range(burst)]
+    with ThreadPoolExecutor(burst) as pool:
+        futures = [pool.submit(_timed_post, server, x) for x in xs]
+        time.sleep(0.4)
+        live, ready = _timed_get(server, "/v2/health/live"), _timed_get(server, "/v2/health/ready")
+        still_running = sum(not f.done() for f in futures)
         results = [f.result() for f in futures]
-    statuses = sorted(r[0] for r in results)
-    assert statuses.count(200) == 2 and statuses.count(503) == 6, statuses
-    rejected = next(r for r in results if r[0] == 503)
-    assert rejected[1]["Retry-After"] == "1" and "busy" in json.loads(rejected[2])["error"]
-    assert health_s < 0.5
+    assert live[0] == ready[0] == 200
+    assert live[1] < 1.0 and ready[1] < 1.0, (live, ready)
+    assert still_running >= bound // 2  # health answered while accepted requests were held
+    statuses = [r[0] for r in results]
+    assert statuses.count(200) == bound and statuses.count(503) == burst - bound, statuses
+    for status, headers, body, seconds in results:
+        if status == 503:  # refused at once: well before any held batch ran
+            assert headers["Retry-After"] == "1" and "busy" in json.loads(body)["error"]
+            assert seconds < hold_s - 0.5, seconds
+    for x, (status, _, body, _) in zip(xs, results):  # every accepted request got its own rows
+        if status == 200:
+            (want,) = _ref(models["mlp"], {"x": x})
+            np.testing.assert_allclose(json.loads(body)["outputs"]["logits"], want, rtol=1e-5,
+                                       atol=1e-5)
+    families = {f.name: f for f in text_string_to_metric_families(server.get("/metrics")[2].decode())}
+    totals = {(s.labels["endpoint"], s.labels["status"]): s.value
+              for s in families["onnxdeploy_requests"].samples if s.name.endswith("_total")}
+    assert totals[("predict", "503")] == burst - bound and totals[("predict", "200")] == bound
 
 
 def test_sigterm_drains_accepted_requests(start):
@@ -239,7 +266,7 @@ def test_sigterm_drains_accepted_requests(start):
     with ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(server.post_json, "/predict", {"inputs": [[float(i)] * 64]})
                    for i in range(6)]
-        time.sleep(0.3)  # all six are inside the worker, waiting for their batch
+        time.sleep(0.3)  # all six accepted: four wait for their batch, two for a thread
         os.killpg(server.proc.pid, signal.SIGTERM)
         results = [f.result() for f in futures]
     assert [r[0] for r in results] == [200] * 6
@@ -251,7 +278,7 @@ def test_sigterm_drains_accepted_requests(start):
 
 def test_batching_gives_each_caller_its_own_rows(start, models):
     server = start("mlp", "--workers", "1", "--threads", "16", "--max-batch-size", "64",
-                   "--batch-timeout-ms", "100")
+                   "--batch-timeout-ms", "100")  # 16 threads: many requests share a batch
     rng = np.random.default_rng(3)
     xs = [rng.standard_normal((1 + i % 3, 64)).astype(np.float32) for i in range(12)]
     with ThreadPoolExecutor(12) as pool:

@@ -16,7 +16,8 @@ from ..errors import require
 @click.option("--workers", type=click.IntRange(min=1),
               help="gunicorn worker processes (default: CPUs / ORT threads).")
 @click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Request threads per worker (gthread).")
+              help="Request threads per worker that handle inference (gthread; 4 measured "
+                   "fastest). Health checks and /metrics have 2 threads of their own.")
 @click.option("--ort-threads", type=click.IntRange(min=1),
               help="ONNX Runtime intra-op threads per worker (default: CPUs / workers).")
 @click.option("--max-batch-size", type=click.IntRange(min=0), default=0, show_default=True,
@@ -24,7 +25,8 @@ from ..errors import require
 @click.option("--batch-timeout-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Dynamic batching: longest wait for a batch to fill.")
 @click.option("--max-inflight", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Inference requests handled at once per worker; more get 503 + Retry-After.")
+              help="Requests accepted at once per worker, running or waiting for a thread or a "
+                   "batch; more get 503 + Retry-After at once, without queueing.")
 @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=32.0,
               show_default=True, help="Largest request body (413 above it).")
 @click.option("--max-batch", type=click.IntRange(min=1), default=1024, show_default=True,

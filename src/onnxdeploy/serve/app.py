@@ -17,6 +17,7 @@ from .. import __version__
 from ..errors import DataError
 from ..runtime import default_threads
 from . import protocols
+from .admission import shedding
 from .batching import Executor
 from .metrics import Metrics
 from .model import SessionHolder, read_model_info
@@ -143,8 +144,10 @@ def create_app(config: dict | None = None):
 
     def admitted(view):
         # Shed load at once rather than queueing without bound; health routes are not counted.
+        # Under gunicorn the worker bounds requests at dispatch and marks the threads that must
+        # refuse (serve.worker); the semaphore bounds them under any other server.
         def wrapper(*args, **kwargs):
-            if not inflight.acquire(blocking=False):
+            if shedding() or not inflight.acquire(blocking=False):
                 raise ApiError(503, f"server busy: {cfg['MAX_INFLIGHT']} requests in flight in this "
                                     "worker; retry later", {"Retry-After": RETRY_AFTER_S})
             metrics.inflight.inc()

@@ -6,6 +6,11 @@ Choices, measured on 2 shared cores with digits-cnn, one sample a request (bench
   kernel or in ORT (wrk, c=8, one run each: 2 threads ~2,100 req/s, 4 ~3,550, 8 ~2,650, 16
   ~2,150; more threads only add GIL contention). The ``sync`` worker closes every connection,
   so each request pays a new TCP handshake; gevent/eventlet would monkey-patch under ORT.
+- overload: with 4 threads, a bound checked inside the views never triggers (at most 4 requests
+  are ever in a view) and the rest queue in gthread's pool behind which health probes wait. So
+  the worker is ``serve.worker.OverloadWorker``, a gthread that bounds requests at dispatch
+  (``--max-inflight`` running or queued per worker, 503 + Retry-After beyond it) and gives
+  health and metrics probes threads of their own; see that module for the design and numbers.
 - one worker per core and one ORT intra-op thread per worker by default: small models are
   dominated by HTTP and JSON work, which only more processes parallelize; the budget keeps
   workers x ORT threads <= the CPUs this process may use.
@@ -147,7 +152,7 @@ def _run_gunicorn(options: ServeOptions, config: dict, workers: int) -> None:
             settings = {
                 "bind": f"{options.host}:{options.port}",
                 "workers": workers,
-                "worker_class": "gthread",
+                "worker_class": "onnxdeploy.serve.worker.OverloadWorker",
                 "threads": options.threads,
                 "graceful_timeout": GRACEFUL_TIMEOUT_S,
                 "timeout": WORKER_TIMEOUT_S,

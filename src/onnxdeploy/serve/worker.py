@@ -1,0 +1,129 @@
+"""gunicorn's ``gthread`` worker with overload control where requests are dispatched.
+
+Plain gthread hands every readable connection to one FIFO thread pool. With a few threads (the
+count that measures fastest), requests beyond them wait in that pool's queue, bounded only by
+``worker_connections`` (1000), and a health probe waits behind all of them. Bounding requests
+inside the Flask views cannot fix that: a view is only reached once a thread is free.
+
+So this worker swaps the pool (gunicorn's ``get_thread_pool`` hook) for three lanes, chosen in
+the worker's main thread by peeking at the request line already on the socket (``MSG_PEEK``,
+nothing consumed, no blocking):
+
+- probe lane (``PROBE_THREADS``): ``GET``/``HEAD`` of ``/v2/health/*`` and ``/metrics``. Never
+  queued behind inference, so probes answer during any burst.
+- work lane (``--threads``): everything else while fewer than ``--max-inflight`` requests are
+  queued or running there; queue time counts, so in flight means accepted and not yet answered.
+- shed lane (``SHED_THREADS``): requests arriving while the work lane is full. Its threads are
+  marked (``admission.mark_shedding``) so inference views answer 503 + ``Retry-After`` at once,
+  before reading the body; other endpoints answer normally.
+
+The work lane keeps the measured-best thread count, so throughput below the bound is plain
+gthread's. A connection whose request has not arrived yet (or is TLS) cannot be peeked and goes
+to the work lane as gthread would. A semaphore inside the views (many threads, few computing)
+was measured first and lost 5-13% req/s at c=8/32 with health still ~100 ms behind the queue.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import ssl
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+
+from gunicorn.workers.gthread import ThreadWorker
+
+from .admission import mark_shedding
+
+PROBE_THREADS = 2
+SHED_THREADS = 2
+PEEK_BYTES = 64
+PROBE_PATHS = (b"/v2/health/", b"/metrics")
+PROBE_METHODS = (b"GET", b"HEAD")
+
+
+def peek(conn) -> bytes | None:
+    """The first bytes waiting on the connection's socket (b"" at EOF); None if none can be seen."""
+    sock = getattr(conn, "sock", None)
+    if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket):
+        return None
+    try:
+        return sock.recv(PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # nothing there yet, or the peer is gone: the work lane finds out
+        return None
+
+
+def is_probe(conn) -> bool:
+    """True when the request waiting on this connection is a health or metrics GET."""
+    head = peek(conn) or b""
+    method, _, rest = head.partition(b" ")
+    return method in PROBE_METHODS and rest.startswith(PROBE_PATHS)
+
+
+class LanePool:
+    """Stands in for gthread's ThreadPoolExecutor: ``submit(handle, conn)`` picks the lane."""
+
+    def __init__(self, threads: int, max_inflight: int | None = None):
+        self.work = ThreadPoolExecutor(threads, thread_name_prefix="serve-work")
+        self.probe = ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="serve-probe")
+        self.shed = ThreadPoolExecutor(SHED_THREADS, thread_name_prefix="serve-shed",
+                                       initializer=mark_shedding)
+        self.max_inflight = max_inflight
+        self.inflight = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn, conn, *args) -> Future:
+        """Run ``fn(conn, *args)`` in the probe, work or shed lane."""
+        if is_probe(conn):
+            return self.probe.submit(fn, conn, *args)
+        with self._lock:
+            full = self.max_inflight is not None and self.inflight >= self.max_inflight
+            if not full:
+                self.inflight += 1
+        if full:
+            return self.shed.submit(fn, conn, *args)
+        future = self.work.submit(fn, conn, *args)
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, _future: Future) -> None:
+        with self._lock:
+            self.inflight -= 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Shut every lane down."""
+        for pool in (self.work, self.probe, self.shed):
+            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+class OverloadWorker(ThreadWorker):
+    """gthread with a bounded number of requests in flight and a lane of its own for probes."""
+
+    def get_thread_pool(self) -> LanePool:
+        """The lanes; the bound is read from the app once it is loaded."""
+        return LanePool(self.cfg.threads)
+
+    def enqueue_req(self, conn) -> None:
+        """Dispatch a readable connection; a new one with no request yet waits in the poller.
+
+        Without this a probe on a fresh connection whose bytes are still in flight could not be
+        told from inference and would queue behind it. Waiting in the poller is what gthread
+        does itself for a new connection that sends nothing for a while (gunicorn >= 23).
+        """
+        waiting = getattr(self, "pending_conns", None)
+        if (waiting is not None and not conn.initialized and not conn.data_ready
+                and isinstance(conn.sock, socket.socket) and peek(conn) is None):
+            conn.sock.setblocking(False)
+            conn.timeout = time.monotonic() + self.cfg.keepalive
+            waiting.append(conn)
+            self.poller.register(conn.sock, selectors.EVENT_READ,
+                                 partial(self.on_pending_socket_readable, conn))
+            return
+        super().enqueue_req(conn)
+
+    def load_wsgi(self) -> None:
+        """Load the app, then take ``MAX_INFLIGHT`` from its config."""
+        super().load_wsgi()
+        self.tpool.max_inflight = int(self.wsgi.config["MAX_INFLIGHT"])

@@ -1,0 +1,95 @@
+"""The gunicorn worker's dispatch lanes over real socket pairs, and the app's shed threads."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import pytest
+from builders import mlp_classifier, save
+
+from onnxdeploy.serve.admission import mark_shedding, shedding
+from onnxdeploy.serve.app import create_app
+from onnxdeploy.serve.worker import LanePool, is_probe, peek
+
+
+@pytest.fixture
+def conns():
+    pairs = []
+
+    def _conn(request: bytes | None = None):
+        client, server = socket.socketpair()
+        pairs.append((client, server))
+        if request is not None:
+            client.sendall(request)
+        return SimpleNamespace(sock=server, client=client)
+
+    yield _conn
+    for a, b in pairs:
+        a.close()
+        b.close()
+
+
+def test_probe_is_told_from_inference_without_consuming_bytes(conns):
+    live = conns(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert is_probe(live)
+    assert live.sock.recv(64).startswith(b"GET /v2/health/live")  # still there for gunicorn
+    assert is_probe(conns(b"HEAD /metrics HTTP/1.1\r\n\r\n"))
+    assert not is_probe(conns(b"POST /v2/health/live HTTP/1.1\r\n\r\n"))
+    assert not is_probe(conns(b"POST /predict HTTP/1.1\r\n\r\n"))
+    assert not is_probe(conns(b"GET /v2/models/m HTTP/1.1\r\n\r\n"))
+    silent = conns()
+    assert peek(silent) is None and not is_probe(silent)
+    closed = conns()
+    closed.client.close()
+    assert peek(closed) == b""
+    assert peek(SimpleNamespace(sock=None)) is None
+
+
+def test_lanes_bound_inflight_and_keep_probes_apart(conns):
+    pool = LanePool(1, max_inflight=2)
+    release = threading.Event()
+
+    def hold(conn):
+        release.wait(10)
+        return threading.current_thread().name, shedding()
+
+    def quick(conn):
+        return threading.current_thread().name, shedding()
+
+    try:
+        work = [pool.submit(hold, conns(b"POST /predict HTTP/1.1\r\n\r\n")) for _ in range(2)]
+        assert pool.inflight == 2  # one running, one queued: both count
+        refused = pool.submit(quick, conns(b"POST /predict HTTP/1.1\r\n\r\n")).result(5)
+        probe = pool.submit(quick, conns(b"GET /v2/health/ready HTTP/1.1\r\n\r\n")).result(5)
+        assert refused[0].startswith("serve-shed") and refused[1] is True
+        assert probe[0].startswith("serve-probe") and probe[1] is False
+        release.set()
+        assert all(f.result(5)[0].startswith("serve-work") and not f.result(5)[1] for f in work)
+        assert pool.inflight == 0
+        again = pool.submit(quick, conns(b"POST /predict HTTP/1.1\r\n\r\n")).result(5)
+        assert again[0].startswith("serve-work")  # room again once the work lane drained
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+
+
+def test_shed_threads_refuse_inference_only(tmp_path):
+    app = create_app({"MODEL_PATH": str(save(mlp_classifier(), tmp_path / "mlp.onnx")),
+                      "ORT_THREADS": 1, "LOAD_ON_START": True})
+    client = app.test_client()
+
+    def calls():
+        predict = client.post("/predict", json={"inputs": [[0.0] * 64]})
+        v2 = client.post("/v2/models/mlp/infer", json={"inputs": []})
+        return predict, v2, client.get("/v2/models/mlp"), client.get("/v2/health/ready")
+
+    with ThreadPoolExecutor(1, initializer=mark_shedding) as shed:
+        predict, v2, meta, ready = shed.submit(calls).result(30)
+    for r in (predict, v2):
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+        assert "busy" in r.get_json()["error"]
+    assert meta.status_code == 200 and ready.status_code == 200
+    assert client.post("/predict", json={"inputs": [[0.0] * 64]}).status_code == 200
