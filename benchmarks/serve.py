@@ -3,18 +3,23 @@
 Scenario ``tutorial``: digits-cnn, one sample a request, ``onnxdeploy serve`` (defaults) against
 ``benchmarks/tutorial_app.py`` (Flask's own server) at each concurrency. Scenario ``batching``:
 digits-mlp, the same server with and without ``--max-batch-size`` (same thread settings), plus
-the default server for reference. Targets are run alternately (A B, then B A ...) and repeated;
+the default server for reference. Scenario ``overload``: digits-cnn, one worker with default
+settings, a burst of ``--burst`` connections (far beyond ``--max-inflight``) while a prober
+times ``/v2/health/live`` and ``/v2/health/ready`` on fresh connections; shows the share of
+fast 503s and the probes' latency. Targets are run alternately (A B, then B A ...) and repeated;
 the table shows medians. Load comes from wrk when it is on PATH, else a Python asyncio client
 with keep-alive connections and one pre-encoded request. Both share the 2 cores with the servers,
 so compare ratios, not absolute numbers.
 
-    python benchmarks/serve.py [--duration 5] [--repeats 3] [--json out.json]
+    python benchmarks/serve.py [--duration 5] [--repeats 3] [--scenarios tutorial,batching,overload]
+                               [--burst 128] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import re
@@ -25,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -225,6 +231,52 @@ def measure(targets: list[Target], model: str, concurrencies: list[int], *, dura
     return runs
 
 
+def probe(port: int, path: str) -> tuple[int, float]:
+    """(status, ms) of one GET on a fresh connection, as an orchestrator's probe does it."""
+    t0 = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        r.read()
+        return r.status, (time.perf_counter() - t0) * 1e3
+    finally:
+        conn.close()
+
+
+def overload(target: Target, model: str, connections: int, duration: float, engine) -> dict:
+    """One burst of ``connections`` against ``target`` while health is probed every 50 ms."""
+    body = body_for(model)
+    result: dict = {}
+    target.start()
+    try:
+        engine(target.url, body, 8, 1.0, target.name)  # warm-up
+        load = threading.Thread(target=lambda: result.setdefault(
+            "run", engine(target.url, body, connections, duration, target.name)))
+        load.start()
+        time.sleep(min(1.0, duration / 4))
+        probes: dict[str, list] = {"live": [], "ready": []}
+        while load.is_alive():
+            for kind in probes:
+                probes[kind].append(probe(target.port, f"/v2/health/{kind}"))
+            time.sleep(0.05)
+        load.join()
+    finally:
+        target.stop()
+    run: Run = result["run"]
+    row = {"target": target.name, "connections": connections, "rps": run.rps,
+           "refused_share": run.errors / max(1, run.requests), "p50_ms": run.p50_ms,
+           "p99_ms": run.p99_ms}
+    for kind, got in probes.items():
+        ms = sorted(t for _, t in got)
+        row[f"{kind}_ok"] = sum(s == 200 for s, _ in got) == len(got) > 0
+        row[f"{kind}_p50_ms"] = ms[len(ms) // 2] if ms else None
+        row[f"{kind}_max_ms"] = ms[-1] if ms else None
+    print(f"  overload {target.name}: {run.rps:.0f} req/s, {row['refused_share']:.0%} refused, "
+          f"live p50 {row['live_p50_ms']:.1f} ms max {row['live_max_ms']:.1f} ms", file=sys.stderr)
+    return row
+
+
 def summarize(runs: list[Run]) -> list[dict]:
     """Median rps/p50/p99 per (target, concurrency)."""
     keys = sorted({(r.target, r.concurrency) for r in runs}, key=lambda k: (k[1], k[0]))
@@ -250,6 +302,9 @@ def main() -> int:
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--engine", choices=["auto", "wrk", "python"], default="auto")
     p.add_argument("--models-dir", help="reuse exported built-ins from here")
+    p.add_argument("--scenarios", default="tutorial,batching,overload",
+                   help="comma-separated subset of tutorial,batching,overload")
+    p.add_argument("--burst", type=int, default=128, help="connections in the overload burst")
     p.add_argument("--json", dest="json_path", help="write the results here")
     args = p.parse_args()
     # A killed benchmark must still stop its servers (the finally blocks in measure()).
@@ -261,37 +316,59 @@ def main() -> int:
     models_dir.mkdir(parents=True, exist_ok=True)
     cnn, mlp = export("digits-cnn", models_dir), export("digits-mlp", models_dir)
 
+    scenarios = set(args.scenarios.split(","))
     kw = {"duration": args.duration, "repeats": args.repeats, "engine": engine}
-    tut = summarize(measure([ours("onnxdeploy", cnn), tutorial(cnn)], "digits-cnn",
-                            concurrencies, **kw))
-    bat = summarize(measure([ours("onnxdeploy", mlp),
-                             ours("onnxdeploy threads16", mlp, *BATCH_THREADS),
-                             ours("onnxdeploy threads16+batch", mlp, *BATCH_THREADS, *BATCH_ARGS)],
-                            "digits-mlp", [c for c in concurrencies if c >= 8] or [32], **kw))
-    tutorial_ratio = rps(tut, "onnxdeploy", 8) / rps(tut, "tutorial", 8) if 8 in concurrencies else None
+    tut = bat = over = None
+    ratios: dict = {}
     c_bat = 32 if 32 in concurrencies else max(concurrencies)
-    batching_ratio = rps(bat, "onnxdeploy threads16+batch", c_bat) / rps(bat, "onnxdeploy threads16", c_bat)
-    batching_vs_default = rps(bat, "onnxdeploy threads16+batch", c_bat) / rps(bat, "onnxdeploy", c_bat)
+    if "tutorial" in scenarios:
+        tut = summarize(measure([ours("onnxdeploy", cnn), tutorial(cnn)], "digits-cnn",
+                                concurrencies, **kw))
+        if 8 in concurrencies:
+            ratios["cnn_c8_vs_tutorial"] = rps(tut, "onnxdeploy", 8) / rps(tut, "tutorial", 8)
+    if "batching" in scenarios:
+        bat = summarize(measure([ours("onnxdeploy", mlp),
+                                 ours("onnxdeploy threads16", mlp, *BATCH_THREADS),
+                                 ours("onnxdeploy threads16+batch", mlp, *BATCH_THREADS, *BATCH_ARGS)],
+                                "digits-mlp", [c for c in concurrencies if c >= 8] or [32], **kw))
+        ratios["mlp_batching"] = (rps(bat, "onnxdeploy threads16+batch", c_bat)
+                                  / rps(bat, "onnxdeploy threads16", c_bat))
+        ratios["mlp_batching_vs_default"] = (rps(bat, "onnxdeploy threads16+batch", c_bat)
+                                             / rps(bat, "onnxdeploy", c_bat))
+    if "overload" in scenarios:
+        over = [overload(ours("onnxdeploy 1 worker", cnn, "--workers", "1"), "digits-cnn",
+                         args.burst, max(args.duration, 4.0), engine) for _ in range(args.repeats)]
 
     print(f"\nload generator: {'wrk' if use_wrk else 'python asyncio'}; {args.repeats} repeats x "
           f"{args.duration:g}s, medians; cpus: {len(os.sched_getaffinity(0))}")
-    print(f"{'model':<11} {'target':<27} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
-    for model, rows in (("digits-cnn", tut), ("digits-mlp", bat)):
+    if tut or bat:
+        print(f"{'model':<11} {'target':<27} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    for model, rows in (("digits-cnn", tut or []), ("digits-mlp", bat or [])):
         for r in rows:
             print(f"{model:<11} {r['target']:<27} {r['concurrency']:>3} {r['rps']:>8.0f} "
                   f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}")
-    if tutorial_ratio is not None:
-        print(f"digits-cnn c=8: onnxdeploy / tutorial = {tutorial_ratio:.2f}x "
-              f"(goal >= {GOAL_TUTORIAL_RATIO}x: {'met' if tutorial_ratio >= GOAL_TUTORIAL_RATIO else 'MISSED'})")
-    print(f"digits-mlp c={c_bat}: batching / same server without = {batching_ratio:.2f}x "
-          f"(goal >= {GOAL_BATCHING_RATIO}x: {'met' if batching_ratio >= GOAL_BATCHING_RATIO else 'MISSED'}); "
-          f"batching / default server = {batching_vs_default:.2f}x")
+    if "cnn_c8_vs_tutorial" in ratios:
+        r = ratios["cnn_c8_vs_tutorial"]
+        print(f"digits-cnn c=8: onnxdeploy / tutorial = {r:.2f}x "
+              f"(goal >= {GOAL_TUTORIAL_RATIO}x: {'met' if r >= GOAL_TUTORIAL_RATIO else 'MISSED'})")
+    if "mlp_batching" in ratios:
+        r = ratios["mlp_batching"]
+        print(f"digits-mlp c={c_bat}: batching / same server without = {r:.2f}x "
+              f"(goal >= {GOAL_BATCHING_RATIO}x: {'met' if r >= GOAL_BATCHING_RATIO else 'MISSED'}); "
+              f"batching / default server = {ratios['mlp_batching_vs_default']:.2f}x")
+    if over:
+        print(f"\noverload, digits-cnn, one worker, defaults, {args.burst} connections:")
+        print(f"{'req/s':>8} {'refused':>8} {'p50 ms':>8} {'p99 ms':>8} {'live p50':>9} {'live max':>9} "
+              f"{'ready p50':>10} {'ready max':>10} {'probes ok':>9}")
+        for o in over:
+            print(f"{o['rps']:>8.0f} {o['refused_share']:>8.0%} {o['p50_ms']:>8.2f} {o['p99_ms']:>8.2f} "
+                  f"{o['live_p50_ms']:>9.1f} {o['live_max_ms']:>9.1f} {o['ready_p50_ms']:>10.1f} "
+                  f"{o['ready_max_ms']:>10.1f} {str(o['live_ok'] and o['ready_ok']):>9}")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps({
             "engine": "wrk" if use_wrk else "python", "duration_s": args.duration,
-            "repeats": args.repeats, "tutorial": tut, "batching": bat,
-            "ratios": {"cnn_c8_vs_tutorial": tutorial_ratio, "mlp_batching": batching_ratio,
-                       "mlp_batching_vs_default": batching_vs_default}}, indent=2))
+            "repeats": args.repeats, "tutorial": tut, "batching": bat, "overload": over,
+            "ratios": ratios}, indent=2))
     return 0
 
 
