@@ -18,9 +18,14 @@ nothing consumed, no blocking):
   before reading the body; other endpoints answer normally.
 
 The work lane keeps the measured-best thread count, so throughput below the bound is plain
-gthread's. A connection whose request has not arrived yet (or is TLS) cannot be peeked and goes
-to the work lane as gthread would. A semaphore inside the views (many threads, few computing)
-was measured first and lost 5-13% req/s at c=8/32 with health still ~100 ms behind the queue.
+gthread's. A new connection whose request has not arrived yet waits in the poller until it can
+be classified; a TLS connection cannot be peeked and goes to the work lane as gthread would.
+
+Measured on 2 shared cores, digits-cnn, wrk (benchmarks/serve.py; medians, alternated with the
+plain gthread server): c=8 and c=32 within 0-5% of plain gthread; one worker under 128
+connections sheds ~40% as 503s and health probes take ~15 ms (p50) instead of ~70 ms. Tried
+first: many threads with a semaphore gating the CPU work inside the views (bound + spare
+threads): 5-13% fewer req/s at c=8/32, and probes still waited ~100 ms in the pool's queue.
 """
 
 from __future__ import annotations
@@ -110,7 +115,8 @@ class OverloadWorker(ThreadWorker):
 
         Without this a probe on a fresh connection whose bytes are still in flight could not be
         told from inference and would queue behind it. Waiting in the poller is what gthread
-        does itself for a new connection that sends nothing for a while (gunicorn >= 23).
+        does itself for a new connection that sends nothing for a while; a gunicorn without
+        that machinery (``pending_conns``) dispatches at once instead.
         """
         waiting = getattr(self, "pending_conns", None)
         if (waiting is not None and not conn.initialized and not conn.data_ready
