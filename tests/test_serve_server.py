@@ -245,7 +245,8 @@ def test_burst_beyond_inflight_bound_at_default_threads(start, models):
     assert live[1] < 1.0 and ready[1] < 1.0, (live, ready)
     assert still_running >= bound // 2  # health answered while accepted requests were held
     statuses = [r[0] for r in results]
-    assert statuses.count(200) == bound and statuses.count(503) == burst - bound, statuses
+    timeline = [(r[0], round(r[3], 2)) for r in results]
+    assert statuses.count(200) == bound and statuses.count(503) == burst - bound, timeline
     for status, headers, body, seconds in results:
         if status == 503:  # refused at once: well before any held batch ran
             assert headers["Retry-After"] == "1" and "busy" in json.loads(body)["error"]

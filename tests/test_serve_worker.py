@@ -12,7 +12,7 @@ from builders import mlp_classifier, save
 
 from onnxdeploy.serve.admission import mark_shedding, shedding
 from onnxdeploy.serve.app import create_app
-from onnxdeploy.serve.worker import LanePool, is_probe, peek
+from onnxdeploy.serve.worker import LanePool, is_quick, peek
 
 
 @pytest.fixture
@@ -32,19 +32,19 @@ def conns():
         b.close()
 
 
-def test_probe_is_told_from_inference_without_consuming_bytes(conns):
+def test_probes_are_told_from_inference_without_consuming_bytes(conns):
     live = conns(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert is_probe(live)
+    assert is_quick(live)
     assert live.sock.recv(64).startswith(b"GET /v2/health/live")  # still there for gunicorn
-    assert is_probe(conns(b"HEAD /metrics HTTP/1.1\r\n\r\n"))
-    assert not is_probe(conns(b"POST /v2/health/live HTTP/1.1\r\n\r\n"))
-    assert not is_probe(conns(b"POST /predict HTTP/1.1\r\n\r\n"))
-    assert not is_probe(conns(b"GET /v2/models/m HTTP/1.1\r\n\r\n"))
+    assert is_quick(conns(b"HEAD /metrics HTTP/1.1\r\n\r\n"))
+    assert not is_quick(conns(b"POST /v2/health/live HTTP/1.1\r\n\r\n"))
+    assert not is_quick(conns(b"POST /predict HTTP/1.1\r\n\r\n"))
+    assert not is_quick(conns(b"GET /v2/models/m HTTP/1.1\r\n\r\n"))
     silent = conns()
-    assert peek(silent) is None and not is_probe(silent)
+    assert peek(silent) is None and not is_quick(silent)
     closed = conns()
     closed.client.close()
-    assert peek(closed) == b""
+    assert peek(closed) == b"" and is_quick(closed)  # only to be closed: never an in-flight slot
     assert peek(SimpleNamespace(sock=None)) is None
 
 
@@ -66,6 +66,10 @@ def test_lanes_bound_inflight_and_keep_probes_apart(conns):
         probe = pool.submit(quick, conns(b"GET /v2/health/ready HTTP/1.1\r\n\r\n")).result(5)
         assert refused[0].startswith("serve-shed") and refused[1] is True
         assert probe[0].startswith("serve-probe") and probe[1] is False
+        gone = conns()
+        gone.client.close()  # a client done with its keep-alive connection
+        assert pool.submit(quick, gone).result(5)[0].startswith("serve-probe")
+        assert pool.inflight == 2
         release.set()
         assert all(f.result(5)[0].startswith("serve-work") and not f.result(5)[1] for f in work)
         assert pool.inflight == 0

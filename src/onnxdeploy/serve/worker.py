@@ -9,8 +9,8 @@ So this worker swaps the pool (gunicorn's ``get_thread_pool`` hook) for three la
 the worker's main thread by peeking at the request line already on the socket (``MSG_PEEK``,
 nothing consumed, no blocking):
 
-- probe lane (``PROBE_THREADS``): ``GET``/``HEAD`` of ``/v2/health/*`` and ``/metrics``. Never
-  queued behind inference, so probes answer during any burst.
+- probe lane (``PROBE_THREADS``): ``GET``/``HEAD`` of ``/v2/health/*`` and ``/metrics``, and
+  connections the peer closed. Never queued behind inference, so probes answer during any burst.
 - work lane (``--threads``): everything else while fewer than ``--max-inflight`` requests are
   queued or running there; queue time counts, so in flight means accepted and not yet answered.
 - shed lane (``SHED_THREADS``): requests arriving while the work lane is full. Its threads are
@@ -60,11 +60,17 @@ def peek(conn) -> bytes | None:
         return None
 
 
-def is_probe(conn) -> bool:
-    """True when the request waiting on this connection is a health or metrics GET."""
-    head = peek(conn) or b""
+def is_quick(conn) -> bool:
+    """True for a health or metrics GET, or a connection its peer closed (only to be closed).
+
+    A closed keep-alive connection (every probe client's, after its answer) must not take an
+    in-flight slot and wait behind inference just to be closed.
+    """
+    head = peek(conn)
+    if head is None:
+        return False
     method, _, rest = head.partition(b" ")
-    return method in PROBE_METHODS and rest.startswith(PROBE_PATHS)
+    return head == b"" or (method in PROBE_METHODS and rest.startswith(PROBE_PATHS))
 
 
 class LanePool:
@@ -81,7 +87,7 @@ class LanePool:
 
     def submit(self, fn, conn, *args) -> Future:
         """Run ``fn(conn, *args)`` in the probe, work or shed lane."""
-        if is_probe(conn):
+        if is_quick(conn):
             return self.probe.submit(fn, conn, *args)
         with self._lock:
             full = self.max_inflight is not None and self.inflight >= self.max_inflight
