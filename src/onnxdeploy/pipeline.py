@@ -71,10 +71,12 @@ class PipelineOptions:
 
     def bench_plan(self) -> dict[str, Any]:
         """Concurrency levels, requests and repeats: short by default, longer with ``full``."""
+        # Short by default (about 20 s of load on two cores) yet three repeats, so the verdict can
+        # tell a real difference from run-to-run noise; --full adds c=32 and longer runs.
         plan = (
-            {"concurrency": [1, 8, 32], "requests": 2000, "repeats": 3}
+            {"concurrency": [1, 8, 32], "requests": 5000, "repeats": 5}
             if self.full
-            else {"concurrency": [1, 8], "requests": 400, "repeats": 2}
+            else {"concurrency": [1, 8], "requests": 1500, "repeats": 3}
         )
         if self.concurrency:
             plan["concurrency"] = list(self.concurrency)
