@@ -101,25 +101,42 @@ def time_session(
     return statistics.median(times) * 1e3
 
 
+#: each timed round of a session lasts at least this long, so a model that answers in 20 µs is
+#: timed over hundreds of runs instead of 20 (a handful of runs is mostly scheduler noise)
+MIN_ROUND_MS = 15.0
+MAX_ITERS = 5000
+
+
+def _iters_for(session: ort.InferenceSession, feeds: dict[str, np.ndarray], iters: int,
+               min_round_ms: float) -> int:
+    """Iterations per round: at least ``iters`` and enough to last ``min_round_ms``."""
+    single = time_session(session, feeds, iters=3)
+    if single <= 0:
+        return iters
+    return int(min(MAX_ITERS, max(iters, np.ceil(min_round_ms / single))))
+
+
 def ab_latency(
     sessions: Sequence[ort.InferenceSession],
     feeds: dict[str, np.ndarray] | Sequence[dict[str, np.ndarray]],
     *,
     rounds: int = DEFAULT_LATENCY_ROUNDS,
     iters: int = DEFAULT_LATENCY_ITERS,
+    min_round_ms: float = MIN_ROUND_MS,
 ) -> list[float]:
     """Median ms per run of each session, measured alternately (A, B, A, B ...) so drift hits all.
 
     ``feeds`` is one dict for all sessions or one per session (models may name inputs apart).
-    Each round times ``iters`` runs per session after one warm-up run; the result is the median
-    across rounds of the per-round medians.
+    Each round times each session over at least ``iters`` runs and at least ``min_round_ms``
+    after a warm-up; the result is the median across rounds of the per-round medians.
     """
     per = list(feeds) if isinstance(feeds, (list, tuple)) else [feeds] * len(sessions)
     for s, f in zip(sessions, per):
         run(s, f)  # warm-up, and a clear error if the feeds do not fit
+    counts = [_iters_for(s, f, iters, min_round_ms) for s, f in zip(sessions, per)]
     results: list[list[float]] = [[] for _ in sessions]
     for r in range(rounds):
         order = range(len(sessions)) if r % 2 == 0 else reversed(range(len(sessions)))
         for i in order:
-            results[i].append(time_session(sessions[i], per[i], iters=iters))
+            results[i].append(time_session(sessions[i], per[i], iters=counts[i]))
     return [statistics.median(r) for r in results]
