@@ -68,3 +68,15 @@ def test_cli_version_and_help():
     assert runner.invoke(cli, ["--version"]).output.startswith("onnxdeploy, version")
     result = runner.invoke(cli, ["--help"])
     assert result.exit_code == 0 and "compare" in result.output
+
+
+def test_ab_latency_times_tiny_models_over_many_runs(mlp_path):
+    from onnxdeploy.runtime import MAX_ITERS, _iters_for, ab_latency
+
+    sess = make_session(mlp_path, threads=1)
+    feeds = {"x": np.zeros((1, 64), np.float32)}
+    # a ~10 µs model needs hundreds of runs to fill a 15 ms round; never fewer than asked for
+    assert 100 < _iters_for(sess, feeds, 20, 15.0) <= MAX_ITERS
+    assert _iters_for(sess, feeds, 20, 0.0) == 20
+    a, b = ab_latency([sess, sess], feeds, rounds=2)
+    assert 0 < a < 5 and 0 < b < 5
