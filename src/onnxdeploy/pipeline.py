@@ -12,6 +12,7 @@ steps before it stay in place and the bench step stops its own servers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -160,6 +161,7 @@ class PipelineReport:
         }
 
 
+#: progress(event, step, info): event is "start", "detail" (info["message"]), "done" or "fail"
 Progress = Callable[[str, str, dict[str, Any]], None]
 
 
@@ -183,7 +185,8 @@ def run_pipeline(options: PipelineOptions, progress: Progress | None = None) -> 
         notify("start", step, {"title": STEP_TITLES[step]})
         t0 = time.perf_counter()
         try:
-            result, summary = _STEP_FUNCS[step](options, out, report)
+            detail = functools.partial(notify, "detail", step)
+            result, summary = _STEP_FUNCS[step](options, out, report, detail)
         except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -213,7 +216,7 @@ def _write_config(path: Path, options: PipelineOptions) -> None:
 # --------------------------------------------------------------------------- steps
 
 
-def _step_export(options: PipelineOptions, out: Path, report: PipelineReport):
+def _step_export(options: PipelineOptions, out: Path, report: PipelineReport, detail):
     from .export import ExportOptions, export_model
 
     result = export_model(
@@ -258,13 +261,13 @@ def _quantize(options: PipelineOptions, out: Path, name: str, mode: str):
     return result, f"{ratio:.2f}x smaller{faster}"
 
 
-def _step_quantize_dynamic(options, out, report):
+def _step_quantize_dynamic(options, out, report, detail):
     result, summary = _quantize(options, out, INT8_DYNAMIC_FILE, "dynamic")
     report.artifacts["int8_dynamic"] = str(out / INT8_DYNAMIC_FILE)
     return result, summary
 
 
-def _step_quantize(options, out, report):
+def _step_quantize(options, out, report, detail):
     result, summary = _quantize(options, out, INT8_FILE, "auto")
     report.artifacts["int8"] = str(out / INT8_FILE)
     chosen = result.to_dict().get("chosen") or {}
@@ -272,7 +275,7 @@ def _step_quantize(options, out, report):
     return result, f"chose {name}: {summary}" if name else summary
 
 
-def _step_optimize(options, out, report):
+def _step_optimize(options, out, report, detail):
     from .optimize import OptimizeOptions, optimize_model
 
     kwargs: dict[str, Any] = {"tolerance": options.tolerance}
@@ -292,7 +295,7 @@ def _step_optimize(options, out, report):
     return result, f"{before} -> {after} nodes ({', '.join(changed) or 'no pass changed anything'})"
 
 
-def _step_compare(options, out, report):
+def _step_compare(options, out, report, detail):
     from .compare import CompareOptions, compare_models
 
     result = compare_models(out / FLOAT_FILE, out / INT8_FILE, CompareOptions(data=options.data))
@@ -303,7 +306,7 @@ def _step_compare(options, out, report):
     )
 
 
-def _step_bench(options, out, report):
+def _step_bench(options, out, report, detail):
     from .bench import BenchOptions, run_bench
 
     plan = options.bench_plan()
@@ -317,7 +320,7 @@ def _step_bench(options, out, report):
         data=options.data,
         server_workers=options.workers,
     )
-    result = run_bench(bench_opts)
+    result = run_bench(bench_opts, progress=lambda message: detail({"message": message}))
     from .bench import write_outputs
 
     written = write_outputs(result, out / "bench")
@@ -327,7 +330,7 @@ def _step_bench(options, out, report):
     return result, verdict.get("text", "")
 
 
-def _step_report(options, out, report):
+def _step_report(options, out, report, detail):
     from .report.html import write_html
     from .report.markdown import write_markdown
     from .report.plots import summary_plot

@@ -81,11 +81,24 @@ def command(model, out, config, as_json, **values):
         options = PipelineOptions(**{k: v for k, v in overrides.items() if v is not None})
     out_console = console(stderr=as_json)
 
+    status = None  # a transient spinner line for the bench step's own progress, terminals only
+
     def progress(event, step, info):
+        nonlocal status
         title = STEP_TITLES[step]
         if event == "start":
             out_console.print(f"[bold]▶ {title}[/bold] …")
-        elif event == "done":
+        elif event == "detail":
+            if status is None and out_console.is_terminal:
+                status = out_console.status("")
+                status.start()
+            if status is not None:
+                status.update(escape(f"{title}: {info['message']}"))
+            return
+        if status is not None:
+            status.stop()
+            status = None
+        if event == "done":
             out_console.print(f"[green]✓[/green] {title} [dim]({info['seconds']:.1f} s)[/dim] {escape(info['summary'])}")
         elif event == "fail":
             out_console.print(f"[red]✗ {title}[/red] [dim]({info['seconds']:.1f} s)[/dim]")
