@@ -11,7 +11,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -129,13 +131,17 @@ def _ref(path, feeds):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
-def test_sessions_are_created_in_workers_not_the_parent(mlp_server):
+def _ready_workers(server, count: int) -> set[int]:
     deadline = time.monotonic() + START_TIMEOUT_S  # ready answers as soon as one worker is up
     while True:
-        pids = {int(p) for p in re.findall(r"worker (\d+): session ready", mlp_server.text())}
-        if len(pids) >= 2 or time.monotonic() > deadline:
-            break
+        pids = {int(p) for p in re.findall(r"worker (\d+): session ready", server.text())}
+        if len(pids) >= count or time.monotonic() > deadline:
+            return pids
         time.sleep(0.1)
+
+
+def test_sessions_are_created_in_workers_not_the_parent(mlp_server):
+    pids = _ready_workers(mlp_server, 2)
     assert len(pids) == 2 and mlp_server.proc.pid not in pids
 
 
@@ -208,6 +214,76 @@ def test_metrics_aggregate_across_workers(mlp_server):
     assert totals[("predict", "200")] >= 20 and totals[("predict", "400")] >= 1
     hist = {s.name: s.value for s in families["onnxdeploy_model_compute_seconds"].samples}
     assert hist["onnxdeploy_model_compute_seconds_count"] >= 20
+
+
+def _connection_owners(server_pid: int, port: int, conns) -> list[int | None]:
+    """The pid of the worker process holding the server end of each client connection (/proc)."""
+    wanted = {c.sock.getsockname()[1]: i for i, c in enumerate(conns)}
+    inodes = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
+        if local == port and remote in wanted:
+            inodes[f"socket:[{fields[9]}]"] = wanted[remote]
+    owners: list[int | None] = [None] * len(conns)
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) != server_pid:
+                continue
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target in inodes:
+                    owners[inodes[target]] = int(proc.name)
+        except OSError:  # a process or fd that went away while we looked
+            continue
+    return owners
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
+def test_keepalive_connections_spread_over_workers(mlp_server):
+    # A client opening 8 keep-alive connections at once (a load balancer, our bench) must get
+    # both workers, not one worker holding all 8 for as long as they live. Back-to-back rounds:
+    # the worker that held the last round is still closing it when the next one connects.
+    workers = _ready_workers(mlp_server, 2)  # a worker still booting rightly gets nothing
+    body = orjson.dumps({"inputs": [[0.5] * 64]})
+    headers = {"Content-Type": "application/json"}
+    splits = []
+    for _ in range(6):
+        conns = [http.client.HTTPConnection("127.0.0.1", mlp_server.port, timeout=30)
+                 for _ in range(8)]
+        for c in conns:
+            c.connect()
+        for _ in range(3):
+            for c in conns:
+                c.request("POST", "/predict", body, headers)
+            for c in conns:
+                r = c.getresponse()
+                assert r.status == 200 and not r.will_close
+                r.read()
+        owners = _connection_owners(mlp_server.proc.pid, mlp_server.port, conns)
+        for c in conns:
+            c.close()
+        assert set(owners) <= workers, (owners, workers)
+        splits.append(sorted(Counter(owners).values(), reverse=True))
+    assert all(split[0] <= 5 for split in splits), splits  # at worst 5/3, never 8/0 or 6/2
+
+    # A stuck worker delays a connection it was left by a few ms, never for good.
+    stuck = min(workers)
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        conns = [http.client.HTTPConnection("127.0.0.1", mlp_server.port, timeout=10)
+                 for _ in range(8)]
+        for c in conns:
+            c.request("POST", "/predict", body, headers)
+        assert all(c.getresponse().status == 200 for c in conns)
+        elapsed = time.monotonic() - t0
+        owners = _connection_owners(mlp_server.proc.pid, mlp_server.port, conns)
+        for c in conns:
+            c.close()
+    finally:
+        os.kill(stuck, signal.SIGCONT)
+    assert set(owners) == workers - {stuck} and elapsed < 2.0, (owners, elapsed)
 
 
 def _slow_server(start, *extra, timeout_ms=800):

@@ -1,7 +1,9 @@
-"""The gunicorn worker's dispatch lanes over real socket pairs, and the app's shed threads."""
+"""The gunicorn worker's dispatch lanes over real socket pairs, the app's shed threads, and the
+board that spreads connections over workers (shared across a real fork)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +14,7 @@ from builders import mlp_classifier, save
 
 from onnxdeploy.serve.admission import mark_shedding, shedding
 from onnxdeploy.serve.app import create_app
-from onnxdeploy.serve.worker import LanePool, is_quick, peek
+from onnxdeploy.serve.worker import ConnectionBoard, LanePool, is_quick, peek
 
 
 @pytest.fixture
@@ -97,3 +99,34 @@ def test_shed_threads_refuse_inference_only(tmp_path):
         assert "busy" in r.get_json()["error"]
     assert meta.status_code == 200 and ready.status_code == 200
     assert client.post("/predict", json={"inputs": [[0.0] * 64]}).status_code == 200
+
+
+def test_board_slots_are_handed_out_by_the_arbiter_and_shared_across_fork():
+    board = ConnectionBoard(3)
+    warnings = []
+    server = SimpleNamespace(WORKERS={}, log=SimpleNamespace(warning=lambda *a: warnings.append(a)))
+    workers = []
+    for pid in (101, 102, 103, 104):
+        worker = SimpleNamespace(age=pid)
+        board.attach(server, worker)  # pre_fork: the new worker is not in WORKERS yet
+        server.WORKERS[pid] = worker
+        workers.append(worker)
+    assert [w.board_slot for w in workers[:3]] == [0, 1, 2]
+    assert not hasattr(workers[3], "board") and len(warnings) == 1  # none left: unbalanced
+    assert board.least_peer(0) is None  # nobody accepting yet (booting workers)
+
+    board.publish(0, 5)
+    child = os.fork()
+    if child == 0:  # a worker writes its own slot; the arbiter and the peers must see it
+        board.publish(1, 2)
+        os._exit(0)
+    assert os.waitpid(child, 0)[1] == 0
+    assert board.least_peer(0) == 2 and board.least_peer(1) == 5
+
+    board.detach(workers[1])  # reaped: its slot is free and no longer counted
+    del server.WORKERS[102]
+    assert board.least_peer(0) is None
+    board.detach(workers[3])  # a worker that never got a slot: nothing to free
+    replacement = SimpleNamespace(age=105)
+    board.attach(server, replacement)
+    assert replacement.board_slot == 1

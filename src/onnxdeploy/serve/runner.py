@@ -143,6 +143,16 @@ def _run_dev(options: ServeOptions, config: dict) -> None:
 def _run_gunicorn(options: ServeOptions, config: dict, workers: int) -> None:
     from gunicorn.app.base import BaseApplication
 
+    from .worker import SPARE_SLOTS, ConnectionBoard
+
+    # Made before the fork so every worker shares it; one worker has no one to balance with.
+    board = ConnectionBoard(workers + SPARE_SLOTS) if workers > 1 else None
+
+    def child_exit(server, worker) -> None:
+        if board is not None:
+            board.detach(worker)
+        _child_exit(server, worker)
+
     prom_dir = tempfile.mkdtemp(prefix="onnxdeploy-prom-")
     os.environ[MULTIPROC_ENV] = prom_dir
     _reset_prometheus_value_class()
@@ -163,10 +173,12 @@ def _run_gunicorn(options: ServeOptions, config: dict, workers: int) -> None:
                 "loglevel": "info",
                 "proc_name": f"onnxdeploy-serve:{config['MODEL_NAME']}",
                 "post_worker_init": _post_worker_init,
-                "child_exit": _child_exit,
+                "child_exit": child_exit,
                 # One fixed control-socket path per user would collide between concurrent servers.
                 "control_socket_disable": True,
             }
+            if board is not None:
+                settings["pre_fork"] = board.attach
             if os.path.isdir("/dev/shm"):
                 settings["worker_tmp_dir"] = "/dev/shm"  # heartbeat files off slow disks
             for key, value in settings.items():

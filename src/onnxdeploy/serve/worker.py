@@ -30,6 +30,8 @@ threads): 5-13% fewer req/s at c=8/32, and probes still waited ~100 ms in the po
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
 import selectors
 import socket
 import ssl
@@ -47,6 +49,11 @@ SHED_THREADS = 2
 PEEK_BYTES = 64
 PROBE_PATHS = (b"/v2/health/", b"/metrics")
 PROBE_METHODS = (b"GET", b"HEAD")
+#: longest a busier worker leaves a new connection to a less loaded peer before taking it itself
+DEFER_S = 0.005
+#: board slots beyond --workers, for replacements started before a dead worker is reaped
+SPARE_SLOTS = 2
+_OFF = -1  # a slot whose worker is not accepting (booting, stopping, gone, or unused)
 
 
 def peek(conn) -> bytes | None:
@@ -109,8 +116,123 @@ class LanePool:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
+class ConnectionBoard:
+    """Open connections of each gunicorn worker, in shared memory made before gunicorn forks.
+
+    The arbiter hands out slots (``attach`` as the ``pre_fork`` hook, ``detach`` from
+    ``child_exit``), so a slot is never claimed by two workers and a dead worker's is freed when
+    it is reaped. Each worker writes only its own slot (one aligned word) and reads the others.
+    """
+
+    def __init__(self, slots: int):
+        self._counts = multiprocessing.RawArray(ctypes.c_long, [_OFF] * slots)
+
+    def attach(self, server, worker) -> None:
+        """Give ``worker`` a free slot (arbiter, before the fork); none left: it runs unbalanced."""
+        taken = {getattr(w, "board_slot", None) for w in server.WORKERS.values()}
+        free = [i for i in range(len(self._counts)) if i not in taken]
+        if not free:
+            server.log.warning("no connection-board slot left: worker %s accepts unbalanced",
+                               worker.age)
+            return
+        worker.board, worker.board_slot = self, free[0]
+        self._counts[free[0]] = _OFF
+
+    def detach(self, worker) -> None:
+        """Free a gone worker's slot (arbiter, ``child_exit``)."""
+        if getattr(worker, "board", None) is self:
+            self._counts[worker.board_slot] = _OFF
+
+    def publish(self, slot: int, count: int) -> None:
+        """Record a worker's open connections (``_OFF``: not accepting)."""
+        self._counts[slot] = count
+
+    def least_peer(self, slot: int) -> int | None:
+        """The fewest open connections among the other accepting workers; None if there is none."""
+        counts = [c for i, c in enumerate(self._counts) if i != slot and c != _OFF]
+        return min(counts) if counts else None
+
+
 class OverloadWorker(ThreadWorker):
-    """gthread with a bounded number of requests in flight and a lane of its own for probes."""
+    """gthread with a bounded number of requests in flight and a lane of its own for probes.
+
+    With a ``ConnectionBoard`` (several workers) it also evens out connections across workers:
+    one that holds more than its least loaded peer leaves a new connection to that peer for up
+    to ``DEFER_S``, then takes it anyway (the peer may be stuck). Without one (``--workers 1``)
+    it accepts exactly as gthread does.
+    """
+
+    board: ConnectionBoard | None = None
+    board_slot = -1
+    _conns = 0
+    _closing: frozenset | set = frozenset()  # dispatched only to be closed: the client left
+    _listed = False  # our count is on the board: peers may leave connections to us
+    _pause_until = 0.0  # deferring to a peer: the listener stays out of the poller until then
+    _resumed = False  # this poll is the first since a pause: take what is still waiting
+
+    @property
+    def nr_conns(self) -> int:
+        """gthread's count of open connections, mirrored on the board."""
+        return self._conns
+
+    @nr_conns.setter
+    def nr_conns(self, value: int) -> None:
+        self._conns = value
+        self._publish()
+
+    def open_conns(self) -> int:
+        """Open connections whose client is not known to have closed them."""
+        return self._conns - len(self._closing)
+
+    def run(self) -> None:
+        """List this worker on the board now that it accepts (its session is loaded), then run."""
+        if self.board is not None:
+            self._listed, self._closing = True, set()
+            self._publish()
+        super().run()
+
+    def handle_exit(self, sig, frame) -> None:
+        """Graceful stop: off the board at once, so no peer waits for us to accept."""
+        self._unlist()
+        super().handle_exit(sig, frame)
+
+    def accept(self, listener) -> None:
+        """Accept, unless a peer holds fewer connections and may still take this one."""
+        if self.board is not None and not self._resumed:
+            least = self.board.least_peer(self.board_slot)
+            if least is not None and self.open_conns() > least:
+                # Level-triggered: leaving the connection queued would wake us again at once.
+                self._pause_until = time.monotonic() + DEFER_S
+                super().set_accept_enabled(False)
+                return
+        super().accept(listener)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """gthread's switch, except that the run loop's re-enabling waits out a pause."""
+        if enabled and self._pause_until:
+            if time.monotonic() < self._pause_until:
+                return
+            self._pause_until, self._resumed = 0.0, True
+        if not enabled and not self.alive:
+            self._unlist()
+        super().set_accept_enabled(enabled)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """gthread's poll, woken when a pause ends."""
+        left = self._pause_until - time.monotonic()
+        if left > 0:  # an expired pause must not shorten the poll: the loop may not re-enable yet
+            timeout = min(timeout, left)
+        super().wait_for_and_dispatch_events(timeout)
+        self._resumed = False
+
+    def _publish(self) -> None:
+        if self._listed:
+            self.board.publish(self.board_slot, self.open_conns())
+
+    def _unlist(self) -> None:
+        if self._listed:
+            self._listed = False
+            self.board.publish(self.board_slot, _OFF)
 
     def get_thread_pool(self) -> LanePool:
         """The lanes; the bound is read from the app once it is loaded."""
@@ -133,7 +255,19 @@ class OverloadWorker(ThreadWorker):
             self.poller.register(conn.sock, selectors.EVENT_READ,
                                  partial(self.on_pending_socket_readable, conn))
             return
+        if self._listed and conn.initialized and peek(conn) == b"":
+            # Until a lane thread has closed them, the connections a client just closed would
+            # still count: reconnecting at once, it found us busier than we are (6/2 splits).
+            self._closing.add(conn)
+            self._publish()
         super().enqueue_req(conn)
+
+    def finish_request(self, conn, fs) -> None:
+        """gthread's bookkeeping after a lane thread is done with a connection."""
+        if conn in self._closing:
+            self._closing.discard(conn)
+            self._publish()
+        super().finish_request(conn, fs)
 
     def load_wsgi(self) -> None:
         """Load the app, then take ``MAX_INFLIGHT`` from its config."""
