@@ -3,18 +3,22 @@ board that spreads connections over workers (shared across a real fork)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import selectors
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
 from builders import mlp_classifier, save
 
+from onnxdeploy.serve import worker as worker_module
 from onnxdeploy.serve.admission import mark_shedding, shedding
 from onnxdeploy.serve.app import create_app
-from onnxdeploy.serve.worker import ConnectionBoard, LanePool, is_quick, peek
+from onnxdeploy.serve.worker import ConnectionBoard, LanePool, OverloadWorker, is_quick, peek
 
 
 @pytest.fixture
@@ -130,3 +134,65 @@ def test_board_slots_are_handed_out_by_the_arbiter_and_shared_across_fork():
     replacement = SimpleNamespace(age=105)
     board.attach(server, replacement)
     assert replacement.board_slot == 1
+
+
+def _wait_for(check, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
+    return time.monotonic()
+
+
+def test_busier_worker_defers_to_its_peer_but_never_for_good(monkeypatch):
+    # The real gthread run loop in a thread, with a real listener; the peer is a board slot.
+    from gunicorn.config import Config
+
+    cfg = Config()
+    for key, value in {"threads": 1, "keepalive": 1, "graceful_timeout": 1}.items():
+        cfg.set(key, value)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    worker = OverloadWorker(1, os.getppid(), [listener], None, 30, cfg, logging.getLogger("test"))
+    board = ConnectionBoard(2)
+    server = SimpleNamespace(WORKERS={}, log=logging.getLogger("test"))
+    board.attach(server, worker)
+    server.WORKERS[1] = worker
+    board.attach(server, SimpleNamespace(age=2))
+    board.publish(1, 0)  # an idle peer that never accepts: stuck
+    worker.tpool, worker.poller = LanePool(1), selectors.DefaultSelector()
+    worker.method_queue.init()
+    polls = []
+    real_notify = worker.notify
+    worker.notify = lambda: (polls.append(1), real_notify())
+    loop = threading.Thread(target=worker.run, daemon=True)
+    loop.start()
+    ours = lambda: board.least_peer(1)  # noqa: E731 - our own count, as the peer sees it
+    clients = []
+    try:
+        _wait_for(lambda: ours() == 0)  # listed once the loop runs
+        clients.append(socket.create_connection(("127.0.0.1", port)))
+        _wait_for(lambda: ours() == 1)  # as loaded as the peer: taken at once
+
+        monkeypatch.setattr(worker_module, "DEFER_S", 0.05)
+        t0 = time.monotonic()
+        clients.append(socket.create_connection(("127.0.0.1", port)))
+        assert _wait_for(lambda: ours() == 2) - t0 >= 0.05  # left to the peer, then taken anyway
+
+        monkeypatch.setattr(worker_module, "DEFER_S", 5.0)
+        clients.append(socket.create_connection(("127.0.0.1", port)))
+        time.sleep(0.1)
+        polls.clear()
+        time.sleep(0.1)
+        assert ours() == 2  # still left to the less loaded peer
+        assert len(polls) < 0.1 / worker_module.RECHECK_S * 3, len(polls)  # waiting, not spinning
+        board.publish(1, 5)  # the peer took others meanwhile: we are no longer the busier one
+        t0 = time.monotonic()
+        assert _wait_for(lambda: ours() == 3) - t0 < 1.0  # the pause ends early, not after 5 s
+    finally:
+        for c in clients:
+            c.close()
+        worker.alive = False
+        worker.method_queue.defer(lambda: None)
+        loop.join(10)
+    assert not loop.is_alive()

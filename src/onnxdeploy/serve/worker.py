@@ -51,6 +51,8 @@ PROBE_PATHS = (b"/v2/health/", b"/metrics")
 PROBE_METHODS = (b"GET", b"HEAD")
 #: longest a busier worker leaves a new connection to a less loaded peer before taking it itself
 DEFER_S = 0.005
+#: how often a deferring worker looks at the board again (it may no longer be the busier one)
+RECHECK_S = 0.001
 #: board slots beyond --workers, for replacements started before a dead worker is reaped
 SPARE_SLOTS = 2
 _OFF = -1  # a slot whose worker is not accepting (booting, stopping, gone, or unused)
@@ -198,32 +200,44 @@ class OverloadWorker(ThreadWorker):
 
     def accept(self, listener) -> None:
         """Accept, unless a peer holds fewer connections and may still take this one."""
-        if self.board is not None and not self._resumed:
-            least = self.board.least_peer(self.board_slot)
-            if least is not None and self.open_conns() > least:
-                # Level-triggered: leaving the connection queued would wake us again at once.
-                self._pause_until = time.monotonic() + DEFER_S
-                super().set_accept_enabled(False)
-                return
+        if self.board is not None and not self._resumed and self._busier():
+            # Level-triggered: leaving the connection queued would wake us again at once.
+            self._pause_until = time.monotonic() + DEFER_S
+            super().set_accept_enabled(False)
+            return
         super().accept(listener)
 
     def set_accept_enabled(self, enabled: bool) -> None:
-        """gthread's switch, except that the run loop's re-enabling waits out a pause."""
+        """gthread's switch, except that the run loop's re-enabling waits out a pause.
+
+        A pause ends early once this worker has become the less loaded one (a connection of ours
+        closed, or the peer took more): two workers each waiting for the other would otherwise
+        both idle (one-request connections fell from ~2,750 to ~400 req/s).
+        """
         if enabled and self._pause_until:
-            if time.monotonic() < self._pause_until:
+            expired = time.monotonic() >= self._pause_until
+            if not expired and not self._lighter():
                 return
-            self._pause_until, self._resumed = 0.0, True
+            self._pause_until, self._resumed = 0.0, expired
         if not enabled and not self.alive:
             self._unlist()
         super().set_accept_enabled(enabled)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
-        """gthread's poll, woken when a pause ends."""
+        """gthread's poll, woken to look at the board again while a pause lasts."""
         left = self._pause_until - time.monotonic()
         if left > 0:  # an expired pause must not shorten the poll: the loop may not re-enable yet
-            timeout = min(timeout, left)
+            timeout = min(timeout, left, RECHECK_S)
         super().wait_for_and_dispatch_events(timeout)
         self._resumed = False
+
+    def _busier(self) -> bool:
+        least = self.board.least_peer(self.board_slot)
+        return least is not None and self.open_conns() > least
+
+    def _lighter(self) -> bool:
+        least = self.board.least_peer(self.board_slot)
+        return least is None or self.open_conns() < least
 
     def _publish(self) -> None:
         if self._listed:
