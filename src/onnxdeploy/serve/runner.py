@@ -11,6 +11,9 @@ Choices, measured on 2 shared cores with digits-cnn, one sample a request (bench
   the worker is ``serve.worker.OverloadWorker``, a gthread that bounds requests at dispatch
   (``--max-inflight`` running or queued per worker, 503 + Retry-After beyond it) and gives
   health and metrics probes threads of their own; see that module for the design and numbers.
+- keep-alive connections are spread over workers (``serve.worker.ConnectionBoard``, made here
+  before the fork): otherwise a client opening a few connections at once often got one worker
+  for all of them and half the throughput.
 - one worker per core and one ORT intra-op thread per worker by default: small models are
   dominated by HTTP and JSON work, which only more processes parallelize; the budget keeps
   workers x ORT threads <= the CPUs this process may use.

@@ -21,6 +21,20 @@ The work lane keeps the measured-best thread count, so throughput below the boun
 gthread's. A new connection whose request has not arrived yet waits in the poller until it can
 be classified; a TLS connection cannot be peeked and goes to the work lane as gthread would.
 
+Connections are also spread over workers. Every worker polls the one listening socket and
+gthread accepts one connection per wake-up, so a client opening 8 keep-alive connections at once
+got most or all of them on whichever worker polled first (often the one not still closing the
+previous run's), and kept them there: ``onnxdeploy bench`` A/A at c=8 ran at ~1,300 or ~3,000
+req/s, alternating run by run. Now each worker publishes its open connections (gthread's
+``nr_conns``, less those whose client already left) on a ``ConnectionBoard`` the arbiter makes
+before forking. A worker holding more than its least loaded peer takes its listener out of the
+poller and leaves the connection to that peer, looking again every ``RECHECK_S`` and resuming
+as soon as it is the lighter one; after ``DEFER_S`` (5 ms) it accepts anyway, as the peer may be
+stuck. Measured against the old worker, alternated (A/A c=8, 36 runs each): runs under 2,000
+req/s 10 -> 0, min 896 -> 2,001, median 2,754 -> 2,983; c=32 min 1,248 -> 2,780; c=1, wrk
+keep-alive and one-request connections within ~5% (noise). With ``--workers 1`` there is no
+board and accepting is gthread's own.
+
 Measured on 2 shared cores, digits-cnn, wrk (benchmarks/serve.py; medians, alternated with the
 plain gthread server): c=8 and c=32 within 0-5% of plain gthread; one worker under 128
 connections sheds ~40% as 503s and health probes take ~15 ms (p50) instead of ~70 ms. Tried
