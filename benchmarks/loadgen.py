@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", dest="json_path", help="Also write the results as JSON here.")
     args = parser.parse_args()
     if not available("wrk"):
         sys.exit("wrk is not on the PATH (apt-get install wrk); it is the reference here")
@@ -95,6 +96,15 @@ def main() -> None:
         print(f"| {label} | {w:,.0f} ({min(rates['wrk']):,.0f}–{max(rates['wrk']):,.0f}) | "
               f"{o:,.0f} ({min(rates['ours']):,.0f}–{max(rates['ours']):,.0f}) | {o / w:.2f}x | "
               f"{statistics.median(cpu['wrk']):.0f}% / {statistics.median(cpu['ours']):.0f}% |")
+    if args.json_path:
+        from onnxdeploy.report.jsonio import write_json
+
+        write_json(args.json_path, {
+            "concurrency": args.concurrency, "duration_s": args.duration, "repeats": args.repeats,
+            "cases": [{"endpoint": label, "rps": rates, "cpu_percent": cpu,
+                       "ratio_ours_to_wrk": statistics.median(rates["ours"]) / statistics.median(rates["wrk"])}
+                      for label, rates, cpu in rows],
+        })
 
 
 if __name__ == "__main__":
