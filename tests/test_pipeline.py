@@ -76,7 +76,11 @@ def test_artifacts_and_report_keys(run_dir):
     # accuracy measured through each server's HTTP API agrees with the in-process figure
     assert bench["accuracy"]["float32"] == pytest.approx(report["compare"]["accuracy"]["a"], abs=1e-9)
     assert bench["accuracy"]["int8"] == pytest.approx(report["compare"]["accuracy"]["b"], abs=1e-9)
+    side_by_side = report["latency"]["variants"]
+    assert set(side_by_side) == {"float", "int8_dynamic", "int8", "optimized"}
+    assert all(v["batch_1"] > 0 and v["batch_32"] > 0 for v in side_by_side.values())
     variants = {v["variant"].split(":")[0]: v for v in report["summary"]["variants"]}
+    assert variants["int8 dynamic"]["latency_ms"] == side_by_side["int8_dynamic"]
     assert variants["float32"]["rps"] > 0 and variants["int8 auto"]["p99_ms"] > 0
     assert [s["name"] for s in report["steps"]][:2] == ["export", "quantize_dynamic"]
     # the terminal shows a line per step and the summary table

@@ -55,6 +55,15 @@ def test_summary_takes_figures_from_each_step(tmp_path):
     assert report.verdict == "int8: 1.33x requests/s"
 
 
+def test_side_by_side_latency_replaces_each_steps_own_figures(tmp_path):
+    report = _report(tmp_path)
+    report.reports["latency"] = {"variants": {"float": {"batch_1": 0.5}, "int8": {"batch_1": 0.25}}}
+    rows, _ = summarize(report.reports, report.artifacts)
+    by_name = {v["variant"]: v for v in rows}
+    assert by_name["float32"]["latency_ms"] == {"batch_1": 0.5}
+    assert by_name["int8 auto: dynamic-matmul"]["latency_ms"] == {"batch_1": 0.25}
+
+
 def test_markdown_and_html_escape_and_show_the_same_numbers(tmp_path):
     report = _report(tmp_path)
     plot = summary_plot(tmp_path / "summary.png", report.variants)

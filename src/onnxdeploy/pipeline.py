@@ -299,11 +299,35 @@ def _step_compare(options, out, report, detail):
     from .compare import CompareOptions, compare_models
 
     result = compare_models(out / FLOAT_FILE, out / INT8_FILE, CompareOptions(data=options.data))
+    report.reports["latency"] = _variant_latency(options, report.artifacts)
     agree = result.top1_agreement
     return result, (
         f"max abs diff {result.max_abs_diff:.3g}"
         + (f", top-1 agreement {100 * agree:.1f}%" if agree is not None else "")
     )
+
+
+#: artifact keys of the model variants whose in-process latency the summary compares
+VARIANT_KEYS = ("float", "int8_dynamic", "int8", "optimized")
+
+
+def _variant_latency(options: PipelineOptions, artifacts: dict[str, str]) -> dict[str, Any]:
+    """In-process latency of every variant in one A/B/A/B measurement, so the summary column is
+    comparable (each step's own figures were taken at different moments on a shared machine)."""
+    from .compare import DEFAULT_LATENCY_BATCH
+    from .data import load_data
+    from .modelfile import load_model, signature
+    from .runtime import ab_latency, make_session
+
+    present = {k: artifacts[k] for k in VARIANT_KEYS if k in artifacts}
+    sessions = [make_session(path) for path in present.values()]
+    data = load_data(options.data, signature(load_model(artifacts["float"])))
+    variants: dict[str, dict[str, float]] = {k: {} for k in present}
+    for size in sorted({1, DEFAULT_LATENCY_BATCH}) if data.batched else [1]:
+        for key, ms in zip(present, ab_latency(sessions, data.feeds(size))):
+            variants[key][f"batch_{size}"] = ms
+    return {"method": "median ms per run, all variants alternated in one measurement",
+            "variants": variants}
 
 
 def _step_bench(options, out, report, detail):
