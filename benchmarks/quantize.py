@@ -33,10 +33,11 @@ BATCHES = (1, 32)
 NOISE = QuantizeOptions().speed_tolerance
 
 
-def latency_ratios(float_path: Path, int8_path: Path, *, repeats: int, rounds: int, iters: int) -> dict:
+def latency_ratios(float_path: Path, int8_path: Path, *, repeats: int, rounds: int, iters: int,
+                   threads: int | None = None) -> dict:
     """Median over ``repeats`` of the A/B-measured int8/float latency ratio at each batch size."""
     data = load_data("digits", signature(load_model(float_path)))
-    a, b = make_session(float_path), make_session(int8_path)
+    a, b = make_session(float_path, threads=threads), make_session(int8_path, threads=threads)
     out = {}
     for size in BATCHES:
         feeds = data.feeds(size)
@@ -49,7 +50,8 @@ def latency_ratios(float_path: Path, int8_path: Path, *, repeats: int, rounds: i
     return out
 
 
-def run(models: list[str], modes: list[str], *, repeats: int, rounds: int, iters: int) -> list[dict]:
+def run(models: list[str], modes: list[str], *, repeats: int, rounds: int, iters: int,
+        threads: int | None = None) -> list[dict]:
     """One row per (model, mode)."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="onnxdeploy-bench-quantize-") as tmp:
@@ -59,9 +61,10 @@ def run(models: list[str], modes: list[str], *, repeats: int, rounds: int, iters
             for mode in modes:
                 out = work / f"{name}.{mode}.onnx"
                 report = quantize_model(src, out, QuantizeOptions(mode=mode, latency_rounds=rounds,
-                                                                  latency_iters=iters))
+                                                                  latency_iters=iters, threads=threads))
                 d = report.to_dict()
-                lat = latency_ratios(src, out, repeats=repeats, rounds=rounds, iters=iters)
+                lat = latency_ratios(src, out, repeats=repeats, rounds=rounds, iters=iters,
+                                     threads=threads)
                 cmp_ = d["comparison"]
                 rows.append({
                     "model": name,
@@ -123,10 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--threads", type=int, default=None,
+                   help="ORT intra-op threads (default: every CPU available; `onnxdeploy serve` "
+                        "runs one per worker)")
     p.add_argument("--json", dest="json_path")
     args = p.parse_args(argv)
     rows = run(args.models.split(","), args.modes.split(","), repeats=args.repeats, rounds=args.rounds,
-               iters=args.iters)
+               iters=args.iters, threads=args.threads)
     checks = goals(rows)
     print(table(rows, checks))
     if args.json_path:

@@ -80,3 +80,13 @@ def test_ab_latency_times_tiny_models_over_many_runs(mlp_path):
     assert _iters_for(sess, feeds, 20, 0.0) == 20
     a, b = ab_latency([sess, sess], feeds, rounds=2)
     assert 0 < a < 5 and 0 < b < 5
+
+
+def test_multi_thread_sessions_do_not_spin(mlp_path):
+    # an idle session's spinning pool thread steals the core its neighbour is being timed on
+    two = make_session(mlp_path, threads=2)
+    one = make_session(mlp_path, threads=1)
+    assert two.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert one.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    forced = make_session(mlp_path, threads=2, spinning=True)
+    assert forced.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
