@@ -8,6 +8,7 @@ settings, a burst of ``--burst`` connections (far beyond ``--max-inflight``) whi
 times ``/v2/health/live`` and ``/v2/health/ready`` on fresh connections; shows the share of
 fast 503s and the probes' latency. Targets are run alternately (A B, then B A ...) and repeated;
 the table shows medians. Load comes from wrk when it is on PATH, else a Python asyncio client
+(the bench package's engine)
 with keep-alive connections and one pre-encoded request. Both share the 2 cores with the servers,
 so compare ratios, not absolute numbers.
 
@@ -18,14 +19,11 @@ so compare ratios, not absolute numbers.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import http.client
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,33 +34,30 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onnxdeploy.bench import external
+from onnxdeploy.bench.engine import LoadSpec, run_load
+from onnxdeploy.bench.requests import http_request
+from onnxdeploy.bench.servers import free_port
+from onnxdeploy.bench.stats import latency_summary
+from onnxdeploy.data import digits_split
+from onnxdeploy.export import ExportOptions, export_model
+from onnxdeploy.report.jsonio import write_json
+
 HERE = Path(__file__).resolve().parent
 GOAL_TUTORIAL_RATIO = 3.0  # digits-cnn, c=8: ours / tutorial
 GOAL_BATCHING_RATIO = 1.5  # digits-mlp, c=32: batching / same server without
 BATCH_ARGS = ["--max-batch-size", "32", "--batch-timeout-ms", "2"]
 BATCH_THREADS = ["--threads", "16"]  # batching needs several requests in a worker at once
 
-# one digits sample (the "2" of the sklearn set, scaled to [0, 1])
-SAMPLE = [0, 0.1, 0.5, 0.9, 0.9, 0.3, 0, 0, 0, 0.6, 1, 0.6, 0.8, 0.9, 0, 0, 0, 0.7, 0.4, 0, 0.2, 1,
-          0.1, 0, 0, 0.2, 0, 0, 0.4, 1, 0.1, 0, 0, 0, 0, 0.1, 0.9, 0.6, 0, 0, 0, 0, 0.1, 0.8, 0.8,
-          0.1, 0, 0, 0, 0.1, 0.8, 1, 0.7, 0.5, 0.4, 0, 0, 0.1, 0.8, 0.8, 0.8, 0.8, 0.6, 0]
-
 
 def body_for(model: str) -> bytes:
-    """One sample a request, shaped for the model."""
-    if model == "digits-cnn":
-        rows = [SAMPLE[i * 8:(i + 1) * 8] for i in range(8)]
-        return json.dumps({"inputs": [[rows]]}).encode()
-    return json.dumps({"inputs": [SAMPLE]}).encode()
+    """One sample a request (the first digit of the built-in test split), shaped for the model."""
+    sample = digits_split()[2][0]
+    x = sample.reshape(1, 1, 8, 8) if model == "digits-cnn" else sample.reshape(1, 64)
+    return json.dumps({"inputs": x.tolist()}).encode()
 
 
 # --------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -112,11 +107,10 @@ def tutorial(model: Path) -> Target:
 
 
 def export(name: str, out_dir: Path) -> Path:
-    """The built-in model as ONNX (via ``onnxdeploy export``), reused when already there."""
+    """The built-in model as ONNX, reused when already there."""
     path = out_dir / f"{name}.onnx"
     if not path.exists():
-        subprocess.run([sys.executable, "-m", "onnxdeploy", "export", name, "-o", str(path)],
-                       check=True, stdout=subprocess.DEVNULL)
+        export_model(name, path, ExportOptions())
     return path
 
 
@@ -134,75 +128,26 @@ class Run:
     requests: int
 
 
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-
 def run_wrk(url: str, body: bytes, concurrency: int, duration: float, name: str) -> Run:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                f"wrk.body = {json.dumps(body.decode())}\n")
-        script = f.name
-    try:
-        out = subprocess.run(
-            ["wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{max(1, round(duration))}s",
-             "--latency", "-s", script, url + "/predict"],
-            capture_output=True, text=True, check=True).stdout
-    finally:
-        os.unlink(script)
-    pct = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.M))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
-    return Run(name, concurrency, float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-               _ms(pct["50"]), _ms(pct["99"]), errors, total)
-
-
-async def _client(host: str, port: int, request: bytes, stop: float, lat: list, errs: list) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            writer.write(request)
-            status = await reader.readline()
-            length, close = 0, False
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.partition(b":")
-                if name.lower() == b"content-length":
-                    length = int(value)
-                elif name.lower() == b"connection" and value.strip().lower() == b"close":
-                    close = True
-            await reader.readexactly(length)
-            lat.append(time.perf_counter() - t0)
-            if b" 200 " not in status:
-                errs.append(status)
-            if close or not status:  # Flask's dev server closes after every response
-                writer.close()
-                reader, writer = await asyncio.open_connection(host, port)
-    finally:
-        writer.close()
+    """One wrk run through the bench package's adapter."""
+    r = external.run_wrk(url, "/predict", [body], concurrency=concurrency, duration_s=duration,
+                         threads=2)
+    errors = sum(r.errors.values())
+    total = r.requests + errors
+    return Run(name, concurrency, total / r.elapsed_s, r.latency_ms["p50"], r.latency_ms["p99"],
+               errors, total)
 
 
 def run_python(url: str, body: bytes, concurrency: int, duration: float, name: str) -> Run:
-    host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
-    request = (f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-    lat: list[float] = []
-    errs: list = []
-
-    async def main():
-        stop = time.perf_counter() + duration
-        await asyncio.gather(*(_client(host, port, request, stop, lat, errs)
-                               for _ in range(concurrency)))
-
-    t0 = time.perf_counter()
-    asyncio.run(main())
-    elapsed = time.perf_counter() - t0
-    lat.sort()
-    return Run(name, concurrency, len(lat) / elapsed, lat[len(lat) // 2] * 1e3,
-               lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3, len(errs), len(lat))
+    """One run of the bench package's asyncio engine (when wrk is not installed)."""
+    port = int(url.rsplit(":", 1)[1])
+    raw = http_request("POST", "/predict", f"127.0.0.1:{port}", body)
+    r = run_load(LoadSpec("127.0.0.1", port, [raw], concurrency=concurrency, duration_s=duration))
+    lat = latency_summary(r.latencies_us)
+    errors = sum(r.errors.values())
+    total = r.ok + errors
+    return Run(name, concurrency, total / r.elapsed_s, lat["p50"] or 0.0, lat["p99"] or 0.0,
+               errors, total)
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -365,10 +310,10 @@ def main() -> int:
                   f"{o['live_p50_ms']:>9.1f} {o['live_max_ms']:>9.1f} {o['ready_p50_ms']:>10.1f} "
                   f"{o['ready_max_ms']:>10.1f} {str(o['live_ok'] and o['ready_ok']):>9}")
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps({
+        write_json(args.json_path, {
             "engine": "wrk" if use_wrk else "python", "duration_s": args.duration,
             "repeats": args.repeats, "tutorial": tut, "batching": bat, "overload": over,
-            "ratios": ratios}, indent=2))
+            "ratios": ratios})
     return 0
 
 

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,20 +21,16 @@ import pytest
 from builders import mlp_classifier, save, two_input_int_model
 from prometheus_client.parser import text_string_to_metric_families
 
+from onnxdeploy.bench.servers import free_port
+
 START_TIMEOUT_S = 30
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
     """A server process in its own process group, killed whole on stop."""
 
     def __init__(self, model, *args, env=None, tmp=None, headers=None):
-        self.port = _free_port()
+        self.port = free_port()
         self.log = open(tmp / f"serve-{self.port}.log", "w+")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "onnxdeploy", "serve", str(model), "--port", str(self.port), *args],
@@ -388,5 +383,5 @@ def test_unloadable_model_is_a_clear_error(models):
     bad = models["root"] / "bad.onnx"
     bad.write_bytes(b"not a model")
     r = subprocess.run([sys.executable, "-m", "onnxdeploy", "serve", str(bad), "--port",
-                        str(_free_port())], capture_output=True, text=True, timeout=60)
+                        str(free_port())], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "ModelLoadError" in r.stderr and "Traceback" not in r.stderr
