@@ -24,12 +24,19 @@ unit: $(STAMP)
 
 test: browser lint unit
 
-# The HTML report is tested in a real headless browser (Debian's chromium). Install it when we can
-# (root with apt-get); without it that one test skips and says why.
+# Debian tools the tests use: chromium (the HTML report is tested in a real headless browser) and
+# wrk (the wrk load engine). Installed when we can (root with apt-get); a test without its tool
+# skips and says why, which counts as not run.
+DEBIAN_TOOLS := chromium wrk
 browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } \
-	  || echo "chromium not installed: the browser test will be skipped"
+	@missing=""; for t in $(DEBIAN_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1 \
+	    || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1; } \
+	    || echo "could not install$$missing: tests that need them will be skipped"; \
+	  else echo "not root: install$$missing with apt-get, or tests that need them will be skipped"; fi; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/quantize.py

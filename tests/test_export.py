@@ -61,8 +61,8 @@ def test_cli_json_report_has_the_contract_keys(tmp_path, zoo_cache):
     report = json.loads(result.stdout)
     assert {"onnx_path", "opset", "inputs", "outputs", "size_bytes", "parity"} <= report.keys()
     assert report["onnx_path"] == str(out) and report["opset"] == 18 and report["exporter"] == "dynamo"
-    assert report["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 1, 8, 8]}]
-    assert report["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch", 10]}]
+    assert report["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 1, 8, 8], "batch_axis": 0}]
+    assert report["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch", 10], "batch_axis": 0}]
     assert report["size_bytes"] == out.stat().st_size
     parity = report["parity"]
     assert parity["passed"] is True and parity["tolerance"] == 1e-4
@@ -110,7 +110,7 @@ def test_user_factory_from_file_with_default_shape_and_dynamic_axes(tmp_path):
     assert report["kind"] == "factory" and report["parity"]["data"] == "random"
     assert report["parity"]["passed"] and report["accuracy"] is None
     assert report["inputs"][0]["shape"] == ["batch", 3, "height", "width"]
-    assert report["outputs"][0] == {"name": "output", "dtype": "float32", "shape": ["batch", 4]}
+    assert report["outputs"][0] == {"name": "output", "dtype": "float32", "shape": ["batch", 4], "batch_axis": 0}
     assert report["dynamic_axes"] == ["image:0:batch", "image:2:height", "image:3:width"]
     x = torch.randn(5, 3, 12, 10)
     expected = load_user_module().make_model().eval()(x).detach().numpy()

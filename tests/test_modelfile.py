@@ -80,7 +80,7 @@ def test_signature_excludes_initializers_and_keeps_symbolic_dims():
         ("x", "float32", ("batch", 4)),
         ("idx", "int64", ("batch",)),
     ]
-    assert sig.outputs[0].to_dict() == {"name": "y", "dtype": "float32", "shape": ["batch", 3]}
+    assert sig.outputs[0].to_dict() == {"name": "y", "dtype": "float32", "shape": ["batch", 3], "batch_axis": 0}
     assert sig.inputs[1].has_batch_axis
 
 

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -152,39 +152,89 @@ def _all_tensors(model: onnx.ModelProto):
 # --------------------------------------------------------------------------- signature
 
 
+#: the dim_param some converters (Paddle2ONNX, tf2onnx) write for "unknown"; several unrelated
+#: axes may carry it, so it is no name at all
+UNNAMED_DIM = "?"
+
+
+def is_fixed_dim(dim: int | str | None) -> bool:
+    """True for a dimension with a known size: an ``int`` > 0 (-1 and 0 mean dynamic)."""
+    return isinstance(dim, int) and not isinstance(dim, bool) and dim > 0
+
+
+def dim_name(dim: int | str | None) -> str | None:
+    """The symbolic name of a dynamic dimension, or None when it is unnamed (-1, 0, '?', empty)."""
+    if isinstance(dim, str) and dim.strip() and dim != UNNAMED_DIM:
+        return dim
+    return None
+
+
+def fmt_dim(dim: int | str | None) -> str:
+    """One dimension as the converter wrote it: ``-1``, ``'?'``, ``batch``, ``?`` for an empty dim."""
+    if dim is None:
+        return "?"
+    return str(dim)
+
+
+def fmt_shape(shape) -> str:
+    """A shape as written, e.g. ``[batch, 3, -1]``; ``unknown`` when even the rank is unknown."""
+    if shape is None:
+        return "unknown"
+    return "[" + ", ".join(fmt_dim(d) for d in shape) + "]"
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One input or output: its name, numpy dtype (None if not a tensor) and shape.
 
-    A dimension is an ``int`` when fixed, a ``str`` when symbolic, ``None`` when unknown;
-    ``shape`` is None when even the rank is unknown.
+    Dimensions are kept as the file writes them: an ``int`` from ``dim_value`` (-1 and 0 are
+    dynamic, as Paddle2ONNX and some TF converters write them), a ``str`` from ``dim_param``
+    (``'?'`` is unnamed), ``None`` when the dim is empty; ``shape`` is None when even the rank is
+    unknown. ``batch_axis`` is the axis that carries samples (see ``Signature``), None if none.
     """
 
     name: str
     dtype: np.dtype | None
     shape: tuple[int | str | None, ...] | None
     kind: str = "tensor"
+    batch_axis: int | None = None
 
     @property
     def has_batch_axis(self) -> bool:
-        """True when the first axis is not fixed (symbolic or unknown): it can carry a batch."""
-        return bool(self.shape) and not isinstance(self.shape[0], int)
+        """True when an axis of this tensor carries the batch."""
+        return self.batch_axis is not None
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.shape is None else len(self.shape)
+
+    def fixed(self, axis: int) -> int | None:
+        """The fixed size of ``axis``, or None when it is dynamic."""
+        d = self.shape[axis] if self.shape is not None else None
+        return int(d) if is_fixed_dim(d) else None
+
+    def dynamic_axes(self) -> list[int]:
+        """Axes whose size is not fixed."""
+        return [i for i, d in enumerate(self.shape or ()) if not is_fixed_dim(d)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "dtype": None if self.dtype is None else str(self.dtype),
             "shape": None if self.shape is None else list(self.shape),
+            "batch_axis": self.batch_axis,
             **({"kind": self.kind} if self.kind != "tensor" else {}),
         }
 
 
 @dataclass(frozen=True)
 class Signature:
-    """A model's graph inputs (initializers excluded) and outputs."""
+    """A model's graph inputs (initializers excluded) and outputs, each with its batch axis."""
 
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    #: the dim name the batch axis carries across tensors (e.g. ``batch``), if one was found
+    batch_dim: str | None = None
 
     def input(self, name: str) -> TensorSpec:
         for spec in self.inputs:
@@ -192,11 +242,66 @@ class Signature:
                 return spec
         raise KeyError(name)
 
+    @property
+    def batch_axes(self) -> dict[str, int | None]:
+        """Input name -> its batch axis (None for inputs without one: a sample rate, a flag)."""
+        return {s.name: s.batch_axis for s in self.inputs}
+
+    @property
+    def batched(self) -> bool:
+        """True when at least one input carries a batch axis."""
+        return any(s.batch_axis is not None for s in self.inputs)
+
+    def with_batch_axes(self, overrides: dict[str, int | None]) -> Signature:
+        """The same signature with the batch axis of some inputs set by the user (``--batch-axis``)."""
+        from .errors import OptionError
+
+        names = {s.name for s in self.inputs}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise OptionError(
+                f"--batch-axis {unknown[0]}: no such input; the model's inputs are {', '.join(sorted(names))}"
+            )
+        inputs = []
+        for s in self.inputs:
+            if s.name in overrides:
+                axis = overrides[s.name]
+                if axis is not None and (s.shape is None or not 0 <= axis < len(s.shape)):
+                    raise OptionError(
+                        f"--batch-axis {s.name}={axis}: input '{s.name}' has shape {fmt_shape(s.shape)}; "
+                        "expected an axis index within its rank"
+                    )
+                if axis is not None and is_fixed_dim(s.shape[axis]):
+                    raise OptionError(
+                        f"--batch-axis {s.name}={axis}: axis {axis} of '{s.name}' is fixed at "
+                        f"{s.shape[axis]}; a batch axis must be dynamic"
+                    )
+                s = replace(s, batch_axis=axis)
+            inputs.append(s)
+        return Signature(tuple(inputs), self.outputs, self.batch_dim)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "inputs": [s.to_dict() for s in self.inputs],
             "outputs": [s.to_dict() for s in self.outputs],
+            "batch_dim": self.batch_dim,
         }
+
+
+def parse_batch_axes(items: list[str] | tuple[str, ...] | None) -> dict[str, int | None]:
+    """Parse ``INPUT=AXIS`` pairs given to ``--batch-axis`` (``INPUT=none`` for no batch axis)."""
+    from .errors import OptionError
+
+    out: dict[str, int | None] = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        value = value.strip().lower()
+        if not sep or not name or not (value == "none" or value.lstrip("-").isdigit()):
+            raise OptionError(
+                f"--batch-axis {item!r}: expected INPUT=AXIS with an axis index (or INPUT=none), e.g. state=1"
+            )
+        out[name] = None if value == "none" else int(value)
+    return out
 
 
 def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
@@ -225,12 +330,58 @@ def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
     return TensorSpec(value.name, dtype, shape)
 
 
+def _shared_batch_name(specs: list[TensorSpec]) -> str | None:
+    """The dim name most tensors share (the earliest-placed on ties), or None when none is shared."""
+    seen: dict[str, list[int]] = {}
+    for s in specs:
+        names = {}
+        for axis, d in enumerate(s.shape or ()):
+            n = dim_name(d)
+            if n is not None and n not in names:
+                names[n] = axis
+        for n, axis in names.items():
+            seen.setdefault(n, []).append(axis)
+    shared = [(n, axes) for n, axes in seen.items() if len(axes) >= 2]
+    if not shared:
+        return None
+    shared.sort(key=lambda item: (-len(item[1]), sum(item[1]) / len(item[1])))
+    return shared[0][0]
+
+
+def _batch_axis(spec: TensorSpec, name: str | None) -> int | None:
+    if spec.shape is None or spec.dtype is None:
+        return None
+    if name is not None:
+        for axis, d in enumerate(spec.shape):
+            if d == name:
+                return axis
+    dynamic = spec.dynamic_axes()
+    return dynamic[0] if dynamic else None
+
+
+def with_batch_axes(inputs, outputs) -> Signature:
+    """A Signature from specs as written, each given its batch axis.
+
+    The batch axis is found from the dim name the inputs share (``batch`` in
+    ``state [2, batch, 128]``), else it is the tensor's first dynamic axis, else there is none.
+    Used for model files and for signatures read from a server's metadata alike.
+    """
+    inputs, outputs = list(inputs), list(outputs)
+    name = _shared_batch_name(inputs)
+    if name is None and len(inputs) == 1:
+        first = inputs[0].dynamic_axes()
+        name = dim_name(inputs[0].shape[first[0]]) if first and inputs[0].shape else None
+    inputs = [replace(s, batch_axis=_batch_axis(s, name)) for s in inputs]
+    outputs = [replace(s, batch_axis=_batch_axis(s, name)) for s in outputs]
+    return Signature(tuple(inputs), tuple(outputs), name)
+
+
 def signature(model: onnx.ModelProto) -> Signature:
     """The model's real inputs (graph inputs that are not initializers) and its outputs."""
     inits = {i.name for i in model.graph.initializer}
-    inputs = tuple(_spec(v) for v in model.graph.input if v.name not in inits)
-    outputs = tuple(_spec(v) for v in model.graph.output)
-    return Signature(inputs, outputs)
+    inputs = [_spec(v) for v in model.graph.input if v.name not in inits]
+    outputs = [_spec(v) for v in model.graph.output]
+    return with_batch_axes(inputs, outputs)
 
 
 # --------------------------------------------------------------------------- metadata

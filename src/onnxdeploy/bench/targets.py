@@ -11,7 +11,7 @@ import numpy as np
 
 from ..data import DataSet, load_data
 from ..errors import DataError, ServerError
-from ..modelfile import Signature, TensorSpec, load_model, signature
+from ..modelfile import Signature, TensorSpec, load_model, signature, with_batch_axes
 from .httpclient import get_json, request, split_url
 from .requests import RequestSet, build_requests
 
@@ -57,17 +57,14 @@ def file_signature(path: str | os.PathLike) -> Signature:
 def signature_from_metadata(meta: dict) -> Signature:
     """A Signature from Open Inference Protocol model metadata (-1 marks a variable dimension)."""
 
-    def spec(t: dict, batch_ok: bool) -> TensorSpec:
+    def spec(t: dict) -> TensorSpec:
         dtype = _V2_DTYPES.get(str(t.get("datatype", "")).upper())
-        shape = tuple(
-            ("batch" if i == 0 and batch_ok else None) if int(d) < 0 else int(d)
-            for i, d in enumerate(t.get("shape", []))
-        )
+        shape = tuple(int(d) for d in t.get("shape", []))
         return TensorSpec(t["name"], None if dtype is None else np.dtype(dtype), shape)
 
     try:
-        return Signature(tuple(spec(t, True) for t in meta["inputs"]),
-                         tuple(spec(t, True) for t in meta.get("outputs", [])))
+        return with_batch_axes([spec(t) for t in meta["inputs"]],
+                               [spec(t) for t in meta.get("outputs", [])])
     except (KeyError, TypeError, ValueError) as exc:
         raise ServerError(f"model metadata without a usable 'inputs' list ({exc})") from exc
 
