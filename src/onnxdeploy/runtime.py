@@ -1,11 +1,12 @@
-"""ONNX Runtime sessions and in-process timing, shared by every step that runs a model."""
+"""ONNX Runtime sessions: made with a CPU budget, run with errors mapped to ours.
+
+Timing lives in ``measure/latency.py``: one place measures.
+"""
 
 from __future__ import annotations
 
 import os
-import statistics
-import time
-from collections.abc import Sequence
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,14 @@ import onnxruntime as ort
 from .data import DataSet
 from .errors import DataError, ModelLoadError
 
-DEFAULT_LATENCY_ROUNDS = 5
-DEFAULT_LATENCY_ITERS = 20
+#: sessions made by this process, by model file (resolved path) or "<in-memory>": the pipeline
+#: reports how many sessions each model got, so a step that loads a model twice shows up
+SESSIONS: Counter[str] = Counter()
+
+
+def session_counts() -> dict[str, int]:
+    """How many ORT sessions this process made per model file so far."""
+    return dict(SESSIONS)
 
 
 def default_threads() -> int:
@@ -59,8 +66,10 @@ def make_session(
         opts.optimized_model_filepath = str(optimized_model_path)
     if isinstance(model, onnx.ModelProto):
         source, name = model.SerializeToString(), "model"
+        SESSIONS["<in-memory>"] += 1
     else:
         source, name = str(model), Path(model).name
+        SESSIONS[str(Path(model).resolve())] += 1
     try:
         return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -96,57 +105,3 @@ def run_dataset(
         else:
             out[name] = np.concatenate(chunks, axis=0)
     return out
-
-
-def time_session(
-    session: ort.InferenceSession, feeds: dict[str, np.ndarray], *, iters: int
-) -> float:
-    """Median milliseconds of ``iters`` runs of the same feeds."""
-    names = [o.name for o in session.get_outputs()]
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        session.run(names, feeds)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
-
-
-#: each timed round of a session lasts at least this long, so a model that answers in 20 µs is
-#: timed over hundreds of runs instead of 20 (a handful of runs is mostly scheduler noise)
-MIN_ROUND_MS = 15.0
-MAX_ITERS = 5000
-
-
-def _iters_for(session: ort.InferenceSession, feeds: dict[str, np.ndarray], iters: int,
-               min_round_ms: float) -> int:
-    """Iterations per round: at least ``iters`` and enough to last ``min_round_ms``."""
-    single = time_session(session, feeds, iters=3)
-    if single <= 0:
-        return iters
-    return int(min(MAX_ITERS, max(iters, np.ceil(min_round_ms / single))))
-
-
-def ab_latency(
-    sessions: Sequence[ort.InferenceSession],
-    feeds: dict[str, np.ndarray] | Sequence[dict[str, np.ndarray]],
-    *,
-    rounds: int = DEFAULT_LATENCY_ROUNDS,
-    iters: int = DEFAULT_LATENCY_ITERS,
-    min_round_ms: float = MIN_ROUND_MS,
-) -> list[float]:
-    """Median ms per run of each session, measured alternately (A, B, A, B ...) so drift hits all.
-
-    ``feeds`` is one dict for all sessions or one per session (models may name inputs apart).
-    Each round times each session over at least ``iters`` runs and at least ``min_round_ms``
-    after a warm-up; the result is the median across rounds of the per-round medians.
-    """
-    per = list(feeds) if isinstance(feeds, (list, tuple)) else [feeds] * len(sessions)
-    for s, f in zip(sessions, per):
-        run(s, f)  # warm-up, and a clear error if the feeds do not fit
-    counts = [_iters_for(s, f, iters, min_round_ms) for s, f in zip(sessions, per)]
-    results: list[list[float]] = [[] for _ in sessions]
-    for r in range(rounds):
-        order = range(len(sessions)) if r % 2 == 0 else reversed(range(len(sessions)))
-        for i in order:
-            results[i].append(time_session(sessions[i], per[i], iters=counts[i]))
-    return [statistics.median(r) for r in results]

@@ -6,13 +6,16 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from ..measure import speed_words
+from ..measure.numeric import TASKS
 from ..quantize import QuantizeOptions, quantize_model
 from ..quantize.options import (
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_COUNT,
     DEFAULT_LATENCY_BATCH,
-    DEFAULT_LATENCY_ROUNDS,
+    DEFAULT_LATENCY_BUDGET_S,
     DEFAULT_MAX_ACCURACY_DROP,
+    DEFAULT_MIN_COSINE,
     MODES,
     WEIGHT_TYPES,
     parse_op_types,
@@ -21,13 +24,19 @@ from ..report.terminal import console, fmt_bytes, fmt_num, fmt_pct, kv_table
 from .common import data_options, emit, report_options
 
 
-def _latency(ms: dict[str, float], key: str) -> str:
-    return "-" if key not in ms else f"{ms[key]:.3f}"
+def _fig(fig: dict | None) -> str:
+    """``median (min–max)`` of one latency figure."""
+    if not fig:
+        return "-"
+    return f"{fig['median_ms']:.3f} ({fig['min_ms']:.3f}–{fig['max_ms']:.3f})"
 
 
 def render(report) -> None:
     d = report.to_dict()
     cmp_ = d["comparison"]
+    lat = d.get("latency") or {}
+    margin = lat.get("margin", 0.0)
+    verdict = {True: "ok", False: "FAILED", None: "not exercised by this data"}[cmp_["passed"]]
     rows = [
         ("mode", d["mode"] + (f" (chose {report.chosen})" if report.mode == "auto" else "")),
         ("output", d["output"] or "none written"),
@@ -36,30 +45,40 @@ def render(report) -> None:
                  f" ({fmt_num(d['size_ratio'], 2)}x smaller)"),
         ("max abs diff", fmt_num(cmp_["max_abs_diff"])),
         ("top-1 agreement", fmt_pct(cmp_["top1_agreement"])),
+        ("min cosine to float", fmt_num(cmp_.get("min_cosine"), 4)),
         ("accuracy before / after", f"{fmt_pct(cmp_['accuracy_before'])} / {fmt_pct(cmp_['accuracy_after'])}"),
         (f"{cmp_['criterion'].replace('_', ' ')} (tolerance)",
-         f"{fmt_num(cmp_['error'], 4)} ({cmp_['tolerance']}) {'ok' if cmp_['passed'] else 'FAILED'}"),
+         f"{fmt_num(cmp_['error'], 4)} ({cmp_['tolerance']}) {verdict}"),
     ]
-    for key, before in d["latency_ms"]["before"].items():
-        after = d["latency_ms"]["after"].get(key)
+    float_figs = (lat.get("variants") or {}).get("float32", {})
+    chosen_figs = {}
+    for c in report.candidates:
+        if c.name == report.chosen:
+            chosen_figs = c.latency
+    for key, fig in float_figs.items():
         speed = d["speedup"].get(key)
         rows.append((f"latency {key.replace('_', ' ')} (ms)",
-                     f"{before:.3f} -> {'-' if after is None else f'{after:.3f}'}"
-                     + ("" if speed is None else f" ({speed:.2f}x faster)")))
+                     f"{_fig(fig)} -> {_fig(chosen_figs.get(key))}"
+                     + ("" if speed is None else f": {speed_words(speed, margin)}")))
+    if lat:
+        rows.append(("timing noise", f"A/A control {100 * lat['noise']:.1f}% apart; differences within "
+                                     f"{100 * margin:.0f}% are called equal"
+                     + (" (too noisy to rank)" if lat.get("too_noisy") else "")))
     for note in d["preprocessing"]:
-        rows.append(("prepared", note))
+        rows.append(("prepared", escape(note)))
     out = console()
     out.print(kv_table(f"quantize {d['model']}", rows))
     if report.mode == "auto":
-        table = Table(title="candidates (latency ms, measured A/B against float)", title_justify="left")
-        keys = list(d["latency_ms"]["before"])
-        for col in ["name", "size", *(k.replace("_", " ") for k in keys), "error", "ok", "reason"]:
+        table = Table(title="candidates (latency ms: median (min–max) over rounds, interleaved with float)",
+                      title_justify="left")
+        keys = list(float_figs)
+        for col in ["name", "size", *(k.replace("_", " ") for k in keys), "int8 ops", "ok", "reason"]:
             table.add_column(col)
-        table.add_row("float", fmt_bytes(d["size_bytes"]["before"]),
-                      *(_latency(d["latency_ms"]["before"], k) for k in keys), "-", "-", "reference")
+        table.add_row("float32", fmt_bytes(d["size_bytes"]["before"]),
+                      *(_fig(float_figs.get(k)) for k in keys), "0", "-", "reference")
         for c in report.candidates:
-            table.add_row(c.name, fmt_bytes(c.size_bytes), *(_latency(c.latency_ms, k) for k in keys),
-                          fmt_num(c.error, 4), "yes" if c.admissible else "no", c.reason)
+            table.add_row(c.name, fmt_bytes(c.size_bytes), *(_fig(c.latency.get(k)) for k in keys),
+                          str(c.int8_ops), "yes" if c.admissible else "no", escape(c.reason))
         out.print(table)
         out.print(escape(report.reason))
     for warning in d["warnings"]:
@@ -89,22 +108,34 @@ def render(report) -> None:
               help="auto: take the fastest admissible int8 model even when it is slower than float.")
 @click.option("--latency-batch", type=click.IntRange(min=1), default=DEFAULT_LATENCY_BATCH, show_default=True,
               help="The larger batch size at which latency is measured (besides 1).")
-@click.option("--rounds", type=click.IntRange(min=1), default=DEFAULT_LATENCY_ROUNDS, show_default=True,
-              help="A/B rounds of latency measurement.")
+@click.option("--latency-budget", "latency_budget", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_LATENCY_BUDGET_S, show_default=True,
+              help="Seconds of in-process timing each variant may cost (rounds and runs scale to it).")
+@click.option("--rounds", type=click.IntRange(min=1), hidden=True,
+              help="Deprecated: latency rounds now follow --latency-budget.")
+@click.option("--min-cosine", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_MIN_COSINE,
+              show_default=True, help="Outputs that are not class scores (embeddings, maps): the "
+                                      "smallest per-sample cosine similarity to float accepted.")
+@click.option("--task", type=click.Choice(TASKS),
+              help="What the model's outputs are (default: its metadata); 'classification' judges "
+                   "the first [batch, classes] output by top-1.")
 @click.option("--threads", type=click.IntRange(min=1), help="ORT intra-op threads (default: CPUs available).")
 @report_options
 @click.pass_context
 def command(ctx, src, out, mode, weight_type, per_channel, reduce_range, op_types, data, dims, count,
-            calibration_method, calibration_count, max_accuracy_drop, allow_slower, latency_batch, rounds,
-            threads, as_json, report_path):
+            calibration_method, calibration_count, max_accuracy_drop, allow_slower, latency_batch,
+            latency_budget, rounds, min_cosine, task, threads, as_json, report_path):
     """Quantize an ONNX model to int8 and report size, accuracy and speed against the float model."""
     opts = QuantizeOptions(
         mode=mode, weight_type=weight_type, per_channel=per_channel, reduce_range=reduce_range,
         op_types=parse_op_types(op_types), data=data, dims=dims, count=count,
         calibration_method=calibration_method, calibration_count=calibration_count,
         max_accuracy_drop=max_accuracy_drop, allow_slower=allow_slower, latency_batch=latency_batch,
-        latency_rounds=rounds, threads=threads,
+        latency_budget_s=latency_budget, min_cosine=min_cosine, task=task, threads=threads,
     )
+    if rounds is not None:
+        click.echo("note: --rounds is deprecated and has no effect; timing follows --latency-budget",
+                   err=True)
     report = quantize_model(src, out, opts)
     emit(report, as_json=as_json, report_path=report_path, render=render)
     if not report.passed:

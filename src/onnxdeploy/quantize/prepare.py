@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,22 +20,15 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import ModelLoadError
+from ..measure.variants import is_int8_op
 from ..modelfile import EXTERNAL_THRESHOLD, iter_nodes, opset_version, save_model
 
 #: QDQ per-channel needs the ``axis`` attribute of QuantizeLinear (opset 13); dynamic needs >= 11
 MIN_OPSET = 13
 
-_QUANTIZED_OPS = frozenset({
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
-    "QGemm", "QAttention", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "DynamicQuantizeLSTM",
-    "QEmbedLayerNormalization", "MatMulNBits", "MatMulBnb4", "QOrderedMatMul", "QuickGelu_QDQ",
-})
-
-
 def is_quantized_op(op_type: str) -> bool:
     """True for an int8 operator (``com.microsoft.`` prefixes allowed, as in ``op_counts``)."""
-    op = op_type.rsplit(".", 1)[-1]
-    return op in _QUANTIZED_OPS or op.startswith("QLinear")
+    return is_int8_op(op_type)
 
 
 def quantized_ops(model: onnx.ModelProto) -> dict[str, int]:
@@ -126,6 +120,19 @@ def ensure_opset(model: onnx.ModelProto, name: str, minimum: int = MIN_OPSET) ->
 
 
 @contextlib.contextmanager
+def working_directory(path: Path):
+    """Run with ``path`` as the current directory: ORT's symbolic shape inference saves
+    ``sym_shape_infer_temp.onnx`` and a weight-sized ``<uuid>.data`` into the current directory
+    when it fails, and the quantizers write scratch files there too."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+@contextlib.contextmanager
 def quiet_quantizer():
     """Silence ORT's quantizer, which logs advice through the root logger; steps never print."""
     root = logging.getLogger()
@@ -176,7 +183,7 @@ def prepare(model: onnx.ModelProto, workdir: Path, name: str) -> Prepared:
     errors: list[str] = []
     for label, kwargs in attempts:
         try:
-            with quiet_quantizer():
+            with quiet_quantizer(), working_directory(workdir):
                 quant_pre_process(
                     str(clean), str(target), save_as_external_data=external,
                     all_tensors_to_one_file=True,
