@@ -50,6 +50,8 @@ class Figure:
     runs: int
     rounds: int
     dropped_early: bool = False
+    #: the per-round medians, in round order (the reference's round i ran next to this one's)
+    samples: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out = {"median_ms": self.median_ms, "min_ms": self.min_ms, "max_ms": self.max_ms,
@@ -98,10 +100,19 @@ class Latency:
         return {k: f.median_ms for k, f in self.figures.get(name, {}).items()}
 
     def speedup(self, name: str, reference: str = REFERENCE) -> dict[str, float]:
-        """``{batch_N: reference time / variant time}`` (above 1 is faster)."""
+        """``{batch_N: reference time / variant time}`` (above 1 is faster).
+
+        The median of the per-round ratios: the two ran next to each other in every round, so
+        a burst of load from another process mostly hits both and cancels out of the ratio.
+        """
         ref = self.figures.get(reference, {})
-        return {k: ref[k].median_ms / f.median_ms for k, f in self.figures.get(name, {}).items()
-                if k in ref and f.median_ms > 0}
+        out = {}
+        for k, f in self.figures.get(name, {}).items():
+            if k not in ref or f.median_ms <= 0:
+                continue
+            pairs = [a / b for a, b in zip(ref[k].samples, f.samples) if b > 0]
+            out[k] = statistics.median(pairs) if pairs else ref[k].median_ms / f.median_ms
+        return out
 
     def speed(self, name: str, reference: str = REFERENCE) -> str:
         """``faster``, ``slower``, ``equal`` (within the margin at every batch size) or ``mixed``.
@@ -132,6 +143,7 @@ class Latency:
             "too_noisy": self.too_noisy,
             "budget_s": self.budget_s,
             "threads": self.threads,
+            "speedup": {name: self.speedup(name) for name in self.figures if name not in (REFERENCE, CONTROL)},
             "variants": {name: {k: f.to_dict() for k, f in figs.items()}
                          for name, figs in self.figures.items() if name != CONTROL},
             "control": {k: f.to_dict() for k, f in self.figures.get(CONTROL, {}).items()},
@@ -214,7 +226,8 @@ def measure(
             vals = results[n]
             figures[n][key] = Figure(
                 median_ms=statistics.median(vals), min_ms=min(vals), max_ms=max(vals),
-                runs=len(vals) * iters[n], rounds=len(vals), dropped_early=len(vals) < rounds)
+                runs=len(vals) * iters[n], rounds=len(vals), dropped_early=len(vals) < rounds,
+                samples=tuple(vals))
         noise[key] = _aa_noise(results[reference], results[CONTROL])
     dropped = sorted({n for n in names for f in figures[n].values() if f.dropped_early})
     if dropped:
@@ -224,15 +237,18 @@ def measure(
 
 
 def _aa_noise(a: list[float], b: list[float]) -> float:
-    """Relative A/A difference: of the two medians, or of the paired rounds (median), the larger.
+    """Relative A/A difference, measured the way variants are compared (median of per-round
+    ratios), or of the two medians, whichever is larger.
 
     The two sessions run the same file side by side in every round, so any gap between them is
     the machine's noise; one lucky pair of medians must not make a loaded machine look quiet.
     """
     ma, mb = statistics.median(a), statistics.median(b)
     of_medians = abs(ma - mb) / min(ma, mb) if min(ma, mb) > 0 else 0.0
-    paired = [abs(x - y) / min(x, y) for x, y in zip(a, b) if min(x, y) > 0]
-    return max(of_medians, statistics.median(paired) if paired else 0.0)
+    ratios = [x / y for x, y in zip(a, b) if y > 0 and x > 0]
+    paired = abs(math.exp(abs(math.log(statistics.median(ratios)))) - 1) if ratios else 0.0
+    spread = statistics.median(abs(math.log(r)) for r in ratios) if ratios else 0.0
+    return max(of_medians, paired, math.expm1(spread))
 
 
 def _plan(single_ms: float, budget_s: float) -> tuple[int, int]:
