@@ -266,6 +266,8 @@ class Signature:
         for s in self.inputs:
             if s.name in overrides:
                 axis = overrides[s.name]
+                if axis is not None and s.shape is not None and -len(s.shape) <= axis < 0:
+                    axis += len(s.shape)  # -1 is the last axis, as in numpy
                 if axis is not None and (s.shape is None or not 0 <= axis < len(s.shape)):
                     raise OptionError(
                         f"--batch-axis {s.name}={axis}: input '{s.name}' has shape {fmt_shape(s.shape)}; "
@@ -349,14 +351,21 @@ def _shared_batch_name(specs: list[TensorSpec]) -> str | None:
 
 
 def _batch_axis(spec: TensorSpec, name: str | None) -> int | None:
+    """The axis carrying ``name``; else the first dynamic axis that is not named otherwise.
+
+    When a batch name is known, an axis named something else (``seq`` in ``position_ids
+    [1, seq]``) is a different dimension, not the batch: such a tensor has no batch axis.
+    """
     if spec.shape is None or spec.dtype is None:
         return None
     if name is not None:
         for axis, d in enumerate(spec.shape):
             if d == name:
                 return axis
-    dynamic = spec.dynamic_axes()
-    return dynamic[0] if dynamic else None
+    for axis in spec.dynamic_axes():
+        if name is None or dim_name(spec.shape[axis]) is None:
+            return axis
+    return None
 
 
 def with_batch_axes(inputs, outputs) -> Signature:
