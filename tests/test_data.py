@@ -316,3 +316,25 @@ def test_batch_sizes_without_batch_axis_or_with_a_state_fixed_at_one():
     assert "'state' has no batch axis" in sizes.notes()[0]
     probed = load_data("random", signature(state1)).batch_sizes([1, 32], probe=lambda feeds: None)
     assert probed.usable == (1, 32)  # the probe (a real run) is trusted over the static rule
+
+
+def test_cli_options_parse_batch_axes_and_int_ranges():
+    import click
+    from click.testing import CliRunner
+
+    from onnxdeploy.cli.common import batch_axis_option, int_range_option
+
+    seen = {}
+
+    @click.command()
+    @batch_axis_option
+    @int_range_option
+    def cmd(batch_axes, int_ranges):
+        seen.update(batch_axes=batch_axes, int_ranges=int_ranges)
+
+    runner = CliRunner()
+    result = runner.invoke(cmd, ["--batch-axis", "state=1", "--batch-axis", "sr=none", "--int-range", "ids=0:5"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"batch_axes": {"state": 1, "sr": None}, "int_ranges": {"ids": (0, 5)}}
+    bad = runner.invoke(cmd, ["--batch-axis", "state"])
+    assert isinstance(bad.exception, OptionError) and "INPUT=AXIS" in str(bad.exception)
