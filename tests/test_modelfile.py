@@ -155,3 +155,12 @@ def test_batch_axis_overrides():
         sig.with_batch_axes({"state": 3})
     with pytest.raises(OptionError, match="INPUT=AXIS"):
         parse_batch_axes(["state:1"])
+
+
+def test_batch_axis_given_twice_differently_is_an_error():
+    from onnxdeploy.errors import OptionError
+    from onnxdeploy.modelfile import parse_batch_axes
+
+    assert parse_batch_axes(["x=1", "x=1"]) == {"x": 1}
+    with pytest.raises(OptionError, match="given twice"):
+        parse_batch_axes(["x=1", "x=0"])

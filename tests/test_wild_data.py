@@ -151,3 +151,18 @@ def test_sklearn_signature_as_skl2onnx_writes_it(models):
     assert "ai.onnx.ml" in domains
     plain = signature(models("sklearn-tensor"))
     assert [o.kind for o in plain.outputs] == ["tensor", "tensor"]
+
+
+@pytest.mark.parametrize("name", sorted(wild.BUILDERS))
+def test_batch_32_where_the_model_can_take_it(models, name, capfd):
+    model = models(name)
+    data = load_data("random", signature(model), count=3)
+    session = make_session(model, threads=1)
+    sizes = data.batch_sizes([1, 32], probe=lambda f: run(session, f))
+    expected = (1,) if name == "rnn-state-batch1" else (1, 32)
+    assert sizes.usable == expected, sizes.skipped
+    if 32 in sizes.usable:
+        out = run(session, data.feeds(32))
+        first = next(o for o in signature(model).outputs)
+        assert len(out[first.name]) == 32 or np.shape(out[first.name])[first.batch_axis or 0] == 32
+    assert "onnxruntime" not in capfd.readouterr().err  # a refused size is a note, not log noise

@@ -302,7 +302,12 @@ def parse_batch_axes(items: list[str] | tuple[str, ...] | None) -> dict[str, int
             raise OptionError(
                 f"--batch-axis {item!r}: expected INPUT=AXIS with an axis index (or INPUT=none), e.g. state=1"
             )
-        out[name] = None if value == "none" else int(value)
+        axis = None if value == "none" else int(value)
+        if name in out and out[name] != axis:
+            raise OptionError(
+                f"--batch-axis {name} given twice ({out[name]} and {axis}); expected one axis per input"
+            )
+        out[name] = axis
     return out
 
 

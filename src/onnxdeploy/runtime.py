@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
@@ -69,11 +70,19 @@ def make_session(
         raise ModelLoadError(f"{name}: ONNX Runtime cannot load it: {msg}") from exc
 
 
+@functools.lru_cache(maxsize=1)
+def _quiet_run_options() -> ort.RunOptions:
+    """Run options that keep ORT from logging a refused feed to stderr: the DataError says it once."""
+    options = ort.RunOptions()
+    options.log_severity_level = 4  # FATAL only; at 3 a rejected shape prints a coloured ERROR line
+    return options
+
+
 def run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run and return outputs by name; a feed the model rejects becomes DataError."""
     names = [o.name for o in session.get_outputs()]
     try:
-        values = session.run(names, feeds)
+        values = session.run(names, feeds, _quiet_run_options())
     except (ort.capi.onnxruntime_pybind11_state.InvalidArgument,
             ort.capi.onnxruntime_pybind11_state.Fail,
             ort.capi.onnxruntime_pybind11_state.RuntimeException,
