@@ -164,7 +164,7 @@ def test_npz_float64_into_float32_is_fine_but_overflow_is_not(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"x,y\n1,2\n", "not an .npz file (not a zip archive of arrays)"),
+    (b"x,y\n1,2\n", "not a readable .npz file (not a zip archive of arrays)"),
     (None, "a single .npy array, not an .npz"),
 ])
 def test_file_that_is_not_an_npz_is_one_line(tmp_path, content, message):

@@ -313,7 +313,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         if head == _NPY_MAGIC:
             raise DataError(f"{where}: a single .npy array, not an .npz; save one array per input "
                             "with np.savez(path, NAME=array, ...)")
-        raise DataError(f"{where}: not an .npz file (not a zip archive of arrays); "
+        raise DataError(f"{where}: not a readable .npz file (not a zip archive of arrays); "
                         "save one array per input with np.savez(path, NAME=array, ...)")
     arrays: dict[str, np.ndarray] = {}
     try:
