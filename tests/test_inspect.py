@@ -154,3 +154,12 @@ def test_output_kind(shape, dtype, task, values, kind):
 
 def test_output_kind_non_tensor():
     assert output_kind(TensorSpec("p", None, None, kind="sequence"), "classification") == "sequence"
+
+
+def test_report_option_writes_the_json(wild_paths, tmp_path):
+    rep = tmp_path / "inspect.json"
+    result = _invoke("inspect", str(wild_paths("control-flow")), "--report", str(rep))
+    assert result.exit_code == 0, result.output
+    written = json.loads(rep.read_text())
+    assert written["batch_axes"] == {"x": 0, "flag": None, "n": None}
+    assert written["op_counts"]["If"] == 1 and written["op_counts"]["Loop"] == 1

@@ -166,3 +166,30 @@ def test_batch_32_where_the_model_can_take_it(models, name, capfd):
         first = next(o for o in signature(model).outputs)
         assert len(out[first.name]) == 32 or np.shape(out[first.name])[first.batch_axis or 0] == 32
     assert "onnxruntime" not in capfd.readouterr().err  # a refused size is a note, not log noise
+
+
+def test_rnn_npz_with_state_on_axis_one_and_0d_sample_rate(models, tmp_path):
+    sig = signature(models("rnn-state"))
+    rng = np.random.default_rng(1)
+    good, bad = tmp_path / "vad.npz", tmp_path / "bad.npz"
+    np.savez(good, input=rng.standard_normal((6, 64)).astype(np.float32),
+             state=np.zeros((2, 6, 16), np.float32), sr=np.array(16000))
+    data = load_data(good, sig)
+    assert len(data) == 6 and data.inputs["sr"].shape == () and data.batch_axes["state"] == 1
+    out = run_dataset(make_session(models("rnn-state"), threads=1), data, batch_size=4)
+    assert out["output"].shape == (6, 1) and out["stateN"].shape == (2, 6, 16)
+    np.savez(bad, input=np.zeros((6, 64), np.float32), state=np.zeros((2, 5, 16), np.float32), sr=np.array(16000))
+    with pytest.raises(Exception, match=r"disagree on the number of samples along their batch axes \('input' 6, 'state' 5\)"):
+        load_data(bad, sig)
+
+
+def test_save_fixture_writes_a_loadable_model(tmp_path):
+    path = wild.save_fixture("control-flow", tmp_path)
+    assert path.name == "control-flow.onnx"
+    assert signature(onnx_load(path)).batch_axes == {"x": 0, "flag": None, "n": None}
+
+
+def onnx_load(path):
+    from onnxdeploy.modelfile import load_model
+
+    return load_model(path)

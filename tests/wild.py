@@ -290,3 +290,12 @@ BUILDERS = {
     "control-flow": control_flow,
     "multi-output": multi_output,
 }
+
+
+def save_fixture(name: str, directory):
+    """Build fixture ``name`` and save it as ``directory/<name>.onnx`` (for steps that take paths)."""
+    from pathlib import Path
+
+    from onnxdeploy.modelfile import save_model
+
+    return save_model(BUILDERS[name](), Path(directory) / f"{name}.onnx")
