@@ -163,3 +163,10 @@ def test_report_option_writes_the_json(wild_paths, tmp_path):
     written = json.loads(rep.read_text())
     assert written["batch_axes"] == {"x": 0, "flag": None, "n": None}
     assert written["op_counts"]["If"] == 1 and written["op_counts"]["Loop"] == 1
+
+
+def test_notes_say_what_random_data_would_guess(wild_paths):
+    notes = inspect_model(wild_paths("multi-output")).notes
+    assert "random data: dim 'seq' set to 8; change it with --dim seq=N" in notes
+    notes = inspect_model(wild_paths("ocr-paddle-dims")).notes
+    assert any("--dim x:3=N" in n for n in notes)

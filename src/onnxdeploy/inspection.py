@@ -180,4 +180,17 @@ def _notes(sig, constants, found, missing, outputs) -> list[str]:
             notes.append(f"output '{o['name']}' is a {o['type']}, not a tensor")
     if missing:
         notes.append(f"external data missing: {', '.join(missing)} (keep it beside the model)")
+    notes += _random_data_notes(sig)
     return notes
+
+
+def _random_data_notes(sig) -> list[str]:
+    """What ``--data random`` would have to guess for this model (free dims without a size)."""
+    from .data import load_data
+    from .errors import DataError
+
+    try:
+        data = load_data("random", sig, count=1)
+    except DataError as exc:
+        return [f"--data random cannot feed it: {exc}"]
+    return [f"random data: {n}" for n in data.notes[1:]]
