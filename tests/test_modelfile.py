@@ -164,3 +164,14 @@ def test_batch_axis_given_twice_differently_is_an_error():
     assert parse_batch_axes(["x=1", "x=1"]) == {"x": 1}
     with pytest.raises(OptionError, match="given twice"):
         parse_batch_axes(["x=1", "x=0"])
+
+
+def test_batch_name_is_the_shared_first_name_not_the_most_common():
+    # seq is carried by three inputs, batch by two: batch is still the batch
+    sig = signature(_io_model(
+        [("input_ids", ["batch", "seq"]), ("mask", ["batch", "seq"]), ("position_ids", [1, "seq"])],
+        [("hidden", ["batch", "seq", 8])]))
+    assert sig.batch_dim == "batch" and sig.batch_axes == {"input_ids": 0, "mask": 0, "position_ids": None}
+    # time-major RNN: x [seq, batch, 8], h0 [2, batch, 8]: only batch is shared
+    sig = signature(_io_model([("x", ["seq", "batch", 8]), ("h0", [2, "batch", 8])], [("y", ["seq", "batch", 8])]))
+    assert sig.batch_dim == "batch" and sig.batch_axes == {"x": 1, "h0": 1}

@@ -338,20 +338,28 @@ def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
 
 
 def _shared_batch_name(specs: list[TensorSpec]) -> str | None:
-    """The dim name most tensors share (the earliest-placed on ties), or None when none is shared."""
+    """The dim name the inputs share that looks most like the batch, or None when none is shared.
+
+    Among names carried by two or more inputs, the one that is most often an input's first
+    named dim wins (``batch`` over ``seq`` even when ``position_ids [1, seq]`` makes ``seq`` the
+    more common name), then the most common, then the earliest-placed.
+    """
     seen: dict[str, list[int]] = {}
+    first: Counter = Counter()
     for s in specs:
-        names = {}
+        names: dict[str, int] = {}
         for axis, d in enumerate(s.shape or ()):
             n = dim_name(d)
             if n is not None and n not in names:
                 names[n] = axis
+        if names:
+            first[next(iter(names))] += 1
         for n, axis in names.items():
             seen.setdefault(n, []).append(axis)
     shared = [(n, axes) for n, axes in seen.items() if len(axes) >= 2]
     if not shared:
         return None
-    shared.sort(key=lambda item: (-len(item[1]), sum(item[1]) / len(item[1])))
+    shared.sort(key=lambda item: (-first[item[0]], -len(item[1]), sum(item[1]) / len(item[1])))
     return shared[0][0]
 
 
