@@ -193,3 +193,23 @@ def onnx_load(path):
     from onnxdeploy.modelfile import load_model
 
     return load_model(path)
+
+
+def test_sentence_embedding_transformer_token_ids():
+    from onnxdeploy.modelfile import metadata
+    from onnxdeploy.outputkinds import output_kind, task_of
+
+    model = wild.SLOW_BUILDERS["sentence-embedding"]()
+    sig = signature(model)
+    assert sig.batch_dim == "batch" and sig.batch_axes == {"input_ids": 0, "attention_mask": 0}
+    data = load_data("random", sig, count=5, dims={"sequence": 6},
+                     int_ranges={"input_ids": (0, 100), "attention_mask": (1, 2)})
+    assert data.inputs["input_ids"].shape == (5, 6) and (data.inputs["attention_mask"] == 1).all()
+    session = make_session(model, threads=1)
+    out = run_dataset(session, data, batch_size=2)
+    assert out["sentence_embedding"].shape == (5, 32)
+    np.testing.assert_allclose(out["sentence_embedding"][3:4], run(session, data.slice(3, 4))["sentence_embedding"],
+                               rtol=1e-4, atol=1e-5)
+    kind = output_kind(sig.outputs[0], task_of(metadata(model)))
+    assert kind == "embedding"
+    assert data.batch_sizes([1, 32], probe=lambda f: run(session, f)).usable == (1, 32)

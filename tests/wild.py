@@ -279,6 +279,52 @@ def multi_output(vocab: int = 50, dim: int = 8, classes: int = 5, tags: int = 3,
     return _model(graph)
 
 
+# --------------------------------------------------------------------------- transformer
+
+
+def sentence_embedding(vocab: int = 100, hidden: int = 32) -> onnx.ModelProto:
+    """A tiny BERT with mean pooling: ``input_ids``, ``attention_mask`` int64 ``[batch, sequence]``.
+
+    Imitates a sentence-transformers model exported for ONNX Runtime: randomly initialised from a
+    ``BertConfig`` (no download), mean-pooled under the attention mask inside the graph,
+    ``sentence_embedding [batch, 32]``; TorchScript exporter with dynamic batch and sequence axes,
+    as FIELD-NOTES' MiniLM measurement used. Importing transformers takes ~15 s here: it is in
+    ``SLOW_BUILDERS``, not ``BUILDERS``.
+    """
+    import torch
+    from transformers import BertConfig, BertModel
+
+    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=2 * hidden, max_position_embeddings=64)
+    torch.manual_seed(0)
+    bert = BertModel(cfg, add_pooling_layer=False).eval()
+
+    class MeanPooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(h.dtype)
+            return (h * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    args = (torch.randint(0, vocab, (2, 7)), torch.ones(2, 7, dtype=torch.int64))
+    axes = {0: "batch", 1: "sequence"}
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            MeanPooled().eval(), args, buf, input_names=["input_ids", "attention_mask"],
+            output_names=["sentence_embedding"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "sentence_embedding": {0: "batch"}},
+            opset_version=OPSET, dynamo=False,
+        )
+    model = onnx.load_from_string(buf.getvalue())
+    onnx.helper.set_model_props(model, {"onnxdeploy.task": "sentence-embedding"})
+    return model
+
+
 #: name -> builder of every fixture class, for tests that run each step over all of them
 BUILDERS = {
     "sklearn-zipmap": lambda: sklearn_classifier(zipmap=True),
@@ -290,6 +336,8 @@ BUILDERS = {
     "control-flow": control_flow,
     "multi-output": multi_output,
 }
+#: fixtures that take long to build (a transformers import): test them once, not in every loop
+SLOW_BUILDERS = {"sentence-embedding": sentence_embedding}
 
 
 def save_fixture(name: str, directory):
