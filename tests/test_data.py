@@ -94,6 +94,7 @@ def test_npz_with_labels(tmp_path):
     ({"x": np.zeros((6, 4), np.float32), "idx": np.zeros(6, np.int64), "z": np.zeros(1)}, "match no model input"),
     ({"x": np.zeros((6, 4), np.float32), "idx": np.zeros(6, np.int64), "labels": np.zeros(4, np.int64)},
      "4 labels for 6 samples"),
+    ({"x": np.zeros((0, 4), np.float32), "idx": np.zeros(0, np.int64)}, "hold no samples"),
 ])
 def test_npz_that_does_not_fit(tmp_path, arrays, message):
     path = tmp_path / "bad.npz"

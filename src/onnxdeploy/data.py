@@ -355,6 +355,8 @@ def _npz_for(path: Path, sig: Signature) -> DataSet:
         raise DataError(f"--data {path}: inputs disagree on the number of samples along their batch axes ({detail})")
     _check_named_dims(path, sig, inputs)
     n = next(iter(counts.values()), None)
+    if n == 0:
+        raise DataError(f"--data {path}: the arrays hold no samples (0 along the batch axis)")
     if labels is not None:
         labels = np.asarray(labels)
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
