@@ -170,3 +170,12 @@ def test_notes_say_what_random_data_would_guess(wild_paths):
     assert "random data: dim 'seq' set to 8; change it with --dim seq=N" in notes
     notes = inspect_model(wild_paths("ocr-paddle-dims")).notes
     assert any("--dim x:3=N" in n for n in notes)
+
+
+def test_bracketed_values_print_literally(tmp_path):
+    model = mlp_classifier()
+    onnx.helper.set_model_props(model, {"note": "[red]not markup[/red]"})
+    path = save(model, tmp_path / "[weird].onnx")
+    result = _invoke("inspect", str(path))
+    assert result.exit_code == 0, result.output
+    assert "[red]not markup[/red]" in result.output and "[weird].onnx" in result.output
