@@ -339,3 +339,18 @@ def test_cli_options_parse_batch_axes_and_int_ranges():
     assert seen == {"batch_axes": {"state": 1, "sr": None}, "int_ranges": {"ids": (0, 5)}}
     bad = runner.invoke(cmd, ["--batch-axis", "state"])
     assert isinstance(bad.exception, OptionError) and "INPUT=AXIS" in str(bad.exception)
+
+
+def test_run_dataset_keeps_an_output_that_does_not_follow_the_batch():
+    from onnx import numpy_helper
+
+    from onnxdeploy.runtime import make_session, run_dataset
+
+    model = _model([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3]),
+                    helper.make_tensor_value_info("c", TensorProto.FLOAT, [3])],
+                   [helper.make_node("Identity", ["x"], ["y"]), helper.make_node("Identity", ["k"], ["c"])])
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1, 2, 3], np.float32), "k"))
+    data = load_data("random", signature(model), count=7)
+    out = run_dataset(make_session(model, threads=1), data, batch_size=3)
+    assert out["y"].shape == (7, 3) and out["c"].tolist() == [1, 2, 3]
