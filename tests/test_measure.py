@@ -55,8 +55,9 @@ def test_metrics_by_output_kind():
     emb = rng.standard_normal((64, 384)).astype(np.float32)
     noisy = emb + 0.15 * rng.standard_normal(emb.shape).astype(np.float32)
     # an embedding is no class score: judged by cosine, not argmax
+    assert output_kinds({"e": emb}, task="sentence-embedding", labels=False) == {"e": "embedding"}
     kinds = output_kinds({"e": emb}, task=None, labels=False)
-    assert kinds == {"e": "embedding"}
+    assert kinds == {"e": "tensor"}
     cmp_ = drift({"e": emb}, {"e": noisy}, kinds, max_disagreement=0.01, min_cosine=0.97)
     assert cmp_.passed is True and cmp_.top1_agreement is None and 0.97 < cmp_.min_cosine < 1
     # a classifier's [batch, classes] output is judged by top-1

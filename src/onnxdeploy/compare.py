@@ -87,6 +87,8 @@ class CompareOptions:
     max_disagreement: float = 0.01
     min_cosine: float = DEFAULT_MIN_COSINE
     task: str | None = None
+    batch_axes: dict[str, int | None] = field(default_factory=dict)
+    int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     threads: int | None = None
 
 
@@ -129,7 +131,8 @@ def compare_models(
     opts = options or CompareOptions()
     ref = reference or build_reference(a, data=opts.data, dims=opts.dims, count=opts.count,
                                        threads=opts.threads, task=opts.task,
-                                       latency_batch=opts.latency_batch)
+                                       latency_batch=opts.latency_batch, batch_axes=opts.batch_axes,
+                                       int_ranges=opts.int_ranges)
     variant = Variant.of(B_NAME, b, parent=REFERENCE, produced_by={"step": "compare"})
     result, session = evaluate(ref, variant, max_disagreement=opts.max_disagreement,
                                min_cosine=opts.min_cosine)

@@ -141,19 +141,21 @@ def _join(spec: TensorSpec | None, chunks: list[np.ndarray], counts: list[int]) 
 
 
 def run_dataset(
-    session: ort.InferenceSession, data: DataSet, *, batch_size: int = 256
+    session: ort.InferenceSession, data: DataSet, *, batch_size: int = 256,
+    specs: dict[str, TensorSpec] | None = None,
 ) -> dict[str, np.ndarray]:
     """Run the whole data set in batches; each output joined along its own batch axis.
 
     Outputs without one (a state fixed in shape, a constant) keep the first batch's value;
     non-tensor outputs (a ZipMap's list of dicts) become object arrays joined along samples.
     A model that cannot take ``batch_size`` samples at once (a state exported at batch 1) is
-    run one sample at a time instead: the data is not at fault.
+    run one sample at a time instead: the data is not at fault. ``specs`` are the output specs
+    to join by (a variant is joined like its reference, whatever shapes its own file declares).
     """
     if batch_size > 1 and len(data) > 1 and not data.batch_sizes([batch_size]).usable:
         batch_size = 1
     try:
-        return _run_batches(session, data, batch_size)
+        return _run_batches(session, data, batch_size, specs)
     except DataError:
         if batch_size == 1 or len(data) == 1:
             raise
@@ -163,18 +165,23 @@ def run_dataset(
             pass
         else:
             raise  # two samples at once work: the fault is elsewhere
-        return _run_batches(session, data, 1)
+        return _run_batches(session, data, 1, specs)
 
 
-def _run_batches(session: ort.InferenceSession, data: DataSet, batch_size: int) -> dict[str, np.ndarray]:
+def _run_batches(session: ort.InferenceSession, data: DataSet, batch_size: int,
+                 specs: dict[str, TensorSpec] | None = None) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {}
     counts = []
     for (feeds, _), (start, stop) in zip(data.batches(batch_size), data.ranges(batch_size)):
         counts.append(stop - start)
         for name, value in run(session, feeds).items():
             parts.setdefault(name, []).append(_as_array(value))
-    specs = output_specs(session)
-    return {name: _join(specs.get(name), chunks, counts) for name, chunks in parts.items()}
+    own = output_specs(session)
+    if specs:
+        # by position: a variant's outputs may be named apart from its reference's
+        ref = list(specs.values())
+        own = {name: ref[i] if i < len(ref) else own.get(name) for i, name in enumerate(own)}
+    return {name: _join(own.get(name), chunks, counts) for name, chunks in parts.items()}
 
 
 def _as_array(value) -> np.ndarray:

@@ -84,3 +84,27 @@ def emit(report: Any, *, as_json: bool, report_path: str | None, render: Callabl
         click.echo(dumps(report), nl=False)
     else:
         render(report)
+
+
+def ort_threads_option(fn: Callable) -> Callable:
+    """Add ``--ort-threads N`` (ONNX Runtime intra-op threads); ``--threads`` still works for one
+    release with a deprecation note (it means HTTP threads in serve and bench)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, ort_threads: int | None, threads: int | None, **kwargs):
+        if threads is not None:
+            click.echo("note: --threads is deprecated here; use --ort-threads (ONNX Runtime "
+                       "threads per session)", err=True)
+        kwargs["ort_threads"] = ort_threads if ort_threads is not None else threads
+        return fn(*args, **kwargs)
+
+    wrapper = click.option("--threads", type=click.IntRange(min=1), hidden=True,
+                           help="Deprecated spelling of --ort-threads.")(wrapper)
+    return click.option("--ort-threads", type=click.IntRange(min=1),
+                        help="ONNX Runtime intra-op threads per session [default: the CPUs this "
+                             "process may use].")(wrapper)
+
+
+def input_options(fn: Callable) -> Callable:
+    """``--batch-axis`` and ``--int-range``: how the model's inputs are read and filled."""
+    return batch_axis_option(int_range_option(fn))

@@ -21,7 +21,7 @@ from ..quantize.options import (
     parse_op_types,
 )
 from ..report.terminal import console, fmt_bytes, fmt_num, fmt_pct, kv_table
-from .common import data_options, emit, report_options
+from .common import data_options, emit, input_options, ort_threads_option, report_options
 
 
 def _fig(fig: dict | None) -> str:
@@ -119,19 +119,22 @@ def render(report) -> None:
 @click.option("--task", type=click.Choice(TASKS),
               help="What the model's outputs are (default: its metadata); 'classification' judges "
                    "the first [batch, classes] output by top-1.")
-@click.option("--threads", type=click.IntRange(min=1), help="ORT intra-op threads (default: CPUs available).")
+@ort_threads_option
+@input_options
 @report_options
 @click.pass_context
 def command(ctx, src, out, mode, weight_type, per_channel, reduce_range, op_types, data, dims, count,
             calibration_method, calibration_count, max_accuracy_drop, allow_slower, latency_batch,
-            latency_budget, rounds, min_cosine, task, threads, as_json, report_path):
+            latency_budget, rounds, min_cosine, task, ort_threads, batch_axes, int_ranges, as_json,
+            report_path):
     """Quantize an ONNX model to int8 and report size, accuracy and speed against the float model."""
     opts = QuantizeOptions(
         mode=mode, weight_type=weight_type, per_channel=per_channel, reduce_range=reduce_range,
         op_types=parse_op_types(op_types), data=data, dims=dims, count=count,
         calibration_method=calibration_method, calibration_count=calibration_count,
         max_accuracy_drop=max_accuracy_drop, allow_slower=allow_slower, latency_batch=latency_batch,
-        latency_budget_s=latency_budget, min_cosine=min_cosine, task=task, threads=threads,
+        latency_budget_s=latency_budget, min_cosine=min_cosine, task=task, threads=ort_threads,
+        batch_axes=batch_axes, int_ranges=int_ranges,
     )
     if rounds is not None:
         click.echo("note: --rounds is deprecated and has no effect; timing follows --latency-budget",

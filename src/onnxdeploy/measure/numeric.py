@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..modelfile import TensorSpec
+from ..outputkinds import output_kind
 
 CLASSIFICATION = "classification"
 TASKS = ("classification", "feature-extraction", "sentence-embedding")
@@ -35,49 +37,42 @@ ATOL_FRACTION = 1e-3
 RTOL = 1e-3
 #: drift bounds (quantization, compare): smallest per-sample cosine for non-class outputs
 DEFAULT_MIN_COSINE = 0.99
-#: probabilities: non-negative rows that sum to 1 within this
-PROB_SUM_TOL = 1e-3
 NOT_EXERCISED = "not exercised by this data: pass real inputs with --data"
 
 
+def _is_zipmap(value: Any) -> bool:
+    rows = value if isinstance(value, list) else (
+        list(value) if isinstance(value, np.ndarray) and value.dtype == object else None)
+    return bool(rows) and isinstance(rows[0], dict)
+
+
 def as_array(value: Any) -> np.ndarray:
-    """An output as an array; ZipMap's list of ``{label: score}`` maps becomes ``[batch, classes]``."""
-    if isinstance(value, list) and value and isinstance(value[0], dict):
-        keys = sorted(value[0])
-        return np.asarray([[row[k] for k in keys] for row in value], dtype=np.float64)
+    """An output as an array; ZipMap's ``{label: score}`` maps become ``[batch, classes]``."""
+    if _is_zipmap(value):
+        rows = list(value)
+        keys = sorted(rows[0])
+        return np.asarray([[row[k] for k in keys] for row in rows], dtype=np.float64)
     return np.asarray(value)
 
 
-def _probabilities(arr: np.ndarray) -> bool:
-    if arr.dtype.kind != "f" or arr.ndim < 2 or arr.shape[-1] < 2 or arr.size == 0:
-        return False
-    if not np.all(np.isfinite(arr)) or arr.min() < -1e-6:
-        return False
-    return bool(np.all(np.abs(arr.sum(axis=-1) - 1.0) <= PROB_SUM_TOL))
-
-
 def output_kinds(outputs: dict[str, Any], *, task: str | None, labels: bool,
-                 non_tensor: set[str] | None = None) -> dict[str, str]:
-    """The kind of every output, from its reference value, the task and whether labels exist."""
-    classifier = task == CLASSIFICATION or (labels and task is None)
+                 specs: dict[str, TensorSpec] | None = None) -> dict[str, str]:
+    """The kind of every output (``outputkinds.output_kind``), from its spec, reference value,
+    the task and whether labels exist; integer outputs are ``labels``, a ZipMap ``class_scores``."""
+    if task is None and labels:
+        task = CLASSIFICATION
     kinds: dict[str, str] = {}
-    class_taken = False
     for name, value in outputs.items():
         arr = as_array(value)
-        zipmap = isinstance(value, list) and bool(value) and isinstance(value[0], dict)
-        if arr.dtype.kind in "iub":
+        if _is_zipmap(value):
+            kinds[name] = "class_scores"
+        elif arr.dtype.kind in "iub":
             kinds[name] = "labels"
         elif arr.dtype.kind != "f":
             kinds[name] = "other"
-        elif arr.ndim == 2 and arr.shape[1] > 1 and (classifier or zipmap) and not class_taken:
-            kinds[name] = "class_scores"
-            class_taken = True
-        elif arr.ndim == 3 and arr.shape[-1] > 1 and (classifier or _probabilities(arr)):
-            kinds[name] = "sequence_scores"
-        elif arr.ndim == 2 and task in ("feature-extraction", "sentence-embedding", None):
-            kinds[name] = "embedding"
         else:
-            kinds[name] = "tensor"
+            spec = (specs or {}).get(name) or TensorSpec(name, arr.dtype, tuple(arr.shape))
+            kinds[name] = output_kind(spec, task, arr)
     return kinds
 
 
@@ -217,6 +212,9 @@ def _pair(ref: dict[str, Any], got: dict[str, Any]):
 
 
 def _decide(metrics: list[OutputMetric]) -> tuple[bool | None, list[str]]:
+    for m in metrics:
+        if not m.exercised:  # no signal on this data: neither a pass nor a failure
+            m.passed, m.failure = None, ""
     exercised = [m for m in metrics if m.exercised]
     failures = [m.failure for m in exercised if m.passed is False]
     if not exercised:

@@ -16,8 +16,9 @@ import numpy as np
 
 from ..data import DataSet, load_data
 from ..errors import OptionError
-from ..modelfile import META_TASK, Signature, load_model, metadata, signature
-from ..runtime import make_session, run_dataset
+from ..modelfile import Signature, load_model, metadata, signature
+from ..outputkinds import task_of
+from ..runtime import make_session, run, run_dataset
 from .latency import DEFAULT_LATENCY_BATCH
 from .numeric import TASKS, accuracy, output_kinds
 
@@ -38,6 +39,9 @@ class Reference:
     latency_batch: int = DEFAULT_LATENCY_BATCH
     _control: Any = field(default=None, repr=False)
     _plain: dict[str, Any] | None = field(default=None, repr=False)
+    _sizes: list[int] | None = field(default=None, repr=False)
+    #: batch sizes the model could not take, with the reason
+    skipped_batches: dict[str, str] = field(default_factory=dict)
 
     @property
     def labels(self) -> np.ndarray | None:
@@ -70,8 +74,17 @@ class Reference:
         return self._plain
 
     def batch_sizes(self) -> list[int]:
-        """Batch sizes latency is measured at: 1 and ``latency_batch`` when inputs carry a batch."""
-        return sorted({1, self.latency_batch}) if self.data.batched else [1]
+        """Batch sizes latency is measured at: 1 and ``latency_batch`` where the model takes them.
+
+        A size the model refuses (a state exported at batch 1) is skipped with a note in
+        ``skipped_batches``, never blamed on the user's data.
+        """
+        if self._sizes is None:
+            sizes = self.data.batch_sizes(sorted({1, self.latency_batch}),
+                                          probe=lambda feeds: run(self.session, feeds))
+            self._sizes = list(sizes.usable)
+            self.skipped_batches = {f"batch_{k}": v for k, v in sizes.skipped.items()}
+        return self._sizes
 
     def feeds(self) -> dict[int, dict[str, np.ndarray]]:
         """Inputs at every measured batch size."""
@@ -87,17 +100,26 @@ def build_reference(
     threads: int | None = None,
     task: str | None = None,
     latency_batch: int = DEFAULT_LATENCY_BATCH,
+    batch_axes: dict[str, int | None] | None = None,
+    int_ranges: dict[str, tuple[int, int]] | None = None,
 ) -> Reference:
-    """Load the float model once, build its data, run it once."""
+    """Load the float model once, build its data, run it once.
+
+    ``batch_axes`` overrides the batch axis of some inputs (``--batch-axis``); ``int_ranges``
+    bounds random integers per input (``--int-range``, token ids, class indices).
+    """
     if task is not None and task not in TASKS:
         raise OptionError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
     p = Path(path)
     model = load_model(p, load_external_data=False)
     sig = signature(model)
+    if batch_axes:
+        sig = sig.with_batch_axes(batch_axes)
     meta = metadata(model)
-    task = task or meta.get(META_TASK)
-    dataset = load_data(data, sig, dims=dims or {}, count=count)
+    task = task or task_of(meta)
+    dataset = load_data(data, sig, dims=dims or {}, int_ranges=int_ranges, count=count)
     session = make_session(p, threads=threads)
     outputs = run_dataset(session, dataset)
-    kinds = output_kinds(outputs, task=task, labels=dataset.labels is not None)
+    kinds = output_kinds(outputs, task=task, labels=dataset.labels is not None,
+                         specs={o.name: o for o in sig.outputs})
     return Reference(p, sig, meta, task, dataset, session, outputs, kinds, threads, latency_batch)

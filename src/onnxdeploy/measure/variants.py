@@ -125,7 +125,7 @@ def evaluate(reference: Reference, variant: Variant, *, max_disagreement: float,
     """Outputs, drift and accuracy of one variant; returns the result and its session."""
     check_same_inputs(reference, variant.path)
     sess = session or make_session(variant.path, threads=reference.threads)
-    outs = run_dataset(sess, reference.data)
+    outs = run_dataset(sess, reference.data, specs={s.name: s for s in reference.signature.outputs})
     cmp_ = drift(reference.outputs, outs, reference.kinds, max_disagreement=max_disagreement,
                  min_cosine=min_cosine, batch_axes=reference.output_batch_axes)
     result = VariantResult(variant, op_counts(load_model(variant.path, load_external_data=False)),
@@ -144,8 +144,10 @@ def time_variants(reference: Reference, sessions: dict[str, Any], *, budget_s: f
     """Latency of the given sessions, the reference and its A/A control, interleaved."""
     all_sessions = {REFERENCE: reference.session, CONTROL: reference.control(), **sessions}
     feeds = reference.feeds()
-    return measure(all_sessions, {n: feeds for n in all_sessions}, budget_s=budget_s,
-                   threads=reference.threads, droppable=droppable)
+    timing = measure(all_sessions, {n: feeds for n in all_sessions}, budget_s=budget_s,
+                     threads=reference.threads, droppable=droppable)
+    timing.notes += [f"{k} skipped: {why}" for k, why in reference.skipped_batches.items()]
+    return timing
 
 
 def measure_variants(

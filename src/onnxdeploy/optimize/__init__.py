@@ -76,6 +76,8 @@ class OptimizeOptions:
     latency_rounds: int = 5
     latency_batch: int = DEFAULT_LATENCY_BATCH
     latency_budget_s: float = DEFAULT_BUDGET_S
+    batch_axes: dict[str, int | None] = field(default_factory=dict)
+    int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     threads: int | None = None
 
 
@@ -331,7 +333,8 @@ def optimize_model(
         # the input must run on the data before anything is written
         if reference is None:
             reference = build_reference(src, data=opts.data, dims=opts.dims, count=opts.count,
-                                        threads=opts.threads, latency_batch=opts.latency_batch)
+                                        threads=opts.threads, latency_batch=opts.latency_batch,
+                                        batch_axes=opts.batch_axes, int_ranges=opts.int_ranges)
         data = reference.data
         current, records, warnings = model, [], []
         for step in steps:

@@ -50,6 +50,8 @@ class QuantizeOptions:
     latency_budget_s: float = DEFAULT_LATENCY_BUDGET_S
     min_cosine: float = DEFAULT_MIN_COSINE
     task: str | None = None
+    batch_axes: dict[str, int | None] = field(default_factory=dict)
+    int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     threads: int | None = None
 
 

@@ -13,12 +13,12 @@ import tempfile
 from pathlib import Path
 
 from ..data import DIGITS, RANDOM, DataSet, digits_split
-from ..errors import RuntimeFailure
+from ..errors import ModelLoadError, RuntimeFailure
 from ..measure import Measurement, Reference, Variant, build_reference, speed_words
 from ..measure.latency import CONTROL, REFERENCE
 from ..measure.variants import evaluate, reference_result, time_variants
 from ..modelfile import copy_model, external_data_files, load_model, op_counts, save_model
-from .options import QuantizeOptions, validate
+from .options import QuantizeOptions, supported_op_types, validate
 from .prepare import check_not_quantized, prepare
 from .recipes import Recipe, auto_recipes, recipe_for, run_recipe
 from .report import CandidateResult, QuantizeReport
@@ -53,9 +53,11 @@ def quantize_model(
     check_not_quantized(model, src.name)
     ref = reference or build_reference(src, data=opts.data, dims=opts.dims, count=opts.count,
                                        threads=opts.threads, task=opts.task,
-                                       latency_batch=opts.latency_batch)
+                                       latency_batch=opts.latency_batch, batch_axes=opts.batch_axes,
+                                       int_ranges=opts.int_ranges)
     data = ref.data
     ops_before = op_counts(model)
+    _check_quantizable(src.name, ops_before, opts)
     if opts.mode == "auto":
         recipes, skipped = auto_recipes(opts, set(ops_before))
     else:
@@ -134,6 +136,16 @@ def quantize_model(
     report.latency = None if latency is None else latency.to_dict()
     report.warnings = warnings + _result_warnings(report, chosen, measurement)
     return report
+
+
+def _check_quantizable(name: str, ops: dict[str, int], opts: QuantizeOptions) -> None:
+    """Refuse, before any work, a model with no operator the quantizer of this mode handles."""
+    handled = supported_op_types(opts.mode)
+    if not set(ops) & handled:
+        shown = ", ".join(sorted(ops)) or "no operators"
+        raise ModelLoadError(
+            f"{name}: nothing to quantize in {opts.mode} mode: the model has {shown}, none of which "
+            f"ONNX Runtime's quantizer handles (it quantizes e.g. MatMul, Gemm, Conv)")
 
 
 def _needs_build(recipes: list[Recipe], prebuilt: dict[str, Path] | None) -> bool:
