@@ -166,10 +166,18 @@ def test_failing_step_names_itself_keeps_artifacts_and_leaves_no_server(env, tmp
     assert _serve_processes(str(out)) == set()
 
 
-def test_unknown_model_fails_in_export(env, tmp_path):
-    proc = _run(["pipeline", "no-such-model", "--out", str(tmp_path / "o")], env, timeout=120)
-    assert proc.returncode == 2
-    assert "step 'export' failed" in proc.stderr and "digits-cnn" in proc.stderr
+@pytest.mark.parametrize("args, words", [
+    (["no-such-model"], "unknown built-in model 'no-such-model'"),
+    (["path/to/model.onnx"], "the pipeline starts from a PyTorch model"),
+    (["digits-mlp", "--requests", "100", "--duration", "2"], "requests and duration"),
+])
+def test_bad_input_is_refused_before_any_step(env, tmp_path, args, words):
+    out = tmp_path / "o"
+    proc = _run(["pipeline", *args, "--out", str(out)], env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "OptionError" in lines[0] and words in lines[0], proc.stderr
+    assert not out.exists()  # no config written for a run that never started
 
 
 def test_config_file_errors(tmp_path):
@@ -180,6 +188,12 @@ def test_config_file_errors(tmp_path):
     cfg.write_text('model = "digits-mlp"\nrequests = 10\n')
     opts = options_from_config(cfg, {"requests": 20})
     assert opts == PipelineOptions(model="digits-mlp", requests=20)
+    for text, words in (('repeats = "three"\n', "repeats = 'three': expected a positive integer"),
+                        ("concurrency = [0, 8]\n", "expected a list of positive integers"),
+                        ("max_accuracy_drop = 2.0\n", "max_accuracy_drop = 2.0")):
+        cfg.write_text(text)
+        with pytest.raises(OptionError, match=words.replace("[", r"\[")):
+            options_from_config(cfg, {})
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it as root)")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, OptionError
+from .errors import DataError, OptionError, first_line
 from .modelfile import Signature, TensorSpec, dim_name, fmt_dim, fmt_shape, is_fixed_dim
 
 DIGITS = "digits"
@@ -325,7 +325,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                     raise DataError(f"{where}: array '{key}' holds Python objects, not numbers; "
                                     "save numeric arrays") from exc
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DataError(f"{where}: not a readable .npz file ({first})") from exc
     return arrays
 

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, first_line
 
 #: protobuf cannot serialize a message of 2 GiB or more; stay clear of the limit.
 PROTOBUF_LIMIT = 2**31 - 1
@@ -72,7 +72,7 @@ def check_model(model: onnx.ModelProto | str | os.PathLike, *, name: str = "mode
         else:
             onnx.checker.check_model(str(model))
     except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelLoadError(f"{name}: invalid ONNX graph: {first}") from exc
 
 

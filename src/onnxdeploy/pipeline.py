@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import OnnxDeployError, OptionError, VerificationError
+from .errors import OptionError, PipelineError, VerificationError, first_line
+
+__all__ = ["PipelineError", "PipelineOptions", "PipelineReport", "run_pipeline"]
 
 FLOAT_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -39,16 +41,6 @@ STEP_TITLES = {
     "bench": "serve + bench over HTTP",
     "report": "write reports",
 }
-
-
-class PipelineError(OnnxDeployError):
-    """A step of the pipeline failed; ``step`` names it and ``cause`` is the original error."""
-
-    def __init__(self, step: str, cause: BaseException):
-        self.step = step
-        self.cause = cause
-        self.exit_code = getattr(cause, "exit_code", 1)
-        super().__init__(f"step '{step}' failed: {type(cause).__name__}: {cause}")
 
 
 @dataclass
@@ -92,6 +84,50 @@ class PipelineOptions:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def validate(self, where: str = "") -> None:
+        """Raise OptionError for a value of the wrong type or range, or a model the pipeline cannot
+        start from, before any step runs (a config file goes through the same checks)."""
+        w = f"{where}: " if where else ""
+        _check_model_ref(self.model, w)
+        for name in ("requests", "repeats", "workers", "seed"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < (0 if name == "seed" else 1)):
+                raise OptionError(f"{w}{name} = {value!r}: expected a positive integer")
+        for name, lo, hi in (("duration", 0.1, None), ("tolerance", 0.0, None), ("max_accuracy_drop", 0.0, 1.0)):
+            value = getattr(self, name)
+            if value is None and name == "duration":
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < lo or (hi is not None and value >= hi):
+                bound = f">= {lo}" + (f" and < {hi}" if hi is not None else "")
+                raise OptionError(f"{w}{name} = {value!r}: expected a number {bound}")
+        if self.concurrency is not None and (
+                not isinstance(self.concurrency, list) or not self.concurrency
+                or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in self.concurrency)):
+            raise OptionError(f"{w}concurrency = {self.concurrency!r}: expected a list of positive integers, e.g. [1, 8]")
+        if self.requests is not None and self.duration is not None:
+            raise OptionError(f"{w}requests and duration: give one of them, not both")
+        for name in ("out", "model"):
+            if not isinstance(getattr(self, name), str):
+                raise OptionError(f"{w}{name} = {getattr(self, name)!r}: expected a string")
+
+
+def _check_model_ref(ref: Any, where: str) -> None:
+    """The pipeline starts from PyTorch: a built-in name or a factory, never an .onnx file."""
+    from .zoo import NAMES
+
+    if not isinstance(ref, str) or not ref:
+        raise OptionError(f"{where}model = {ref!r}: expected a built-in name or path/file.py:fn")
+    if ref.lower().endswith(".onnx") or (Path(ref).is_file() and ":" not in ref):
+        raise OptionError(
+            f"{where}{ref}: the pipeline starts from a PyTorch model (a built-in name such as "
+            f"{NAMES[0]}, path/file.py:fn or package.module:fn); for an .onnx file run the steps: "
+            "onnxdeploy quantize / optimize / compare / serve / bench")
+    if ":" not in ref and not Path(ref).is_dir() and ref not in NAMES:
+        raise OptionError(
+            f"{where}unknown built-in model {ref!r}; known: {', '.join(NAMES)} "
+            "(or give a factory as path/to/file.py:fn or package.module:fn)")
+
 
 def options_from_config(path: str | Path, overrides: dict[str, Any]) -> PipelineOptions:
     """Options from a YAML or TOML file, then explicit command-line values on top."""
@@ -109,7 +145,7 @@ def options_from_config(path: str | Path, overrides: dict[str, Any]) -> Pipeline
 
             raw = yaml.safe_load(text) or {}
     except Exception as exc:  # yaml and tomllib raise their own error types
-        raise OptionError(f"--config {p}: cannot parse it: {exc}".splitlines()[0]) from exc
+        raise OptionError(f"--config {p}: cannot parse it: {first_line(exc)}") from exc
     if not isinstance(raw, dict):
         raise OptionError(f"--config {p}: expected a mapping of option names to values")
     raw = raw.get("pipeline", raw)
@@ -122,9 +158,11 @@ def options_from_config(path: str | Path, overrides: dict[str, Any]) -> Pipeline
         )
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return PipelineOptions(**values)
+        options = PipelineOptions(**values)
     except TypeError as exc:
         raise OptionError(f"--config {p}: {exc}") from exc
+    options.validate(f"--config {p}")
+    return options
 
 
 @dataclass
@@ -189,6 +227,7 @@ def run_pipeline(options: PipelineOptions, progress: Progress | None = None) -> 
     from .report.jsonio import to_jsonable
 
     notify = progress or _noop
+    options.validate()
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     from .environment import environment

@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 
 from .data import DataSet
-from .errors import DataError, ModelLoadError
+from .errors import DataError, ModelLoadError, first_line
 from .modelfile import TensorSpec, with_batch_axes
 
 #: sessions made by this process, by model file (resolved path) or "<in-memory>": the pipeline
@@ -75,7 +75,7 @@ def make_session(
     try:
         return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         raise ModelLoadError(f"{name}: ONNX Runtime cannot load it: {msg}") from exc
 
 
@@ -96,7 +96,7 @@ def run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str
             ort.capi.onnxruntime_pybind11_state.Fail,
             ort.capi.onnxruntime_pybind11_state.RuntimeException,
             ValueError) as exc:  # ValueError: a missing or unknown input name
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         raise DataError(f"the model rejected the input: {msg}") from exc
     return dict(zip(names, values))
 

@@ -22,7 +22,7 @@ from typing import Any
 import onnx
 
 from ..data import DataSet
-from ..errors import DataError, ModelLoadError, OptionError
+from ..errors import DataError, ModelLoadError, OptionError, first_line
 from ..measure import (
     DEFAULT_BUDGET_S,
     DEFAULT_LATENCY_BATCH,
@@ -162,7 +162,7 @@ def _checked(model: onnx.ModelProto) -> str | None:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid graph"
+        return first_line(exc, "invalid graph")
     return None
 
 
@@ -222,7 +222,7 @@ def _apply(
         try:
             new = _run_pass(model, step)
         except Exception as exc:  # onnxoptimizer's C++ errors arrive as assorted types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             warnings.append(f"{step}: onnxoptimizer failed ({first}); the pass was skipped")
             new, note = model, f"skipped: onnxoptimizer failed ({first})"
         problem = _checked(new) if new is not model else None

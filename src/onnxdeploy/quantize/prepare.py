@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, first_line
 from ..measure.variants import is_int8_op
 from ..modelfile import EXTERNAL_THRESHOLD, iter_nodes, opset_version, save_model
 
@@ -110,7 +110,7 @@ def ensure_opset(model: onnx.ModelProto, name: str, minimum: int = MIN_OPSET) ->
         upgraded = version_converter.convert_version(model, minimum)
         onnx.checker.check_model(upgraded)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ModelLoadError(
             f"{name}: opset {current} is below {minimum}, which int8 quantization needs "
             f"(QuantizeLinear with per-axis scales), and onnx.version_converter could not upgrade it "
@@ -190,7 +190,7 @@ def prepare(model: onnx.ModelProto, workdir: Path, name: str) -> Prepared:
                     external_data_location="prepared.onnx.data" if external else None, **kwargs,
                 )
         except Exception as exc:  # the pre-processor raises anything from shape inference
-            errors.append(f"{label}: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}")
+            errors.append(f"{label}: {type(exc).__name__}: {first_line(exc, '')}")
             continue
         if errors:
             warnings.append(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DataSet
-from ..errors import RuntimeFailure
+from ..errors import RuntimeFailure, first_line
 from .options import QuantizeOptions, supported_op_types
 from .prepare import quiet_quantizer, working_directory
 
@@ -162,7 +162,7 @@ def run_recipe(recipe: Recipe, src: Path, out: Path, calibration: DataSet | None
     except RuntimeFailure:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise RuntimeFailure(
             f"ONNX Runtime's quantizer failed on recipe '{recipe.name}': {type(exc).__name__}: {first}"
         ) from exc
