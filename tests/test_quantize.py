@@ -297,13 +297,26 @@ def test_cli_json_report(tmp_path):
     src = save(mlp_classifier(), tmp_path / "m.onnx")
     out, rep = tmp_path / "q.onnx", tmp_path / "r.json"
     result = CliRunner().invoke(cli, ["quantize", str(src), "-o", str(out), "--json", "--report", str(rep),
-                                      "--latency-budget", "0.3", "--per-channel", "--op-types", "MatMul,Gemm"])
+                                      "--mode", "dynamic", "--latency-budget", "0.3", "--per-channel",
+                                      "--op-types", "MatMul,Gemm"])
     assert result.exit_code == 0, result.output
     d = json.loads(result.output)
     assert d == json.loads(rep.read_text())
     assert d["settings"]["per_channel"] is True and d["settings"]["op_types"] == ["MatMul", "Gemm"]
     assert d["size_bytes"]["after"] == model_size(out)
     assert set(d["speedup"]) == {"batch_1", "batch_32"}
+
+
+def test_cli_default_mode_is_auto(tmp_path):
+    # without --mode the command measures the candidates first (auto), never writes blindly
+    src = save(mlp_classifier(), tmp_path / "m.onnx")
+    out = tmp_path / "q.onnx"
+    result = CliRunner().invoke(cli, ["quantize", str(src), "-o", str(out), "--json", "--latency-budget", "0.3"])
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.output)
+    assert d["mode"] == "auto" and d["chosen"]["name"]
+    if d["chosen"]["name"] == "float":
+        assert "--allow-slower" in d["chosen"]["reason"]
 
 
 def test_cli_renders_auto_table(tmp_path):

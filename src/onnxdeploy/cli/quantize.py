@@ -31,6 +31,11 @@ def _fig(fig: dict | None) -> str:
     return f"{fig['median_ms']:.3f} ({fig['min_ms']:.3f}–{fig['max_ms']:.3f})"
 
 
+def _short(words: str) -> str:
+    """"equal (within 6% noise)" -> "equal": the noise is printed once above the table."""
+    return "equal" if words.startswith("equal") else words
+
+
 def render(report) -> None:
     d = report.to_dict()
     cmp_ = d["comparison"]
@@ -69,17 +74,26 @@ def render(report) -> None:
     out = console()
     out.print(kv_table(f"quantize {d['model']}", rows))
     if report.mode == "auto":
-        table = Table(title="candidates (latency ms: median (min–max) over rounds, interleaved with float)",
-                      title_justify="left")
+        # narrow enough for 80 columns: medians in the table, spreads above, reasons below
+        table = Table(title="candidates: median ms per run, interleaved with float32", title_justify="left")
         keys = list(float_figs)
-        for col in ["name", "size", *(k.replace("_", " ") for k in keys), "int8 ops", "ok", "reason"]:
-            table.add_column(col)
+        table.add_column("candidate", no_wrap=True)
+        table.add_column("size", justify="right", no_wrap=True)
+        for k in keys:
+            table.add_column(k.replace("batch_", "b="), justify="right", no_wrap=True)
+        table.add_column("vs float32")
+        table.add_column("ok", no_wrap=True)
         table.add_row("float32", fmt_bytes(d["size_bytes"]["before"]),
-                      *(_fig(float_figs.get(k)) for k in keys), "0", "-", "reference")
+                      *(f"{float_figs[k]['median_ms']:.3f}" for k in keys), "reference", "-")
         for c in report.candidates:
-            table.add_row(c.name, fmt_bytes(c.size_bytes), *(_fig(c.latency.get(k)) for k in keys),
-                          str(c.int8_ops), "yes" if c.admissible else "no", escape(c.reason))
+            speed = "; ".join(f"{k.replace('batch_', 'b=')} {_short(speed_words(v, margin))}"
+                              for k, v in c.speedup.items()) or "-"
+            table.add_row(c.name, fmt_bytes(c.size_bytes),
+                          *(f"{c.latency[k]['median_ms']:.3f}" if k in c.latency else "-" for k in keys),
+                          speed, "yes" if c.admissible else "no")
         out.print(table)
+        for c in report.candidates:
+            out.print(f"  {escape(c.name)}: {escape(c.reason)}")
         out.print(escape(report.reason))
     for warning in d["warnings"]:
         out.print(f"[yellow]warning:[/yellow] {escape(warning)}")
@@ -89,8 +103,10 @@ def render(report) -> None:
 @click.argument("src", metavar="IN.onnx", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="Where to write the int8 model.")
-@click.option("--mode", type=click.Choice(MODES), default="dynamic", show_default=True,
-              help="dynamic: int8 weights; static: calibrated QDQ; auto: measure candidates, keep the fastest admissible.")
+@click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
+              help="auto: measure dynamic and static candidates, keep the fastest admissible one "
+                   "(the float model when every int8 one is slower); dynamic: int8 weights, "
+                   "activations quantized at run time; static: calibrated QDQ.")
 @click.option("--weight-type", type=click.Choice(WEIGHT_TYPES), default="int8", show_default=True)
 @click.option("--per-channel", is_flag=True, help="One scale per output channel of each weight.")
 @click.option("--reduce-range", is_flag=True, help="7-bit weights (can help accuracy on CPUs without VNNI).")
