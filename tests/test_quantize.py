@@ -49,6 +49,8 @@ def _expected_choice(report):
     admissible = [c for c in report.candidates if c.admissible]
     fastest = max(lat.worst_speedup(c.name) for c in admissible)
     ties = [c for c in admissible if lat.worst_speedup(c.name) * (1 + lat.margin) >= fastest]
+    if lat.too_noisy:
+        ties = admissible
     smallest = min(c.size_bytes for c in ties)
     ties = [c for c in ties if c.size_bytes <= smallest * qstep.SIZE_TIE]
     best = min(ties, key=lambda c: qstep.SIMPLICITY.index(c.name))
@@ -89,7 +91,8 @@ def test_builtin_each_mode(builtin_onnx, tmp_path, name, mode):
         assert d["chosen"]["reason"]
     if report.chosen != "float":
         counts = _assert_int8(out)
-        assert d["size_ratio"] > 2.5
+        # auto's pick follows the measurement (checked above); every full-int8 recipe is > 2.5x smaller
+        assert d["size_ratio"] > (1.0 if report.chosen == "dynamic-matmul" else 2.5)
         if mode == "dynamic" and name == "digits-cnn":
             assert counts.get("ConvInteger") == 3  # the trap, reproduced on the conv built-in
     if mode == "static":

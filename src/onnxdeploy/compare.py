@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .environment import environment
 from .measure import (
     DEFAULT_BUDGET_S,
     DEFAULT_LATENCY_BATCH,
@@ -114,6 +115,7 @@ class CompareReport:
     speed: str = ""
     speed_text: str = ""
     latency: dict[str, Any] | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,4 +157,5 @@ def compare_models(
         speed_text=", ".join(f"{Path(b).name} {speed_words(s, latency.margin)} at {k.replace('_', ' ')}"
                              for k, s in speedup.items()),
         latency=latency.to_dict(),
+        environment=environment(opts.threads),
     )

@@ -70,7 +70,9 @@ def summary_table(report) -> Table:
 @click.option("--requests", type=click.IntRange(min=1), help="Requests per bench run.")
 @click.option("--duration", type=click.FloatRange(min=0.1), help="Seconds per bench run (instead of --requests).")
 @click.option("--repeats", type=click.IntRange(min=1), help="Bench repeats (A/B alternated).")
-@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), help="Allowed accuracy drop for auto int8 (fraction).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1, max_open=True),
+              help="Largest accepted accuracy drop of int8 (or top-1 disagreement without labels), "
+                   "as a fraction [default: 0.01].")
 @click.option("--json", "as_json", is_flag=True, help="Print the pipeline report as JSON on stdout.")
 def command(model, out, config, as_json, **values):
     """Run every step on one model (default digits-cnn) and write one report.

@@ -22,6 +22,7 @@ from typing import Any
 import onnx
 
 from ..data import DataSet
+from ..environment import environment
 from ..errors import DataError, ModelLoadError, OptionError, first_line
 from ..measure import (
     DEFAULT_BUDGET_S,
@@ -115,6 +116,7 @@ class OptimizeReport:
     warnings: list[str] = field(default_factory=list)
     #: the interleaved figures with spread and the A/A noise, when latency was measured here
     latency: dict[str, Any] | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -396,4 +398,5 @@ def optimize_model(
         culprit=culprit,
         warnings=warnings,
         latency=timing,
+        environment=environment(opts.threads),
     )

@@ -87,6 +87,7 @@ class QuantizeReport:
     #: the full interleaved measurement (figures with spread, noise); not serialized as a whole
     measurement: Any = field(default=None, repr=False)
     latency: dict[str, Any] | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
 
     @property
     def size_ratio(self) -> float | None:
@@ -112,6 +113,7 @@ class QuantizeReport:
             "latency_ms": {"before": self.latency_before, "after": self.latency_after},
             "speedup": self.speedup,
             "latency": self.latency,
+            "environment": self.environment,
             "op_counts": self.op_counts,
             "preprocessing": self.preprocessing,
             "warnings": self.warnings,

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from ..data import DIGITS, RANDOM, DataSet, digits_split
+from ..environment import environment
 from ..errors import ModelLoadError, RuntimeFailure
 from ..measure import Measurement, Reference, Variant, build_reference, speed_words
 from ..measure.latency import CONTROL, REFERENCE
@@ -134,6 +135,7 @@ def quantize_model(
     )
     report.measurement = measurement
     report.latency = None if latency is None else latency.to_dict()
+    report.environment = environment(opts.threads)
     report.warnings = warnings + _result_warnings(report, chosen, measurement)
     return report
 
@@ -297,6 +299,9 @@ def _choose(opts, results, m: Measurement, criterion, tolerance):
         return best, f"Chose {best.name}, the simplest admissible candidate (latency not measured).", True
     fastest = max(lat.worst_speedup(r.name) for r in admissible)
     ties = [r for r in admissible if lat.worst_speedup(r.name) * (1 + lat.margin) >= fastest]
+    if lat.too_noisy:
+        # a ranking by speed would be a ranking by noise: every admissible candidate ties
+        ties = list(admissible)
     # equal speed: a much larger file is no tie (MatMul-only int8 of a conv net keeps its convs
     # float); among files of about the same size the simplest recipe wins
     smallest = min((r.size_bytes or 0) for r in ties)
@@ -304,8 +309,8 @@ def _choose(opts, results, m: Measurement, criterion, tolerance):
     best = min(ties, key=lambda r: _rank(r.name))
     tie_note = (f"; {len(ties)} candidates tie within the {100 * lat.margin:.0f}% noise, the simplest wins"
                 if len(ties) > 1 else "")
-    noisy = (f" Timing was noisy (A/A control {100 * lat.noise:.0f}% apart): the ranking is not reliable."
-             if lat.too_noisy else "")
+    noisy = (f" Timing was too noisy to rank by speed (A/A control {100 * lat.noise:.0f}% apart): "
+             "every admissible candidate was treated as equally fast." if lat.too_noisy else "")
     summary = (f"{best.name}, the fastest of {len(admissible)} admissible candidate(s){tie_note} "
                f"({_speed_text(m, best.name)}, vs float)")
     if lat.speed(best.name) in ("faster", "equal"):
