@@ -51,6 +51,9 @@ POOLING_FLAGS = (("cls", "pooling_mode_cls_token"), ("max", "pooling_mode_max_to
                  ("weightedmean", "pooling_mode_weightedmean_tokens"), ("lasttoken", "pooling_mode_lasttoken"))
 DEFAULT_POOLING = ("mean",)  # sentence-transformers' default for a plain transformers directory
 BATCH, SEQUENCE = "batch", "sequence"
+#: files a tokenizer is built from (fast tokenizer.json, WordPiece, BPE, SentencePiece)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model", "tokenizer.model")
 #: a tokenizer's model_max_length above this is transformers' "no limit" placeholder
 _NO_LIMIT = 1_000_000
 PARITY_TEXTS = (
@@ -206,6 +209,10 @@ def load_hf(ref: str, *, task: str | None = None, seed: int = 0):
     task = task or _default_task(layout, config)
     if task == "text-classification" and not getattr(config, "id2label", None):
         raise ModelSourceError(f"{ref}: config.json has no id2label; it is not a classifier")
+    if not any((layout.model_dir / f).is_file() for f in TOKENIZER_FILES):
+        # transformers 5 quietly builds an empty tokenizer (special tokens only) without them
+        raise ModelSourceError(f"{ref}: cannot load the tokenizer: {layout.model_dir} holds none of "
+                               f"{', '.join(TOKENIZER_FILES)}")
     tokenizer = _pretrained(transformers.AutoTokenizer, layout.model_dir, ref, "tokenizer")
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
@@ -215,6 +222,10 @@ def load_hf(ref: str, *, task: str | None = None, seed: int = 0):
             else transformers.AutoModel)
     model = _pretrained(auto, layout.model_dir, ref, "model").eval()
     names = _input_names(ref, tokenizer, model)
+    vocab = getattr(config, "vocab_size", None)
+    if isinstance(vocab, int) and len(tokenizer) > vocab:
+        raise ModelSourceError(f"{ref}: the tokenizer has {len(tokenizer)} tokens but the model's "
+                               f"embedding only {vocab}; they do not belong together")
     max_length = _max_length(tokenizer, config, layout)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     modes = (layout.pooling or DEFAULT_POOLING) if task == "sentence-embedding" else None
