@@ -78,8 +78,12 @@ class TextEncoder:
     max_chars: int = DEFAULT_MAX_CHARS
 
     @classmethod
-    def from_model(cls, source: Any, *, max_chars: int = DEFAULT_MAX_CHARS) -> TextEncoder:
-        """Build from a ModelProto, a path to one, or its metadata dict."""
+    def from_model(cls, source: Any, *, max_chars: int = DEFAULT_MAX_CHARS,
+                   max_length: int | None = None) -> TextEncoder:
+        """Build from a ModelProto, a path to one, or its metadata dict.
+
+        ``max_length`` truncates shorter than the model's own limit (never longer).
+        """
         meta = _metadata_of(source)
         if not (META_TOKENIZER in meta and META_TEXT in meta):
             raise DataError("the model carries no tokenizer (metadata onnxdeploy.tokenizer); "
@@ -89,9 +93,12 @@ class TextEncoder:
             config = json.loads(meta[META_TEXT])
             tok = tokenizers.Tokenizer.from_str(meta[META_TOKENIZER])
             inputs = {str(k): str(v) for k, v in config["inputs"].items()}
-            max_length, pad_id = int(config["max_length"]), int(config["pad_id"])
+            model_max, pad_id = int(config["max_length"]), int(config["pad_id"])
         except Exception as exc:
             raise ModelLoadError(f"the model's tokenizer metadata is unreadable: {exc}") from exc
+        if max_length is not None and max_length < 1:
+            raise DataError(f"max_length {max_length}: expected a positive number of tokens")
+        max_length = min(model_max, max_length or model_max)
         tok.no_padding()
         tok.enable_truncation(max_length=max_length)
         return cls(tok, inputs, max_length, pad_id, max_chars)

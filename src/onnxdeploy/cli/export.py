@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-from rich.markup import escape
 
 from ..export import (
     DEFAULT_EXPORTER,
@@ -20,7 +19,7 @@ from .common import emit, report_options
 
 def _shape(spec: dict) -> str:
     dims = ", ".join(str(d) for d in spec["shape"] or ["?"])
-    return escape(f"{spec['name']}: [{dims}] {spec['dtype']}")
+    return f"{spec['name']}: [{dims}] {spec['dtype']}"
 
 
 def _short(value: str, limit: int = 80) -> str:
@@ -30,7 +29,8 @@ def _short(value: str, limit: int = 80) -> str:
 
 def render(report) -> None:
     parity = report.parity
-    verdict = "[green]passed[/]" if parity.passed else "[red]FAILED[/]"
+    # kv_table escapes every value itself: plain text here, no markup
+    verdict = "passed" if parity.passed else "FAILED"
     rows = [
         ("model", f"{report.model} ({report.kind})"),
         ("exporter / opset", f"{report.exporter} / {report.opset}"),
@@ -52,13 +52,13 @@ def render(report) -> None:
         t = report.text
         pooling = (f", pooling {'+'.join(t['pooling'])}" + (" + L2 normalize" if t["normalize"] else "")
                    if t.get("pooling") else "")
-        agree = {True: "agrees", False: "[red]DISAGREES[/]", None: "unchecked"}[parity.tokenizer_agrees]
+        agree = {True: "agrees", False: "DISAGREES", None: "unchecked"}[parity.tokenizer_agrees]
         rows.append(("text", f"{t['task']} ({t['model_type']}){pooling}; max length "
                              f"{t['max_length']} tokens; carried tokenizer {agree}"))
     if report.checkpoint:
-        rows.append(("checkpoint", escape(report.checkpoint)))
+        rows.append(("checkpoint", report.checkpoint))
     if report.metadata:
-        rows.append(("metadata", escape("\n".join(f"{k} = {_short(v)}" for k, v in report.metadata.items()))))
+        rows.append(("metadata", "\n".join(f"{k} = {_short(v)}" for k, v in report.metadata.items())))
     rows.append(("time", f"{report.seconds['total']:.2f} s"))
     console().print(kv_table(f"export -> {report.onnx_path}", rows))
 

