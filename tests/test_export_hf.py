@@ -215,10 +215,13 @@ def _bad_dirs(tmp):
         "no weights": ([no_weights], "ModelSourceError", "cannot load the model"),
         "shape given": ([hf.built("distilbert"), "--input-shape", "1,8"], "OptionError",
                         "takes its inputs from its tokenizer"),
+        # a head transformers would initialize at random is refused, not exported as noise
+        "no head": ([hf.built("distilbert"), "--task", "text-classification"], "ModelSourceError",
+                    "holds no classification head"),
     }
 
 
-@pytest.mark.parametrize("case", ["no tokenizer", "dense module", "no weights", "shape given"])
+@pytest.mark.parametrize("case", ["no tokenizer", "dense module", "no weights", "shape given", "no head"])
 def test_bad_directories_are_one_line_exit_2(tmp_path, case):
     args, error, text = _bad_dirs(tmp_path)[case]
     out_dir = tmp_path / "out"

@@ -220,7 +220,9 @@ def load_hf(ref: str, *, task: str | None = None, seed: int = 0):
                                "needs tokenizer.json or files transformers can convert to it")
     auto = (transformers.AutoModelForSequenceClassification if task == "text-classification"
             else transformers.AutoModel)
-    model = _pretrained(auto, layout.model_dir, ref, "model").eval()
+    model, loading = _pretrained(auto, layout.model_dir, ref, "model", output_loading_info=True)
+    _check_weights(ref, task, loading)
+    model.eval()
     names = _input_names(ref, tokenizer, model)
     vocab = getattr(config, "vocab_size", None)
     if isinstance(vocab, int) and len(tokenizer) > vocab:
@@ -263,14 +265,29 @@ def load_hf(ref: str, *, task: str | None = None, seed: int = 0):
     return src
 
 
-def _pretrained(cls, where: Path, ref: str, what: str):
+def _check_weights(ref: str, task: str, loading: dict) -> None:
+    """Refuse weights transformers had to initialize at random: the export would be noise."""
+    missing = [k for k in loading.get("missing_keys", ())
+               # the pooler feeds only the classification head; other tasks never use it
+               if task == "text-classification" or ".pooler." not in f".{k}"]
+    mismatched = [str(k[0] if isinstance(k, (tuple, list)) else k) for k in loading.get("mismatched_keys", ())]
+    if missing or mismatched:
+        keys = sorted(missing) + sorted(mismatched)
+        shown = ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+        hint = ("; the directory holds no classification head: use --task feature-extraction or "
+                "sentence-embedding" if task == "text-classification" else "")
+        raise ModelSourceError(f"{ref}: the weights lack {shown} (transformers would initialize "
+                               f"them at random){hint}")
+
+
+def _pretrained(cls, where: Path, ref: str, what: str, **kwargs):
     from transformers.utils import logging as hf_logging
 
     # progress bars and load reports on stderr are noise in a CLI that prints its own report
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     try:
-        return cls.from_pretrained(str(where), local_files_only=True)
+        return cls.from_pretrained(str(where), local_files_only=True, **kwargs)
     except Exception as exc:
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         raise ModelSourceError(f"{ref}: cannot load the {what} from {where}: {first[:300]}") from exc
