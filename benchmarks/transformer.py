@@ -11,7 +11,8 @@ Latency: batch ``--batch`` x ``--length`` tokens, one ORT thread, every variant 
 (order alternating), ``--rounds`` rounds; each figure is the median of the per-round medians
 with the min-max across rounds. ``float32 (A/A)`` is a second session of the float model: its
 ratio to float is the noise floor. Quality: cosine of each variant's embedding to the float
-export's over ``--texts`` varied texts (min and mean), and float's max |diff| to PyTorch
+export's over ``--texts`` varied texts (min and mean), agreement of each text's nearest neighbour within
+the set with float's, and float's max |diff| to PyTorch
 (sentence-transformers itself when installed).
 
     python benchmarks/transformer.py [--model auto|random|DIR] [--batch 32] [--length 64]
@@ -82,7 +83,7 @@ def random_minilm(where: Path) -> Path:
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
         {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
     (where / "1_Pooling").mkdir()
-    (where / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    (where / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": MINILM["hidden_size"], "pooling_mode_mean_tokens": True}))
     return where
 
 
@@ -118,6 +119,14 @@ def latency(paths: dict[str, Path], feeds: dict[str, np.ndarray], *, rounds: int
             per_round[name].append(statistics.median(times))
     return {n: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v)}
             for n, v in per_round.items()}
+
+
+def nearest(emb: np.ndarray) -> np.ndarray:
+    """Index of each text's nearest other text by cosine (neighbour agreement across variants)."""
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    return sim.argmax(axis=1)
 
 
 def torch_reference(model_dir: Path, src_texts: list[str], float_path: Path) -> dict:
@@ -169,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             outs[name] = np.concatenate([session.run(None, encoder.encode(quality_texts[i:i + 32]))[0]
                                          for i in range(0, len(quality_texts), 32)])
         base = outs["float32"]
+        base_nn = nearest(base)
         rows = []
         for name in lat:
             emb = outs[name.replace(" (A/A)", "")]
@@ -176,17 +186,20 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"variant": name, **{k: round(v, 2) for k, v in lat[name].items()},
                          "speedup": round(lat["float32"]["median_ms"] / lat[name]["median_ms"], 3),
                          "size_bytes": (paths.get(name) or float_path).stat().st_size,
-                         "min_cosine": round(float(cos.min()), 4), "mean_cosine": round(float(cos.mean()), 4)})
+                         "min_cosine": round(float(cos.min()), 4), "mean_cosine": round(float(cos.mean()), 4),
+                         "nn_agreement": round(float(np.mean(nearest(emb) == base_nn)), 4)})
         result = {"model": str(model_dir), "weights": weights, "batch": args.batch, "length": args.length,
                   "threads": 1, "rounds": args.rounds, "iters": args.iters, "texts": args.texts,
                   "export": {"parity": report.to_dict()["parity"], "seconds": report.seconds},
                   "torch": torch_reference(model_dir, quality_texts, float_path), "variants": rows}
     print(f"{result['model']} ({weights} weights), batch {args.batch} x {args.length} tokens, 1 thread, "
           f"{args.rounds} alternating rounds; cosine over {args.texts} texts")
-    print(f"{'variant':<18} {'median ms':>10} {'min-max ms':>16} {'speedup':>8} {'MB':>7} {'min cos':>8} {'mean cos':>9}")
+    print(f"{'variant':<18} {'median ms':>10} {'min-max ms':>16} {'speedup':>8} {'MB':>7} {'min cos':>8} "
+          f"{'mean cos':>9} {'NN agree':>9}")
     for r in rows:
         print(f"{r['variant']:<18} {r['median_ms']:>10.1f} {r['min_ms']:>7.1f}-{r['max_ms']:<8.1f} "
-              f"{r['speedup']:>7.2f}x {r['size_bytes'] / 1e6:>7.1f} {r['min_cosine']:>8.4f} {r['mean_cosine']:>9.4f}")
+              f"{r['speedup']:>7.2f}x {r['size_bytes'] / 1e6:>7.1f} {r['min_cosine']:>8.4f} {r['mean_cosine']:>9.4f} "
+              f"{r['nn_agreement']:>9.3f}")
     print(f"float export vs PyTorch: {json.dumps(result['torch'])}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
