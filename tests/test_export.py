@@ -315,3 +315,13 @@ def test_bad_input_specs_are_one_line_errors(tmp_path, args, error, text):
     if "forward raised" in text:  # the message names the input and the dtype it was given
         assert "input_ids" in lines[0] and ("float32" in lines[0] or "int64" in lines[0])
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
+
+
+def test_fixed_shape_spec_exports_without_a_batch_axis(tmp_path):
+    out = tmp_path / "fixed.onnx"
+    result = run_cli("export", "torch.nn:Identity", "-o", out, "--input-spec", "x:3,4:float32", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["inputs"][0]["shape"] == [3, 4] and report["parity"]["passed"]
+    assert report["parity"]["batch_sizes"] == [3, 3, 3]
+    assert list(report["parity"]["per_batch"]) == ["round 1", "round 2", "round 3"]

@@ -329,7 +329,9 @@ def _parity(src: LoadedModel, path: Path, opts: ExportOptions) -> Parity:
                 f"inputs {got} (declared: {describe_args(src.specs)}); bound integer inputs "
                 "with --int-range NAME=LOW:HIGH"
             ) from exc
-        feeds = {name: t.numpy() for name, t in zip(onnx_names, rnd.args)}
+        # by name when the graph kept ours (an unused argument may have been dropped), else in order
+        names = src.input_names if set(onnx_names) <= set(src.input_names) else onnx_names
+        feeds = {n: t.numpy() for n, t in zip(names, rnd.args) if n in onnx_names}
         got = session.run(None, feeds)
         per_batch[rnd.label] = _max_abs_diff(expected, got)
     worst = max(per_batch.values())

@@ -147,7 +147,12 @@ class LoadedModel:
                      if isinstance(d, str)}
             only_batch = set(sizes) <= self.batch_dims
             label = str(batch) if only_batch else ",".join(f"{k}={v}" for k, v in sizes.items())
-            out.append(ParityRound(label, sizes.get(next(iter(self.batch_dims), ""), batch), args))
+            if self.batch_dims:
+                actual = sizes[next(iter(self.batch_dims))]
+            else:  # no dynamic batch: the rounds differ in values only
+                actual = int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 1
+                label = f"round {i + 1}"
+            out.append(ParityRound(label, actual, args))
         return out
 
     def metadata(self) -> dict[str, str]:
