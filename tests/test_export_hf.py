@@ -231,3 +231,14 @@ def test_bad_directories_are_one_line_exit_2(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith(f"{error}: "), result.stderr
     assert text in lines[0]
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
+
+
+def test_terminal_report_names_the_text_facts_without_dumping_the_tokenizer(embedder, capsys):
+    from onnxdeploy.cli.export import render
+
+    render(embedder[1])
+    out = capsys.readouterr().out
+    assert "passed" in out and "[green]" not in out
+    assert "sentence-embedding (distilbert), pooling mean + L2 normalize; max length 48 tokens" in out
+    assert "carried tokenizer agrees" in out
+    assert "onnxdeploy.tokenizer = tokenizer.json, " in out and '"vocab"' not in out
