@@ -242,3 +242,12 @@ def test_terminal_report_names_the_text_facts_without_dumping_the_tokenizer(embe
     assert "sentence-embedding (distilbert), pooling mean + L2 normalize; max length 48 tokens" in out
     assert "carried tokenizer agrees" in out
     assert "onnxdeploy.tokenizer = tokenizer.json, " in out and '"vocab"' not in out
+
+
+def test_sentence_embedding_matches_sentence_transformers_itself(embedder):
+    st = pytest.importorskip("sentence_transformers")  # installed by the hf-bench extra
+    path, _ = embedder
+    model = st.SentenceTransformer(str(hf.built("st")), device="cpu", local_files_only=True)
+    expected = model.encode(TEXTS, convert_to_numpy=True)
+    (got,) = make_session(path).run(None, TextEncoder.from_model(path).encode(TEXTS))
+    assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-5
