@@ -136,22 +136,32 @@ def test_sentence_transformers_pooling_and_normalization_are_in_the_graph(embedd
         assert np.abs(alone[0] - got[i]).max() < 1e-5
 
 
-@pytest.mark.parametrize("modes", [("cls",), ("max",), ("mean", "max")])
-def test_pooling_modes_match_sentence_transformers_definitions(modes):
+@pytest.mark.parametrize("modes,normalize", [
+    (("cls",), False), (("max",), False), (("mean", "max"), False), (("mean_sqrt_len",), False),
+    (("weightedmean",), False), (("lasttoken",), False), (("cls", "mean"), True)])
+def test_pooling_modes_match_sentence_transformers_definitions(modes, normalize):
     from onnxdeploy.hfsource import _pool
 
     torch.manual_seed(0)
     hidden = torch.randn(3, 6, 4)
     mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
-    got = _pool(hidden, mask, modes, normalize=False)
+    got = _pool(hidden, mask, modes, normalize=normalize)
     parts = []
     for mode in modes:
         rows = []
         for b in range(3):
-            valid = hidden[b, : int(mask[b].sum())]
-            rows.append({"cls": hidden[b, 0], "max": valid.max(0).values, "mean": valid.mean(0)}[mode])
+            n = int(mask[b].sum())
+            valid = hidden[b, :n]
+            weights = torch.arange(1, n + 1, dtype=torch.float32).unsqueeze(1)
+            rows.append({"cls": hidden[b, 0], "max": valid.max(0).values, "mean": valid.mean(0),
+                         "mean_sqrt_len": valid.sum(0) / n ** 0.5,
+                         "weightedmean": (valid * weights).sum(0) / weights.sum(),
+                         "lasttoken": valid[-1]}[mode])
         parts.append(torch.stack(rows))
-    assert torch.allclose(got, torch.cat(parts, dim=1), atol=1e-6)
+    expected = torch.cat(parts, dim=1)
+    if normalize:
+        expected = expected / expected.norm(dim=1, keepdim=True)
+    assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-6)
 
 
 def test_the_carried_tokenizer_turns_text_into_feeds_from_the_onnx_file_alone(classifier, tmp_path):
@@ -251,3 +261,23 @@ def test_sentence_embedding_matches_sentence_transformers_itself(embedder):
     expected = model.encode(TEXTS, convert_to_numpy=True)
     (got,) = make_session(path).run(None, TextEncoder.from_model(path).encode(TEXTS))
     assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-5
+
+
+def test_plain_directory_as_sentence_embedding_gets_mean_pooling_unnormalized(tmp_path):
+    from transformers import AutoModel
+
+    out = tmp_path / "mean.onnx"
+    result = run_cli("export", hf.built("distilbert"), "-o", out, "--task", "sentence-embedding", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["text"]["pooling"] == ["mean"] and report["text"]["normalize"] is False
+    assert report["outputs"][0]["name"] == "sentence_embedding"
+    feeds = TextEncoder.from_model(out).encode(TEXTS)
+    (got,) = make_session(out).run(None, feeds)
+    model = AutoModel.from_pretrained(str(hf.built("distilbert")), local_files_only=True).eval()
+    with torch.no_grad():
+        hidden = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).last_hidden_state
+    mask = torch.from_numpy(feeds["attention_mask"]).unsqueeze(-1).float()
+    expected = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+    assert np.abs(got - expected).max() < 1e-4
+    assert not np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-3)  # really not normalized
