@@ -5,6 +5,7 @@
     │   ├── ModelLoadError          not an ONNX file, unreadable, invalid graph, unknown built-in
     │   ├── ModelSourceError        a factory that cannot be imported / returns no nn.Module, bad checkpoint
     │   ├── DataError               a data source that does not fit the model's inputs
+    │   │   └── TextTooLongError    a text past the explicit length limit (HTTP 413 when served)
     │   ├── OptionError             an option value that makes no sense (unknown pass, bad shape ...)
     │   └── MissingDependencyError  an optional extra is not installed (message has the pip hint)
     ├── VerificationError           a transform ran but its numeric check failed (exit 1)
@@ -41,6 +42,10 @@ class ModelSourceError(UserError):
 
 class DataError(UserError):
     """A data source does not exist or does not fit the model's inputs."""
+
+
+class TextTooLongError(DataError):
+    """A text is longer than the explicit limit a text model accepts."""
 
 
 class OptionError(UserError):
