@@ -570,6 +570,11 @@ def _random_array(rng: np.random.Generator, spec: TensorSpec, shape: tuple[int, 
 # --------------------------------------------------------------------------- entry point
 
 
+def _is_text(source: str) -> bool:
+    """A .txt or .jsonl file: texts for a model that carries a tokenizer."""
+    return Path(source).suffix.lower() in (".txt", ".jsonl")
+
+
 def load_data(
     source: str | os.PathLike | None,
     sig: Signature,
@@ -578,11 +583,13 @@ def load_data(
     int_ranges: dict[str, tuple[int, int]] | None = None,
     count: int | None = None,
     seed: int = 0,
+    meta: dict[str, str] | None = None,
 ) -> DataSet:
     """Build the data set named by ``source`` for a model with signature ``sig``.
 
     ``None`` means ``digits`` when it fits the model and ``random`` otherwise. ``count`` caps
-    the number of samples (and sets it for random data). Batch axes come from ``sig``: apply
+    the number of samples (and sets it for random data). ``meta`` is the model's metadata, which
+    text sources (.txt, .jsonl) need for the tokenizer it carries. Batch axes come from ``sig``: apply
     ``--batch-axis`` overrides first (``sig.with_batch_axes(...)``).
     """
     src = str(source) if source is not None else None
@@ -599,11 +606,16 @@ def load_data(
         data = _digits_for(sig)
     elif src == RANDOM:
         data = random()
+    elif _is_text(src):
+        from .textdata import load_text_data  # textdata builds on this module
+
+        data = load_text_data(src, meta or {}, sig)
     elif src.endswith(".npz") or Path(src).exists():
         data = _npz_for(Path(src), sig)
     else:
         raise DataError(
-            f"--data {src}: unknown data source; expected 'digits', 'random' or a path to an .npz file"
+            f"--data {src}: unknown data source; expected 'digits', 'random', a path to an .npz "
+            "file, or a .txt/.jsonl text file for a model that carries a tokenizer"
         )
     if count is not None:
         data = data.head(count)

@@ -117,7 +117,7 @@ def build_reference(
         sig = sig.with_batch_axes(batch_axes)
     meta = metadata(model)
     task = task or task_of(meta)
-    dataset = load_data(data, sig, dims=dims or {}, int_ranges=int_ranges, count=count)
+    dataset = load_data(data, sig, dims=dims or {}, int_ranges=int_ranges, count=count, meta=meta)
     session = make_session(p, threads=threads)
     outputs = run_dataset(session, dataset)
     kinds = output_kinds(outputs, task=task, labels=dataset.labels is not None,

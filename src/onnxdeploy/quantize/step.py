@@ -180,7 +180,8 @@ def _input_warnings(opts, data: DataSet, model_ops: set[str], recipes: list[Reci
                 f"(it has {', '.join(sorted(model_ops))}); nothing will be quantized"
             )
     if data.labels is None:
-        warnings.append(f"data '{data.name}' has no labels: accuracy is judged by agreement with the float model")
+        warnings.append(f"data '{data.name}' has no labels: outputs are judged against the float model "
+                        "(top-1 agreement for class scores, cosine similarity otherwise)")
     if data.name == RANDOM:
         warnings.append("random inputs prove little about accuracy: pass --data with real samples")
         if any(r.mode == "static" for r in recipes):

@@ -1,0 +1,44 @@
+"""Text data through the steps: a model that carries its tokenizer takes .txt/.jsonl data."""
+
+from __future__ import annotations
+
+import json
+
+import hf_fixtures as hf
+from click.testing import CliRunner
+
+from onnxdeploy.cli import cli
+
+TEXTS = ["the cat sat on the mat", "a dog ran in the park", "hello world",
+         "onnx runtime is fast on cpu", "quantization keeps models small"] * 6
+
+
+def test_compare_a_text_classifier_on_labelled_jsonl(tmp_path):
+    src, _ = hf.exported("bert-classifier", "text-classification")
+    data = tmp_path / "labelled.jsonl"
+    data.write_text("\n".join(json.dumps({"text": t, "label": i % 2}) for i, t in enumerate(TEXTS)))
+    result = CliRunner().invoke(cli, ["compare", str(src), str(src), "--data", str(data), "--json",
+                                      "--latency-budget", "0.2"])
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.output[result.output.index("{"):])
+    assert d["data"] == "text:labelled.jsonl" and d["samples"] == len(TEXTS)
+    assert d["outputs"][0]["kind"] == "class_scores" and d["top1_agreement"] == 1.0
+    assert d["accuracy"]["a"] == d["accuracy"]["b"] is not None
+
+
+def test_quantize_a_sentence_embedder_on_texts_judges_by_cosine(tmp_path, monkeypatch):
+    src, _ = hf.exported("st")
+    data = tmp_path / "texts.txt"
+    data.write_text("\n".join(TEXTS))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    result = CliRunner().invoke(cli, ["quantize", str(src), "-o", str(tmp_path / "q.onnx"), "--mode",
+                                      "dynamic", "--data", str(data), "--json", "--latency-budget", "0.2"])
+    assert result.exit_code in (0, 1), result.output
+    d = json.loads(result.output[result.output.index("{"):])
+    assert d["comparison"]["criterion"] == "output_drift" and d["comparison"]["top1_agreement"] is None
+    out = d["comparison"]["outputs"][0]
+    assert out["kind"] == "embedding" and out["min_cosine"] is not None
+    assert d["passed"] == (out["min_cosine"] >= 0.99)
+    assert list(cwd.iterdir()) == []  # the quantizer's scratch files stay in its temp dir
