@@ -53,6 +53,8 @@ class PipelineOptions:
     input_shape: list[int] | None = None
     cache_dir: str | None = None
     data: str | None = None
+    #: for a Hugging Face directory: feature-extraction, sentence-embedding or text-classification
+    task: str | None = None
     tolerance: float = 1e-4
     max_accuracy_drop: float = 0.01
     passes: list[str] | None = None
@@ -317,6 +319,7 @@ def _step_export(options: PipelineOptions, out: Path, report: PipelineReport, de
             cache_dir=options.cache_dir,
             seed=options.seed,
             progress=True,
+            task=options.task,
         ),
     )
     data = result.to_dict()

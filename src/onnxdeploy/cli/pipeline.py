@@ -64,7 +64,11 @@ def summary_table(report) -> Table:
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights for a user factory (weights_only).")
 @click.option("--input-shape", callback=_int_list, help="Input shape for a user factory, e.g. 1,3,32,32.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Where trained built-in weights are cached.")
-@click.option("--data", metavar="SOURCE", help="digits (default for the built-ins), random or a .npz file.")
+@click.option("--data", metavar="SOURCE",
+              help="digits (default for the built-ins), random, a .npz file, or texts (.txt one a "
+                   "line, .jsonl with text and label) for a Hugging Face directory.")
+@click.option("--task", type=click.Choice(["feature-extraction", "sentence-embedding", "text-classification"]),
+              help="What a Hugging Face directory is exported as [default: from the directory].")
 @click.option("--full", is_flag=True, default=None, help="A longer bench: concurrency 1,8,32, more requests, 3 repeats.")
 @click.option("--concurrency", callback=_int_list, help="Bench concurrency levels, e.g. 1,8,32.")
 @click.option("--requests", type=click.IntRange(min=1), help="Requests per bench run.")
