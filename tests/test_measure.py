@@ -107,3 +107,14 @@ def test_verdict_ships_the_smallest_admissible_variant(share):
     cands[2].accuracy_ok = False
     v = decide(cands, margin=0.06, compute_share=share, served=True)
     assert v["ship"] == REFERENCE and "int8 misses the accuracy bound" in v["text"]
+
+
+def test_one_figure_under_two_names():
+    # auto's "dynamic" is both the pipeline's int8-dynamic and, when chosen, its int8
+    from onnxdeploy.measure.latency import Figure, Latency
+
+    fig = {"batch_1": Figure(1.0, 0.9, 1.1, 10, 3, samples=(1.0, 0.9, 1.1))}
+    lat = Latency({REFERENCE: fig, CONTROL: fig, "dynamic": fig, "static-qdq": fig}, {"batch_1": 0.0}, 1.0, 1)
+    named = lat.renamed({"int8-dynamic": "dynamic", "int8": "dynamic"})
+    assert set(named.figures) == {REFERENCE, CONTROL, "int8-dynamic", "int8"}
+    assert named.median("int8") == named.median("int8-dynamic") == {"batch_1": 1.0}

@@ -380,7 +380,7 @@ def _step_quantize(options, out, report, detail):
     names = {k: v for k, v in names.items() if v in m.results}
     report.context["measurement"] = m
     report.context["names"] = names
-    latency = m.latency.renamed({v: k for k, v in names.items() if k != "float32"})
+    latency = m.latency.renamed({k: v for k, v in names.items() if k != "float32"})
     report.context["latency"] = latency
     report.latency = latency.to_dict()
     _repeat_figures(report, latency)
@@ -430,7 +430,7 @@ def _step_optimize(options, out, report, detail):
 def _step_compare(options, out, report, detail):
     from .compare import B_NAME, CompareOptions, compare_models
 
-    latency = report.context["latency"].renamed({"int8": B_NAME})
+    latency = report.context["latency"].renamed({B_NAME: "int8"})
     result = compare_models(out / FLOAT_FILE, out / INT8_FILE, CompareOptions(data=options.data),
                             reference=_reference(options, report), latency=latency)
     agree = result.top1_agreement

@@ -86,13 +86,14 @@ class Latency:
         return self.noise > NOISY_THRESHOLD
 
     def renamed(self, names: dict[str, str]) -> Latency:
-        """The same measurement with variants renamed (``{old: new}``); others dropped.
+        """The same measurement under other names (``{new: old}``); variants not named dropped.
 
         The reference and the control always stay. Used to show one measurement under the
-        names a report uses (auto's ``static-qdq`` is the pipeline's ``int8``).
+        names a report uses (auto's ``dynamic`` is both the pipeline's ``int8-dynamic`` and,
+        when auto chose it, its ``int8``).
         """
         keep = {REFERENCE: REFERENCE, CONTROL: CONTROL, **names}
-        figures = {new: self.figures[old] for old, new in keep.items() if old in self.figures}
+        figures = {new: self.figures[old] for new, old in keep.items() if old in self.figures}
         return Latency(figures, dict(self.noise_by_batch), self.budget_s, self.threads, list(self.notes))
 
     def median(self, name: str) -> dict[str, float]:
