@@ -30,7 +30,7 @@ log = logging.getLogger("onnxdeploy.serve")
 RESULT_TIMEOUT_S = 120.0
 
 
-@dataclass
+@dataclass(eq=False)  # identity: deque.remove must never compare the feeds' arrays
 class _Pending:
     feeds: dict[str, np.ndarray]
     rows: int

@@ -244,6 +244,9 @@ class Front:
                     raise _BodyError(413, f"request body (chunked) is over the limit; expected at "
                                           f"most {cap} bytes")
                 parts.append(chunk)
+            if not size:  # granian ends a body whose chunking it cannot parse without an error
+                raise _BodyError(400, "empty or malformed chunked body; expected chunks of "
+                                      "'<hex size> CRLF <bytes> CRLF' ending with a zero-size chunk")
             return b"".join(parts)
         except asyncio.CancelledError:
             if expired:
