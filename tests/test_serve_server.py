@@ -191,8 +191,8 @@ def test_v2_binary_and_json_on_two_input_int_model(two_server, models):
 
 def test_body_limit_refused_from_content_length(two_server):
     # derived from the signature: 1024 rows of x [batch, 4] and idx [batch], as JSON
-    from onnxdeploy.serve.validation import body_limit
     from onnxdeploy.serve.model import read_model_info
+    from onnxdeploy.serve.validation import body_limit
 
     cap = body_limit(read_model_info(two_server.model).signature, 1024)
     assert 100_000 < cap < 200_000

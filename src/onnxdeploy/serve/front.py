@@ -27,11 +27,20 @@ import io
 import json
 import logging
 import os
-import sys
 import queue
+import sys
 import threading
 import time
 from typing import Any
+
+try:  # the exceptions granian raises when a client is gone (public, in granian.rsgi)
+    from granian.rsgi import ProtocolClosed, ProtocolError
+except ImportError:  # pragma: no cover - the front only runs under granian
+    class ProtocolClosed(Exception):  # noqa: N818
+        pass
+
+    class ProtocolError(Exception):  # noqa: N818
+        pass
 
 log = logging.getLogger("onnxdeploy.serve")
 
@@ -100,11 +109,14 @@ class Lane:
                 return
             future, arg = item
             try:
-                result = fn(arg)
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-                post(_fail, future, exc)
-            else:
-                post(_resolve, future, result)
+                try:
+                    result = fn(arg)
+                except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                    post(_fail, future, exc)
+                else:
+                    post(_resolve, future, result)
+            except RuntimeError:  # the loop is closed: the worker is stopping, nobody waits
+                pass
 
 
 def _resolve(future: asyncio.Future, result) -> None:
@@ -170,6 +182,19 @@ class Front:
     async def __rsgi__(self, scope, proto) -> None:
         if scope.proto != "http":  # websockets are not served
             return
+        try:
+            await self._handle(scope, proto)
+        except (ProtocolClosed, ProtocolError):  # the client left before its answer
+            pass
+        except Exception:  # a bug here must still answer JSON, and say where in the log
+            log.exception("unhandled error in the front for %s %s", scope.method, scope.path)
+            try:
+                proto.response_bytes(500, list(_JSON), b'{"error": "internal server error '
+                                     b'(details are in the server log)"}')
+            except Exception:  # noqa: BLE001 - already answered, or the client is gone
+                pass
+
+    async def _handle(self, scope, proto) -> None:
         method, path = scope.method, scope.path
         endpoint = inference_endpoint(method, path)
         headers = scope.headers

@@ -11,7 +11,6 @@ import numpy as np
 import orjson
 
 from .. import modelfile
-
 from .model import ModelInfo
 from .validation import ApiError, array_from_json, check_finite, is_shape, v2_array
 

@@ -184,10 +184,22 @@ def _run_dev(options: ServeOptions, config: dict, announcer: _Announcer) -> None
     app = create_app({**config, "LOAD_ON_START": True})
     log.info("development server (Flask); run without --dev in production")
     announcer.start()
+    caught: list[int] = []
+
+    def interrupt(signum, frame):
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
     try:
         app.run(host=options.host, port=options.port, threaded=True, use_reloader=False)
     except KeyboardInterrupt:
         raise Interrupted() from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        announcer.stop()
+    if caught:  # Werkzeug may swallow the interrupt and return
+        raise Interrupted()
 
 
 def _run_granian(options: ServeOptions, config: dict, workers: int, announcer: _Announcer) -> None:
