@@ -99,6 +99,26 @@ class Target:
         self.stop()
         raise RuntimeError(f"{self.name} did not become ready")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of the server's processes so far (Linux /proc; 0 elsewhere).
+
+        On shared cores throughput swings with the neighbours' load; CPU per request moves far
+        less, so the table shows both.
+        """
+        if self.proc is None or not Path("/proc").exists():
+            return 0.0
+        total, tick = 0, os.sysconf("SC_CLK_TCK")
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(entry.name) == self.proc.pid or int(fields[2]) == self.proc.pid:  # pgid
+                total += int(fields[11]) + int(fields[12])
+        return total / tick
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -187,6 +207,7 @@ class Run:
     p99_ms: float
     errors: int
     requests: int
+    cpu_us_per_request: float | None = None
 
 
 def run_wrk(url: str, body: bytes, concurrency: int, duration: float, name: str) -> Run:
@@ -227,9 +248,12 @@ def measure(targets: list[Target], model: str, concurrencies: list[int], *, dura
             for c in concurrencies:
                 order = targets if r % 2 == 0 else list(reversed(targets))
                 for t in order:
+                    cpu0 = t.cpu_seconds()
                     run = engine(t.url, body, c, duration, t.name)
+                    run.cpu_us_per_request = (t.cpu_seconds() - cpu0) / max(1, run.requests) * 1e6
                     print(f"  {model} {t.name:<26} c={c:<3} {run.rps:8.0f} req/s  p50 {run.p50_ms:6.2f} ms"
-                          f"  p99 {run.p99_ms:7.2f} ms  errors {run.errors}", file=sys.stderr)
+                          f"  p99 {run.p99_ms:7.2f} ms  errors {run.errors}  server CPU "
+                          f"{run.cpu_us_per_request:.0f} us/request", file=sys.stderr)
                     runs.append(run)
     finally:
         for t in targets:
@@ -345,6 +369,7 @@ def summarize(runs: list[Run]) -> list[dict]:
                      "rps_min": min(r.rps for r in sel), "rps_max": max(r.rps for r in sel),
                      "p50_ms": statistics.median(r.p50_ms for r in sel),
                      "p99_ms": statistics.median(r.p99_ms for r in sel),
+                     "cpu_us": statistics.median(r.cpu_us_per_request or 0.0 for r in sel),
                      "errors": sum(r.errors for r in sel), "repeats": len(sel)})
     return rows
 
@@ -413,12 +438,12 @@ def main() -> int:
           f"{args.duration:g}s, alternated, medians (min-max); cpus: {len(os.sched_getaffinity(0))}")
     if tut or bat:
         print(f"{'model':<11} {'target':<27} {'c':>3} {'req/s':>8} {'(min-max)':>13} {'p50 ms':>7} "
-              f"{'p99 ms':>7} {'errors':>6}")
+              f"{'p99 ms':>7} {'CPU us/req':>10} {'errors':>6}")
     for model, rows in (("digits-cnn", tut or []), ("digits-mlp", bat or [])):
         for r in rows:
             spread = f"{r['rps_min']:.0f}-{r['rps_max']:.0f}"
             print(f"{model:<11} {r['target']:<27} {r['concurrency']:>3} {r['rps']:>8.0f} {spread:>13} "
-                  f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['errors']:>6}")
+                  f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['cpu_us']:>10.0f} {r['errors']:>6}")
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"

@@ -42,8 +42,6 @@ DEFAULTS: dict[str, Any] = {
     "API_KEY": None,
     "LOAD_ON_START": False,
 }
-#: endpoints that run the model: counted against the in-flight bound
-INFERENCE_ENDPOINTS = frozenset({"predict", "v2_infer"})
 #: liveness must answer even without credentials, so orchestrators can probe it; the docs page
 #: and its assets are static (the spec they load still needs the key)
 PUBLIC_ENDPOINTS = frozenset({"v2.v2_live", "docs.page", "docs.static"})

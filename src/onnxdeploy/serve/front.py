@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -45,6 +46,8 @@ except ImportError:  # pragma: no cover - the front only runs under granian
 log = logging.getLogger("onnxdeploy.serve")
 
 CONFIG_ENV = "ONNXDEPLOY_SERVE_CONFIG"
+#: where a worker that cannot create its session writes why (the parent then exits 1)
+BOOT_FAILED_ENV = "ONNXDEPLOY_SERVE_BOOT_FAILED"
 PROBE_THREADS = 2
 MISC_THREADS = 2
 #: the longest a client may take to send its whole body once its headers arrived
@@ -171,7 +174,19 @@ class Front:
         self.probe = Lane(loop, self._call, PROBE_THREADS, "serve-probe")
         self.misc = Lane(loop, self._call, MISC_THREADS, "serve-misc")
         self.misc_inflight = 0
-        self.holder.load()  # this worker's own session, created after the fork, before serving
+        try:
+            self.holder.load()  # this worker's own session, created here, before serving
+        except Exception as exc:
+            # A model ONNX Runtime cannot load fails every worker alike: stop the server now
+            # rather than let it respawn workers until its crash-loop guard gives up.
+            log.error("worker %d: cannot create the session for %s: %s", os.getpid(),
+                      self.holder.info.path, str(exc).strip())
+            marker = os.environ.get(BOOT_FAILED_ENV)
+            if marker:
+                with open(marker, "w") as f:
+                    f.write(str(exc).strip()[:2000])
+            os.kill(os.getppid(), signal.SIGTERM)
+            raise
 
     def __rsgi_del__(self, loop) -> None:
         for lane in (self.work, self.probe, self.misc):
@@ -373,4 +388,7 @@ def load_front(config: dict[str, Any] | None = None) -> Front:
     """The RSGI target granian loads in each worker (config from ``ONNXDEPLOY_SERVE_CONFIG``)."""
     if config is None:
         config = json.loads(os.environ[CONFIG_ENV])
+    if not logging.getLogger().handlers:  # a spawned worker: log as the parent does
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
     return Front(config)

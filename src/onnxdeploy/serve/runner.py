@@ -10,8 +10,9 @@ the runs and the alternatives tried):
 - one worker per core and one ORT intra-op thread per worker by default: small models are
   dominated by HTTP and JSON work, which only more processes parallelize; the budget keeps
   workers x ORT threads <= the CPUs this process may use.
-- the session is created in each worker after the fork (``Front.__rsgi_init__``), before the
-  worker serves; the parent never imports onnxruntime (see ``default_threads``).
+- workers are spawned (fresh interpreters, not forks of the multi-threaded parent); the session
+  is created in each worker (``Front.__rsgi_init__``) before it serves, never in the parent,
+  which never imports onnxruntime (see ``default_threads``).
 - a worker that dies is replaced (granian's ``respawn_failed_workers``); one that dies again
   within a few seconds of its replacement stops the server (granian's crash-loop guard).
 - SIGTERM: workers stop accepting, finish what they have, and are killed after
@@ -23,6 +24,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -207,11 +209,13 @@ def _run_granian(options: ServeOptions, config: dict, workers: int, announcer: _
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
 
-    from .front import CONFIG_ENV
+    from .front import BOOT_FAILED_ENV, CONFIG_ENV
 
     prom_dir = tempfile.mkdtemp(prefix="onnxdeploy-prom-")
+    boot_failed = Path(tempfile.mkdtemp(prefix="onnxdeploy-boot-")) / "failed"
     os.environ[MULTIPROC_ENV] = prom_dir
     os.environ[CONFIG_ENV] = json.dumps(config)
+    os.environ[BOOT_FAILED_ENV] = str(boot_failed)
     _reset_prometheus_value_class()
     caught: list[int] = []
 
@@ -243,17 +247,28 @@ def _run_granian(options: ServeOptions, config: dict, workers: int, announcer: _
         announcer.start()
 
     server.on_startup(record_signals)
+    # Workers start as fresh interpreters: a fork of this multi-threaded parent (granian's
+    # watcher threads, its Rust state) could inherit a lock held mid-fork, and a replacement
+    # worker forked at such a moment hung before serving (seen once in the full suite).
+    multiprocessing.set_start_method("spawn", force=True)
+    failure = None
     try:
         server.serve()
     except SystemExit as exc:
         if exc.code not in (0, None) and not caught:
-            raise ServerError(f"the server stopped with status {exc.code} (a worker failed to "
-                              "start or kept dying: see the log above)") from None
+            failure = (f"the server stopped with status {exc.code} (a worker failed to start or "
+                       "kept dying: see the log above)")
     finally:
         announcer.stop()
+        if boot_failed.exists():
+            failure = (f"a worker could not load {Path(options.model).name} into ONNX Runtime: "
+                       f"{boot_failed.read_text().splitlines()[0] if boot_failed.read_text() else '?'}")
         shutil.rmtree(prom_dir, ignore_errors=True)
-        os.environ.pop(MULTIPROC_ENV, None)
-        os.environ.pop(CONFIG_ENV, None)
+        shutil.rmtree(boot_failed.parent, ignore_errors=True)
+        for key in (MULTIPROC_ENV, CONFIG_ENV, BOOT_FAILED_ENV):
+            os.environ.pop(key, None)
+    if failure is not None:
+        raise ServerError(failure)
     if caught and caught[0] == signal.SIGINT:
         raise Interrupted()
 
@@ -319,26 +334,11 @@ class _Announcer:
 
 def _example_body(model_path: str) -> str:
     """A ``/predict`` body of zeros with the model's shape (batch 1, dynamic dims 1)."""
-    from .. import modelfile
     from .model import read_model_info
+    from .openapi import example_inputs
 
-    try:
-        sig = read_model_info(model_path).signature
-    except Exception:  # pragma: no cover - the model was read once already
-        return '{"inputs": [[0]]}'
-
-    def zeros(shape) -> object:
-        if not shape:
-            return 0
-        size = int(shape[0]) if modelfile.is_fixed_dim(shape[0]) else 1
-        return [zeros(shape[1:]) for _ in range(min(size, 64))]
-
-    values = {s.name: zeros(s.shape or ()) for s in sig.inputs}
-    if len(values) == 1:
-        body = {"inputs": next(iter(values.values()))}
-    else:
-        body = {"inputs": values}
-    text = json.dumps(body, separators=(",", ":"))
+    text = json.dumps({"inputs": example_inputs(read_model_info(model_path).signature)},
+                      separators=(",", ":"))
     return text if len(text) <= 2000 else '{"inputs": ...}'
 
 
