@@ -184,6 +184,8 @@ def test_worker_memory_stays_bounded_under_over_limit_bodies(server):
         t.join(60)
     stop.set()
     sampler.join()
+    print(f"worker RSS idle {idle / 1024:.0f} MiB, peak under 8 over-limit bodies "
+          f"{peak[0] / 1024:.0f} MiB; answers {sorted(results)}")
     assert len(results) == 8 and set(results) <= {413, -1} and 413 in results, results
     assert peak[0] <= 2 * idle, (idle, peak[0])
     assert server.get("/v2/health/live")[0] == 200

@@ -106,6 +106,11 @@ def test_slow_clients_do_not_stall_predict_or_liveness_and_sigterm_ends_within_g
         live_times = [_timed(lambda: _live(server.port)) for _ in range(30)]
         ok_predict = sum(t is not None and t < WITHIN_S for t in predict_times)
         ok_live = sum(t is not None and t < WITHIN_S for t in live_times)
+        done = sorted(t for t in predict_times if t is not None)
+        live_done = sorted(t for t in live_times if t is not None)
+        print(f"with {3 * SLOW} slow connections open: predict {ok_predict}/30 within {WITHIN_S:g} s "
+              f"(median {done[len(done) // 2] * 1e3:.1f} ms), liveness {ok_live}/30 (median "
+              f"{live_done[len(live_done) // 2] * 1e3:.1f} ms)")
         assert ok_predict >= 27 and ok_live >= 27, (predict_times, live_times)
 
         # SIGTERM with 192 slow clients still connected: exit 0 within the grace period
@@ -113,6 +118,7 @@ def test_slow_clients_do_not_stall_predict_or_liveness_and_sigterm_ends_within_g
         os.killpg(server.proc.pid, signal.SIGTERM)
         code = server.proc.wait(GRACE_S + 10)
         took = time.monotonic() - t0
+        print(f"SIGTERM with slow clients connected: exit {code} after {took:.1f} s (grace {GRACE_S} s)")
         assert code == 0, server.text()
         assert took < GRACE_S + 3, took
     finally:
