@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
 #: and its assets are static (the spec they load still needs the key)
 PUBLIC_ENDPOINTS = frozenset({"v2.v2_live", "docs.page", "docs.static"})
 RETRY_AFTER_S = "1"
+#: WSGI environ key under which a front that buffered the body passes it as bytes
+BODY_KEY = "onnxdeploy.body"
 
 
 def create_app(config: dict | None = None):
@@ -162,6 +164,10 @@ def create_app(config: dict | None = None):
         return executor.infer(feeds, rows)
 
     def body() -> bytes:
+        # the granian front hands over the body it buffered: no second pass through a stream
+        data = request.environ.get(BODY_KEY)
+        if data is not None:
+            return data
         data = request.get_data(cache=False)
         if len(data) > max_body:  # a chunked body Werkzeug stopped reading at the cap (--dev)
             raise ApiError(413, f"request body is over {max_body} bytes; expected at most "

@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover - the front only runs under granian
         pass
 
 log = logging.getLogger("onnxdeploy.serve")
+BODY_KEY = "onnxdeploy.body"  # as serve.app reads it (not imported: the app imports Flask)
 
 CONFIG_ENV = "ONNXDEPLOY_SERVE_CONFIG"
 #: where a worker that cannot create its session writes why (the parent then exits 1)
@@ -330,6 +331,7 @@ class Front:
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": scope.scheme,
             "wsgi.input": io.BytesIO(body),
+            BODY_KEY: body,
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": True,
             "wsgi.multiprocess": True,
