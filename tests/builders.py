@@ -234,3 +234,30 @@ def with_stale_value_info(model: onnx.ModelProto, name: str, shape: list) -> onn
     out.CopyFrom(model)
     out.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
     return out
+
+
+def mlp_with_extra_work(work: int = 40, hidden: int = 32, seed: int = 0) -> onnx.ModelProto:
+    """``mlp_classifier`` with the same outputs plus ``work`` extra 256x256 MatMuls on a side branch
+    that is added back times zero: a model made slower on purpose, computing the same logits."""
+    model = mlp_classifier(hidden=hidden, seed=seed)
+    g = model.graph
+    rng = np.random.default_rng(seed + 1)
+    g.initializer.append(numpy_helper.from_array(
+        (rng.standard_normal((64, 256)) * 0.05).astype(np.float32), "up"))
+    g.initializer.append(numpy_helper.from_array(
+        (rng.standard_normal((256, 256)) * 0.05).astype(np.float32), "sq"))
+    g.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), "zero"))
+    nodes = [helper.make_node("MatMul", ["x", "up"], ["chain0"])]
+    for i in range(work):
+        nodes.append(helper.make_node("MatMul", [f"chain{i}", "sq"], [f"chain{i + 1}"]))
+    nodes += [
+        helper.make_node("ReduceSum", [f"chain{work}"], ["wsum"], keepdims=1),
+        helper.make_node("Mul", ["wsum", "zero"], ["wzero"]),
+    ]
+    # logits = Gemm(...) + 0 * sum(chain): rename the last Gemm's output and add the branch
+    last = g.node[-1]
+    last.output[0] = "logits_raw"
+    nodes.append(helper.make_node("Add", ["logits_raw", "wzero"], ["logits"]))
+    g.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model

@@ -55,6 +55,7 @@ def test_cli_compare_json_and_errors(mlp_path, two_input_path, tmp_path):
 
     result = runner.invoke(cli, ["compare", str(mlp_path), str(two_input_path)])
     assert result.exit_code == 2 and "different inputs" in result.output
+    assert "INVALID_ARGUMENT" not in result.output
 
     result = runner.invoke(cli, ["compare", str(mlp_path), str(tmp_path / "nope.onnx")])
     assert result.exit_code == 2 and "no such file" in result.output
@@ -70,16 +71,15 @@ def test_cli_version_and_help():
     assert result.exit_code == 0 and "compare" in result.output
 
 
-def test_ab_latency_times_tiny_models_over_many_runs(mlp_path):
-    from onnxdeploy.runtime import MAX_ITERS, _iters_for, ab_latency
+def test_latency_plan_times_tiny_models_over_many_runs_and_slow_ones_within_budget():
+    from onnxdeploy.measure.latency import MAX_ITERS, MIN_ROUNDS, _plan
 
-    sess = make_session(mlp_path, threads=1)
-    feeds = {"x": np.zeros((1, 64), np.float32)}
-    # a ~10 µs model needs hundreds of runs to fill a 15 ms round; never fewer than asked for
-    assert 100 < _iters_for(sess, feeds, 20, 15.0) <= MAX_ITERS
-    assert _iters_for(sess, feeds, 20, 0.0) == 20
-    a, b = ab_latency([sess, sess], feeds, rounds=2)
-    assert 0 < a < 5 and 0 < b < 5
+    # a ~10 µs model needs hundreds of runs to fill a 15 ms round
+    rounds, iters = _plan(0.01, 1.0)
+    assert 100 < iters <= MAX_ITERS and rounds >= MIN_ROUNDS
+    # a 200 ms model on a 0.3 s budget: one run a round, never fewer than MIN_ROUNDS rounds
+    rounds, iters = _plan(200.0, 0.3)
+    assert (rounds, iters) == (MIN_ROUNDS, 1)
 
 
 def test_multi_thread_sessions_do_not_spin(mlp_path):

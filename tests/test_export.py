@@ -210,3 +210,118 @@ def test_bad_input_is_one_line_exit_2_and_no_file(bad_cases, tmp_path, case):
     assert text in lines[0]
     assert result.stdout == ""
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- any forward signature
+
+TOKENS = Path(__file__).parent / "data" / "token_model.py"
+TOKEN_SPECS = ["--input-spec", "input_ids:batch,seq:int64", "--input-spec", "mask:batch,seq:bool",
+               "--input-spec", "segment:batch,seq:int64"]
+
+
+def load_token_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("token_model_for_tests", TOKENS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_int_and_bool_inputs_with_a_dynamic_sequence_export_and_match_torch(tmp_path):
+    out = tmp_path / "tokens.onnx"
+    result = run_cli("export", f"{TOKENS}:make_token_model", "-o", out, *TOKEN_SPECS, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [(i["name"], i["dtype"], i["shape"]) for i in report["inputs"]] == [
+        ("input_ids", "int64", ["batch", "seq"]), ("mask", "bool", ["batch", "seq"]),
+        ("segment", "int64", ["batch", "seq"])]
+    assert report["parity"]["passed"] and report["parity"]["batch_sizes"] == [1, 2, 7]
+    # every round moves the sequence too: batch 1 x seq 3, the traced 2 x 5, and 7 x 8
+    assert list(report["parity"]["per_batch"]) == ["batch=1,seq=3", "batch=2,seq=5", "batch=7,seq=8"]
+    # ids over the whole vocabulary (the parity draw itself stays below each embedding's size)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 100, size=(4, 11))
+    mask = rng.random((4, 11)) < 0.7
+    seg = rng.integers(0, 3, size=(4, 11))
+    (got,) = make_session(out).run(None, {"input_ids": ids, "mask": mask, "segment": seg})
+    with torch.no_grad():
+        expected = load_token_module().make_token_model().eval()(
+            torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(seg)).numpy()
+    assert got.shape == (4, 4) and np.abs(got - expected).max() < 1e-4
+
+
+def test_integer_inputs_draw_below_the_embedding_they_feed():
+    from onnxdeploy.torchsource import load_source
+
+    src = load_source(f"{TOKENS}:make_token_model", input_specs=TOKEN_SPECS[1::2])
+    assert src.int_ranges == {"input_ids": (0, 100), "segment": (0, 3)}
+    for rnd in src.parity_rounds():
+        ids, mask, seg = rnd.args
+        assert ids.dtype == torch.int64 and mask.dtype == torch.bool
+        assert 0 <= int(ids.min()) and int(ids.max()) < 100 and int(seg.max()) < 3
+    # a wide draw: ids reach far past the default [0, 10) bound
+    assert max(int(r.args[0].max()) for r in src.parity_rounds()) >= 50
+    explicit = load_source(f"{TOKENS}:make_token_model", input_specs=TOKEN_SPECS[1::2],
+                           int_ranges=["input_ids=5:7"])
+    assert explicit.int_ranges["input_ids"] == (5, 7)
+    assert all(set(r.args[0].unique().tolist()) <= {5, 6} for r in explicit.parity_rounds())
+
+
+def test_example_inputs_npz_are_used_for_export_and_parity(tmp_path):
+    rng = np.random.default_rng(1)
+    npz = tmp_path / "examples.npz"
+    np.savez(npz, input_ids=rng.integers(0, 100, size=(5, 6)))
+    out = tmp_path / "ids.onnx"
+    result = run_cli("export", f"{TOKENS}:make_ids_model", "-o", out, "--example-inputs", npz,
+                     "--dynamic-axis", "input_ids:1:seq", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["inputs"][0] == {"name": "input_ids", "dtype": "int64", "shape": ["batch", "seq"], "batch_axis": 0}
+    assert report["parity"]["passed"] and report["parity"]["data"] == "example inputs examples.npz"
+    (got,) = make_session(out).run(None, {"input_ids": np.arange(30).reshape(3, 10)})
+    assert got.shape == (3, 8)
+
+
+def test_token_model_without_specs_says_how_to_describe_its_inputs(tmp_path):
+    result = run_cli("export", f"{TOKENS}:make_ids_model", "-o", tmp_path / "m.onnx", "--input-shape", "1,8")
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert line.count("\n") == 0 and line.startswith("ModelSourceError: ")
+    assert "rejects input shape 1,8 (float32)" in line and "--input-spec" in line and "int64" in line
+
+
+@pytest.mark.parametrize("args,error,text", [
+    (["--input-spec", "input_ids:batch,seq:float32"], "ModelSourceError",
+     "forward raised RuntimeError"),
+    (["--input-spec", "input_ids:batch,seq:int99"], "OptionError", "unknown dtype 'int99'"),
+    (["--input-spec", "input_ids:batch,-3:int64"], "OptionError", "neither a positive integer nor a name"),
+    (["--input-spec", "input_ids:batch,seq:int64", "--int-range", "input_ids=9:3"], "OptionError",
+     "LOW < HIGH"),
+    (["--input-spec", "input_ids:batch,seq:int64", "--int-range", "ids=0:3"], "OptionError",
+     "names ids, not an input"),
+    (["--input-spec", "a:batch", "--input-spec", "a:batch"], "OptionError", "more than once"),
+    (["--input-spec", "input_ids:batch,seq:int64", "--int-range", "input_ids=0:1000"],
+     "ModelSourceError", "forward raised IndexError"),
+    (["--task", "sentence-embedding"], "OptionError", "only for a Hugging Face model directory"),
+])
+def test_bad_input_specs_are_one_line_errors(tmp_path, args, error, text):
+    out_dir = tmp_path / "out"
+    result = run_cli("export", f"{TOKENS}:make_ids_model", "-o", out_dir / "m.onnx", *args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{error}: "), result.stderr
+    assert text in lines[0]
+    if "forward raised" in text:  # the message names the input and the dtype it was given
+        assert "input_ids" in lines[0] and ("float32" in lines[0] or "int64" in lines[0])
+    assert not out_dir.exists() or list(out_dir.iterdir()) == []
+
+
+def test_fixed_shape_spec_exports_without_a_batch_axis(tmp_path):
+    out = tmp_path / "fixed.onnx"
+    result = run_cli("export", "torch.nn:Identity", "-o", out, "--input-spec", "x:3,4:float32", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["inputs"][0]["shape"] == [3, 4] and report["parity"]["passed"]
+    assert report["parity"]["batch_sizes"] == [3, 3, 3]
+    assert list(report["parity"]["per_batch"]) == ["round 1", "round 2", "round 3"]

@@ -108,3 +108,70 @@ def test_op_counts_descend_into_subgraphs():
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
     assert op_counts(model) == {"If": 1, "Neg": 1, "Relu": 1}
     assert opset_version(model) == 17
+
+
+def _io_model(inputs, outputs):
+    vi = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", [inputs[0][0]], [o[0]]) for o in outputs], "g",
+        [vi(n, onnx.TensorProto.FLOAT, s) for n, s in inputs], [vi(n, onnx.TensorProto.FLOAT, s) for n, s in outputs])
+    return onnx.helper.make_model(graph)
+
+
+def test_batch_axis_from_shared_name_and_not_from_another_named_dim():
+    # position_ids [1, seq] carries no batch: its dynamic axis is 'seq', not the batch
+    sig = signature(_io_model(
+        [("input_ids", ["batch", "seq"]), ("mask", ["batch", "seq"]), ("position_ids", [1, "seq"]),
+         ("state", [2, "batch", 8])],
+        [("hidden", ["batch", "seq", 8])]))
+    assert sig.batch_dim == "batch"
+    assert sig.batch_axes == {"input_ids": 0, "mask": 0, "position_ids": None, "state": 1}
+    assert sig.outputs[0].batch_axis == 0
+
+
+def test_paddle_dims_are_dynamic_and_unnamed():
+    from onnxdeploy.modelfile import dim_name, fmt_shape, is_fixed_dim
+
+    sig = signature(_io_model([("x", [-1, 3, "?", "?"]), ("y", [0, "?"])], [("z", [-1, "?"])]))
+    assert sig.batch_axes == {"x": 0, "y": 0} and sig.batch_dim is None
+    assert [is_fixed_dim(d) for d in (-1, 0, "?", None, 3)] == [False, False, False, False, True]
+    assert [dim_name(d) for d in (-1, "?", None, "batch")] == [None, None, None, "batch"]
+    assert fmt_shape((-1, 3, "?", None)) == "[-1, 3, ?, ?]"
+
+
+def test_batch_axis_overrides():
+    from onnxdeploy.errors import OptionError
+    from onnxdeploy.modelfile import parse_batch_axes
+
+    sig = signature(_io_model([("x", ["batch", 4]), ("state", [2, "n", 8])], [("y", ["batch", 4])]))
+    assert parse_batch_axes(["state=1", "x=none"]) == {"state": 1, "x": None}
+    over = sig.with_batch_axes(parse_batch_axes(["state=-2", "x=none"]))
+    assert over.batch_axes == {"x": None, "state": 1}
+    with pytest.raises(OptionError, match="no such input"):
+        sig.with_batch_axes({"nope": 0})
+    with pytest.raises(OptionError, match="fixed at 2"):
+        sig.with_batch_axes({"state": 0})
+    with pytest.raises(OptionError, match="within its rank"):
+        sig.with_batch_axes({"state": 3})
+    with pytest.raises(OptionError, match="INPUT=AXIS"):
+        parse_batch_axes(["state:1"])
+
+
+def test_batch_axis_given_twice_differently_is_an_error():
+    from onnxdeploy.errors import OptionError
+    from onnxdeploy.modelfile import parse_batch_axes
+
+    assert parse_batch_axes(["x=1", "x=1"]) == {"x": 1}
+    with pytest.raises(OptionError, match="given twice"):
+        parse_batch_axes(["x=1", "x=0"])
+
+
+def test_batch_name_is_the_shared_first_name_not_the_most_common():
+    # seq is carried by three inputs, batch by two: batch is still the batch
+    sig = signature(_io_model(
+        [("input_ids", ["batch", "seq"]), ("mask", ["batch", "seq"]), ("position_ids", [1, "seq"])],
+        [("hidden", ["batch", "seq", 8])]))
+    assert sig.batch_dim == "batch" and sig.batch_axes == {"input_ids": 0, "mask": 0, "position_ids": None}
+    # time-major RNN: x [seq, batch, 8], h0 [2, batch, 8]: only batch is shared
+    sig = signature(_io_model([("x", ["seq", "batch", 8]), ("h0", [2, "batch", 8])], [("y", ["seq", "batch", 8])]))
+    assert sig.batch_dim == "batch" and sig.batch_axes == {"x": 1, "h0": 1}

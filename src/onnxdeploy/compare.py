@@ -1,4 +1,9 @@
-"""Numeric comparison of two models (or ONNX against PyTorch outputs), accuracy, latency."""
+"""The compare step: two models on the same data, output by output, with accuracy and latency.
+
+``A`` is the reference (its outputs, labels and session are built once) and ``B`` is measured
+against it through the measurement stage: metrics by output kind, accuracy where labels and
+class scores exist, and both timed in one interleaved measurement with an A/A control of A.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,28 @@ from typing import Any
 
 import numpy as np
 
-from .data import DataSet, load_data
-from .errors import DataError
-from .modelfile import load_model, signature
-from .runtime import ab_latency, make_session, run_dataset
+from .environment import environment
+from .measure import (
+    DEFAULT_BUDGET_S,
+    DEFAULT_LATENCY_BATCH,
+    Reference,
+    Variant,
+    build_reference,
+    speed_words,
+)
+from .measure.latency import REFERENCE
+from .measure.numeric import DEFAULT_MIN_COSINE, as_array, output_kinds
+from .measure.variants import evaluate, time_variants
 
-DEFAULT_LATENCY_BATCH = 32
+__all__ = ["DEFAULT_LATENCY_BATCH", "CompareOptions", "CompareReport", "OutputDiff", "accuracy",
+           "compare_models", "diff_outputs", "top1"]
+
+B_NAME = "b"
 
 
 @dataclass
 class OutputDiff:
-    """How far two sets of outputs are apart."""
+    """How far two sets of outputs are apart (the summary older callers read)."""
 
     max_abs_diff: float
     mean_abs_diff: float
@@ -28,59 +44,34 @@ class OutputDiff:
     per_output: dict[str, float] = field(default_factory=dict)
 
 
-def is_class_scores(arr: np.ndarray) -> bool:
-    """A float ``N×C`` array with C > 1 is read as class scores (logits or probabilities)."""
-    return arr.ndim == 2 and arr.shape[1] > 1 and arr.dtype.kind == "f"
-
-
 def top1(outputs: dict[str, np.ndarray]) -> np.ndarray | None:
-    """Predicted classes from the first output that looks like class scores, else None."""
+    """Predicted classes from the first ``[batch, classes]`` float output, else None.
+
+    For callers that know the model is a classifier (bench's accuracy through the API).
+    """
     for value in outputs.values():
-        if is_class_scores(value):
-            return np.argmax(value, axis=1)
+        arr = as_array(value)
+        if arr.ndim == 2 and arr.shape[1] > 1 and arr.dtype.kind == "f":
+            return np.argmax(arr, axis=1)
     return None
 
 
 def accuracy(outputs: dict[str, np.ndarray], labels: np.ndarray | None) -> float | None:
-    """Top-1 accuracy in [0, 1], or None without labels or class scores."""
+    """Top-1 accuracy in [0, 1] of a classifier's outputs, or None without labels or class scores."""
     pred = top1(outputs)
     if pred is None or labels is None or len(pred) != len(labels):
         return None
     return float(np.mean(pred == labels))
 
 
-def diff_outputs(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> OutputDiff:
+def diff_outputs(a: dict[str, Any], b: dict[str, Any]) -> OutputDiff:
     """Compare outputs pairwise in order (names may differ between exports)."""
-    if len(a) != len(b):
-        raise DataError(f"the models have different numbers of outputs ({len(a)} vs {len(b)})")
-    max_abs, sums, count, per = 0.0, 0.0, 0, {}
-    dots = na = nb = 0.0
-    for (name, x), (_, y) in zip(a.items(), b.items()):
-        x, y = np.asarray(x), np.asarray(y)
-        if x.shape != y.shape:
-            raise DataError(f"output '{name}' has shape {x.shape} in one model and {y.shape} in the other")
-        if x.dtype.kind not in "fiub" or x.size == 0:
-            per[name] = 0.0 if np.array_equal(x, y) else float("inf")
-            continue
-        xf, yf = x.astype(np.float64).ravel(), y.astype(np.float64).ravel()
-        d = np.abs(xf - yf)
-        per[name] = float(d.max())
-        max_abs = max(max_abs, per[name])
-        sums += float(d.sum())
-        count += d.size
-        dots += float(xf @ yf)
-        na += float(xf @ xf)
-        nb += float(yf @ yf)
-    cosine = dots / np.sqrt(na * nb) if na > 0 and nb > 0 else None
-    pa, pb = top1(a), top1(b)
-    agree = float(np.mean(pa == pb)) if pa is not None and pb is not None else None
-    return OutputDiff(
-        max_abs_diff=max_abs,
-        mean_abs_diff=sums / count if count else 0.0,
-        cosine_similarity=None if cosine is None else float(cosine),
-        top1_agreement=agree,
-        per_output=per,
-    )
+    from .measure.numeric import drift
+
+    kinds = output_kinds(a, task="classification", labels=False)
+    cmp_ = drift(a, b, kinds, max_disagreement=1.0)
+    return OutputDiff(cmp_.max_abs_diff, cmp_.mean_abs_diff, cmp_.cosine_similarity,
+                      cmp_.top1_agreement, {m.name: m.max_abs_diff for m in cmp_.outputs})
 
 
 @dataclass
@@ -91,7 +82,14 @@ class CompareOptions:
     dims: dict[str, int] = field(default_factory=dict)
     count: int | None = None
     latency_batch: int = DEFAULT_LATENCY_BATCH
+    #: kept for callers of the old API; timing now follows ``latency_budget_s``
     latency_rounds: int = 5
+    latency_budget_s: float = DEFAULT_BUDGET_S
+    max_disagreement: float = 0.01
+    min_cosine: float = DEFAULT_MIN_COSINE
+    task: str | None = None
+    batch_axes: dict[str, int | None] = field(default_factory=dict)
+    int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     threads: int | None = None
 
 
@@ -109,54 +107,55 @@ class CompareReport:
     top1_agreement: float | None
     accuracy: dict[str, float | None] | None
     latency_ms: dict[str, dict[str, float]]
+    min_cosine: float | None = None
+    passed: bool | None = None
+    failures: list[str] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    speedup: dict[str, float] = field(default_factory=dict)
+    speed: str = ""
+    speed_text: str = ""
+    latency: dict[str, Any] | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def latency_pair(sess_a, sess_b, data: DataSet, *, batch: int, rounds: int) -> dict[str, dict[str, float]]:
-    """In-process latency of two sessions at batch 1 and ``batch``, measured A/B alternately."""
-    out: dict[str, dict[str, float]] = {"a": {}, "b": {}}
-    sizes = [1] if not data.batched else sorted({1, batch})
-    for size in sizes:
-        feeds = data.feeds(size)
-        la, lb = ab_latency([sess_a, sess_b], feeds, rounds=rounds)
-        out["a"][f"batch_{size}"] = la
-        out["b"][f"batch_{size}"] = lb
-    return out
-
-
 def compare_models(
-    a: str | os.PathLike, b: str | os.PathLike, options: CompareOptions | None = None
+    a: str | os.PathLike, b: str | os.PathLike, options: CompareOptions | None = None,
+    *, reference: Reference | None = None, latency=None,
 ) -> CompareReport:
-    """Run two models on the same data and report how far apart they are and how fast each is."""
+    """Run two models on the same data and report how far apart they are and how fast each is.
+
+    ``reference`` is A's reference when the caller has one; ``latency`` is a measurement that
+    already timed B under the name ``"b"`` (the pipeline's one measurement), else B is timed here.
+    """
     opts = options or CompareOptions()
-    model_a, model_b = load_model(a), load_model(b)
-    sig_a, sig_b = signature(model_a), signature(model_b)
-    names_a = [(s.name, s.dtype) for s in sig_a.inputs]
-    names_b = [(s.name, s.dtype) for s in sig_b.inputs]
-    if names_a != names_b:
-        raise DataError(
-            f"the models take different inputs: {Path(a).name} {names_a} vs {Path(b).name} {names_b}"
-        )
-    data = load_data(opts.data, sig_a, dims=opts.dims, count=opts.count)
-    sess_a = make_session(a, threads=opts.threads)
-    sess_b = make_session(b, threads=opts.threads)
-    out_a, out_b = run_dataset(sess_a, data), run_dataset(sess_b, data)
-    diff = diff_outputs(out_a, out_b)
+    ref = reference or build_reference(a, data=opts.data, dims=opts.dims, count=opts.count,
+                                       threads=opts.threads, task=opts.task,
+                                       latency_batch=opts.latency_batch, batch_axes=opts.batch_axes,
+                                       int_ranges=opts.int_ranges)
+    variant = Variant.of(B_NAME, b, parent=REFERENCE, produced_by={"step": "compare"})
+    result, session = evaluate(ref, variant, max_disagreement=opts.max_disagreement,
+                               min_cosine=opts.min_cosine)
+    if latency is None:
+        latency = time_variants(ref, {B_NAME: session}, budget_s=opts.latency_budget_s)
+    cmp_ = result.comparison
     acc = None
-    if data.labels is not None:
-        acc = {"a": accuracy(out_a, data.labels), "b": accuracy(out_b, data.labels)}
-    latency = latency_pair(sess_a, sess_b, data, batch=opts.latency_batch, rounds=opts.latency_rounds)
+    if ref.labels is not None and ref.accuracy is not None:
+        acc = {"a": ref.accuracy, "b": result.accuracy}
+    speedup = latency.speedup(B_NAME)
     return CompareReport(
-        a=str(a),
-        b=str(b),
-        data=data.name,
-        samples=len(data),
-        max_abs_diff=diff.max_abs_diff,
-        mean_abs_diff=diff.mean_abs_diff,
-        cosine_similarity=diff.cosine_similarity,
-        top1_agreement=diff.top1_agreement,
+        a=str(a), b=str(b), data=ref.data.name, samples=len(ref.data),
+        max_abs_diff=cmp_.max_abs_diff, mean_abs_diff=cmp_.mean_abs_diff,
+        cosine_similarity=cmp_.cosine_similarity, top1_agreement=cmp_.top1_agreement,
         accuracy=acc,
-        latency_ms=latency,
+        latency_ms={"a": latency.median(REFERENCE), "b": latency.median(B_NAME)},
+        min_cosine=cmp_.min_cosine, passed=cmp_.passed, failures=cmp_.failures,
+        outputs=[m.to_dict() for m in cmp_.outputs], speedup=speedup,
+        speed=latency.speed(B_NAME),
+        speed_text=", ".join(f"{Path(b).name} {speed_words(s, latency.margin)} at {k.replace('_', ' ')}"
+                             for k, s in speedup.items()),
+        latency=latency.to_dict(),
+        environment=environment(opts.threads),
     )

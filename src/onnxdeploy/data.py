@@ -5,25 +5,34 @@
   fixed test split used by the built-in models, scaled to [0, 1], with labels. It fits any model
   with one floating-point input whose sample has 64 values (``N×64``, ``N×1×8×8``, ``N×8×8``).
 - a path to an ``.npz`` file: one array per model input, named after the input (a one-input model
-  also accepts a file holding a single array), and optionally an integer array ``labels``.
+  also accepts the ``arr_0`` that ``np.savez(path, array)`` writes), and optionally an integer
+  array ``labels``. Arrays are checked against the signature as converters write it: ``-1``,
+  ``0``, ``'?'`` and empty dims are free, named dims must agree across inputs, and every input
+  with a batch axis must hold the same number of samples along it.
 - ``random``: generated from the model's signature with the right dtypes: floats from N(0, 1),
-  integers from [0, 10), booleans fair coins. A symbolic first axis takes ``count`` (default
-  ``DEFAULT_RANDOM_COUNT``) samples; any other symbolic axis takes ``DEFAULT_SYMBOLIC_DIM`` unless
-  set with ``--dim NAME=VALUE``.
+  integers from [0, 10) unless ``--int-range INPUT=LO:HI`` says otherwise, booleans fair coins.
+  The batch axis takes ``count`` (default ``DEFAULT_RANDOM_COUNT``) samples; any other free axis
+  takes ``DEFAULT_SYMBOLIC_DIM`` unless set with ``--dim NAME=VALUE`` (a named dim) or
+  ``--dim INPUT:AXIS=VALUE`` (an unnamed one, such as Paddle's ``-1`` width).
+
+Every input has its own batch axis (``DataSet.batch_axes``, from the signature): a voice model's
+state ``[2, batch, 128]`` is sliced, tiled and concatenated along axis 1. Inputs without one (a
+0-d sample rate, a fixed table) go whole with every batch, and 0-d arrays stay 0-d.
 """
 
 from __future__ import annotations
 
 import os
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, OptionError
-from .modelfile import Signature, TensorSpec
+from .errors import DataError, OptionError, first_line
+from .modelfile import Signature, TensorSpec, dim_name, fmt_dim, fmt_shape, is_fixed_dim
 
 DIGITS = "digits"
 RANDOM = "random"
@@ -35,49 +44,193 @@ DIGITS_SCALE = 1.0 / 16.0  # pixel values are 0..16
 
 DEFAULT_RANDOM_COUNT = 64
 DEFAULT_SYMBOLIC_DIM = 8
-RANDOM_INT_HIGH = 10
+RANDOM_INT_LOW, RANDOM_INT_HIGH = 0, 10
+
+#: what every data set made of random numbers says about itself
+RANDOM_NOTE = (
+    "random inputs (floats N(0, 1), integers in [LO, HI), fair-coin booleans) prove that the "
+    "steps run, not that the model still gives the right answers: pass real inputs with --data FILE.npz"
+)
+
+
+class Batched(frozenset):
+    """The names of the inputs that carry a batch axis, with the axis of each (``axes``).
+
+    A frozenset so that ``DataSet.batched`` keeps working for callers that test membership or
+    rebuild a DataSet from it (``DataSet(name, inputs, labels, data.batched)``): the axes travel
+    with the names, so such a rebuild does not silently fall back to axis 0.
+    """
+
+    axes: dict[str, int]
+
+    def __new__(cls, axes: dict[str, int]):
+        obj = super().__new__(cls, axes)
+        obj.axes = dict(axes)
+        return obj
+
+
+@dataclass(frozen=True)
+class BatchSizes:
+    """Which batch sizes this data and model can be run at, and why the others cannot."""
+
+    usable: tuple[int, ...]
+    skipped: dict[int, str] = field(default_factory=dict)
+
+    def notes(self) -> list[str]:
+        """One line per skipped size, for a report."""
+        return [f"batch {size} skipped: {why}" for size, why in sorted(self.skipped.items())]
 
 
 @dataclass
 class DataSet:
-    """Named input arrays plus optional labels.
+    """Named input arrays plus optional labels, and the batch axis of each input.
 
-    Arrays of inputs whose first axis is a batch axis are split along it; the other arrays
-    (scalars, fixed-shape inputs) are passed whole with every batch.
+    ``batch_axes`` maps every input to the axis that carries samples, or None for inputs that
+    go whole with every batch. ``batched`` is the set of inputs that have one (a ``Batched``);
+    give either (``batched`` alone means axis 0, unless it is a ``Batched``). ``notes`` says
+    what the data can and cannot show (random data proves little).
     """
 
     name: str
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None
-    batched: frozenset[str]
+    batched: frozenset[str] = frozenset()
+    batch_axes: dict[str, int | None] | None = None
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.batch_axes is None:
+            given = getattr(self.batched, "axes", None)
+            self.batch_axes = {
+                k: (given.get(k, 0) if given is not None else 0) if k in self.batched else None
+                for k in self.inputs
+            }
+        else:
+            self.batch_axes = {k: self.batch_axes.get(k) for k in self.inputs}
+        self.batched = Batched({k: a for k, a in self.batch_axes.items() if a is not None})
+        counts = {}
+        for k, axis in self.batched.axes.items():
+            arr = self.inputs[k]
+            if not -arr.ndim <= axis < arr.ndim:
+                raise DataError(f"input '{k}' has shape {arr.shape}; it has no axis {axis} to batch along")
+            counts[k] = arr.shape[axis]
+        if len(set(counts.values())) > 1:
+            detail = ", ".join(f"'{k}' {n} (axis {self.batched.axes[k]})" for k, n in counts.items())
+            raise DataError(f"data '{self.name}': inputs disagree on the number of samples: {detail}")
 
     def __len__(self) -> int:
-        for key in self.batched:
-            return int(self.inputs[key].shape[0])
+        for key, axis in self.batched.axes.items():
+            return int(self.inputs[key].shape[axis])
         return 1
 
     def slice(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        """The feeds for samples ``start:stop``."""
-        return {
-            k: (v[start:stop] if k in self.batched else v) for k, v in self.inputs.items()
-        }
+        """The feeds for samples ``start:stop`` (cut along each input's own batch axis)."""
+        return {k: _cut(v, self.batch_axes[k], start, stop) for k, v in self.inputs.items()}
 
-    def batches(self, size: int):
+    def head(self, count: int) -> DataSet:
+        """The first ``count`` samples (labels too), as a DataSet with the same batch axes."""
+        if not self.batched or len(self) <= count:
+            return self
+        labels = None if self.labels is None else self.labels[:count]
+        return replace(self, inputs=self.slice(0, count), labels=labels, batched=frozenset())
+
+    def batches(self, size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
         """Yield ``(feeds, labels_or_None)`` for consecutive batches of ``size`` samples."""
-        n = len(self)
-        step = n if not self.batched else max(1, size)
-        for start in range(0, n, step):
-            stop = min(n, start + step)
+        for start, stop in self.ranges(size):
             labels = None if self.labels is None else self.labels[start:stop]
             yield self.slice(start, stop), labels
 
+    def ranges(self, size: int) -> list[tuple[int, int]]:
+        """The ``(start, stop)`` sample ranges ``batches(size)`` yields (one range when nothing is batched)."""
+        n = len(self)
+        step = n if not self.batched else max(1, size)
+        return [(start, min(n, start + step)) for start in range(0, n, step)]
+
     def feeds(self, size: int) -> dict[str, np.ndarray]:
-        """Feeds of exactly ``size`` samples, repeating the data when it holds fewer."""
+        """Feeds of exactly ``size`` samples, repeating the data when it holds fewer.
+
+        Inputs without a batch axis are passed unchanged; with no batched input at all the
+        data is returned as it is (the model takes one fixed feed: see ``batch_sizes``).
+        """
         if not self.batched:
             return dict(self.inputs)
-        n = len(self)
-        idx = np.arange(size) % n
-        return {k: (v[idx] if k in self.batched else v) for k, v in self.inputs.items()}
+        idx = np.arange(size) % len(self)
+        return {
+            k: v if self.batch_axes[k] is None else np.take(v, idx, axis=self.batch_axes[k])
+            for k, v in self.inputs.items()
+        }
+
+    def concat(self, other: DataSet) -> DataSet:
+        """This data followed by ``other`` (same inputs), joined along each input's batch axis."""
+        if set(other.inputs) != set(self.inputs):
+            raise DataError(f"cannot join data with inputs {sorted(other.inputs)} to {sorted(self.inputs)}")
+        inputs = concat_batches([self.inputs, other.inputs], self.batch_axes)
+        labels = None
+        if self.labels is not None and other.labels is not None:
+            labels = np.concatenate([self.labels, other.labels])
+        return replace(self, inputs=inputs, labels=labels, batched=frozenset(),
+                       notes=tuple(dict.fromkeys(self.notes + other.notes)))
+
+    def batch_sizes(
+        self, sizes: Iterable[int], probe: Callable[[dict[str, np.ndarray]], object] | None = None
+    ) -> BatchSizes:
+        """Which of ``sizes`` the model can take; the others are skipped with the reason.
+
+        ``probe`` runs the model on a feed and raises ``DataError`` when it refuses it (e.g.
+        ``lambda f: runtime.run(session, f)``); it is the reliable test. Without it the rule is
+        static: no batch axis anywhere means one fixed feed; an input of rank >= 2 without a
+        batch axis but with a dim of 1 (a state exported at batch 1) means batch 1 only.
+        """
+        usable: list[int] = []
+        skipped: dict[int, str] = {}
+        fixed_one = [k for k, v in self.inputs.items()
+                     if self.batch_axes[k] is None and v.ndim >= 2 and 1 in v.shape]
+        for size in dict.fromkeys(int(s) for s in sizes):
+            if size != 1 and not self.batched:
+                skipped[size] = ("no input has a batch axis (all its dims are fixed): the model "
+                                 "takes one fixed-size feed; name one with --batch-axis INPUT=AXIS")
+                continue
+            if probe is not None:
+                try:
+                    probe(self.feeds(size))
+                except DataError as exc:
+                    skipped[size] = f"the model refused {size} samples ({exc})"
+                    continue
+            elif size != 1 and fixed_one:
+                k = fixed_one[0]
+                skipped[size] = (f"input '{k}' has no batch axis and shape {self.inputs[k].shape}: "
+                                 "the model was exported for batch 1")
+                continue
+            usable.append(size)
+        return BatchSizes(tuple(usable), skipped)
+
+
+def _cut(arr: np.ndarray, axis: int | None, start: int, stop: int) -> np.ndarray:
+    if axis is None:
+        return arr
+    index = (slice(None),) * (axis % arr.ndim) + (slice(start, stop),)
+    return _contiguous(arr[index])
+
+
+def _contiguous(arr: np.ndarray) -> np.ndarray:
+    """C-contiguous without promoting a 0-d array to shape (1,) as ``np.ascontiguousarray`` does."""
+    if arr.ndim == 0 or arr.flags.c_contiguous:
+        return arr
+    return np.ascontiguousarray(arr)
+
+
+def concat_batches(parts: list[dict[str, np.ndarray]], axes: dict[str, int | None]) -> dict[str, np.ndarray]:
+    """Join feeds (or outputs) of several batches along each array's batch axis.
+
+    Arrays without a batch axis (``axes[name]`` None or absent) are not per-sample: the first
+    part's value is kept.
+    """
+    out: dict[str, np.ndarray] = {}
+    for name in parts[0]:
+        values = [p[name] for p in parts]
+        axis = axes.get(name)
+        out[name] = values[0] if axis is None or len(values) == 1 else np.concatenate(values, axis=axis)
+    return out
 
 
 # --------------------------------------------------------------------------- digits
@@ -116,124 +269,227 @@ def _digits_for(sig: Signature) -> DataSet:
     sample = _sample_shape_for_size(spec, 64)
     if sample is None:
         raise DataError(
-            f"data 'digits' has 64 pixels a sample; input '{spec.name}' has shape {_fmt(spec.shape)}; "
+            f"data 'digits' has 64 pixels a sample; input '{spec.name}' has shape {fmt_shape(spec.shape)}; "
             "use --data FILE.npz or random"
         )
-    arr = x.reshape((x.shape[0], *sample)).astype(spec.dtype)
-    return DataSet(DIGITS, {spec.name: arr}, y.copy(), frozenset([spec.name]))
+    arr = np.moveaxis(x.reshape((x.shape[0], *sample)), 0, spec.batch_axis).astype(spec.dtype)
+    return DataSet(DIGITS, {spec.name: _contiguous(arr)}, y.copy(),
+                   batch_axes={spec.name: spec.batch_axis})
 
 
 def _sample_shape_for_size(spec: TensorSpec, size: int) -> tuple[int, ...] | None:
     if not spec.shape or not spec.has_batch_axis:
         return None
-    rest = spec.shape[1:]
-    fixed = [d for d in rest if isinstance(d, int)]
-    free = [i for i, d in enumerate(rest) if not isinstance(d, int)]
+    rest = [d for axis, d in enumerate(spec.shape) if axis != spec.batch_axis]
+    fixed = [d for d in rest if is_fixed_dim(d)]
+    free = [i for i, d in enumerate(rest) if not is_fixed_dim(d)]
     known = int(np.prod(fixed)) if fixed else 1
     if not free:
         return tuple(fixed) if known == size else None
     if len(free) == 1 and size % known == 0:
-        dims = [d if isinstance(d, int) else size // known for d in rest]
-        return tuple(dims)
+        return tuple(d if is_fixed_dim(d) else size // known for d in rest)
     if known == size:
-        return tuple(d if isinstance(d, int) else 1 for d in rest)
-    if len(rest) == 2 and all(not isinstance(d, int) for d in rest) and size == 64:
+        return tuple(d if is_fixed_dim(d) else 1 for d in rest)
+    if len(rest) == 2 and not fixed and size == 64:
         return (8, 8)
     return None
 
 
 # --------------------------------------------------------------------------- npz
 
+_NPY_MAGIC = b"\x93NUMPY"
 
-def _npz_for(path: Path, sig: Signature) -> DataSet:
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz, or a one-line DataError saying what the file is instead."""
+    where = f"--data {path}"
     if not path.exists():
-        raise DataError(f"--data {path}: no such file; expected 'digits', 'random' or an .npz file")
+        raise DataError(f"{where}: no such file; expected 'digits', 'random' or an .npz file")
+    if path.is_dir():
+        raise DataError(f"{where}: is a directory; expected an .npz file")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            head = fh.read(len(_NPY_MAGIC))
+        if head == _NPY_MAGIC:
+            raise DataError(f"{where}: a single .npy array, not an .npz; save one array per input "
+                            "with np.savez(path, NAME=array, ...)")
+        raise DataError(f"{where}: not a readable .npz file (not a zip archive of arrays); "
+                        "save one array per input with np.savez(path, NAME=array, ...)")
+    arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"--data {path}: not a readable .npz file ({exc})") from exc
-    labels = arrays.pop("labels", None)
+            for key in npz.files:
+                try:
+                    arrays[key] = npz[key]
+                except ValueError as exc:  # object arrays need pickle: refuse them, quietly
+                    raise DataError(f"{where}: array '{key}' holds Python objects, not numbers; "
+                                    "save numeric arrays") from exc
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        first = first_line(exc)
+        raise DataError(f"{where}: not a readable .npz file ({first})") from exc
+    return arrays
+
+
+def _npz_for(path: Path, sig: Signature) -> DataSet:
+    arrays = _read_npz(path)
     names = [s.name for s in sig.inputs]
-    if len(sig.inputs) == 1 and names[0] not in arrays and len(arrays) == 1:
-        arrays = {names[0]: next(iter(arrays.values()))}
+    labels = arrays.pop("labels", None) if "labels" not in names else None
+    if len(names) == 1 and names[0] not in arrays and list(arrays) == ["arr_0"]:
+        arrays = {names[0]: arrays["arr_0"]}  # what np.savez(path, array) writes
     missing = [n for n in names if n not in arrays]
+    extra = sorted(set(arrays) - set(names))
     if missing:
         raise DataError(
             f"--data {path}: no array for input(s) {', '.join(missing)}; "
             f"the file has {', '.join(sorted(arrays)) or 'no arrays'}, the model needs {', '.join(names)}"
         )
-    extra = sorted(set(arrays) - set(names))
     if extra:
         raise DataError(
             f"--data {path}: array(s) {', '.join(extra)} match no model input; the model needs {', '.join(names)}"
         )
-    inputs: dict[str, np.ndarray] = {}
-    batched: set[str] = set()
-    for spec in sig.inputs:
-        arr = _fit_array(path, spec, arrays[spec.name])
-        inputs[spec.name] = arr
-        if spec.has_batch_axis:
-            batched.add(spec.name)
-    sizes = {inputs[k].shape[0] for k in batched}
-    if len(sizes) > 1:
-        raise DataError(f"--data {path}: inputs disagree on the number of samples ({sorted(sizes)})")
+    inputs = {spec.name: _fit_array(path, spec, arrays[spec.name]) for spec in sig.inputs}
+    axes = {s.name: s.batch_axis for s in sig.inputs}
+    counts = {k: inputs[k].shape[a] for k, a in axes.items() if a is not None}
+    if len(set(counts.values())) > 1:
+        detail = ", ".join(f"'{k}' {n}" for k, n in counts.items())
+        raise DataError(f"--data {path}: inputs disagree on the number of samples along their batch axes ({detail})")
+    _check_named_dims(path, sig, inputs)
+    n = next(iter(counts.values()), None)
+    if n == 0:
+        raise DataError(f"--data {path}: the arrays hold no samples (0 along the batch axis)")
     if labels is not None:
         labels = np.asarray(labels)
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
             raise DataError(f"--data {path}: 'labels' must be a 1-D integer array, got {labels.dtype} {labels.shape}")
-        if sizes and labels.shape[0] != next(iter(sizes)):
-            raise DataError(
-                f"--data {path}: {labels.shape[0]} labels for {next(iter(sizes))} samples"
-            )
+        if n is not None and labels.shape[0] != n:
+            raise DataError(f"--data {path}: {labels.shape[0]} labels for {n} samples")
         labels = labels.astype(np.int64)
-    return DataSet(path.name, inputs, labels, frozenset(batched))
+    return DataSet(path.name, inputs, labels, batch_axes=axes)
 
 
-_KIND_OK = {"f": "fiu", "i": "iub", "u": "iub", "b": "b"}
+def _check_named_dims(path: Path, sig: Signature, inputs: dict[str, np.ndarray]) -> None:
+    """Dims that share a name (``seq`` in input_ids and attention_mask) must have one size."""
+    seen: dict[str, tuple[str, int, int]] = {}
+    for spec in sig.inputs:
+        for axis, d in enumerate(spec.shape or ()):
+            name = dim_name(d)
+            if name is None or inputs[spec.name].ndim != len(spec.shape):
+                continue
+            size = inputs[spec.name].shape[axis]
+            if name in seen and seen[name][2] != size:
+                other, other_axis, other_size = seen[name]
+                raise DataError(
+                    f"--data {path}: array '{spec.name}' axis {axis} ({name}) is {size} but array "
+                    f"'{other}' axis {other_axis} ({name}) is {other_size}; dims named '{name}' must agree"
+                )
+            seen.setdefault(name, (spec.name, axis, size))
 
 
 def _fit_array(path: Path, spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
     where = f"--data {path}: array '{spec.name}'"
     if spec.dtype is None:
         raise DataError(f"{where}: input is a {spec.kind}, not a tensor; only tensor inputs can be fed")
-    if arr.dtype.kind not in _KIND_OK.get(spec.dtype.kind, spec.dtype.kind):
-        raise DataError(f"{where} is {arr.dtype}; the model expects {spec.dtype}")
     if spec.shape is not None:
         if arr.ndim != len(spec.shape):
             raise DataError(
-                f"{where} has shape {arr.shape}; the model expects {_fmt(spec.shape)} ({len(spec.shape)} axes)"
+                f"{where} has shape {arr.shape}; the model expects {fmt_shape(spec.shape)} ({len(spec.shape)} axes)"
             )
         for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
-            if isinstance(want, int) and want != got:
+            if is_fixed_dim(want) and want != got:
                 raise DataError(
-                    f"{where} has shape {arr.shape}; the model expects {_fmt(spec.shape)} (axis {axis} must be {want})"
+                    f"{where} has shape {arr.shape}; the model expects {fmt_shape(spec.shape)} "
+                    f"(axis {axis} must be {want})"
                 )
-    return np.ascontiguousarray(arr.astype(spec.dtype, copy=False))
+    return _contiguous(_cast(where, arr, spec.dtype))
+
+
+def _cast(where: str, arr: np.ndarray, want: np.dtype) -> np.ndarray:
+    """``arr`` as ``want`` when nothing is lost (float64 -> float32 is fine), else a DataError."""
+    if arr.dtype == want:
+        return arr
+    got, kind = arr.dtype, want.kind
+    refuse = DataError(f"{where} is {got}; the model expects {want}")
+    if kind == "O":
+        if got.kind not in "USO":
+            raise refuse
+        return arr.astype(object)
+    if kind == "f":
+        if got.kind not in "fiu":
+            raise refuse
+        with np.errstate(over="ignore"):  # overflow is checked just below
+            out = arr.astype(want)
+        if got.kind == "f" and np.any(np.isinf(out) & np.isfinite(arr)):
+            raise DataError(f"{where} has values beyond the range of {want}; the model expects {want}")
+        return out
+    if kind in "iu":
+        if got.kind == "b":
+            return arr.astype(want)
+        if got.kind not in "iu":
+            raise refuse
+        info = np.iinfo(want)
+        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+            raise DataError(
+                f"{where} is {got} with values in [{arr.min()}, {arr.max()}]; the model expects {want} "
+                f"([{info.min}, {info.max}]), so casting would change them"
+            )
+        return arr.astype(want)
+    if kind == "b":
+        if got.kind in "iu" and (arr.size == 0 or np.isin(arr, (0, 1)).all()):
+            return arr.astype(bool)
+        raise refuse
+    raise refuse
 
 
 # --------------------------------------------------------------------------- random
 
 
 def parse_dims(items: list[str] | tuple[str, ...] | None) -> dict[str, int]:
-    """Parse ``NAME=VALUE`` pairs given to ``--dim``."""
+    """Parse ``--dim`` values: ``NAME=VALUE`` for a named dim, ``INPUT:AXIS=VALUE`` for any axis."""
     dims: dict[str, int] = {}
     for item in items or ():
-        name, sep, value = item.partition("=")
+        name, sep, value = item.rpartition("=")
         try:
             size = int(value)
         except ValueError:
             size = 0
+        target, colon, axis = name.rpartition(":")
+        if colon and not (target and axis.isdigit()):
+            size = 0
         if not sep or not name or size <= 0:
-            raise OptionError(f"--dim {item!r}: expected NAME=VALUE with a positive integer VALUE, e.g. seq=16")
+            raise OptionError(
+                f"--dim {item!r}: expected NAME=VALUE (a named dim) or INPUT:AXIS=VALUE with a "
+                "positive integer VALUE, e.g. seq=16 or image:3=320"
+            )
         dims[name] = size
     return dims
 
 
-def _random_for(sig: Signature, dims: dict[str, int], count: int, seed: int) -> DataSet:
+def parse_int_ranges(items: list[str] | tuple[str, ...] | None) -> dict[str, tuple[int, int]]:
+    """Parse ``--int-range INPUT=LO:HI`` values: random integers for INPUT from LO to HI-1."""
+    out: dict[str, tuple[int, int]] = {}
+    for item in items or ():
+        name, sep, value = item.rpartition("=")
+        lo, colon, hi = value.partition(":")
+        try:
+            bounds = (int(lo), int(hi)) if colon else None
+        except ValueError:
+            bounds = None
+        if not sep or not name or bounds is None or bounds[0] >= bounds[1]:
+            raise OptionError(
+                f"--int-range {item!r}: expected INPUT=LO:HI with integers LO < HI "
+                "(values LO..HI-1), e.g. input_ids=0:30522"
+            )
+        out[name] = bounds
+    return out
+
+
+def _random_for(
+    sig: Signature, dims: dict[str, int], int_ranges: dict[str, tuple[int, int]], count: int, seed: int
+) -> DataSet:
+    _check_random_options(sig, dims, int_ranges)
     rng = np.random.default_rng(seed)
     inputs: dict[str, np.ndarray] = {}
-    batched: set[str] = set()
+    free: dict[str, str] = {}  # --dim hint -> the free dim it sets (one note per dim name)
     for spec in sig.inputs:
         if spec.dtype is None:
             raise DataError(f"input '{spec.name}' is a {spec.kind}, not a tensor; random data cannot feed it")
@@ -243,30 +499,72 @@ def _random_for(sig: Signature, dims: dict[str, int], count: int, seed: int) -> 
             )
         shape = []
         for axis, d in enumerate(spec.shape):
-            if isinstance(d, int):
-                shape.append(d)
-            elif isinstance(d, str) and d in dims:
-                shape.append(dims[d])
-            elif axis == 0:
+            name = dim_name(d)
+            if is_fixed_dim(d):
+                shape.append(int(d))
+            elif f"{spec.name}:{axis}" in dims:
+                shape.append(dims[f"{spec.name}:{axis}"])
+            elif name is not None and name in dims:
+                shape.append(dims[name])
+            elif axis == spec.batch_axis:
                 shape.append(count)
             else:
                 shape.append(DEFAULT_SYMBOLIC_DIM)
-        if spec.has_batch_axis:
-            batched.add(spec.name)
-        inputs[spec.name] = _random_array(rng, spec.dtype, tuple(shape))
-    return DataSet(RANDOM, inputs, None, frozenset(batched))
+                if name is not None:
+                    free.setdefault(f"--dim {name}=N", f"dim '{name}'")
+                else:
+                    free[f"--dim {spec.name}:{axis}=N"] = f"input '{spec.name}' axis {axis} ({fmt_dim(d)})"
+        low, high = int_ranges.get(spec.name, (RANDOM_INT_LOW, RANDOM_INT_HIGH))
+        inputs[spec.name] = _random_array(rng, spec, tuple(shape), low, high)
+    note = RANDOM_NOTE.replace("[LO, HI)", f"[{RANDOM_INT_LOW}, {RANDOM_INT_HIGH})")
+    if int_ranges:
+        note += " (--int-range: " + ", ".join(f"{k} in [{lo}, {hi})" for k, (lo, hi) in int_ranges.items()) + ")"
+    notes = [f"{what} set to {DEFAULT_SYMBOLIC_DIM}; change it with {hint}" for hint, what in free.items()]
+    return DataSet(RANDOM, inputs, None, batch_axes=sig.batch_axes, notes=(note, *notes))
 
 
-def _random_array(rng: np.random.Generator, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+def _check_random_options(sig: Signature, dims: dict[str, int], int_ranges: dict[str, tuple[int, int]]) -> None:
+    """``--dim`` and ``--int-range`` must name something the model has (a typo is not ignored)."""
+    named = sorted({n for s in sig.inputs for d in (s.shape or ()) if (n := dim_name(d)) is not None})
+    for key in dims:
+        target, colon, axis = key.rpartition(":")
+        if colon:
+            spec = next((s for s in sig.inputs if s.name == target), None)
+            if spec is None or spec.shape is None or int(axis) >= len(spec.shape):
+                raise OptionError(f"--dim {key}: the model has no input '{target}' with an axis {axis}; "
+                                  f"its inputs are {', '.join(s.name for s in sig.inputs)}")
+            if is_fixed_dim(spec.shape[int(axis)]):
+                raise OptionError(f"--dim {key}: axis {axis} of '{target}' is fixed at {spec.shape[int(axis)]}")
+        elif key not in named:
+            raise OptionError(f"--dim {key}: the model has no dimension named '{key}'; its named dims are "
+                              f"{', '.join(named) or 'none'} (for an unnamed axis use INPUT:AXIS=VALUE)")
+    for key, (lo, hi) in int_ranges.items():
+        spec = next((s for s in sig.inputs if s.name == key), None)
+        if spec is None:
+            raise OptionError(f"--int-range {key}: no such input; the model's inputs are "
+                              f"{', '.join(s.name for s in sig.inputs)}")
+        if spec.dtype is None or spec.dtype.kind not in "iu":
+            raise OptionError(f"--int-range {key}: input '{key}' is {spec.dtype}; --int-range is for integer inputs")
+        info = np.iinfo(spec.dtype)
+        if lo < info.min or hi - 1 > info.max:
+            raise OptionError(f"--int-range {key}={lo}:{hi}: outside the range of {spec.dtype} "
+                              f"([{info.min}, {info.max}])")
+
+
+def _random_array(rng: np.random.Generator, spec: TensorSpec, shape: tuple[int, ...],
+                  low: int, high: int) -> np.ndarray:
+    # np.asarray: the generators return numpy scalars for shape (), and a 0-d input stays 0-d
+    dtype = spec.dtype
     if dtype.kind == "f":
-        return rng.standard_normal(shape).astype(dtype)
+        return np.asarray(rng.standard_normal(shape), dtype=dtype)
     if dtype.kind in "iu":
-        return rng.integers(0, RANDOM_INT_HIGH, size=shape).astype(dtype)
+        info = np.iinfo(dtype)
+        return np.asarray(rng.integers(max(low, info.min), min(high, int(info.max) + 1), size=shape), dtype=dtype)
     if dtype.kind == "b":
-        return rng.random(shape) < 0.5
-    if dtype.kind in "US":
-        return np.full(shape, "a", dtype=dtype)
-    raise DataError(f"random data cannot generate dtype {dtype}")
+        return np.asarray(rng.random(shape) < 0.5)
+    if dtype.kind in "USO":
+        return np.full(shape, "a", dtype=object)
+    raise DataError(f"input '{spec.name}' is {dtype}; random data cannot generate it: use --data FILE.npz")
 
 
 # --------------------------------------------------------------------------- entry point
@@ -277,41 +575,36 @@ def load_data(
     sig: Signature,
     *,
     dims: dict[str, int] | None = None,
+    int_ranges: dict[str, tuple[int, int]] | None = None,
     count: int | None = None,
     seed: int = 0,
 ) -> DataSet:
     """Build the data set named by ``source`` for a model with signature ``sig``.
 
     ``None`` means ``digits`` when it fits the model and ``random`` otherwise. ``count`` caps
-    the number of samples (and sets it for random data).
+    the number of samples (and sets it for random data). Batch axes come from ``sig``: apply
+    ``--batch-axis`` overrides first (``sig.with_batch_axes(...)``).
     """
     src = str(source) if source is not None else None
+
+    def random() -> DataSet:
+        return _random_for(sig, dims or {}, int_ranges or {}, count or DEFAULT_RANDOM_COUNT, seed)
+
     if src is None:
         try:
             data = _digits_for(sig)
         except DataError:
-            data = _random_for(sig, dims or {}, count or DEFAULT_RANDOM_COUNT, seed)
+            data = random()
     elif src == DIGITS:
         data = _digits_for(sig)
     elif src == RANDOM:
-        data = _random_for(sig, dims or {}, count or DEFAULT_RANDOM_COUNT, seed)
+        data = random()
     elif src.endswith(".npz") or Path(src).exists():
         data = _npz_for(Path(src), sig)
     else:
         raise DataError(
             f"--data {src}: unknown data source; expected 'digits', 'random' or a path to an .npz file"
         )
-    if count is not None and data.batched and len(data) > count:
-        data = DataSet(
-            data.name,
-            data.slice(0, count),
-            None if data.labels is None else data.labels[:count],
-            data.batched,
-        )
+    if count is not None:
+        data = data.head(count)
     return data
-
-
-def _fmt(shape) -> str:
-    if shape is None:
-        return "unknown"
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"

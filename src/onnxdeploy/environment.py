@@ -15,7 +15,7 @@ from typing import Any
 
 #: packages whose versions decide what a figure means
 VERSIONED = ("onnxdeploy", "onnxruntime", "onnx", "numpy", "torch", "onnxoptimizer",
-             "transformers", "flask", "granian")
+             "onnxscript", "transformers", "scikit-learn", "skl2onnx", "flask", "granian")
 
 
 def usable_cores() -> int:
@@ -26,28 +26,34 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-@lru_cache(maxsize=1)
-def _cpuinfo() -> tuple[str, frozenset[str]]:
-    """``(model name, flags)`` from /proc/cpuinfo; the platform's processor string elsewhere."""
-    path = Path("/proc/cpuinfo")
+def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
+    """``(model name, flags)`` from the text of /proc/cpuinfo (x86 ``flags`` or ARM ``Features``)."""
     model, flags = "", frozenset()
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return platform.processor() or platform.machine(), flags
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()
-        if key == "model name" and not model:
+        if key in ("model name", "hardware", "cpu model") and not model:
             model = value.strip()
         elif key in ("flags", "features") and not flags:
             flags = frozenset(value.split())
+    return model, flags
+
+
+@lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    """``(model name, flags)`` of this machine; the platform's processor string where /proc is absent."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor() or platform.machine(), frozenset()
+    model, flags = parse_cpuinfo(text)
     return model or platform.processor() or platform.machine(), flags
 
 
-def cpu_flags() -> dict[str, bool]:
+def cpu_flags(flags: frozenset[str] | None = None) -> dict[str, bool]:
     """The instruction-set flags int8 kernels depend on: avx2, avx512 (F), vnni (AVX512 or AVX)."""
-    _, flags = _cpuinfo()
+    if flags is None:
+        _, flags = _cpuinfo()
     return {
         "avx2": "avx2" in flags,
         "avx512": "avx512f" in flags,
@@ -62,13 +68,18 @@ def _version(package: str) -> str | None:
         return None
 
 
-def int8_outlook(flags: dict[str, bool]) -> str:
+def int8_outlook(flags: dict[str, bool], machine: str | None = None) -> str:
     """One sentence on what int8 can buy on this CPU."""
+    machine = (machine if machine is not None else platform.machine()).lower()
+    if machine and machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return (f"{machine} CPU: the x86 flags (AVX2, VNNI) do not apply; ONNX Runtime's int8 "
+                "kernels use NEON here: measure before assuming a speed-up")
     if flags.get("vnni"):
-        return "VNNI present: int8 MatMul/Conv kernels can run several times faster than float"
+        return ("VNNI present: int8 MatMul/Conv kernels use its dot-product instructions; this is "
+                "the CPU class where int8 speed-ups are largest")
     if flags.get("avx2") or flags.get("avx512"):
         return ("no VNNI: int8 mostly buys size (about 4x); speed gains are modest and come from "
-                "memory-bound MatMul/Gemm layers; use reduce_range for u8 x s8 products")
+                "memory-bound MatMul/Gemm layers; u8 x s8 products can saturate (reduce_range helps)")
     return "no AVX2: int8 kernels fall back to slow paths; expect size gains only"
 
 
@@ -84,5 +95,5 @@ def environment(threads: int | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": {p: v for p in VERSIONED if (v := _version(p)) is not None},
         "threads": threads if threads is not None else usable_cores(),
-        "int8": int8_outlook(flags),
+        "int8": int8_outlook(flags, platform.machine()),
     }

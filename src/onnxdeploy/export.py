@@ -32,8 +32,9 @@ import onnx
 
 from . import modelfile
 from .errors import ModelSourceError, OptionError, require
+from .inputspec import InputSpec
 from .runtime import make_session
-from .torchsource import LoadedModel, load_source
+from .torchsource import LoadedModel, describe_args, load_source
 
 DEFAULT_EXPORTER = "dynamo"
 EXPORTERS = ("dynamo", "torchscript")
@@ -41,10 +42,6 @@ DEFAULT_OPSET = 18  # the dynamo exporter's minimum: the widest runtime compatib
 MIN_DYNAMO_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
 BATCH_DIM = "batch"
-#: the batch size traced at export: not 1, because torch.export specializes size-1 dimensions
-EXPORT_BATCH = 2
-#: parity batches: 1, the traced batch, and one never seen at export time
-PARITY_BATCHES = (1, EXPORT_BATCH, 7)
 _CHATTY_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript",
                    "torch._export", "torch.utils._sympy")
 
@@ -87,6 +84,14 @@ class ExportOptions:
     cache_dir: str | Path | None = None
     seed: int = 0
     progress: bool = False  # a training progress bar (stderr) when a built-in is not cached
+    #: a factory's forward arguments (``InputSpec`` or ``"input_ids:batch,seq:int64"``)
+    input_specs: list[InputSpec | str] = field(default_factory=list)
+    #: an ``.npz`` of example forward arguments (batch axis first), instead of shapes or specs
+    example_inputs: str | Path | None = None
+    #: ``[NAME=]LOW:HIGH`` bounds for integer parity inputs
+    int_ranges: list[str] = field(default_factory=list)
+    #: Hugging Face directories: feature-extraction, sentence-embedding or text-classification
+    task: str | None = None
 
 
 @dataclass
@@ -99,6 +104,8 @@ class Parity:
     tolerance: float
     per_batch: dict[str, float]
     data: str
+    #: text models: the tokenizer carried in the file gives the same ids as the directory's
+    tokenizer_agrees: bool | None = None
 
 
 @dataclass
@@ -120,6 +127,8 @@ class ExportReport:
     training: dict[str, Any] | None
     metadata: dict[str, str]
     seconds: dict[str, float]
+    #: Hugging Face exports: task, pooling, normalization, max length, input names
+    text: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the contract's keys."""
@@ -137,10 +146,12 @@ def export_model(model_ref: str, out: str | Path, options: ExportOptions | None 
         raise OptionError(f"-o {out}: is a directory; expected a path for the .onnx file")
     t0 = time.perf_counter()
     src = load_source(model_ref, checkpoint=opts.checkpoint, input_shape=opts.input_shape,
-                      cache_dir=opts.cache_dir, seed=opts.seed, progress=opts.progress)
+                      input_specs=opts.input_specs, example_inputs=opts.example_inputs,
+                      int_ranges=opts.int_ranges, task=opts.task, cache_dir=opts.cache_dir,
+                      seed=opts.seed, progress=opts.progress)
     axes = _dynamic_axes(src, opts.dynamic_axes)
     t1 = time.perf_counter()
-    example = src.example_inputs(EXPORT_BATCH, seed=opts.seed)
+    example = src.export_example(seed=opts.seed)
     with tempfile.TemporaryDirectory(prefix="onnxdeploy-export-") as tmp:
         raw = Path(tmp) / "raw.onnx"
         _export(src, example, axes, raw, opts)
@@ -170,10 +181,21 @@ def export_model(model_ref: str, out: str | Path, options: ExportOptions | None 
         checkpoint=None if opts.checkpoint is None else str(opts.checkpoint),
         accuracy=accuracy,
         training=None if src.train_info is None else src.train_info.to_dict(),
-        metadata={k: v for k, v in modelfile.metadata(model).items() if k.startswith("onnxdeploy.")},
+        metadata=_report_metadata(model),
         seconds={"load": round(t1 - t0, 3), "export": round(t2 - t1, 3),
                  "parity": round(t3 - t2, 3), "total": round(time.perf_counter() - t0, 3)},
+        text=src.info.get("text"),
     )
+
+
+def _report_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    """Our metadata for the report; the carried tokenizer.json is summarized, not repeated."""
+    from .tokenizer import META_TOKENIZER
+
+    meta = {k: v for k, v in modelfile.metadata(model).items() if k.startswith("onnxdeploy.")}
+    if META_TOKENIZER in meta:
+        meta[META_TOKENIZER] = f"tokenizer.json, {len(meta[META_TOKENIZER]):,} characters"
+    return meta
 
 
 def _check_options(opts: ExportOptions) -> None:
@@ -189,7 +211,8 @@ def _check_options(opts: ExportOptions) -> None:
 
 
 def _dynamic_axes(src: LoadedModel, extra: list[DynamicAxis | str]) -> list[DynamicAxis]:
-    axes = {(name, 0): DynamicAxis(name, 0, BATCH_DIM) for name in src.input_names}
+    axes = {(spec.name, i): DynamicAxis(spec.name, i, d)
+            for spec in src.specs for i, d in enumerate(spec.dims) if isinstance(d, str)}
     for item in extra:
         ax = item if isinstance(item, DynamicAxis) else DynamicAxis.parse(item)
         if ax.input not in src.input_names:
@@ -234,7 +257,8 @@ def _export(src: LoadedModel, example: tuple, axes: list[DynamicAxis], path: Pat
         with _quiet(), torch.no_grad():
             if opts.exporter == "dynamo":
                 require("onnxscript", "torch")
-                dims = {ax.name: torch.export.Dim(ax.name) for ax in axes}
+                dims = {ax.name: torch.export.Dim(ax.name, max=src.dim_max.get(ax.name))
+                        for ax in axes}
                 shapes = tuple({i: dims[n] for i, n in by_input[name].items()} for name in src.input_names)
                 program = torch.onnx.export(
                     src.module, example, dynamo=True, dynamic_shapes=shapes,
@@ -244,8 +268,9 @@ def _export(src: LoadedModel, example: tuple, axes: list[DynamicAxis], path: Pat
                 program.save(str(path))
             else:
                 dynamic = dict(by_input)
+                batch = next(iter(sorted(src.batch_dims)), BATCH_DIM)
                 for name in src.output_names:
-                    dynamic[name] = {0: BATCH_DIM}
+                    dynamic[name] = src.output_axes.get(name, {0: batch})
                 torch.onnx.export(
                     src.module, example, str(path), dynamo=False, input_names=src.input_names,
                     output_names=src.output_names, dynamic_axes=dynamic, opset_version=opts.opset,
@@ -291,22 +316,40 @@ def _parity(src: LoadedModel, path: Path, opts: ExportOptions) -> Parity:
     session = make_session(path)
     onnx_names = [i.name for i in session.get_inputs()]
     per_batch: dict[str, float] = {}
-    for i, batch in enumerate(PARITY_BATCHES):
-        example = src.example_inputs(batch, seed=opts.seed + 1 + i, offset=sum(PARITY_BATCHES[:i]))
-        with torch.no_grad():
-            expected = _flatten_outputs(src.module(*example))
-        feeds = {name: t.numpy() for name, t in zip(onnx_names, example)}
+    rounds = src.parity_rounds(seed=opts.seed)
+    for rnd in rounds:
+        try:
+            with torch.no_grad():
+                expected = _flatten_outputs(src.module(*rnd.args))
+        except Exception as exc:
+            got = ", ".join(f"{n} {str(t.dtype).removeprefix('torch.')} {list(t.shape)}"
+                            for n, t in zip(src.input_names, rnd.args))
+            raise ModelSourceError(
+                f"{src.ref}: forward raised {type(exc).__name__}: {_first_line(exc)} on parity "
+                f"inputs {got} (declared: {describe_args(src.specs)}); bound integer inputs "
+                "with --int-range NAME=LOW:HIGH"
+            ) from exc
+        # by name when the graph kept ours (an unused argument may have been dropped), else in order
+        names = src.input_names if set(onnx_names) <= set(src.input_names) else onnx_names
+        feeds = {n: t.numpy() for n, t in zip(names, rnd.args) if n in onnx_names}
         got = session.run(None, feeds)
-        per_batch[str(batch)] = _max_abs_diff(expected, got)
+        per_batch[rnd.label] = _max_abs_diff(expected, got)
     worst = max(per_batch.values())
+    agrees = src.info.get("tokenizer_agrees")
     return Parity(
         max_abs_diff=worst,
-        batch_sizes=list(PARITY_BATCHES),
-        passed=bool(worst <= opts.tolerance),
+        batch_sizes=[r.batch for r in rounds],
+        passed=bool(worst <= opts.tolerance) and agrees is not False,
         tolerance=opts.tolerance,
         per_batch=per_batch,
         data=src.data_name,
+        tokenizer_agrees=agrees,
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)[:300]
 
 
 def _flatten_outputs(result) -> list[np.ndarray]:

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, first_line
 
 #: protobuf cannot serialize a message of 2 GiB or more; stay clear of the limit.
 PROTOBUF_LIMIT = 2**31 - 1
@@ -72,7 +72,7 @@ def check_model(model: onnx.ModelProto | str | os.PathLike, *, name: str = "mode
         else:
             onnx.checker.check_model(str(model))
     except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelLoadError(f"{name}: invalid ONNX graph: {first}") from exc
 
 
@@ -266,6 +266,8 @@ class Signature:
         for s in self.inputs:
             if s.name in overrides:
                 axis = overrides[s.name]
+                if axis is not None and s.shape is not None and -len(s.shape) <= axis < 0:
+                    axis += len(s.shape)  # -1 is the last axis, as in numpy
                 if axis is not None and (s.shape is None or not 0 <= axis < len(s.shape)):
                     raise OptionError(
                         f"--batch-axis {s.name}={axis}: input '{s.name}' has shape {fmt_shape(s.shape)}; "
@@ -300,7 +302,12 @@ def parse_batch_axes(items: list[str] | tuple[str, ...] | None) -> dict[str, int
             raise OptionError(
                 f"--batch-axis {item!r}: expected INPUT=AXIS with an axis index (or INPUT=none), e.g. state=1"
             )
-        out[name] = None if value == "none" else int(value)
+        axis = None if value == "none" else int(value)
+        if name in out and out[name] != axis:
+            raise OptionError(
+                f"--batch-axis {name} given twice ({out[name]} and {axis}); expected one axis per input"
+            )
+        out[name] = axis
     return out
 
 
@@ -331,32 +338,47 @@ def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
 
 
 def _shared_batch_name(specs: list[TensorSpec]) -> str | None:
-    """The dim name most tensors share (the earliest-placed on ties), or None when none is shared."""
+    """The dim name the inputs share that looks most like the batch, or None when none is shared.
+
+    Among names carried by two or more inputs, the one that is most often an input's first
+    named dim wins (``batch`` over ``seq`` even when ``position_ids [1, seq]`` makes ``seq`` the
+    more common name), then the most common, then the earliest-placed.
+    """
     seen: dict[str, list[int]] = {}
+    first: Counter = Counter()
     for s in specs:
-        names = {}
+        names: dict[str, int] = {}
         for axis, d in enumerate(s.shape or ()):
             n = dim_name(d)
             if n is not None and n not in names:
                 names[n] = axis
+        if names:
+            first[next(iter(names))] += 1
         for n, axis in names.items():
             seen.setdefault(n, []).append(axis)
     shared = [(n, axes) for n, axes in seen.items() if len(axes) >= 2]
     if not shared:
         return None
-    shared.sort(key=lambda item: (-len(item[1]), sum(item[1]) / len(item[1])))
+    shared.sort(key=lambda item: (-first[item[0]], -len(item[1]), sum(item[1]) / len(item[1])))
     return shared[0][0]
 
 
 def _batch_axis(spec: TensorSpec, name: str | None) -> int | None:
+    """The axis carrying ``name``; else the first dynamic axis that is not named otherwise.
+
+    When a batch name is known, an axis named something else (``seq`` in ``position_ids
+    [1, seq]``) is a different dimension, not the batch: such a tensor has no batch axis.
+    """
     if spec.shape is None or spec.dtype is None:
         return None
     if name is not None:
         for axis, d in enumerate(spec.shape):
             if d == name:
                 return axis
-    dynamic = spec.dynamic_axes()
-    return dynamic[0] if dynamic else None
+    for axis in spec.dynamic_axes():
+        if name is None or dim_name(spec.shape[axis]) is None:
+            return axis
+    return None
 
 
 def with_batch_axes(inputs, outputs) -> Signature:

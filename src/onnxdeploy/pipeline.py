@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import OnnxDeployError, OptionError, VerificationError
+from .errors import OptionError, PipelineError, VerificationError, first_line
+
+__all__ = ["PipelineError", "PipelineOptions", "PipelineReport", "run_pipeline"]
 
 FLOAT_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -27,26 +29,18 @@ INT8_DYNAMIC_FILE = "model.int8-dynamic.onnx"
 OPT_FILE = "model.opt.onnx"
 CONFIG_FILE = "config.yaml"
 
-STEPS = ("export", "quantize_dynamic", "quantize", "optimize", "compare", "bench", "report")
+#: optimize runs before auto-quantize so that auto's one interleaved measurement also times the
+#: optimized model: every variant's latency in the report is then one figure from one measurement
+STEPS = ("export", "optimize", "quantize_dynamic", "quantize", "compare", "bench", "report")
 STEP_TITLES = {
     "export": "export to ONNX + parity",
     "quantize_dynamic": "quantize: dynamic int8",
     "quantize": "quantize: auto",
     "optimize": "optimize graph",
-    "compare": "compare float vs int8",
+    "compare": "compare float32 vs int8",
     "bench": "serve + bench over HTTP",
     "report": "write reports",
 }
-
-
-class PipelineError(OnnxDeployError):
-    """A step of the pipeline failed; ``step`` names it and ``cause`` is the original error."""
-
-    def __init__(self, step: str, cause: BaseException):
-        self.step = step
-        self.cause = cause
-        self.exit_code = getattr(cause, "exit_code", 1)
-        super().__init__(f"step '{step}' failed: {type(cause).__name__}: {cause}")
 
 
 @dataclass
@@ -90,6 +84,50 @@ class PipelineOptions:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def validate(self, where: str = "") -> None:
+        """Raise OptionError for a value of the wrong type or range, or a model the pipeline cannot
+        start from, before any step runs (a config file goes through the same checks)."""
+        w = f"{where}: " if where else ""
+        _check_model_ref(self.model, w)
+        for name in ("requests", "repeats", "workers", "seed"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < (0 if name == "seed" else 1)):
+                raise OptionError(f"{w}{name} = {value!r}: expected a positive integer")
+        for name, lo, hi in (("duration", 0.1, None), ("tolerance", 0.0, None), ("max_accuracy_drop", 0.0, 1.0)):
+            value = getattr(self, name)
+            if value is None and name == "duration":
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < lo or (hi is not None and value >= hi):
+                bound = f">= {lo}" + (f" and < {hi}" if hi is not None else "")
+                raise OptionError(f"{w}{name} = {value!r}: expected a number {bound}")
+        if self.concurrency is not None and (
+                not isinstance(self.concurrency, list) or not self.concurrency
+                or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in self.concurrency)):
+            raise OptionError(f"{w}concurrency = {self.concurrency!r}: expected a list of positive integers, e.g. [1, 8]")
+        if self.requests is not None and self.duration is not None:
+            raise OptionError(f"{w}requests and duration: give one of them, not both")
+        for name in ("out", "model"):
+            if not isinstance(getattr(self, name), str):
+                raise OptionError(f"{w}{name} = {getattr(self, name)!r}: expected a string")
+
+
+def _check_model_ref(ref: Any, where: str) -> None:
+    """The pipeline starts from PyTorch: a built-in name or a factory, never an .onnx file."""
+    from .zoo import NAMES
+
+    if not isinstance(ref, str) or not ref:
+        raise OptionError(f"{where}model = {ref!r}: expected a built-in name or path/file.py:fn")
+    if ref.lower().endswith(".onnx") or (Path(ref).is_file() and ":" not in ref):
+        raise OptionError(
+            f"{where}{ref}: the pipeline starts from a PyTorch model (a built-in name such as "
+            f"{NAMES[0]}, path/file.py:fn or package.module:fn); for an .onnx file run the steps: "
+            "onnxdeploy quantize / optimize / compare / serve / bench")
+    if ":" not in ref and not Path(ref).is_dir() and ref not in NAMES:
+        raise OptionError(
+            f"{where}unknown built-in model {ref!r}; known: {', '.join(NAMES)} "
+            "(or give a factory as path/to/file.py:fn or package.module:fn)")
+
 
 def options_from_config(path: str | Path, overrides: dict[str, Any]) -> PipelineOptions:
     """Options from a YAML or TOML file, then explicit command-line values on top."""
@@ -107,7 +145,7 @@ def options_from_config(path: str | Path, overrides: dict[str, Any]) -> Pipeline
 
             raw = yaml.safe_load(text) or {}
     except Exception as exc:  # yaml and tomllib raise their own error types
-        raise OptionError(f"--config {p}: cannot parse it: {exc}".splitlines()[0]) from exc
+        raise OptionError(f"--config {p}: cannot parse it: {first_line(exc)}") from exc
     if not isinstance(raw, dict):
         raise OptionError(f"--config {p}: expected a mapping of option names to values")
     raw = raw.get("pipeline", raw)
@@ -120,9 +158,11 @@ def options_from_config(path: str | Path, overrides: dict[str, Any]) -> Pipeline
         )
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return PipelineOptions(**values)
+        options = PipelineOptions(**values)
     except TypeError as exc:
         raise OptionError(f"--config {p}: {exc}") from exc
+    options.validate(f"--config {p}")
+    return options
 
 
 @dataclass
@@ -136,26 +176,39 @@ class StepRecord:
 
 @dataclass
 class PipelineReport:
-    """All step reports (``to_dict`` of each) plus the summary across variants."""
+    """All step reports (``to_dict`` of each), the lineage, the one latency measurement, the verdict."""
 
     model: str
     out_dir: str
     options: dict[str, Any]
     steps: list[StepRecord] = field(default_factory=list)
     reports: dict[str, Any] = field(default_factory=dict)
-    variants: list[dict[str, Any]] = field(default_factory=list)
-    verdict: str = ""
+    #: the summary table: one row per variant
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    #: ``variants[]`` of the contract: name, path, sha256, size_bytes, parent, produced_by
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+    latency: dict[str, Any] | None = None
+    verdict: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    sessions: dict[str, int] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
     total_seconds: float = 0.0
+    #: typed objects the steps hand each other (reference, variants, measurement); not serialized
+    context: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "out_dir": self.out_dir,
             "options": self.options,
+            "environment": self.environment,
             "steps": [dataclasses.asdict(s) for s in self.steps],
             **self.reports,
-            "summary": {"variants": self.variants, "verdict": self.verdict},
+            "variants": self.lineage,
+            "latency": self.latency,
+            "summary": {"variants": self.rows, "verdict": self.verdict.get("text", "")},
+            "verdict": self.verdict,
+            "sessions": self.sessions,
             "artifacts": self.artifacts,
             "total_seconds": self.total_seconds,
         }
@@ -174,9 +227,13 @@ def run_pipeline(options: PipelineOptions, progress: Progress | None = None) -> 
     from .report.jsonio import to_jsonable
 
     notify = progress or _noop
+    options.validate()
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = PipelineReport(model=options.model, out_dir=str(out), options=options.to_dict())
+    from .environment import environment
+
+    report = PipelineReport(model=options.model, out_dir=str(out), options=options.to_dict(),
+                            environment=environment(None))
     started = time.perf_counter()
     _write_config(out / CONFIG_FILE, options)
     report.artifacts["config"] = str(out / CONFIG_FILE)
@@ -198,6 +255,7 @@ def run_pipeline(options: PipelineOptions, progress: Progress | None = None) -> 
         report.steps.append(StepRecord(step, round(seconds, 2), summary))
         notify("done", step, {"seconds": seconds, "summary": summary})
     report.total_seconds = round(time.perf_counter() - started, 2)
+    report.sessions = _session_counts(report)
     # the JSON on disk carries the final total as well
     from .report.jsonio import write_json
 
@@ -216,9 +274,39 @@ def _write_config(path: Path, options: PipelineOptions) -> None:
 # --------------------------------------------------------------------------- steps
 
 
+def _session_counts(report: PipelineReport) -> dict[str, int]:
+    """Sessions this run made per variant (by file), so a step that reloads a model shows up."""
+    from .runtime import session_counts
+
+    counts = session_counts()
+    base = report.context.get("sessions_at_start", {})
+    by_path = {str(Path(v["path"]).resolve()): v["name"] for v in report.lineage}
+    return {name: counts.get(path, 0) - base.get(path, 0) for path, name in by_path.items()}
+
+
+def _variant(report: PipelineReport, name: str, path: Path, parent: str, produced_by: dict[str, Any]):
+    from .measure import Variant
+
+    v = Variant.of(name, path, parent=parent, produced_by=produced_by)
+    report.context.setdefault("variants", {})[name] = v
+    report.lineage = [x.to_dict() for x in report.context["variants"].values()]
+    return v
+
+
+def _reference(options: PipelineOptions, report: PipelineReport):
+    """The float model's reference, built once for the whole run."""
+    if "reference" not in report.context:
+        from .measure import build_reference
+
+        report.context["reference"] = build_reference(report.artifacts["float"], data=options.data)
+    return report.context["reference"]
+
+
 def _step_export(options: PipelineOptions, out: Path, report: PipelineReport, detail):
     from .export import ExportOptions, export_model
+    from .runtime import session_counts
 
+    report.context["sessions_at_start"] = session_counts()
     result = export_model(
         options.model,
         out / FLOAT_FILE,
@@ -238,57 +326,98 @@ def _step_export(options: PipelineOptions, out: Path, report: PipelineReport, de
             f"{options.tolerance:g}; {out / FLOAT_FILE} kept for inspection"
         )
     report.artifacts["float"] = str(out / FLOAT_FILE)
+    source = f"pytorch:{options.model}" + (f" (checkpoint {options.checkpoint})" if options.checkpoint else "")
+    _variant(report, "float32", out / FLOAT_FILE, source,
+             {"step": "export", "exporter": data.get("exporter"), "opset": data.get("opset")})
     return result, f"max abs diff {data['parity']['max_abs_diff']:.2e} at batch {data['parity']['batch_sizes']}"
 
 
-def _quantize(options: PipelineOptions, out: Path, name: str, mode: str):
+def _quantize(options: PipelineOptions, out: Path, report: PipelineReport, name: str, mode: str, **kwargs):
     from .quantize import QuantizeOptions, quantize_model
 
     # allow_slower: the pipeline exists to compare float and int8 over HTTP, so auto hands back
-    # its best int8 candidate even when that is slower in process; the report says so plainly.
-    result = quantize_model(
+    # its best int8 candidate even when that is slower in process; the verdict decides shipping.
+    return quantize_model(
         out / FLOAT_FILE,
         out / name,
         QuantizeOptions(mode=mode, data=options.data, max_accuracy_drop=options.max_accuracy_drop,
                         allow_slower=True),
+        reference=_reference(options, report), **kwargs,
     )
-    d = result.to_dict()
-    ratio = d.get("size_ratio")
-    speed = d.get("latency_ms", {})
-    before = speed.get("before", {}).get("batch_1")
-    after = speed.get("after", {}).get("batch_1")
-    faster = f", batch-1 latency {before / after:.2f}x" if before and after else ""
-    return result, f"{ratio:.2f}x smaller{faster}"
 
 
 def _step_quantize_dynamic(options, out, report, detail):
-    result, summary = _quantize(options, out, INT8_DYNAMIC_FILE, "dynamic")
+    # no timing here: auto's measurement times this very file as its "dynamic" candidate
+    result = _quantize(options, out, report, INT8_DYNAMIC_FILE, "dynamic", measure_latency=False)
     report.artifacts["int8_dynamic"] = str(out / INT8_DYNAMIC_FILE)
-    return result, summary
+    _variant(report, "int8-dynamic", out / INT8_DYNAMIC_FILE, "float32",
+             {"step": "quantize", "mode": "dynamic", "settings": result.settings})
+    return result, f"{result.size_ratio:.2f}x smaller (timed with every variant in the next step)"
 
 
 def _step_quantize(options, out, report, detail):
-    result, summary = _quantize(options, out, INT8_FILE, "auto")
+    from .measure.latency import REFERENCE
+
+    variants = report.context["variants"]
+    extra = [variants["float32-opt"]] if "float32-opt" in variants else []
+    prebuilt = {"dynamic": out / INT8_DYNAMIC_FILE} if "int8-dynamic" in variants else {}
+    result = _quantize(options, out, report, INT8_FILE, "auto", prebuilt=prebuilt, extra=extra)
+    if result.output is None:
+        raise VerificationError(result.reason)
     report.artifacts["int8"] = str(out / INT8_FILE)
-    chosen = result.to_dict().get("chosen") or {}
-    name = chosen.get("name") if isinstance(chosen, dict) else chosen
-    return result, f"chose {name}: {summary}" if name else summary
+    m = result.measurement
+    chosen = result.chosen
+    _variant(report, "int8", out / INT8_FILE, "float32",
+             {"step": "quantize", "mode": "auto", "chosen": chosen, "settings": result.settings})
+    names = {"float32": REFERENCE, "int8": chosen}
+    if prebuilt:
+        names["int8-dynamic"] = "dynamic"
+    if extra:
+        names["float32-opt"] = "float32-opt"
+    names = {k: v for k, v in names.items() if v in m.results}
+    report.context["measurement"] = m
+    report.context["names"] = names
+    latency = m.latency.renamed({v: k for k, v in names.items() if k != "float32"})
+    report.context["latency"] = latency
+    report.latency = latency.to_dict()
+    _repeat_figures(report, latency)
+    from .measure import speed_words
+
+    speeds = ", ".join(f"{speed_words(s, latency.margin)} at {k.replace('_', ' ')}"
+                       for k, s in latency.speedup("int8").items())
+    return result, f"chose {chosen}: {result.size_ratio:.2f}x smaller, {speeds}; timing noise {100 * latency.noise:.1f}%"
+
+
+def _repeat_figures(report: PipelineReport, latency) -> None:
+    """Every section that shows a variant's latency shows the one measurement's figure."""
+    dyn = report.reports.get("quantize_dynamic")
+    if dyn is not None and "int8-dynamic" in latency.figures:
+        dyn["latency_ms"] = {"before": latency.median("float32"), "after": latency.median("int8-dynamic")}
+        dyn["speedup"] = latency.speedup("int8-dynamic")
+        dyn["latency"] = latency.renamed({"int8-dynamic": "int8-dynamic"}).to_dict()
+    opt = report.reports.get("optimize")
+    if opt is not None and "float32-opt" in latency.figures:
+        opt["latency_ms"] = {"before": latency.median("float32"), "after": latency.median("float32-opt")}
+        opt["latency"] = latency.renamed({"float32-opt": "float32-opt"}).to_dict()
 
 
 def _step_optimize(options, out, report, detail):
     from .optimize import OptimizeOptions, optimize_model
 
-    kwargs: dict[str, Any] = {"tolerance": options.tolerance}
+    kwargs: dict[str, Any] = {"tolerance": options.tolerance, "latency_rounds": 0}
     if options.passes:
         kwargs["passes"] = list(options.passes)
-    result = optimize_model(out / FLOAT_FILE, out / OPT_FILE, OptimizeOptions(**kwargs))
+    result = optimize_model(out / FLOAT_FILE, out / OPT_FILE, OptimizeOptions(**kwargs),
+                            reference=_reference(options, report))
     d = result.to_dict()
-    if not d["comparison"]["passed"]:
+    if d["comparison"]["passed"] is False:
         raise VerificationError(
             f"optimized model differs from the input by {d['comparison']['max_abs_diff']:.3g}; "
             f"{out / OPT_FILE} kept for inspection"
         )
     report.artifacts["optimized"] = str(out / OPT_FILE)
+    _variant(report, "float32-opt", out / OPT_FILE, "float32",
+             {"step": "optimize", "passes": [p["name"] for p in d["passes"]], "ort_level": d["ort_level"]})
     before = sum(d["op_counts"]["before"].values())
     after = sum(d["op_counts"]["after"].values())
     changed = [p["name"] for p in d["passes"] if p.get("changed")]
@@ -296,38 +425,17 @@ def _step_optimize(options, out, report, detail):
 
 
 def _step_compare(options, out, report, detail):
-    from .compare import CompareOptions, compare_models
+    from .compare import B_NAME, CompareOptions, compare_models
 
-    result = compare_models(out / FLOAT_FILE, out / INT8_FILE, CompareOptions(data=options.data))
-    report.reports["latency"] = _variant_latency(options, report.artifacts)
+    latency = report.context["latency"].renamed({"int8": B_NAME})
+    result = compare_models(out / FLOAT_FILE, out / INT8_FILE, CompareOptions(data=options.data),
+                            reference=_reference(options, report), latency=latency)
     agree = result.top1_agreement
     return result, (
         f"max abs diff {result.max_abs_diff:.3g}"
         + (f", top-1 agreement {100 * agree:.1f}%" if agree is not None else "")
+        + (f", min cosine {result.min_cosine:.4f}" if result.min_cosine is not None else "")
     )
-
-
-#: artifact keys of the model variants whose in-process latency the summary compares
-VARIANT_KEYS = ("float", "int8_dynamic", "int8", "optimized")
-
-
-def _variant_latency(options: PipelineOptions, artifacts: dict[str, str]) -> dict[str, Any]:
-    """In-process latency of every variant in one A/B/A/B measurement, so the summary column is
-    comparable (each step's own figures were taken at different moments on a shared machine)."""
-    from .compare import DEFAULT_LATENCY_BATCH
-    from .data import load_data
-    from .modelfile import load_model, signature
-    from .runtime import ab_latency, make_session
-
-    present = {k: artifacts[k] for k in VARIANT_KEYS if k in artifacts}
-    sessions = [make_session(path) for path in present.values()]
-    data = load_data(options.data, signature(load_model(artifacts["float"])))
-    variants: dict[str, dict[str, float]] = {k: {} for k in present}
-    for size in sorted({1, DEFAULT_LATENCY_BATCH}) if data.batched else [1]:
-        for key, ms in zip(present, ab_latency(sessions, data.feeds(size))):
-            variants[key][f"batch_{size}"] = ms
-    return {"method": "median ms per run, all variants alternated in one measurement",
-            "variants": variants}
 
 
 def _step_bench(options, out, report, detail):
@@ -345,6 +453,7 @@ def _step_bench(options, out, report, detail):
         server_workers=options.workers,
     )
     result = run_bench(bench_opts, progress=lambda message: detail({"message": message}))
+    report.context["bench"] = result
     from .bench import write_outputs
 
     written = write_outputs(result, out / "bench")
@@ -361,9 +470,10 @@ def _step_report(options, out, report, detail):
     from .report.sections import build_sections
     from .report.summary import summarize
 
-    report.variants, report.verdict = summarize(report.reports, report.artifacts)
+    report.rows, report.verdict = summarize(report)
     report.total_seconds = round(sum(s.seconds for s in report.steps), 2)
-    plot = summary_plot(out / "summary.png", report.variants)
+    report.sessions = _session_counts(report)
+    plot = summary_plot(out / "summary.png", report.rows)
     if plot is not None:
         report.artifacts["summary.png"] = str(plot)
     bench_images = [

@@ -1,11 +1,13 @@
-"""ONNX Runtime sessions and in-process timing, shared by every step that runs a model."""
+"""ONNX Runtime sessions: made with a CPU budget, run with errors mapped to ours.
+
+Timing lives in ``measure/latency.py``: one place measures.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
-import statistics
-import time
-from collections.abc import Sequence
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +15,17 @@ import onnx
 import onnxruntime as ort
 
 from .data import DataSet
-from .errors import DataError, ModelLoadError
+from .errors import DataError, ModelLoadError, first_line
+from .modelfile import TensorSpec, with_batch_axes
 
-DEFAULT_LATENCY_ROUNDS = 5
-DEFAULT_LATENCY_ITERS = 20
+#: sessions made by this process, by model file (resolved path) or "<in-memory>": the pipeline
+#: reports how many sessions each model got, so a step that loads a model twice shows up
+SESSIONS: Counter[str] = Counter()
+
+
+def session_counts() -> dict[str, int]:
+    """How many ORT sessions this process made per model file so far."""
+    return dict(SESSIONS)
 
 
 def default_threads() -> int:
@@ -59,94 +68,126 @@ def make_session(
         opts.optimized_model_filepath = str(optimized_model_path)
     if isinstance(model, onnx.ModelProto):
         source, name = model.SerializeToString(), "model"
+        SESSIONS["<in-memory>"] += 1
     else:
         source, name = str(model), Path(model).name
+        SESSIONS[str(Path(model).resolve())] += 1
     try:
         return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         raise ModelLoadError(f"{name}: ONNX Runtime cannot load it: {msg}") from exc
+
+
+@functools.lru_cache(maxsize=1)
+def _quiet_run_options() -> ort.RunOptions:
+    """Run options that keep ORT from logging a refused feed to stderr: the DataError says it once."""
+    options = ort.RunOptions()
+    options.log_severity_level = 4  # FATAL only; at 3 a rejected shape prints a coloured ERROR line
+    return options
 
 
 def run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run and return outputs by name; a feed the model rejects becomes DataError."""
     names = [o.name for o in session.get_outputs()]
     try:
-        values = session.run(names, feeds)
+        values = session.run(names, feeds, _quiet_run_options())
     except (ort.capi.onnxruntime_pybind11_state.InvalidArgument,
             ort.capi.onnxruntime_pybind11_state.Fail,
-            ort.capi.onnxruntime_pybind11_state.RuntimeException) as exc:
-        msg = str(exc).strip().splitlines()[0]
+            ort.capi.onnxruntime_pybind11_state.RuntimeException,
+            ValueError) as exc:  # ValueError: a missing or unknown input name
+        msg = first_line(exc)
         raise DataError(f"the model rejected the input: {msg}") from exc
     return dict(zip(names, values))
 
 
-def run_dataset(
-    session: ort.InferenceSession, data: DataSet, *, batch_size: int = 256
-) -> dict[str, np.ndarray]:
-    """Run the whole data set in batches; outputs concatenated along the batch axis."""
-    parts: dict[str, list[np.ndarray]] = {}
-    for feeds, _ in data.batches(batch_size):
-        for name, value in run(session, feeds).items():
-            parts.setdefault(name, []).append(np.asarray(value))
-    out = {}
-    for name, chunks in parts.items():
-        if len(chunks) == 1 or any(c.ndim == 0 for c in chunks):
-            out[name] = chunks[0] if len(chunks) == 1 else np.stack(chunks)
-        else:
-            out[name] = np.concatenate(chunks, axis=0)
-    return out
+def output_specs(session: ort.InferenceSession) -> dict[str, TensorSpec]:
+    """The session's outputs as TensorSpecs with their batch axes (shapes as ORT reports them).
 
-
-def time_session(
-    session: ort.InferenceSession, feeds: dict[str, np.ndarray], *, iters: int
-) -> float:
-    """Median milliseconds of ``iters`` runs of the same feeds."""
-    names = [o.name for o in session.get_outputs()]
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        session.run(names, feeds)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
-
-
-#: each timed round of a session lasts at least this long, so a model that answers in 20 µs is
-#: timed over hundreds of runs instead of 20 (a handful of runs is mostly scheduler noise)
-MIN_ROUND_MS = 15.0
-MAX_ITERS = 5000
-
-
-def _iters_for(session: ort.InferenceSession, feeds: dict[str, np.ndarray], iters: int,
-               min_round_ms: float) -> int:
-    """Iterations per round: at least ``iters`` and enough to last ``min_round_ms``."""
-    single = time_session(session, feeds, iters=3)
-    if single <= 0:
-        return iters
-    return int(min(MAX_ITERS, max(iters, np.ceil(min_round_ms / single))))
-
-
-def ab_latency(
-    sessions: Sequence[ort.InferenceSession],
-    feeds: dict[str, np.ndarray] | Sequence[dict[str, np.ndarray]],
-    *,
-    rounds: int = DEFAULT_LATENCY_ROUNDS,
-    iters: int = DEFAULT_LATENCY_ITERS,
-    min_round_ms: float = MIN_ROUND_MS,
-) -> list[float]:
-    """Median ms per run of each session, measured alternately (A, B, A, B ...) so drift hits all.
-
-    ``feeds`` is one dict for all sessions or one per session (models may name inputs apart).
-    Each round times each session over at least ``iters`` runs and at least ``min_round_ms``
-    after a warm-up; the result is the median across rounds of the per-round medians.
+    Only shapes and kinds matter here: tensors get a placeholder object dtype.
     """
-    per = list(feeds) if isinstance(feeds, (list, tuple)) else [feeds] * len(sessions)
-    for s, f in zip(sessions, per):
-        run(s, f)  # warm-up, and a clear error if the feeds do not fit
-    counts = [_iters_for(s, f, iters, min_round_ms) for s, f in zip(sessions, per)]
-    results: list[list[float]] = [[] for _ in sessions]
-    for r in range(rounds):
-        order = range(len(sessions)) if r % 2 == 0 else reversed(range(len(sessions)))
-        for i in order:
-            results[i].append(time_session(sessions[i], per[i], iters=counts[i]))
-    return [statistics.median(r) for r in results]
+    def spec(arg) -> TensorSpec:
+        kind = "tensor" if arg.type.startswith("tensor(") else arg.type.split("(")[0]
+        kind = {"seq": "sequence"}.get(kind, kind)
+        shape = tuple(arg.shape) if kind == "tensor" and isinstance(arg.shape, list) else None
+        return TensorSpec(arg.name, np.dtype(object) if kind == "tensor" else None, shape, kind=kind)
+
+    sig = with_batch_axes([spec(a) for a in session.get_inputs()], [spec(a) for a in session.get_outputs()])
+    return {s.name: s for s in sig.outputs}
+
+
+def _join(spec: TensorSpec | None, chunks: list[np.ndarray], counts: list[int]) -> np.ndarray:
+    """Join one output's per-batch values along the axis whose size follows the batch counts.
+
+    The declared batch axis is tried first, then any axis not fixed in the signature (a
+    sequence output's axis 0 is its samples). An output whose values do not follow the batch
+    (a state without batch axis, a constant) keeps the first batch's value; a ragged one
+    (detections of varying count) is joined along axis 0 so that nothing is dropped.
+    """
+    if len(chunks) == 1:
+        return chunks[0]
+    ndim = chunks[0].ndim
+    declared = [] if spec is None or spec.batch_axis is None else [spec.batch_axis]
+    for axis in dict.fromkeys([*declared, *range(ndim)]):
+        if spec is not None and spec.shape is not None and axis < len(spec.shape) and spec.fixed(axis):
+            continue
+        if all(c.ndim == ndim and c.shape[axis] == n for c, n in zip(chunks, counts)):
+            return np.concatenate(chunks, axis=axis)
+    if all(c.shape == chunks[0].shape for c in chunks):
+        return chunks[0]
+    if ndim >= 1 and all(c.ndim == ndim and c.shape[1:] == chunks[0].shape[1:] for c in chunks):
+        return np.concatenate(chunks, axis=0)
+    return chunks[0]
+
+
+def run_dataset(
+    session: ort.InferenceSession, data: DataSet, *, batch_size: int = 256,
+    specs: dict[str, TensorSpec] | None = None,
+) -> dict[str, np.ndarray]:
+    """Run the whole data set in batches; each output joined along its own batch axis.
+
+    Outputs without one (a state fixed in shape, a constant) keep the first batch's value;
+    non-tensor outputs (a ZipMap's list of dicts) become object arrays joined along samples.
+    A model that cannot take ``batch_size`` samples at once (a state exported at batch 1) is
+    run one sample at a time instead: the data is not at fault. ``specs`` are the output specs
+    to join by (a variant is joined like its reference, whatever shapes its own file declares).
+    """
+    if batch_size > 1 and len(data) > 1 and not data.batch_sizes([batch_size]).usable:
+        batch_size = 1
+    try:
+        return _run_batches(session, data, batch_size, specs)
+    except DataError:
+        if batch_size == 1 or len(data) == 1:
+            raise
+        try:
+            run(session, data.slice(0, 2))
+        except DataError:
+            pass
+        else:
+            raise  # two samples at once work: the fault is elsewhere
+        return _run_batches(session, data, 1, specs)
+
+
+def _run_batches(session: ort.InferenceSession, data: DataSet, batch_size: int,
+                 specs: dict[str, TensorSpec] | None = None) -> dict[str, np.ndarray]:
+    parts: dict[str, list[np.ndarray]] = {}
+    counts = []
+    for (feeds, _), (start, stop) in zip(data.batches(batch_size), data.ranges(batch_size)):
+        counts.append(stop - start)
+        for name, value in run(session, feeds).items():
+            parts.setdefault(name, []).append(_as_array(value))
+    own = output_specs(session)
+    if specs:
+        # by position: a variant's outputs may be named apart from its reference's
+        ref = list(specs.values())
+        own = {name: ref[i] if i < len(ref) else own.get(name) for i, name in enumerate(own)}
+    return {name: _join(own.get(name), chunks, counts) for name, chunks in parts.items()}
+
+
+def _as_array(value) -> np.ndarray:
+    """An ORT output as an array; a list of dicts (ZipMap) as a 1-D object array of dicts."""
+    if isinstance(value, list):
+        out = np.empty(len(value), dtype=object)
+        out[:] = value
+        return out
+    return np.asarray(value)

@@ -15,7 +15,7 @@ import importlib.util
 import inspect
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,15 @@ import numpy as np
 from . import zoo
 from .data import digits_split
 from .errors import ModelSourceError, OptionError, require
+from .inputspec import (
+    DEFAULT_INT_HIGH,
+    EXPORT_BATCH,
+    PARITY_BATCHES,
+    InputSpec,
+    dim_size,
+    parse_int_ranges,
+    random_array,
+)
 from .modelfile import META_SOURCE, classifier_metadata
 
 #: a factory module may set this to the example input shape(s) used when --input-shape is absent
@@ -33,38 +42,123 @@ _MAX_KEYS_SHOWN = 5
 
 
 @dataclass
+class ParityRound:
+    """One set of parity inputs: a label for the report, its batch size, the forward arguments."""
+
+    label: str
+    batch: int
+    args: tuple
+
+
+@dataclass
 class LoadedModel:
-    """A model ready to export: module, shapes, names, and where its test inputs come from."""
+    """A model ready to export: module, input specs, names, and where its test inputs come from."""
 
     ref: str
-    kind: str  # "builtin" or "factory"
+    kind: str  # "builtin", "factory" or "huggingface"
     module: Any  # torch.nn.Module in eval mode
-    shapes: list[tuple[int, ...]]
-    input_names: list[str]
+    specs: list[InputSpec]
     output_names: list[str]
     train_info: Any = None  # zoo.train.TrainInfo for built-ins
     entry: Any = None  # zoo.ZooEntry for built-ins
+    #: integer inputs: [low, high) of the values parity draws
+    int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: output name -> {axis: dim name}, for the TorchScript exporter (dynamo infers them)
+    output_axes: dict[str, dict[int, str]] = field(default_factory=dict)
+    #: symbolic dim -> largest size it may take (e.g. a sequence bounded by position embeddings)
+    dim_max: dict[str, int] = field(default_factory=dict)
+    #: a source's own inputs (a user's .npz, tokenized text): export example and parity rounds
+    example: tuple | None = None
+    rounds: list[ParityRound] | None = None
+    data_label: str | None = None
+    extra_metadata: dict[str, str] = field(default_factory=dict)
+    #: facts a source adds to the export report (task, pooling, tokenizer check ...)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        """Example shapes (symbolic dims at their export size)."""
+        return [s.shape for s in self.specs]
+
+    @property
+    def batch_dims(self) -> set[str]:
+        """Symbolic dims that sit on axis 0 of some input: they take the batch sizes."""
+        return {s.dims[0] for s in self.specs if s.dims and isinstance(s.dims[0], str)}
 
     @property
     def data_name(self) -> str:
-        """The data parity runs on: ``digits`` for built-ins, ``random`` otherwise."""
+        """The data parity runs on: ``digits`` for built-ins, ``random`` for drawn inputs."""
+        if self.data_label:
+            return self.data_label
         return "digits" if self.entry is not None else "random"
 
+    def _shape(self, spec: InputSpec, round_index: int | None) -> tuple[int, ...]:
+        return tuple(d if isinstance(d, int) else dim_size(d, round_index, d in self.batch_dims)
+                     for d in spec.dims)
+
+    def _digits(self) -> bool:
+        return self.entry is not None and len(self.shapes) == 1 and int(np.prod(self.shapes[0][1:])) == 64
+
     def example_inputs(self, batch: int, *, seed: int = 0, offset: int = 0) -> tuple:
-        """Input tensors with the batch axis set to ``batch`` (other axes as in ``shapes``)."""
+        """Input tensors with every batch dim set to ``batch`` (other dims at their export size)."""
         torch = require("torch", "torch")
-        if self.entry is not None and len(self.shapes) == 1 and int(np.prod(self.shapes[0][1:])) == 64:
+        if self._digits():
             _, _, x_te, _ = digits_split()
             rows = (np.arange(batch) + offset) % len(x_te)
             arr = np.array(x_te[rows], dtype=np.float32).reshape(batch, *self.shapes[0][1:])
             return (torch.from_numpy(arr),)
-        gen = torch.Generator().manual_seed(seed)
-        return tuple(torch.randn((batch, *shape[1:]), generator=gen) for shape in self.shapes)
+        rng = np.random.default_rng(seed)
+        arrays = []
+        for spec in self.specs:
+            shape = tuple(batch if d in self.batch_dims else s
+                          for d, s in zip(spec.dims, self._shape(spec, None)))
+            arrays.append(self._draw(rng, spec, shape))
+        return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+
+    def _draw(self, rng: np.random.Generator, spec: InputSpec, shape: tuple[int, ...]) -> np.ndarray:
+        arr = random_array(rng, spec.dtype, shape, self.int_ranges.get(spec.name, (0, DEFAULT_INT_HIGH)))
+        return arr.reshape(shape)  # keeps 0-d inputs 0-d
+
+    def export_example(self, seed: int = 0) -> tuple:
+        """The forward arguments the exporter traces with."""
+        if self.example is not None:
+            return self.example
+        return self.example_inputs(EXPORT_BATCH, seed=seed)
+
+    def parity_rounds(self, seed: int = 0) -> list[ParityRound]:
+        """Parity inputs: batch 1, the traced batch and one never traced; other dims vary too."""
+        if self.rounds is not None:
+            return self.rounds
+        torch = require("torch", "torch")
+        out = []
+        for i, batch in enumerate(PARITY_BATCHES):
+            if self._digits():
+                args = self.example_inputs(batch, seed=seed + 1 + i, offset=sum(PARITY_BATCHES[:i]))
+                out.append(ParityRound(str(batch), batch, args))
+                continue
+            rng = np.random.default_rng(seed + 1 + i)
+            arrays = [self._draw(rng, spec, self._shape(spec, i)) for spec in self.specs]
+            args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+            sizes = {d: dim_size(d, i, d in self.batch_dims) for s in self.specs for d in s.dims
+                     if isinstance(d, str)}
+            only_batch = set(sizes) <= self.batch_dims
+            label = str(batch) if only_batch else ",".join(f"{k}={v}" for k, v in sizes.items())
+            if self.batch_dims:
+                actual = sizes[next(iter(self.batch_dims))]
+            else:  # no dynamic batch: the rounds differ in values only
+                actual = int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 1
+                label = f"round {i + 1}"
+            out.append(ParityRound(label, actual, args))
+        return out
 
     def metadata(self) -> dict[str, str]:
         """``metadata_props`` for the export: classifier facts for built-ins, the source otherwise."""
         if self.entry is None:
-            return {META_SOURCE: self.ref}
+            return {META_SOURCE: self.ref, **self.extra_metadata}
         return classifier_metadata(labels=list(self.entry.labels),
                                    input_scaling=dict(self.entry.input_scaling),
                                    source=f"onnxdeploy.zoo:{self.entry.name}")
@@ -81,29 +175,123 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
-def load_source(ref: str, *, checkpoint=None, input_shape=None, cache_dir=None, seed: int = 0,
+def load_source(ref: str, *, checkpoint=None, input_shape=None, input_specs=None,
+                example_inputs=None, int_ranges=None, task=None, cache_dir=None, seed: int = 0,
                 progress: bool = False) -> LoadedModel:
-    """Resolve ``ref`` into a LoadedModel, training a built-in when it is not cached yet."""
+    """Resolve ``ref`` into a LoadedModel, training a built-in when it is not cached yet.
+
+    ``ref`` may also be a local Hugging Face directory (see ``hfsource``); ``input_specs``
+    (``InputSpec`` or ``NAME:DIMS:DTYPE`` strings) and ``example_inputs`` (an ``.npz`` path)
+    describe a factory's forward arguments beyond float ``input_shape``.
+    """
     require("torch", "torch")
+    from . import hfsource
+
+    if hfsource.is_hf_dir(ref):
+        if checkpoint is not None or input_shape or input_specs or example_inputs:
+            raise OptionError(f"{ref}: a Hugging Face directory takes its inputs from its "
+                              "tokenizer and its weights from the directory; drop --checkpoint, "
+                              "--input-shape, --input-spec and --example-inputs")
+        return hfsource.load_hf(ref, task=task, seed=seed)
+    if task is not None:
+        raise OptionError(f"--task {task}: only for a Hugging Face model directory; {ref} is not "
+                          "one (a directory with config.json or modules.json)")
+    given = sum(bool(x) for x in (input_shape, input_specs, example_inputs))
+    if given > 1:
+        raise OptionError("give one of --input-shape, --input-spec, --example-inputs")
     shapes = _normalise_shapes(input_shape)
+    ranges = int_ranges if isinstance(int_ranges, dict) else parse_int_ranges(int_ranges)
     if ":" not in ref or ref.startswith(":"):
         if ref.endswith(".py"):
             raise ModelSourceError(f"{ref}: name the factory function after a colon, e.g. {ref}:make_model")
+        if input_specs or example_inputs:
+            raise OptionError(f"{ref}: a built-in takes --input-shape only")
         return _builtin(ref, checkpoint, shapes, cache_dir, seed, progress)
     module, default_shape = _factory(ref)
     if checkpoint is not None:
         load_checkpoint(module, checkpoint, ref=ref)
-    if shapes is None:
-        shapes = _normalise_shapes(default_shape)
-    if shapes is None:
-        raise OptionError(
-            f"{ref}: --input-shape is required (e.g. --input-shape 1,3,32,32), or set "
-            f"{DEFAULT_SHAPE_ATTR} in the factory's module"
-        )
-    names = _input_names(module, len(shapes))
-    outputs = _dry_run(ref, module, shapes)
-    out_names = ["output"] if outputs == 1 else [f"output_{i}" for i in range(outputs)]
-    return LoadedModel(ref, "factory", module, shapes, names, out_names)
+    example = None
+    if input_specs:
+        specs = [s if isinstance(s, InputSpec) else InputSpec.parse(s) for s in input_specs]
+        dupes = sorted({s.name for s in specs if [t.name for t in specs].count(s.name) > 1})
+        if dupes:
+            raise OptionError(f"--input-spec names {', '.join(dupes)} more than once")
+    elif example_inputs:
+        specs, example, full = _npz_specs(module, example_inputs)
+    else:
+        if shapes is None:
+            shapes = _normalise_shapes(default_shape)
+        if shapes is None:
+            raise OptionError(
+                f"{ref}: --input-shape is required (e.g. --input-shape 1,3,32,32), or "
+                f"--input-spec NAME:DIMS:DTYPE for integer or several inputs, or set "
+                f"{DEFAULT_SHAPE_ATTR} in the factory's module"
+            )
+        names = _input_names(module, len(shapes))
+        specs = [InputSpec(n, ("batch", *shape[1:]), "float32") for n, shape in zip(names, shapes)]
+    unknown = sorted(set(k for k in ranges if k is not None) - {s.name for s in specs})
+    if unknown:
+        raise OptionError(f"--int-range names {', '.join(unknown)}, not an input; inputs: "
+                          + ", ".join(s.name for s in specs))
+    src = LoadedModel(ref, "factory", module, specs, [])
+    if example is not None:
+        src.example = tuple(example)
+        src.rounds = _npz_rounds(full)
+        src.data_label = f"example inputs {Path(example_inputs).name}"
+    embedding_high = _dry_run_specs(src, shape_only=shapes is not None, shapes=shapes)
+    for spec in specs:
+        if np.dtype(spec.dtype).kind in "iu":
+            src.int_ranges[spec.name] = ranges.get(spec.name) or (
+                (0, embedding_high[spec.name]) if spec.name in embedding_high
+                else ranges.get(None, (0, DEFAULT_INT_HIGH)))
+    return src
+
+
+def _npz_specs(module, path) -> tuple[list[InputSpec], list, list[np.ndarray]]:
+    """Specs and the export example from an ``.npz`` of forward arguments (batch axis first)."""
+    torch = require("torch", "torch")
+    p = Path(path).expanduser()
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise OptionError(f"--example-inputs {path}: cannot be read as .npz: {_first_line(exc)}") from exc
+    names = _input_names(module, 64)
+    given = [n for n in names if n in arrays]
+    if not given and all(k.startswith("arr_") for k in arrays):
+        given = names[: len(arrays)]
+        arrays = {n: arrays[f"arr_{i}"] for i, n in enumerate(given)}
+    extra = sorted(set(arrays) - set(given))
+    if not given or extra:
+        raise OptionError(f"--example-inputs {path}: arrays {', '.join(sorted(arrays)) or 'none'}; "
+                          f"expected the forward's argument names ({', '.join(names[:8])})")
+    specs, example, full = [], [], []
+    for name in given:
+        arr = np.ascontiguousarray(arrays[name])
+        if arr.ndim == 0 or arr.shape[0] < 1 or str(arr.dtype) not in _NPZ_DTYPES:
+            raise OptionError(f"--example-inputs {path}: {name!r} is {arr.dtype} {arr.shape}; "
+                              "expected at least one sample along axis 0 of a numeric or bool array")
+        specs.append(InputSpec(name, ("batch", *arr.shape[1:]), str(arr.dtype)))
+        rows = np.arange(EXPORT_BATCH) % arr.shape[0]
+        example.append(torch.from_numpy(np.ascontiguousarray(arr[rows])))
+        full.append(arr)
+    return specs, example, full
+
+
+_NPZ_DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+
+
+def _npz_rounds(full: list[np.ndarray]) -> list[ParityRound]:
+    """Parity on the user's own values: their rows resampled at each parity batch size."""
+    torch = require("torch", "torch")
+    out = []
+    for i, batch in enumerate(PARITY_BATCHES):
+        args = []
+        for arr in full:
+            rows = (np.arange(batch) + i) % arr.shape[0]
+            args.append(torch.from_numpy(np.ascontiguousarray(arr[rows])))
+        out.append(ParityRound(str(batch), batch, tuple(args)))
+    return out
 
 
 def _normalise_shapes(value) -> list[tuple[int, ...]] | None:
@@ -141,9 +329,11 @@ def _builtin(name, checkpoint, shapes, cache_dir, seed, progress) -> LoadedModel
             cached=False, weights_path=str(checkpoint),
         )
     shapes = shapes or [entry.input_shape]
-    _dry_run(name, module, shapes)
-    return LoadedModel(name, "builtin", module, shapes, [entry.input_name], [entry.output_name],
-                       train_info=info, entry=entry)
+    specs = [InputSpec(entry.input_name, ("batch", *shapes[0][1:]), "float32")]
+    src = LoadedModel(name, "builtin", module, specs, [entry.output_name], train_info=info, entry=entry)
+    _dry_run_specs(src, shape_only=True, shapes=shapes)
+    src.output_names = [entry.output_name]
+    return src
 
 
 # --------------------------------------------------------------------------- factories
@@ -216,24 +406,62 @@ def _input_names(module, count: int) -> list[str]:
     return names
 
 
-def _dry_run(ref: str, module, shapes: list[tuple[int, ...]]) -> int:
-    """Run the model once on the example shapes; return its number of outputs."""
+def _dry_run_specs(src: LoadedModel, *, shape_only: bool, shapes=None) -> dict[str, int]:
+    """Run the model once on zeros of the specs' dtypes; set its output names.
+
+    Returns, for integer inputs handed straight to an ``nn.Embedding``, that embedding's size
+    (found by pre-hooks matching the argument tensors), so parity draws valid token ids.
+    """
     torch = require("torch", "torch")
-    args = tuple(torch.zeros(shape) for shape in shapes)
-    shown = " and ".join(",".join(map(str, s)) for s in shapes)
+    shapes = shapes or [spec.shape for spec in src.specs]
+    args = tuple(torch.zeros(shape, dtype=_torch_dtype(spec.dtype)) for shape, spec in zip(shapes, src.specs))
+    by_ptr = {a.data_ptr(): spec.name for a, spec in zip(args, src.specs) if a.numel()}
+    found: dict[str, int] = {}
+
+    def hook(mod, inputs):
+        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].data_ptr() in by_ptr:
+            name = by_ptr[inputs[0].data_ptr()]
+            found[name] = min(found.get(name, mod.num_embeddings), mod.num_embeddings)
+
+    embeddings = [m for m in src.module.modules() if isinstance(m, torch.nn.Embedding)]
+    handles = [m.register_forward_pre_hook(hook) for m in embeddings]
     try:
         with torch.no_grad():
-            result = module(*args)
+            result = src.module(*args)
     except Exception as exc:
-        raise ModelSourceError(
-            f"{ref}: the model rejects input shape {shown}: {type(exc).__name__}: {_first_line(exc)}"
-        ) from exc
+        raise ModelSourceError(_rejects(src, shapes if shape_only else None, exc, bool(embeddings))) from exc
+    finally:
+        for h in handles:
+            h.remove()
     items = result if isinstance(result, (tuple, list)) else [result]
     if not items or not all(isinstance(t, torch.Tensor) for t in items):
         raise ModelSourceError(
-            f"{ref}: forward returned {type(result).__name__}; expected a tensor or a tuple of tensors"
+            f"{src.ref}: forward returned {type(result).__name__}; expected a tensor or a tuple of tensors"
         )
-    return len(items)
+    if not src.output_names:
+        src.output_names = ["output"] if len(items) == 1 else [f"output_{i}" for i in range(len(items))]
+    return found
+
+
+def _rejects(src: LoadedModel, shapes, exc: Exception, has_embedding: bool) -> str:
+    why = f"{type(exc).__name__}: {_first_line(exc)}"
+    if shapes is not None:
+        shown = " and ".join(",".join(map(str, s)) for s in shapes)
+        hint = ("; its forward looks like it takes token ids (it holds an nn.Embedding): "
+                "describe them with --input-spec NAME:DIMS:DTYPE, e.g. input_ids:batch,seq:int64"
+                if has_embedding else "")
+        return f"{src.ref}: the model rejects input shape {shown} (float32): {why}{hint}"
+    return f"{src.ref}: forward raised {why} on {describe_args(src.specs)}"
+
+
+def describe_args(specs: list[InputSpec]) -> str:
+    """``input_ids int64 [2, 5], mask bool [2, 5]``: what a forward was given, for messages."""
+    return ", ".join(f"{s.name} {s.dtype} [{', '.join(map(str, s.shape))}]" for s in specs)
+
+
+def _torch_dtype(name: str):
+    torch = require("torch", "torch")
+    return getattr(torch, name)
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -19,6 +19,8 @@ COMMANDS = {
     "zoo": "List the built-in models with their input shape, parameters and accuracy.",
     "export": "Export a PyTorch model to ONNX with dynamic axes and check parity.",
     "compare": "Compare two ONNX models on the same data: outputs, accuracy, latency.",
+    "inspect": "Show a model's signature as written and as understood, ops, size, metadata.",
+    "env": "Show the CPU, the flags int8 depends on, usable cores and versions.",
     "quantize": "Quantize an ONNX model to int8 and report size, accuracy and speed.",
     "optimize": "Optimize an ONNX graph pass by pass and prove the outputs did not change.",
     "serve": "Serve an ONNX model over HTTP (JSON, Open Inference Protocol, metrics).",

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from ..data import parse_dims
+from ..data import parse_dims, parse_int_ranges
+from ..modelfile import parse_batch_axes
 from ..report.jsonio import dumps, write_json
 
 
@@ -31,12 +32,48 @@ def data_options(fn: Callable) -> Callable:
 
     wrapper = click.option(
         "--dim", multiple=True, metavar="NAME=VALUE",
-        help="Size of a symbolic dimension for random data (repeatable).")(wrapper)
+        help="Size of a free dimension for random data: NAME=VALUE for a named dim, "
+             "INPUT:AXIS=VALUE for an unnamed one (-1, '?') (repeatable).")(wrapper)
     wrapper = click.option(
         "--data", "data", metavar="SOURCE", default=None,
         help="'digits' (built-in, labelled), 'random', or a .npz with one array per input "
              "and optional 'labels'. Default: digits when it fits the model, else random.")(wrapper)
     return wrapper
+
+
+def batch_axis_option(fn: Callable) -> Callable:
+    """Add repeatable ``--batch-axis INPUT=AXIS`` (parsed into ``batch_axes``: name -> axis or None).
+
+    The command applies it to the signature before building data:
+    ``sig = signature(model).with_batch_axes(batch_axes)``, then ``load_data(source, sig, ...)``.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, batch_axis: tuple[str, ...], **kwargs):
+        kwargs["batch_axes"] = parse_batch_axes(batch_axis)
+        return fn(*args, **kwargs)
+
+    return click.option(
+        "--batch-axis", "batch_axis", multiple=True, metavar="INPUT=AXIS",
+        help="The axis of INPUT that carries the batch, when the guess (shared dim name, else "
+             "the first dynamic axis) is wrong; INPUT=none for an input without one (repeatable).")(wrapper)
+
+
+def int_range_option(fn: Callable) -> Callable:
+    """Add repeatable ``--int-range INPUT=LO:HI`` (parsed into ``int_ranges``) for random data.
+
+    The command passes it on: ``load_data(source, sig, int_ranges=int_ranges, ...)``.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, int_range: tuple[str, ...], **kwargs):
+        kwargs["int_ranges"] = parse_int_ranges(int_range)
+        return fn(*args, **kwargs)
+
+    return click.option(
+        "--int-range", "int_range", multiple=True, metavar="INPUT=LO:HI",
+        help="Random integers for INPUT from LO to HI-1, e.g. input_ids=0:30522 "
+             "(default 0:10; repeatable).")(wrapper)
 
 
 def emit(report: Any, *, as_json: bool, report_path: str | None, render: Callable[[Any], None]) -> None:
@@ -47,3 +84,27 @@ def emit(report: Any, *, as_json: bool, report_path: str | None, render: Callabl
         click.echo(dumps(report), nl=False)
     else:
         render(report)
+
+
+def ort_threads_option(fn: Callable) -> Callable:
+    """Add ``--ort-threads N`` (ONNX Runtime intra-op threads); ``--threads`` still works for one
+    release with a deprecation note (it means HTTP threads in serve and bench)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, ort_threads: int | None, threads: int | None, **kwargs):
+        if threads is not None:
+            click.echo("note: --threads is deprecated here; use --ort-threads (ONNX Runtime "
+                       "threads per session)", err=True)
+        kwargs["ort_threads"] = ort_threads if ort_threads is not None else threads
+        return fn(*args, **kwargs)
+
+    wrapper = click.option("--threads", type=click.IntRange(min=1), hidden=True,
+                           help="Deprecated spelling of --ort-threads.")(wrapper)
+    return click.option("--ort-threads", type=click.IntRange(min=1),
+                        help="ONNX Runtime intra-op threads per session [default: the CPUs this "
+                             "process may use].")(wrapper)
+
+
+def input_options(fn: Callable) -> Callable:
+    """``--batch-axis`` and ``--int-range``: how the model's inputs are read and filled."""
+    return batch_axis_option(int_range_option(fn))

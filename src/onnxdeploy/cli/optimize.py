@@ -8,7 +8,7 @@ from rich.table import Table
 
 from ..report.jsonio import dumps
 from ..report.terminal import console, fmt_bytes, fmt_num, kv_table
-from .common import data_options, emit, report_options
+from .common import data_options, emit, input_options, ort_threads_option, report_options
 
 
 def _delta_text(delta: dict[str, int]) -> str:
@@ -88,11 +88,12 @@ def _list_passes(as_json: bool) -> None:
               help="Relative tolerance added on top (|b - a| <= tolerance + rtol * |a|).")
 @click.option("--latency-rounds", type=click.IntRange(min=0), default=5, show_default=True,
               help="A/B rounds of in-process latency measurement (0 skips it).")
-@click.option("--threads", type=click.IntRange(min=1), help="ORT intra-op threads (default: CPUs available).")
+@ort_threads_option
+@input_options
 @report_options
 @click.pass_context
 def command(ctx, src, out, passes, list_passes, ort_level, no_fold, data, dims, count, tolerance,
-            rtol, latency_rounds, threads, as_json, report_path):
+            rtol, latency_rounds, ort_threads, batch_axes, int_ranges, as_json, report_path):
     """Optimize an ONNX graph pass by pass and prove the outputs did not change.
 
     Exits 1 (keeping the output) when the result differs from the input by more than the
@@ -107,7 +108,8 @@ def command(ctx, src, out, passes, list_passes, ort_level, no_fold, data, dims, 
 
     opts = OptimizeOptions(
         passes=passes, fold_constants=not no_fold, ort_level=ort_level, data=data, dims=dims,
-        count=count, tolerance=tolerance, rtol=rtol, latency_rounds=latency_rounds, threads=threads,
+        count=count, tolerance=tolerance, rtol=rtol, latency_rounds=latency_rounds, threads=ort_threads,
+        batch_axes=batch_axes, int_ranges=int_ranges,
     )
     report = optimize_model(src, out, opts)
     emit(report, as_json=as_json, report_path=report_path, render=render)

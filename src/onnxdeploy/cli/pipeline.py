@@ -29,24 +29,29 @@ def _int_list(ctx, param, value):
     return items
 
 
+def _lat(row: dict, key: str = "batch_1") -> str:
+    fig = (row.get("latency") or {}).get(key)
+    if not fig:
+        return "-"
+    return f"{fig['median_ms']:.3f} ({fig['min_ms']:.3f}–{fig['max_ms']:.3f})"
+
+
 def summary_table(report) -> Table:
     """The final table: one row per variant with size, accuracy, latency and HTTP figures."""
-    conc = next((v.get("concurrency") for v in report.variants if v.get("concurrency")), None)
+    conc = next((v.get("concurrency") for v in report.rows if v.get("concurrency")), None)
     table = Table(title=f"onnxdeploy pipeline: {report.model}", title_justify="left")
-    for col in ("variant", "size", "accuracy", "latency b=1 (ms)", "HTTP accuracy",
-                f"req/s (c={conc})" if conc else "req/s", "p50 (ms)", "p99 (ms)"):
+    for col in ("variant", "size", "accuracy", "latency b=1 ms", "speed b=1",
+                f"req/s c={conc}" if conc else "req/s", "p99 ms"):
         table.add_column(col, justify="left" if col == "variant" else "right")
 
     def ms(x):
         return "-" if x is None else f"{x:.3f}"
 
-    for v in report.variants:
-        lat = v.get("latency_ms")
-        lat1 = lat.get("batch_1") if isinstance(lat, dict) else lat
+    for v in report.rows:
         table.add_row(
-            v["variant"], fmt_bytes(v.get("size_bytes")), fmt_pct(v.get("accuracy")), ms(lat1),
-            fmt_pct(v.get("api_accuracy")), "-" if v.get("rps") is None else f"{v['rps']:.0f}",
-            ms(v.get("p50_ms")), ms(v.get("p99_ms")),
+            v["variant"], fmt_bytes(v.get("size_bytes")), fmt_pct(v.get("accuracy")), _lat(v),
+            "-" if v["name"] == "float32" else (v.get("speed") or {}).get("batch_1", "-"),
+            "-" if v.get("rps") is None else f"{v['rps']:.0f}", ms(v.get("p99_ms")),
         )
     return table
 
@@ -65,7 +70,9 @@ def summary_table(report) -> Table:
 @click.option("--requests", type=click.IntRange(min=1), help="Requests per bench run.")
 @click.option("--duration", type=click.FloatRange(min=0.1), help="Seconds per bench run (instead of --requests).")
 @click.option("--repeats", type=click.IntRange(min=1), help="Bench repeats (A/B alternated).")
-@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), help="Allowed accuracy drop for auto int8 (fraction).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1, max_open=True),
+              help="Largest accepted accuracy drop of int8 (or top-1 disagreement without labels), "
+                   "as a fraction [default: 0.01].")
 @click.option("--json", "as_json", is_flag=True, help="Print the pipeline report as JSON on stdout.")
 def command(model, out, config, as_json, **values):
     """Run every step on one model (default digits-cnn) and write one report.
@@ -113,8 +120,10 @@ def command(model, out, config, as_json, **values):
         click.echo(dumps(report), nl=False)
         return
     out_console.print(summary_table(report))
+    if report.latency:
+        out_console.print(f"Timing noise (A/A control): {100 * report.latency['noise']:.1f}%")
     if report.verdict:
-        out_console.print(f"[bold]Verdict:[/bold] {escape(report.verdict)}")
+        out_console.print(f"[bold]Verdict:[/bold] {escape(report.verdict['text'])}")
     out_console.print(
         f"Finished in {report.total_seconds:.0f} s. Open {report.artifacts.get('report.html')} "
         f"(also report.md, report.json, config.yaml in {options.out})."

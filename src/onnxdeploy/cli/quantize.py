@@ -6,28 +6,42 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from ..measure import speed_words
+from ..measure.numeric import TASKS
 from ..quantize import QuantizeOptions, quantize_model
 from ..quantize.options import (
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_COUNT,
     DEFAULT_LATENCY_BATCH,
-    DEFAULT_LATENCY_ROUNDS,
+    DEFAULT_LATENCY_BUDGET_S,
     DEFAULT_MAX_ACCURACY_DROP,
+    DEFAULT_MIN_COSINE,
     MODES,
     WEIGHT_TYPES,
     parse_op_types,
 )
 from ..report.terminal import console, fmt_bytes, fmt_num, fmt_pct, kv_table
-from .common import data_options, emit, report_options
+from .common import data_options, emit, input_options, ort_threads_option, report_options
 
 
-def _latency(ms: dict[str, float], key: str) -> str:
-    return "-" if key not in ms else f"{ms[key]:.3f}"
+def _fig(fig: dict | None) -> str:
+    """``median (min–max)`` of one latency figure."""
+    if not fig:
+        return "-"
+    return f"{fig['median_ms']:.3f} ({fig['min_ms']:.3f}–{fig['max_ms']:.3f})"
+
+
+def _short(words: str) -> str:
+    """"equal (within 6% noise)" -> "equal": the noise is printed once above the table."""
+    return "equal" if words.startswith("equal") else words
 
 
 def render(report) -> None:
     d = report.to_dict()
     cmp_ = d["comparison"]
+    lat = d.get("latency") or {}
+    margin = lat.get("margin", 0.0)
+    verdict = {True: "ok", False: "FAILED", None: "not exercised by this data"}[cmp_["passed"]]
     rows = [
         ("mode", d["mode"] + (f" (chose {report.chosen})" if report.mode == "auto" else "")),
         ("output", d["output"] or "none written"),
@@ -36,31 +50,50 @@ def render(report) -> None:
                  f" ({fmt_num(d['size_ratio'], 2)}x smaller)"),
         ("max abs diff", fmt_num(cmp_["max_abs_diff"])),
         ("top-1 agreement", fmt_pct(cmp_["top1_agreement"])),
+        ("min cosine to float", fmt_num(cmp_.get("min_cosine"), 4)),
         ("accuracy before / after", f"{fmt_pct(cmp_['accuracy_before'])} / {fmt_pct(cmp_['accuracy_after'])}"),
         (f"{cmp_['criterion'].replace('_', ' ')} (tolerance)",
-         f"{fmt_num(cmp_['error'], 4)} ({cmp_['tolerance']}) {'ok' if cmp_['passed'] else 'FAILED'}"),
+         f"{fmt_num(cmp_['error'], 4)} ({cmp_['tolerance']}) {verdict}"),
     ]
-    for key, before in d["latency_ms"]["before"].items():
-        after = d["latency_ms"]["after"].get(key)
+    float_figs = (lat.get("variants") or {}).get("float32", {})
+    chosen_figs = {}
+    for c in report.candidates:
+        if c.name == report.chosen:
+            chosen_figs = c.latency
+    for key, fig in float_figs.items():
         speed = d["speedup"].get(key)
         rows.append((f"latency {key.replace('_', ' ')} (ms)",
-                     f"{before:.3f} -> {'-' if after is None else f'{after:.3f}'}"
-                     + ("" if speed is None else f" ({speed:.2f}x faster)")))
+                     f"{_fig(fig)} -> {_fig(chosen_figs.get(key))}"
+                     + ("" if speed is None else f": {speed_words(speed, margin)}")))
+    if lat:
+        rows.append(("timing noise", f"A/A control {100 * lat['noise']:.1f}% apart; differences within "
+                                     f"{100 * margin:.0f}% are called equal"
+                     + (" (too noisy to rank)" if lat.get("too_noisy") else "")))
     for note in d["preprocessing"]:
-        rows.append(("prepared", note))
+        rows.append(("prepared", escape(note)))
     out = console()
     out.print(kv_table(f"quantize {d['model']}", rows))
     if report.mode == "auto":
-        table = Table(title="candidates (latency ms, measured A/B against float)", title_justify="left")
-        keys = list(d["latency_ms"]["before"])
-        for col in ["name", "size", *(k.replace("_", " ") for k in keys), "error", "ok", "reason"]:
-            table.add_column(col)
-        table.add_row("float", fmt_bytes(d["size_bytes"]["before"]),
-                      *(_latency(d["latency_ms"]["before"], k) for k in keys), "-", "-", "reference")
+        # narrow enough for 80 columns: medians in the table, spreads above, reasons below
+        table = Table(title="candidates: median ms per run, interleaved with float32", title_justify="left")
+        keys = list(float_figs)
+        table.add_column("candidate", no_wrap=True)
+        table.add_column("size", justify="right", no_wrap=True)
+        for k in keys:
+            table.add_column(k.replace("batch_", "b="), justify="right", no_wrap=True)
+        table.add_column("vs float32")
+        table.add_column("ok", no_wrap=True)
+        table.add_row("float32", fmt_bytes(d["size_bytes"]["before"]),
+                      *(f"{float_figs[k]['median_ms']:.3f}" for k in keys), "reference", "-")
         for c in report.candidates:
-            table.add_row(c.name, fmt_bytes(c.size_bytes), *(_latency(c.latency_ms, k) for k in keys),
-                          fmt_num(c.error, 4), "yes" if c.admissible else "no", c.reason)
+            speed = "; ".join(f"{k.replace('batch_', 'b=')} {_short(speed_words(v, margin))}"
+                              for k, v in c.speedup.items()) or "-"
+            table.add_row(c.name, fmt_bytes(c.size_bytes),
+                          *(f"{c.latency[k]['median_ms']:.3f}" if k in c.latency else "-" for k in keys),
+                          speed, "yes" if c.admissible else "no")
         out.print(table)
+        for c in report.candidates:
+            out.print(f"  {escape(c.name)}: {escape(c.reason)}")
         out.print(escape(report.reason))
     for warning in d["warnings"]:
         out.print(f"[yellow]warning:[/yellow] {escape(warning)}")
@@ -70,8 +103,10 @@ def render(report) -> None:
 @click.argument("src", metavar="IN.onnx", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="Where to write the int8 model.")
-@click.option("--mode", type=click.Choice(MODES), default="dynamic", show_default=True,
-              help="dynamic: int8 weights; static: calibrated QDQ; auto: measure candidates, keep the fastest admissible.")
+@click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
+              help="auto: measure dynamic and static candidates, keep the fastest admissible one "
+                   "(the float model when every int8 one is slower); dynamic: int8 weights, "
+                   "activations quantized at run time; static: calibrated QDQ.")
 @click.option("--weight-type", type=click.Choice(WEIGHT_TYPES), default="int8", show_default=True)
 @click.option("--per-channel", is_flag=True, help="One scale per output channel of each weight.")
 @click.option("--reduce-range", is_flag=True, help="7-bit weights (can help accuracy on CPUs without VNNI).")
@@ -89,22 +124,37 @@ def render(report) -> None:
               help="auto: take the fastest admissible int8 model even when it is slower than float.")
 @click.option("--latency-batch", type=click.IntRange(min=1), default=DEFAULT_LATENCY_BATCH, show_default=True,
               help="The larger batch size at which latency is measured (besides 1).")
-@click.option("--rounds", type=click.IntRange(min=1), default=DEFAULT_LATENCY_ROUNDS, show_default=True,
-              help="A/B rounds of latency measurement.")
-@click.option("--threads", type=click.IntRange(min=1), help="ORT intra-op threads (default: CPUs available).")
+@click.option("--latency-budget", "latency_budget", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_LATENCY_BUDGET_S, show_default=True,
+              help="Seconds of in-process timing each variant may cost (rounds and runs scale to it).")
+@click.option("--rounds", type=click.IntRange(min=1), hidden=True,
+              help="Deprecated: latency rounds now follow --latency-budget.")
+@click.option("--min-cosine", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_MIN_COSINE,
+              show_default=True, help="Outputs that are not class scores (embeddings, maps): the "
+                                      "smallest per-sample cosine similarity to float accepted.")
+@click.option("--task", type=click.Choice(TASKS),
+              help="What the model's outputs are (default: its metadata); 'classification' judges "
+                   "the first [batch, classes] output by top-1.")
+@ort_threads_option
+@input_options
 @report_options
 @click.pass_context
 def command(ctx, src, out, mode, weight_type, per_channel, reduce_range, op_types, data, dims, count,
-            calibration_method, calibration_count, max_accuracy_drop, allow_slower, latency_batch, rounds,
-            threads, as_json, report_path):
+            calibration_method, calibration_count, max_accuracy_drop, allow_slower, latency_batch,
+            latency_budget, rounds, min_cosine, task, ort_threads, batch_axes, int_ranges, as_json,
+            report_path):
     """Quantize an ONNX model to int8 and report size, accuracy and speed against the float model."""
     opts = QuantizeOptions(
         mode=mode, weight_type=weight_type, per_channel=per_channel, reduce_range=reduce_range,
         op_types=parse_op_types(op_types), data=data, dims=dims, count=count,
         calibration_method=calibration_method, calibration_count=calibration_count,
         max_accuracy_drop=max_accuracy_drop, allow_slower=allow_slower, latency_batch=latency_batch,
-        latency_rounds=rounds, threads=threads,
+        latency_budget_s=latency_budget, min_cosine=min_cosine, task=task, threads=ort_threads,
+        batch_axes=batch_axes, int_ranges=int_ranges,
     )
+    if rounds is not None:
+        click.echo("note: --rounds is deprecated and has no effect; timing follows --latency-budget",
+                   err=True)
     report = quantize_model(src, out, opts)
     emit(report, as_json=as_json, report_path=report_path, render=render)
     if not report.passed:

@@ -19,12 +19,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
-from ..compare import DEFAULT_LATENCY_BATCH, OutputDiff, diff_outputs, latency_pair
-from ..data import DataSet, load_data
-from ..errors import DataError, ModelLoadError, OptionError
+from ..data import DataSet
+from ..environment import environment
+from ..errors import DataError, ModelLoadError, OptionError, first_line
+from ..measure import (
+    DEFAULT_BUDGET_S,
+    DEFAULT_LATENCY_BATCH,
+    Reference,
+    build_reference,
+    equivalence,
+)
+from ..measure.numeric import Comparison
+from ..measure.variants import time_variants
 from ..modelfile import (
     PROTOBUF_LIMIT,
     check_model,
@@ -35,7 +43,6 @@ from ..modelfile import (
     op_counts,
     save_model,
     set_metadata,
-    signature,
 )
 from ..runtime import make_session, run_dataset
 from .fold import fold_constants
@@ -66,8 +73,12 @@ class OptimizeOptions:
     count: int | None = None
     tolerance: float = DEFAULT_TOLERANCE
     rtol: float = 0.0
+    #: 0 turns the in-process latency measurement off (the pipeline measures all variants once)
     latency_rounds: int = 5
     latency_batch: int = DEFAULT_LATENCY_BATCH
+    latency_budget_s: float = DEFAULT_BUDGET_S
+    batch_axes: dict[str, int | None] = field(default_factory=dict)
+    int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     threads: int | None = None
 
 
@@ -103,11 +114,14 @@ class OptimizeReport:
     fold_constants: bool
     culprit: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: the interleaved figures with spread and the A/A noise, when latency was measured here
+    latency: dict[str, Any] | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        """True when the result matched the input within the tolerance."""
-        return bool(self.comparison["passed"])
+        """False only when an exercised output changed beyond the tolerance."""
+        return self.comparison["passed"] is not False
 
     @property
     def nodes(self) -> dict[str, int]:
@@ -150,7 +164,7 @@ def _checked(model: onnx.ModelProto) -> str | None:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid graph"
+        return first_line(exc, "invalid graph")
     return None
 
 
@@ -210,7 +224,7 @@ def _apply(
         try:
             new = _run_pass(model, step)
         except Exception as exc:  # onnxoptimizer's C++ errors arrive as assorted types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             warnings.append(f"{step}: onnxoptimizer failed ({first}); the pass was skipped")
             new, note = model, f"skipped: onnxoptimizer failed ({first})"
         problem = _checked(new) if new is not model else None
@@ -244,19 +258,6 @@ def _apply(
 # --------------------------------------------------------------------------- verification
 
 
-def _within(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float, rtol: float) -> bool:
-    for (_, a), (_, b) in zip(ref.items(), got.items()):
-        a, b = np.asarray(a), np.asarray(b)
-        if a.shape != b.shape:
-            return False
-        if a.dtype.kind in "fc" or b.dtype.kind in "fc":
-            if not np.allclose(b, a, atol=atol, rtol=rtol, equal_nan=True):
-                return False
-        elif not np.array_equal(a, b):
-            return False
-    return True
-
-
 def _outputs_of(model: onnx.ModelProto | Path, data: DataSet, threads: int | None, workdir: Path):
     if isinstance(model, onnx.ModelProto) and model.ByteSize() >= PROTOBUF_LIMIT:
         model = save_model(model, workdir / "verify.onnx")
@@ -265,31 +266,31 @@ def _outputs_of(model: onnx.ModelProto | Path, data: DataSet, threads: int | Non
 
 
 def _find_culprit(
-    model: onnx.ModelProto, steps: list[str], records: list[PassRecord], reference, data: DataSet,
+    model: onnx.ModelProto, steps: list[str], records: list[PassRecord], reference: Reference,
     opts: OptimizeOptions, apply: Callable, workdir: Path,
 ) -> str | None:
     """Replay the steps one at a time from the input; the first whose result differs is the culprit."""
     current = model
     for step, record in zip(steps, records):
         current, _, _ = apply(current, step)
-        diff, passed, _ = _verify(current, reference, data, opts, workdir)
+        diff, problem = _verify(current, reference, opts, workdir)
         record.max_abs_diff = diff.max_abs_diff
-        if not passed:
+        if diff.passed is False:
             return step
     return None
 
 
-def _verify(model, reference, data: DataSet, opts: OptimizeOptions, workdir: Path):
-    """``(diff, passed, problem)`` of a model against the reference outputs.
+def _verify(model, reference: Reference, opts: OptimizeOptions, workdir: Path) -> tuple[Comparison, str | None]:
+    """``(comparison, problem)`` of a model against the reference outputs, output by output.
 
     A result that no longer loads or has other output shapes is a failed check, not a user error.
     """
     try:
-        got = _outputs_of(model, data, opts.threads, workdir)
-        diff = diff_outputs(reference, got)
+        got = _outputs_of(model, reference.data, opts.threads, workdir)
+        return equivalence(reference.plain_outputs(), got, reference.kinds, atol=opts.tolerance, rtol=opts.rtol,
+                           batch_axes=reference.output_batch_axes), None
     except (ModelLoadError, DataError) as exc:
-        return OutputDiff(float("inf"), float("inf"), None, None), False, str(exc)
-    return diff, _within(reference, got, opts.tolerance, opts.rtol), None
+        return Comparison([], False, [str(exc)]), str(exc)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -307,20 +308,20 @@ def _validate(opts: OptimizeOptions, src: Path, out: Path) -> list[str]:
 
 
 def optimize_model(
-    src: str | os.PathLike, out: str | os.PathLike, options: OptimizeOptions | None = None
+    src: str | os.PathLike, out: str | os.PathLike, options: OptimizeOptions | None = None,
+    *, reference: Reference | None = None,
 ) -> OptimizeReport:
     """Optimize ``src`` pass by pass into ``out`` and verify it computes what ``src`` computes.
 
     User errors (bad file, invalid graph, unknown pass) are raised before anything is written.
     A failed verification still writes ``out``; the report's ``culprit`` names the step.
+    ``reference`` is the input's reference when the caller has one (the pipeline).
     """
     opts = options or OptimizeOptions()
     src, out = Path(src), Path(out)
     passes = _validate(opts, src, out)
     model = load_model(src)
     check_model(src, name=src.name)
-    sig = signature(model)
-    data = load_data(opts.data, sig, dims=opts.dims, count=opts.count)
     meta = metadata(model)
 
     steps = ([FOLD_STEP] if opts.fold_constants else []) + passes
@@ -332,7 +333,11 @@ def optimize_model(
             return _apply(m, step, fold=opts.fold_constants, meta=meta, ort_args=(workdir, opts.threads))
 
         # the input must run on the data before anything is written
-        reference = _outputs_of(src, data, opts.threads, workdir)
+        if reference is None:
+            reference = build_reference(src, data=opts.data, dims=opts.dims, count=opts.count,
+                                        threads=opts.threads, latency_batch=opts.latency_batch,
+                                        batch_axes=opts.batch_axes, int_ranges=opts.int_ranges)
+        data = reference.data
         current, records, warnings = model, [], []
         for step in steps:
             current, record, step_warnings = apply(current, step)
@@ -345,23 +350,27 @@ def optimize_model(
         uses_external = bool(external_data_files(src))
         save_model(current, out, external_data=uses_external or None)
 
-        diff, passed, problem = _verify(out, reference, data, opts, workdir)
+        diff, problem = _verify(out, reference, opts, workdir)
+        passed = diff.passed
         if problem:
             warnings.append(f"the optimized model cannot be checked against the input: {problem}")
+        elif passed is None:
+            warnings.append("no output is exercised by this data (constant or all near zero): the "
+                            "check proves nothing; pass real inputs with --data")
         culprit = None
-        if not passed:
-            culprit = _find_culprit(model, steps, records, reference, data, opts, apply, workdir)
+        if passed is False:
+            culprit = _find_culprit(model, steps, records, reference, opts, apply, workdir)
 
         before, after = op_counts(model), op_counts(current)
         if opts.fold_constants and sum(after.values()) > sum(before.values()):
             warnings.append(f"the result has more nodes than the input ({sum(after.values())} vs "
                             f"{sum(before.values())}) even after constant folding")
-        latency = None
+        latency = timing = None
         if opts.latency_rounds > 0 and problem is None:
-            sess_a = make_session(src, threads=opts.threads)
-            sess_b = make_session(out, threads=opts.threads)
-            pair = latency_pair(sess_a, sess_b, data, batch=opts.latency_batch, rounds=opts.latency_rounds)
-            latency = {"before": pair["a"], "after": pair["b"]}
+            measured = time_variants(reference, {"float32-opt": make_session(out, threads=opts.threads)},
+                                     budget_s=opts.latency_budget_s)
+            latency = {"before": measured.median("float32"), "after": measured.median("float32-opt")}
+            timing = measured.to_dict()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -375,6 +384,8 @@ def optimize_model(
             "mean_abs_diff": diff.mean_abs_diff,
             "top1_agreement": diff.top1_agreement,
             "passed": passed,
+            "outputs": [m.to_dict() for m in diff.outputs],
+            "failures": diff.failures,
             "tolerance": opts.tolerance,
             "rtol": opts.rtol,
             "data": data.name,
@@ -386,4 +397,6 @@ def optimize_model(
         fold_constants=opts.fold_constants,
         culprit=culprit,
         warnings=warnings,
+        latency=timing,
+        environment=environment(opts.threads),
     )

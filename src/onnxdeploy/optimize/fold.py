@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..errors import first_line
 from ..modelfile import PROTOBUF_LIMIT
 
 NEVER_FOLD = frozenset({
@@ -130,7 +131,7 @@ def fold_constants(model: onnx.ModelProto) -> FoldResult:
     try:
         values = _evaluate(model, [nodes[i] for i in closure])
     except Exception as exc:  # an op ORT cannot run alone, a huge constant part ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         return FoldResult(model, warning=f"constant folding skipped: {first}")
     folded = {i for i in closure if not _inflates(nodes[i], values)}
     if not folded:

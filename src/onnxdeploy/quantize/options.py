@@ -20,6 +20,10 @@ DEFAULT_CALIBRATION_COUNT = 128
 DEFAULT_LATENCY_BATCH = 32
 DEFAULT_LATENCY_ROUNDS = 5
 DEFAULT_LATENCY_ITERS = 20
+#: seconds of in-process timing each variant may cost (``--latency-budget``)
+DEFAULT_LATENCY_BUDGET_S = 3.0
+#: non-class outputs (embeddings, maps): the smallest per-sample cosine to float allowed
+DEFAULT_MIN_COSINE = 0.99
 
 
 @dataclass
@@ -43,6 +47,11 @@ class QuantizeOptions:
     latency_batch: int = DEFAULT_LATENCY_BATCH
     latency_rounds: int = DEFAULT_LATENCY_ROUNDS
     latency_iters: int = DEFAULT_LATENCY_ITERS
+    latency_budget_s: float = DEFAULT_LATENCY_BUDGET_S
+    min_cosine: float = DEFAULT_MIN_COSINE
+    task: str | None = None
+    batch_axes: dict[str, int | None] = field(default_factory=dict)
+    int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     threads: int | None = None
 
 
@@ -88,6 +97,10 @@ def validate(opts: QuantizeOptions) -> None:
     for name in ("max_accuracy_drop", "max_relative_error", "speed_tolerance"):
         if not 0 <= getattr(opts, name) < 1:
             raise OptionError(f"{name.replace('_', '-')} must be in [0, 1), got {getattr(opts, name)}")
+    if not 0 < opts.min_cosine <= 1:
+        raise OptionError(f"--min-cosine must be in (0, 1], got {opts.min_cosine}")
+    if not opts.latency_budget_s > 0:
+        raise OptionError(f"--latency-budget must be > 0 seconds, got {opts.latency_budget_s}")
     for name in ("calibration_count", "latency_batch", "latency_rounds", "latency_iters"):
         if getattr(opts, name) < 1:
             raise OptionError(f"{name.replace('_', '-')} must be at least 1, got {getattr(opts, name)}")

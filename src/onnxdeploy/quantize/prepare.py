@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,23 +19,16 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, first_line
+from ..measure.variants import is_int8_op
 from ..modelfile import EXTERNAL_THRESHOLD, iter_nodes, opset_version, save_model
 
 #: QDQ per-channel needs the ``axis`` attribute of QuantizeLinear (opset 13); dynamic needs >= 11
 MIN_OPSET = 13
 
-_QUANTIZED_OPS = frozenset({
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
-    "QGemm", "QAttention", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "DynamicQuantizeLSTM",
-    "QEmbedLayerNormalization", "MatMulNBits", "MatMulBnb4", "QOrderedMatMul", "QuickGelu_QDQ",
-})
-
-
 def is_quantized_op(op_type: str) -> bool:
     """True for an int8 operator (``com.microsoft.`` prefixes allowed, as in ``op_counts``)."""
-    op = op_type.rsplit(".", 1)[-1]
-    return op in _QUANTIZED_OPS or op.startswith("QLinear")
+    return is_int8_op(op_type)
 
 
 def quantized_ops(model: onnx.ModelProto) -> dict[str, int]:
@@ -116,13 +110,26 @@ def ensure_opset(model: onnx.ModelProto, name: str, minimum: int = MIN_OPSET) ->
         upgraded = version_converter.convert_version(model, minimum)
         onnx.checker.check_model(upgraded)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ModelLoadError(
             f"{name}: opset {current} is below {minimum}, which int8 quantization needs "
             f"(QuantizeLinear with per-axis scales), and onnx.version_converter could not upgrade it "
             f"({first}); re-export the model at opset {minimum} or newer"
         ) from exc
     return upgraded
+
+
+@contextlib.contextmanager
+def working_directory(path: Path):
+    """Run with ``path`` as the current directory: ORT's symbolic shape inference saves
+    ``sym_shape_infer_temp.onnx`` and a weight-sized ``<uuid>.data`` into the current directory
+    when it fails, and the quantizers write scratch files there too."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 @contextlib.contextmanager
@@ -176,14 +183,14 @@ def prepare(model: onnx.ModelProto, workdir: Path, name: str) -> Prepared:
     errors: list[str] = []
     for label, kwargs in attempts:
         try:
-            with quiet_quantizer():
+            with quiet_quantizer(), working_directory(workdir):
                 quant_pre_process(
                     str(clean), str(target), save_as_external_data=external,
                     all_tensors_to_one_file=True,
                     external_data_location="prepared.onnx.data" if external else None, **kwargs,
                 )
         except Exception as exc:  # the pre-processor raises anything from shape inference
-            errors.append(f"{label}: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}")
+            errors.append(f"{label}: {type(exc).__name__}: {first_line(exc, '')}")
             continue
         if errors:
             warnings.append(

@@ -24,15 +24,17 @@ class CandidateResult:
     admissible: bool = False
     reason: str = ""
     op_counts: dict[str, int] = field(default_factory=dict)
-
-    def latency_ratio(self, before: dict[str, float]) -> dict[str, float]:
-        """after / before per batch size (below 1 is faster)."""
-        return {k: v / before[k] for k, v in self.latency_ms.items() if before.get(k)}
-
-    def worst_ratio(self, before: dict[str, float]) -> float:
-        """The largest latency ratio over the measured batch sizes: how much slower at worst."""
-        ratios = self.latency_ratio(before)
-        return max(ratios.values()) if ratios else float("inf")
+    int8_ops: int = 0
+    min_cosine: float | None = None
+    #: per-output metrics (numeric.OutputMetric.to_dict) and the failed checks, by output name
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    exercised: bool = True
+    #: the interleaved figures {batch_N: {median_ms, min_ms, max_ms, runs, rounds}}
+    latency: dict[str, dict[str, Any]] = field(default_factory=dict)
+    speedup: dict[str, float] = field(default_factory=dict)
+    speed: str = ""
+    sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,10 +45,17 @@ class CandidateResult:
             "max_abs_diff": self.max_abs_diff,
             "top1_agreement": self.top1_agreement,
             "accuracy": self.accuracy,
-            "relative_error": self.relative_error,
+            "min_cosine": self.min_cosine,
             "error": self.error,
             "admissible": self.admissible,
+            "int8_ops": self.int8_ops,
+            "exercised": self.exercised,
             "reason": self.reason,
+            "latency": self.latency,
+            "speedup": self.speedup,
+            "speed": self.speed,
+            "outputs": self.outputs,
+            "failures": self.failures,
         }
 
 
@@ -75,6 +84,10 @@ class QuantizeReport:
     chosen: str | None = None
     reason: str = ""
     passed: bool = True
+    #: the full interleaved measurement (figures with spread, noise); not serialized as a whole
+    measurement: Any = field(default=None, repr=False)
+    latency: dict[str, Any] | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
 
     @property
     def size_ratio(self) -> float | None:
@@ -99,6 +112,8 @@ class QuantizeReport:
             "comparison": self.comparison,
             "latency_ms": {"before": self.latency_before, "after": self.latency_after},
             "speedup": self.speedup,
+            "latency": self.latency,
+            "environment": self.environment,
             "op_counts": self.op_counts,
             "preprocessing": self.preprocessing,
             "warnings": self.warnings,

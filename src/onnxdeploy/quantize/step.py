@@ -1,4 +1,10 @@
-"""The quantize step: prepare, quantize with one recipe (or every ``auto`` candidate), measure, choose."""
+"""The quantize step: prepare, quantize with one recipe (or every ``auto`` candidate), measure, choose.
+
+Measuring goes through the measurement stage (``measure/``): the float model's reference is built
+once (or handed in by the pipeline), every candidate's outputs are judged against it by output
+kind, and all candidates are timed in one interleaved measurement with an A/A control, so a
+difference within the noise is called equal and never decides anything.
+"""
 
 from __future__ import annotations
 
@@ -6,77 +12,102 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from ..compare import accuracy, diff_outputs, is_class_scores
-from ..data import DIGITS, RANDOM, DataSet, digits_split, load_data
-from ..errors import RuntimeFailure
-from ..modelfile import (
-    copy_model,
-    external_data_files,
-    load_model,
-    model_size,
-    op_counts,
-    save_model,
-    signature,
-)
-from ..runtime import ab_latency, make_session, run_dataset
-from .options import QuantizeOptions, validate
-from .prepare import check_not_quantized, is_quantized_op, prepare
+from ..data import DIGITS, RANDOM, DataSet, digits_split
+from ..environment import environment
+from ..errors import ModelLoadError, RuntimeFailure
+from ..measure import Measurement, Reference, Variant, build_reference, speed_words
+from ..measure.latency import CONTROL, REFERENCE
+from ..measure.variants import evaluate, reference_result, time_variants
+from ..modelfile import copy_model, external_data_files, load_model, op_counts, save_model
+from .options import QuantizeOptions, supported_op_types, validate
+from .prepare import check_not_quantized, prepare
 from .recipes import Recipe, auto_recipes, recipe_for, run_recipe
 from .report import CandidateResult, QuantizeReport
 
 FLOAT = "float"
+#: simplest first: ties within the noise go to the earlier one (dynamic < static QDQ < QOperator)
+SIMPLICITY = ("dynamic", "dynamic-matmul", "dynamic-matmul-per-channel", "static", "static-qdq",
+              "static-qdq-u8s8", "static-qoperator-u8s8")
 
 
 def quantize_model(
-    src: str | os.PathLike, out: str | os.PathLike, options: QuantizeOptions | None = None
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    options: QuantizeOptions | None = None,
+    *,
+    reference: Reference | None = None,
+    prebuilt: dict[str, Path] | None = None,
+    extra: list[Variant] | None = None,
+    measure_latency: bool = True,
 ) -> QuantizeReport:
-    """Quantize ``src`` to int8 into ``out`` and report size, output drift, accuracy and latency."""
+    """Quantize ``src`` to int8 into ``out`` and report size, output drift, accuracy and latency.
+
+    ``reference`` is the float model's reference when the caller has one (the pipeline);
+    ``prebuilt`` maps a recipe name to a model already built with it (auto's dynamic candidate
+    is the dynamic artifact, not a rebuild); ``extra`` variants are timed in the same
+    measurement (the pipeline's optimized model), so every variant's latency is one figure.
+    """
     opts = options or QuantizeOptions()
     validate(opts)
     src, out = Path(src), Path(out)
     model = load_model(src)
     check_not_quantized(model, src.name)
-    data = load_data(opts.data, signature(model), dims=opts.dims, count=opts.count)
+    ref = reference or build_reference(src, data=opts.data, dims=opts.dims, count=opts.count,
+                                       threads=opts.threads, task=opts.task,
+                                       latency_batch=opts.latency_batch, batch_axes=opts.batch_axes,
+                                       int_ranges=opts.int_ranges)
+    data = ref.data
     ops_before = op_counts(model)
+    _check_quantizable(src.name, ops_before, opts)
     if opts.mode == "auto":
         recipes, skipped = auto_recipes(opts, set(ops_before))
     else:
         recipes, skipped = [recipe_for(opts)], []
     warnings = _input_warnings(opts, data, set(ops_before), recipes)
     calibration = _calibration_set(data, opts.calibration_count) if any(r.mode == "static" for r in recipes) else None
+    criterion, tolerance = _criterion(ref, opts)
+    float_variant = Variant.of(REFERENCE, src, parent=None, produced_by={"step": "input"})
 
     with tempfile.TemporaryDirectory(prefix="onnxdeploy-quantize-") as tmp:
         work = Path(tmp)
-        prepared = prepare(model, work, src.name)
-        warnings += prepared.warnings
-        float_sess = make_session(src, threads=opts.threads)
-        float_out = run_dataset(float_sess, data)
-        acc_before = accuracy(float_out, data.labels)
-        criterion, tolerance = _criterion(float_out, data, opts)
-        results, sessions, paths = [], [], {}
+        prepared = prepare(model, work, src.name) if _needs_build(recipes, prebuilt) else None
+        if prepared is not None:
+            warnings += prepared.warnings
+        results: list[CandidateResult] = []
+        sessions, measured, paths = {}, {REFERENCE: reference_result(ref, float_variant)}, {}
         for recipe in recipes:
-            path = work / f"{recipe.name}.onnx"
             result = CandidateResult(recipe.name, recipe.settings())
+            results.append(result)
+            path = (prebuilt or {}).get(recipe.name)
             try:
-                run_recipe(recipe, prepared.path, path, calibration)
+                if path is None:
+                    path = work / f"{recipe.name}.onnx"
+                    run_recipe(recipe, prepared.path, path, calibration)
             except RuntimeFailure as exc:
                 if opts.mode != "auto":
                     raise
                 result.reason = str(exc)
-                results.append(result)
                 continue
-            sess = make_session(path, threads=opts.threads)
-            _score(result, float_out, run_dataset(sess, data), data, acc_before, criterion, tolerance)
-            result.size_bytes = model_size(path)
-            result.op_counts = op_counts(load_model(path))
-            results.append(result)
-            sessions.append((result, sess))
+            variant = Variant.of(recipe.name, path, parent=REFERENCE,
+                                 produced_by={"step": "quantize", "recipe": recipe.settings()})
+            vr, sessions[recipe.name] = evaluate(ref, variant, max_disagreement=tolerance,
+                                                 min_cosine=opts.min_cosine)
+            measured[recipe.name] = vr
             paths[recipe.name] = path
-        before = _measure_latency(float_sess, sessions, data, opts)
-        chosen, reason, passed = _choose(opts, results, before, criterion, tolerance, acc_before)
-        _explain_candidates(results, before, opts)
+            _score(result, vr, ref, criterion, tolerance)
+        for v in extra or []:
+            measured[v.name], sessions[v.name] = evaluate(ref, v, max_disagreement=tolerance,
+                                                          min_cosine=opts.min_cosine)
+        latency = None
+        if measure_latency:
+            droppable = {r.name for r in results if r.name in sessions} if opts.mode == "auto" else set()
+            latency = time_variants(ref, sessions, budget_s=opts.latency_budget_s, droppable=droppable)
+            for result in results:
+                if result.name in sessions:
+                    _add_latency(result, latency)
+        measurement = Measurement(ref, measured, latency)
+        chosen, reason, passed = _choose(opts, results, measurement, criterion, tolerance)
+        _explain_candidates(results, measurement)
 
         if chosen is None:
             output = None
@@ -89,20 +120,38 @@ def quantize_model(
     report = QuantizeReport(
         mode=opts.mode, model=str(src), output=None if output is None else str(output),
         data=data.name, samples=len(data), criterion=criterion, tolerance=tolerance,
-        size_before=model_size(src), size_after=None if output is None else model_size(output),
-        comparison=_comparison(chosen, acc_before, criterion, tolerance, passed),
-        latency_before=before,
-        latency_after=dict(chosen.latency_ms) if chosen else {},
+        size_before=float_variant.size_bytes,
+        size_after=None if output is None else Variant.of("out", output, parent=None, produced_by={}).size_bytes,
+        comparison=_comparison(chosen, ref.accuracy, criterion, tolerance, passed),
+        latency_before=latency.median(REFERENCE) if latency else {},
+        latency_after=(dict(chosen.latency_ms) if chosen else {}),
         settings=chosen.settings if chosen else {},
         calibration=None if calibration is None else {
             "data": calibration.name, "samples": len(calibration), "method": opts.calibration_method},
         op_counts={"before": ops_before, "after": chosen.op_counts if chosen else {}},
-        preprocessing=prepared.notes + skipped,
+        preprocessing=(prepared.notes if prepared else []) + skipped,
         candidates=results, chosen=None if chosen is None else chosen.name, reason=reason,
         passed=passed,
     )
-    report.warnings = warnings + _result_warnings(report, chosen, before, opts.speed_tolerance)
+    report.measurement = measurement
+    report.latency = None if latency is None else latency.to_dict()
+    report.environment = environment(opts.threads)
+    report.warnings = warnings + _result_warnings(report, chosen, measurement)
     return report
+
+
+def _check_quantizable(name: str, ops: dict[str, int], opts: QuantizeOptions) -> None:
+    """Refuse, before any work, a model with no operator the quantizer of this mode handles."""
+    handled = supported_op_types(opts.mode)
+    if not set(ops) & handled:
+        shown = ", ".join(sorted(ops)) or "no operators"
+        raise ModelLoadError(
+            f"{name}: nothing to quantize in {opts.mode} mode: the model has {shown}, none of which "
+            f"ONNX Runtime's quantizer handles (it quantizes e.g. MatMul, Gemm, Conv)")
+
+
+def _needs_build(recipes: list[Recipe], prebuilt: dict[str, Path] | None) -> bool:
+    return any(r.name not in (prebuilt or {}) for r in recipes)
 
 
 # --------------------------------------------------------------------------- data
@@ -132,54 +181,62 @@ def _input_warnings(opts, data: DataSet, model_ops: set[str], recipes: list[Reci
             )
     if data.labels is None:
         warnings.append(f"data '{data.name}' has no labels: accuracy is judged by agreement with the float model")
-    if data.name == RANDOM and any(r.mode == "static" for r in recipes):
-        warnings.append(
-            "static calibration on random data: activation ranges may not match real inputs; "
-            "pass --data with representative samples"
-        )
+    if data.name == RANDOM:
+        warnings.append("random inputs prove little about accuracy: pass --data with real samples")
+        if any(r.mode == "static" for r in recipes):
+            warnings.append(
+                "static calibration on random data: activation ranges may not match real inputs; "
+                "pass --data with representative samples"
+            )
     return warnings
 
 
 # --------------------------------------------------------------------------- accuracy
 
 
-def _criterion(float_out: dict[str, np.ndarray], data: DataSet, opts) -> tuple[str, float]:
+def _criterion(ref: Reference, opts) -> tuple[str, float]:
     """What 'accuracy' means for this model and data, and the tolerance that applies."""
-    scores = any(is_class_scores(v) for v in float_out.values())
-    if scores and data.labels is not None:
+    scores = "class_scores" in ref.kinds.values()
+    if scores and ref.labels is not None:
         return "accuracy_drop", opts.max_accuracy_drop
     if scores:
         return "top1_disagreement", opts.max_accuracy_drop
-    return "relative_error", opts.max_relative_error
+    return "output_drift", opts.max_accuracy_drop
 
 
-def _relative_error(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
-    num = den = 0.0
-    for x, y in zip(a.values(), b.values()):
-        x, y = np.asarray(x), np.asarray(y)
-        if x.dtype.kind != "f" or x.size == 0:
-            num += float(np.count_nonzero(x != y))
-            den += float(x.size)
-            continue
-        num += float(np.abs(x.astype(np.float64) - y).sum())
-        den += float(np.abs(x.astype(np.float64)).sum())
-    return num / den if den else 0.0
-
-
-def _score(result, float_out, q_out, data, acc_before, criterion, tolerance) -> None:
-    diff = diff_outputs(float_out, q_out)
-    result.max_abs_diff = diff.max_abs_diff
-    result.mean_abs_diff = diff.mean_abs_diff
-    result.top1_agreement = diff.top1_agreement
-    result.relative_error = _relative_error(float_out, q_out)
-    result.accuracy = accuracy(q_out, data.labels)
+def _score(result: CandidateResult, vr, ref: Reference, criterion: str, tolerance: float) -> None:
+    cmp_ = vr.comparison
+    result.size_bytes = vr.variant.size_bytes
+    result.op_counts = vr.op_counts
+    result.int8_ops = vr.int8_ops
+    result.max_abs_diff = cmp_.max_abs_diff
+    result.mean_abs_diff = cmp_.mean_abs_diff
+    result.top1_agreement = cmp_.top1_agreement
+    result.min_cosine = cmp_.min_cosine
+    result.accuracy = vr.accuracy
+    result.outputs = [m.to_dict() for m in cmp_.outputs]
+    result.sha256 = vr.variant.sha256
     if criterion == "accuracy_drop":
-        result.error = float(acc_before - result.accuracy)
+        result.error = float(ref.accuracy - vr.accuracy)
+        ok = result.error <= tolerance + 1e-12
+        result.failures = [] if ok else [f"accuracy drop {result.error:.4f} exceeds {tolerance}"]
     elif criterion == "top1_disagreement":
-        result.error = 1.0 - float(diff.top1_agreement)
+        result.error = 1.0 - float(cmp_.top1_agreement)
+        ok = bool(cmp_.passed is not False)
+        result.failures = list(cmp_.failures)
     else:
-        result.error = result.relative_error
-    result.admissible = bool(np.isfinite(result.error)) and result.error <= tolerance + 1e-12
+        result.error = None if cmp_.min_cosine is None else 1.0 - cmp_.min_cosine
+        ok = cmp_.passed is not False
+        result.failures = list(cmp_.failures)
+    result.exercised = cmp_.passed is not None
+    result.admissible = bool(ok) and result.int8_ops > 0
+
+
+def _add_latency(result: CandidateResult, latency) -> None:
+    result.latency_ms = latency.median(result.name)
+    result.latency = {k: f.to_dict() for k, f in latency.figures[result.name].items()}
+    result.speedup = latency.speedup(result.name)
+    result.speed = latency.speed(result.name)
 
 
 def _comparison(chosen, acc_before, criterion, tolerance, passed) -> dict:
@@ -187,107 +244,128 @@ def _comparison(chosen, acc_before, criterion, tolerance, passed) -> dict:
     return {
         "max_abs_diff": c.max_abs_diff,
         "mean_abs_diff": c.mean_abs_diff,
-        "relative_error": c.relative_error,
         "top1_agreement": c.top1_agreement,
+        "min_cosine": c.min_cosine,
         "accuracy_before": acc_before,
         "accuracy_after": c.accuracy,
         "criterion": criterion,
         "error": c.error,
         "tolerance": tolerance,
+        "outputs": c.outputs,
+        "failures": c.failures,
         "passed": passed,
     }
 
 
-# --------------------------------------------------------------------------- latency and choice
+# --------------------------------------------------------------------------- choice
 
 
-def _measure_latency(float_sess, sessions, data: DataSet, opts) -> dict[str, float]:
-    """Float latency by batch key; each candidate's latency goes into its result, measured A/B/A/B."""
-    sizes = sorted({1, opts.latency_batch}) if data.batched else [1]
-    before: dict[str, float] = {}
-    for size in sizes:
-        feeds = data.feeds(size)
-        times = ab_latency([float_sess] + [s for _, s in sessions], feeds,
-                           rounds=opts.latency_rounds, iters=opts.latency_iters)
-        before[f"batch_{size}"] = times[0]
-        for (result, _), t in zip(sessions, times[1:]):
-            result.latency_ms[f"batch_{size}"] = t
-    return before
+#: candidates of equal speed whose files are within this factor of the smallest count as a tie
+SIZE_TIE = 1.10
 
 
-def _fmt_ratios(result: CandidateResult, before: dict[str, float]) -> str:
-    return ", ".join(f"{v:.2f}x at {k.replace('_', ' ')}" for k, v in result.latency_ratio(before).items())
+def _rank(name: str) -> int:
+    return SIMPLICITY.index(name) if name in SIMPLICITY else len(SIMPLICITY)
 
 
-def _choose(opts, results, before, criterion, tolerance, acc_before):
-    """``(chosen result or None, reason, passed)``; auto takes the fastest admissible candidate."""
-    measured = [r for r in results if r.error is not None]
+def _speed_text(m: Measurement, name: str) -> str:
+    lat = m.latency
+    return ", ".join(f"{speed_words(s, lat.margin)} at {k.replace('_', ' ')}"
+                     for k, s in lat.speedup(name).items())
+
+
+def _choose(opts, results, m: Measurement, criterion, tolerance):
+    """``(chosen result or None, reason, passed)``.
+
+    Auto takes the fastest admissible int8 candidate; candidates within the noise of the fastest
+    tie, and ties go to the simplest. A candidate that quantized nothing is never admissible.
+    """
+    measured = [r for r in results if r.name in m.results]
     if opts.mode != "auto":
         r = measured[0]
         ok = r.admissible
-        why = "" if ok else f"{criterion.replace('_', ' ')} {r.error:.4f} exceeds the tolerance {tolerance}"
+        why = "" if ok else ("; ".join(r.failures) or
+                             ("nothing was quantized (no int8 operator in the result)" if not r.int8_ops else ""))
         return r, why, ok
     admissible = [r for r in measured if r.admissible]
     if not admissible:
         return None, (
-            f"no candidate kept {criterion.replace('_', ' ')} within {tolerance}; no model written"
+            f"no candidate kept {criterion.replace('_', ' ')} within {tolerance} with an int8 "
+            "operator in it; no model written"
         ), False
-    best = min(admissible, key=lambda r: r.worst_ratio(before))
-    worst = best.worst_ratio(before)
-    summary = (
-        f"{best.name}, the fastest of {len(admissible)} admissible candidate(s) "
-        f"(latency vs float: {_fmt_ratios(best, before)}; ranked by the worst of these), "
-        f"{criterion.replace('_', ' ')} {best.error:.4f} <= {tolerance}"
-    )
-    if worst <= 1 + opts.speed_tolerance:
-        return best, f"Chose {summary}.", True
-    plain = (
-        f"No int8 candidate is at least as fast as the float model at every measured batch size "
-        f"(the fastest admissible, {summary})."
-    )
+    lat = m.latency
+    if lat is None:
+        best = min(admissible, key=lambda r: _rank(r.name))
+        return best, f"Chose {best.name}, the simplest admissible candidate (latency not measured).", True
+    fastest = max(lat.worst_speedup(r.name) for r in admissible)
+    ties = [r for r in admissible if lat.worst_speedup(r.name) * (1 + lat.margin) >= fastest]
+    if lat.too_noisy:
+        # a ranking by speed would be a ranking by noise: every admissible candidate ties
+        ties = list(admissible)
+    # equal speed: a much larger file is no tie (MatMul-only int8 of a conv net keeps its convs
+    # float); among files of about the same size the simplest recipe wins
+    smallest = min((r.size_bytes or 0) for r in ties)
+    ties = [r for r in ties if (r.size_bytes or 0) <= smallest * SIZE_TIE] or ties
+    best = min(ties, key=lambda r: _rank(r.name))
+    tie_note = (f"; {len(ties)} candidates tie within the {100 * lat.margin:.0f}% noise, the simplest wins"
+                if len(ties) > 1 else "")
+    noisy = (f" Timing was too noisy to rank by speed (A/A control {100 * lat.noise:.0f}% apart): "
+             "every admissible candidate was treated as equally fast." if lat.too_noisy else "")
+    summary = (f"{best.name}, the fastest of {len(admissible)} admissible candidate(s){tie_note} "
+               f"({_speed_text(m, best.name)}, vs float)")
+    if lat.speed(best.name) in ("faster", "equal"):
+        return best, f"Chose {summary}.{noisy}", True
+    plain = f"No int8 candidate is as fast as the float model at every batch size (best: {summary})."
     if opts.allow_slower:
-        return best, f"{plain} Took {best.name} anyway because slower models were allowed.", True
-    keep = CandidateResult(FLOAT, {"quantized": False}, latency_ms=dict(before), max_abs_diff=0.0,
-                           mean_abs_diff=0.0, relative_error=0.0, error=0.0, admissible=True,
+        return best, f"{plain} Took {best.name} anyway because slower models were allowed.{noisy}", True
+    keep = CandidateResult(FLOAT, {"quantized": False}, latency_ms=lat.median(REFERENCE), max_abs_diff=0.0,
+                           mean_abs_diff=0.0, error=0.0, admissible=True,
                            top1_agreement=None if best.top1_agreement is None else 1.0,
-                           accuracy=acc_before, reason="the input model, unchanged")
-    return keep, f"{plain} Kept the float model unchanged; pass --allow-slower to take {best.name}.", True
+                           accuracy=m.reference.accuracy, reason="the input model, unchanged",
+                           op_counts=m.results[REFERENCE].op_counts, min_cosine=1.0)
+    return keep, f"{plain} Kept the float model unchanged; pass --allow-slower to take {best.name}.{noisy}", True
 
 
-def _explain_candidates(results, before, opts) -> None:
+def _explain_candidates(results, m: Measurement) -> None:
     for r in results:
-        if r.error is None:
+        if r.name not in m.results:
             continue  # the quantizer failed; reason already says so
-        parts = ["admissible" if r.admissible else "accuracy outside tolerance"]
-        slower = {k: v for k, v in r.latency_ratio(before).items() if v > 1 + opts.speed_tolerance}
-        if slower:
-            parts.append("slower than float at " + ", ".join(
-                f"{k.replace('_', ' ')} ({v:.2f}x)" for k, v in slower.items()))
+        if not r.int8_ops:
+            parts = ["quantized nothing (no int8 operator in the result): not admissible"]
+        else:
+            parts = ["admissible" if r.admissible else "; ".join(r.failures) or "outside tolerance"]
+        if not r.exercised:
+            parts.append("outputs not exercised by this data: pass real inputs with --data")
+        if m.latency is not None and r.speed:
+            parts.append(_speed_text(m, r.name))
         if r.op_counts.get("ConvInteger"):
             parts.append("Conv became ConvInteger (slow on CPU)")
         r.reason = "; ".join(parts)
 
 
-def _result_warnings(report: QuantizeReport, chosen, before, tolerance: float) -> list[str]:
+def _result_warnings(report: QuantizeReport, chosen, m: Measurement) -> list[str]:
     if chosen is None or chosen.name == FLOAT:
         return []
     warnings = []
-    ratios = chosen.latency_ratio(before)
-    slower = {k: v for k, v in ratios.items() if v > 1.0 + tolerance}
+    lat = m.latency
+    slower = lat is not None and lat.speed(chosen.name) in ("slower", "mixed")
     conv_int = chosen.op_counts.get("ConvInteger", 0)
     if conv_int and slower:
         warnings.append(
             f"dynamic quantization turned {conv_int} Conv node(s) into ConvInteger, which ONNX Runtime "
-            f"runs slower than float on CPU (measured {_fmt_ratios(chosen, before)} of float latency); "
+            f"runs slower than float on CPU ({_speed_text(m, chosen.name)}); "
             "use --op-types MatMul,Gemm or --mode static (or --mode auto) for conv nets"
         )
     elif slower:
-        warnings.append(
-            "the int8 model is slower than float: "
-            + ", ".join(f"{v:.2f}x latency at {k.replace('_', ' ')}" for k, v in slower.items())
-        )
-    if not any(is_quantized_op(op) for op in chosen.op_counts):
+        warnings.append(f"the int8 model is slower than float: {_speed_text(m, chosen.name)}")
+    if not chosen.int8_ops:
         warnings.append("nothing was quantized: the quantizer found no supported operator with constant weights")
     if not report.passed:
-        warnings.append(f"{report.criterion.replace('_', ' ')} {chosen.error:.4f} exceeds the tolerance {report.tolerance}")
+        warnings.append("; ".join(chosen.failures) or "the accuracy check failed")
+    if lat is not None and lat.too_noisy:
+        warnings.append(f"timing was noisy: the A/A control (the float model timed twice) came out "
+                        f"{100 * lat.noise:.0f}% apart; speed comparisons are not reliable")
     return warnings
+
+
+__all__ = ["CONTROL", "FLOAT", "quantize_model"]

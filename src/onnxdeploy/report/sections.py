@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .fmt import fmt_bytes, fmt_figure, fmt_num, fmt_pct
 from .summary import _get
-from .terminal import fmt_bytes, fmt_num, fmt_pct
 
 
 @dataclass
@@ -44,29 +44,84 @@ def _lat(lat: Any, key: str = "batch_1") -> str:
     return _ms(lat)
 
 
-def summary_section(variants: list[dict[str, Any]], verdict: str, plot: Path | None) -> Section:
-    """The summary table across variants and the verdict."""
+def summary_section(report: Any, plot: Path | None) -> Section:
+    """The summary table across variants (one latency measurement) and the verdict."""
     rows = []
-    for v in variants:
+    for v in report.rows:
+        lat = v.get("latency") or {}
+        big = _larger_batch(lat)
         rows.append([
             v["variant"], fmt_bytes(v.get("size_bytes")), fmt_pct(v.get("accuracy")),
-            _lat(v.get("latency_ms")), fmt_pct(v.get("api_accuracy")),
+            fmt_figure(lat.get("batch_1")),
+            "-" if v["name"] == "float32" else (v.get("speed") or {}).get("batch_1", "-"),
+            fmt_figure(lat.get(big)) if big in lat else "-",
+            fmt_pct(v.get("api_accuracy")),
             "-" if v.get("rps") is None else f"{v['rps']:.0f}",
             _ms(v.get("p50_ms")), _ms(v.get("p99_ms")),
         ])
-    conc = next((v.get("concurrency") for v in variants if v.get("concurrency")), None)
+    conc = next((v.get("concurrency") for v in report.rows if v.get("concurrency")), None)
+    verdict = report.verdict or {}
     sec = Section(
         "summary", "Summary",
-        lead=verdict or "No HTTP verdict (the bench step did not run).",
+        lead=verdict.get("text") or "No verdict.",
         tables=[TableData(
-            "Variants",
-            ["variant", "size", "accuracy (in-process)", "latency b=1 (ms)", "accuracy (HTTP)",
-             f"req/s (c={conc})" if conc else "req/s", "p50 (ms)", "p99 (ms)"],
+            "Variants (in-process latency: median (min–max) over rounds, all variants in one "
+            "interleaved measurement)",
+            ["variant", "size", "accuracy (in-process)", "latency b=1 (ms)", "vs float32 b=1",
+             "latency b=32 (ms)", "accuracy (HTTP)", f"req/s (c={conc})" if conc else "req/s",
+             "p50 (ms)", "p99 (ms)"],
             rows)],
     )
+    lat = report.latency or {}
+    if lat:
+        sec.notes.append(
+            f"Timing noise: the float model timed twice side by side (A/A control) came out "
+            f"{100 * lat['noise']:.1f}% apart; differences within {100 * lat['margin']:.0f}% are called equal"
+            + (" — too noisy to rank variants." if lat.get("too_noisy") else "."))
+        for note in lat.get("notes", []):
+            sec.notes.append(note)
+    if verdict.get("ship"):
+        sec.notes.append(f"Ship: {verdict['ship']}")
     if plot is not None:
         sec.images.append(("Size, latency and accuracy per variant", plot))
     return sec
+
+
+def lineage_section(report: Any) -> Section:
+    """Where every model file came from: the path from PyTorch to each artifact."""
+    by_name = {v["name"]: v for v in report.lineage}
+
+    def chain(name: str) -> str:
+        parts, seen = [], set()
+        while name in by_name and name not in seen:
+            seen.add(name)
+            parts.append(name)
+            name = by_name[name]["parent"]
+        parts.append(str(name))
+        return " → ".join(reversed(parts))
+
+    rows = []
+    for v in report.lineage:
+        how = ", ".join(f"{k} {val}" for k, val in v["produced_by"].items()
+                        if not isinstance(val, (dict, list)))
+        rows.append([v["name"], chain(v["name"]), how, Path(v["path"]).name, fmt_bytes(v["size_bytes"]),
+                     v["sha256"][:12]])
+    return Section("lineage", "Lineage", lead="Every model file, its parent and the step that made it.",
+                   tables=[TableData("Variants", ["variant", "path", "produced by", "file", "size",
+                                                  "sha256"], rows)])
+
+
+def environment_section(env: dict[str, Any]) -> Section:
+    """The machine every figure was measured on."""
+    flags = env.get("flags") or {}
+    rows = [
+        ["CPU", str(env.get("cpu"))],
+        ["int8 flags", ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items())],
+        ["usable cores", str(env.get("cores"))],
+        ["what it means for int8", str(env.get("int8", ""))],
+        ["versions", ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items())],
+    ]
+    return Section("environment", "Environment", tables=[TableData("Machine", ["", ""], rows)])
 
 
 def export_section(d: dict[str, Any]) -> Section:
@@ -81,9 +136,11 @@ def export_section(d: dict[str, Any]) -> Section:
         ["parity max abs diff", fmt_num(parity.get("max_abs_diff"))],
         ["parity passed", fmt_num(parity.get("passed"))],
     ]
-    for key in ("exporter", "test_accuracy", "accuracy"):
-        if key in d and not isinstance(d[key], (dict, list)):
-            rows.append([key.replace("_", " "), fmt_pct(d[key]) if "accuracy" in key else str(d[key])])
+    if d.get("exporter"):
+        rows.append(["exporter", str(d["exporter"])])
+    acc = d.get("accuracy")
+    if isinstance(acc, dict):
+        rows.append(["test accuracy (PyTorch / ONNX)", f"{fmt_pct(acc.get('torch'))} / {fmt_pct(acc.get('onnx'))}"])
     return Section("export", "1. Export: PyTorch to ONNX",
                    lead="ONNX Runtime and PyTorch ran the same inputs at several batch sizes.",
                    tables=[TableData("Export", ["", ""], rows)])
@@ -176,9 +233,13 @@ def compare_section(d: dict[str, Any]) -> Section:
     acc = d.get("accuracy") or {}
     if acc:
         rows += [["accuracy float32", fmt_pct(acc.get("a"))], ["accuracy int8", fmt_pct(acc.get("b"))]]
-    for key, value in (d.get("latency_ms") or {}).get("a", {}).items():
+    variants = (d.get("latency") or {}).get("variants") or {}
+    a, b = variants.get("float32", {}), variants.get("b", {})
+    for key in a:
         rows.append([f"latency {key.replace('_', ' ')} float32 / int8 (ms)",
-                     f"{_ms(value)} / {_ms(d['latency_ms']['b'].get(key))}"])
+                     f"{fmt_figure(a.get(key))} / {fmt_figure(b.get(key))}"])
+    if d.get("speed_text"):
+        rows.append(["speed", d["speed_text"].replace("model.int8.onnx", "int8")])
     return Section("compare", "4. Compare float32 and int8 in process",
                    tables=[TableData("Comparison", ["", ""], rows)])
 
@@ -235,7 +296,7 @@ def _error_count(errors: Any) -> int:
 def build_sections(report: Any, summary_plot: Path | None, bench_images: list[tuple[str, Path]]) -> list[Section]:
     """Every section of a pipeline report, in reading order."""
     r = report.reports
-    sections = [summary_section(report.variants, report.verdict, summary_plot)]
+    sections = [summary_section(report, summary_plot)]
     if "export" in r:
         sections.append(export_section(r["export"]))
     if "quantize" in r or "quantize_dynamic" in r:
@@ -246,4 +307,8 @@ def build_sections(report: Any, summary_plot: Path | None, bench_images: list[tu
         sections.append(compare_section(r["compare"]))
     if "bench" in r:
         sections.append(bench_section(r["bench"], bench_images))
+    if report.lineage:
+        sections.append(lineage_section(report))
+    if report.environment:
+        sections.append(environment_section(report.environment))
     return sections

@@ -1,4 +1,8 @@
-"""The cross-step summary of a pipeline run: one row per model variant, and the verdict."""
+"""The cross-step summary of a pipeline run: one row per variant, and the verdict.
+
+Built from the typed objects the steps hand on (the measurement, the lineage, the bench
+report), not by re-reading any section's JSON; every latency is the one measurement's figure.
+"""
 
 from __future__ import annotations
 
@@ -37,56 +41,68 @@ def served_figures(bench: dict[str, Any] | None, target: str) -> dict[str, Any]:
     }
 
 
-def summarize(reports: dict[str, Any], artifacts: dict[str, str]) -> tuple[list[dict[str, Any]], str]:
-    """Rows for float32, dynamic int8, the chosen int8 and the optimized float model, plus the verdict."""
-    quant = reports.get("quantize") or {}
-    dyn = reports.get("quantize_dynamic") or {}
-    opt = reports.get("optimize") or {}
-    bench = reports.get("bench")
-    export = reports.get("export") or {}
+def _compute_share(bench: dict[str, Any] | None, target: str) -> float | None:
+    shares = [s.get("compute_share") for s in (bench or {}).get("server_split", [])
+              if s.get("target") == target and s.get("compute_share") is not None]
+    return max(shares) if shares else None
 
-    float_row = {
-        "variant": "float32",
-        "file": artifacts.get("float"),
-        "size_bytes": _get(quant, "size_bytes", "before") or export.get("size_bytes"),
-        "accuracy": _get(quant, "comparison", "accuracy_before"),
-        "latency_ms": _get(quant, "latency_ms", "before"),
-        **served_figures(bench, "float32"),
-    }
-    rows = [float_row]
-    if dyn:
-        rows.append({
-            "variant": "int8 dynamic",
-            "file": artifacts.get("int8_dynamic"),
-            "size_bytes": _get(dyn, "size_bytes", "after"),
-            "accuracy": _get(dyn, "comparison", "accuracy_after"),
-            "latency_ms": _get(dyn, "latency_ms", "after"),
-        })
-    if quant:
-        chosen = quant.get("chosen")
-        label = chosen.get("name") if isinstance(chosen, dict) else chosen
-        rows.append({
-            "variant": f"int8 auto: {label}" if label else "int8 auto",
-            "file": artifacts.get("int8"),
-            "size_bytes": _get(quant, "size_bytes", "after"),
-            "accuracy": _get(quant, "comparison", "accuracy_after"),
-            "latency_ms": _get(quant, "latency_ms", "after"),
-            **served_figures(bench, "int8"),
-        })
-    if opt:
-        rows.append({
-            "variant": "float32 optimized",
-            "file": artifacts.get("optimized"),
-            "size_bytes": _get(opt, "size_bytes", "after"),
-            "accuracy": None,
-            "latency_ms": _get(opt, "latency_ms", "after"),
-        })
-    # one side-by-side measurement of every variant beats each step's own figures when present
-    side_by_side = _get(reports, "latency", "variants") or {}
-    keys = {"float32": "float", "int8 dynamic": "int8_dynamic", "float32 optimized": "optimized"}
-    for row in rows:
-        key = "int8" if row["variant"].startswith("int8 auto") else keys.get(row["variant"])
-        if key in side_by_side:
-            row["latency_ms"] = side_by_side[key]
-    verdict = _get(bench, "verdict", "text") or ""
+
+def summarize(report: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows for every variant of the run, plus the verdict ``{ship, text, ...}``."""
+    from ..measure import speed_words
+    from ..shipping import candidates, decide
+
+    ctx = report.context
+    m, names, latency = ctx.get("measurement"), ctx.get("names", {}), ctx.get("latency")
+    bench = report.reports.get("bench")
+    quant = report.reports.get("quantize") or {}
+    chosen = _get(quant, "chosen", "name")
+    rows = []
+    for entry in report.lineage:
+        name = entry["name"]
+        key = names.get(name)
+        result = m.results.get(key) if (m is not None and key) else None
+        row: dict[str, Any] = {
+            "variant": name + (f" ({chosen})" if name == "int8" and chosen else ""),
+            "name": name, "file": entry["path"], "size_bytes": entry["size_bytes"],
+            "accuracy": None if result is None else result.accuracy,
+            "min_cosine": None if result is None or result.comparison is None else result.comparison.min_cosine,
+        }
+        if latency is not None and name in latency.figures:
+            row["latency_ms"] = latency.median(name)
+            row["latency"] = {k: f.to_dict() for k, f in latency.figures[name].items()}
+            row["speedup"] = latency.speedup(name)
+            row["speed"] = {k: speed_words(s, latency.margin) for k, s in row["speedup"].items()}
+        row.update(served_figures(bench, name))
+        rows.append(row)
+    if m is None or latency is None:
+        return rows, {"ship": "float32", "text": "Ship float32: no variant was measured against it."}
+    ok = {"float32": True, "float32-opt": (report.reports.get("optimize") or {}).get(
+        "comparison", {}).get("passed") is not False}
+    for name, key in names.items():
+        r = m.results[key]
+        if name.startswith("int8"):
+            ok[name] = quant_admissible(quant, key, r)
+    served = bool(bench)
+    cands = candidates(_Renamed(m, names, latency), names, bench, ok,
+                       {"int8": chosen or ""})
+    verdict = decide(cands, margin=latency.margin, compute_share=_compute_share(bench, "int8"),
+                     served=served, too_noisy=latency.too_noisy)
     return rows, verdict
+
+
+def quant_admissible(quant: dict[str, Any], key: str, result: Any) -> bool:
+    """An int8 variant is within the accuracy bound when auto found its candidate admissible."""
+    for c in quant.get("candidates") or []:
+        if c.get("name") == key:
+            return bool(c.get("admissible"))
+    return result.comparison is not None and result.comparison.passed is not False and result.int8_ops > 0
+
+
+class _Renamed:
+    """A measurement seen under the pipeline's variant names (latency already renamed)."""
+
+    def __init__(self, m: Any, names: dict[str, str], latency: Any):
+        self.reference = m.reference
+        self.results = {name: m.results[key] for name, key in names.items()}
+        self.latency = latency

@@ -1,0 +1,283 @@
+"""Output metrics by output kind: how far a variant's outputs are from the reference's.
+
+Every output gets the same numbers (max and mean abs diff, an ``allclose``-style check with an
+atol taken from the output's own scale, cosine similarity, SNR in dB); what *decides* depends on
+what the output is:
+
+- ``class_scores`` (``[batch, classes]``; only when the model's metadata says it is a classifier,
+  labels are given, or the user says ``--task classification``): top-1 agreement and accuracy;
+- ``sequence_scores`` (``[batch, time, classes]`` holding probabilities, or any such output of a
+  classifier): per-position argmax agreement;
+- ``labels`` (integer or boolean outputs): exact agreement;
+- ``embedding`` / ``tensor`` (any other float output): the smallest per-sample cosine similarity.
+
+An output that the data does not exercise (constant, or all within ``NEAR_ZERO`` of zero, like a
+detector's probability map on random input) is neither a pass nor a failure: ``passed`` is None
+and the note says to pass real inputs with ``--data``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from ..modelfile import TensorSpec
+from ..outputkinds import output_kind
+
+CLASSIFICATION = "classification"
+TASKS = ("classification", "feature-extraction", "sentence-embedding")
+#: an output whose reference values all lie within this of zero carries no signal on this data
+NEAR_ZERO = 1e-4
+#: the allclose check: atol = ATOL_FRACTION x the output's scale (its largest |value|), plus rtol
+ATOL_FRACTION = 1e-3
+RTOL = 1e-3
+#: drift bounds (quantization, compare): smallest per-sample cosine for non-class outputs
+DEFAULT_MIN_COSINE = 0.99
+NOT_EXERCISED = "not exercised by this data: pass real inputs with --data"
+
+
+def _is_zipmap(value: Any) -> bool:
+    rows = value if isinstance(value, list) else (
+        list(value) if isinstance(value, np.ndarray) and value.dtype == object else None)
+    return bool(rows) and isinstance(rows[0], dict)
+
+
+def as_array(value: Any) -> np.ndarray:
+    """An output as an array; ZipMap's ``{label: score}`` maps become ``[batch, classes]``."""
+    if _is_zipmap(value):
+        rows = list(value)
+        keys = sorted(rows[0])
+        return np.asarray([[row[k] for k in keys] for row in rows], dtype=np.float64)
+    return np.asarray(value)
+
+
+def output_kinds(outputs: dict[str, Any], *, task: str | None, labels: bool,
+                 specs: dict[str, TensorSpec] | None = None) -> dict[str, str]:
+    """The kind of every output (``outputkinds.output_kind``), from its spec, reference value,
+    the task and whether labels exist; integer outputs are ``labels``, a ZipMap ``class_scores``."""
+    if task is None and labels:
+        task = CLASSIFICATION
+    kinds: dict[str, str] = {}
+    for name, value in outputs.items():
+        arr = as_array(value)
+        if _is_zipmap(value):
+            kinds[name] = "class_scores"
+        elif arr.dtype.kind in "iub":
+            kinds[name] = "labels"
+        elif arr.dtype.kind != "f":
+            kinds[name] = "other"
+        else:
+            spec = (specs or {}).get(name) or TensorSpec(name, arr.dtype, tuple(arr.shape))
+            kinds[name] = output_kind(spec, task, arr)
+    return kinds
+
+
+@dataclass
+class OutputMetric:
+    """One output of one variant against the reference."""
+
+    name: str
+    kind: str
+    max_abs_diff: float
+    mean_abs_diff: float
+    atol: float
+    rtol: float
+    allclose: bool
+    cosine: float | None
+    min_cosine: float | None
+    snr_db: float | None
+    #: class_scores: top-1 agreement; sequence_scores: per-position argmax agreement; labels: equality
+    agreement: float | None
+    exercised: bool
+    passed: bool | None = None
+    failure: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("snr_db", "cosine", "min_cosine", "max_abs_diff", "mean_abs_diff"):
+            if isinstance(out[key], float) and not math.isfinite(out[key]):
+                out[key] = None if math.isnan(out[key]) else ("inf" if out[key] > 0 else "-inf")
+        if not self.exercised:
+            out["note"] = NOT_EXERCISED
+        return out
+
+
+def _cosines(x: np.ndarray, y: np.ndarray, batch_axis: int | None) -> tuple[float | None, float | None]:
+    xf, yf = x.astype(np.float64).ravel(), y.astype(np.float64).ravel()
+    na, nb = float(xf @ xf), float(yf @ yf)
+    cos = float(xf @ yf / math.sqrt(na * nb)) if na > 0 and nb > 0 else None
+    if batch_axis is None or x.ndim < 2:
+        return cos, cos
+    xs = np.moveaxis(x.astype(np.float64), batch_axis, 0).reshape(x.shape[batch_axis], -1)
+    ys = np.moveaxis(y.astype(np.float64), batch_axis, 0).reshape(y.shape[batch_axis], -1)
+    nx, ny = np.linalg.norm(xs, axis=1), np.linalg.norm(ys, axis=1)
+    ok = (nx > 0) & (ny > 0)
+    if not ok.any():
+        return cos, None
+    per = np.sum(xs[ok] * ys[ok], axis=1) / (nx[ok] * ny[ok])
+    return cos, float(per.min())
+
+
+def metric(name: str, kind: str, ref: Any, got: Any, *, batch_axis: int | None = 0,
+           rtol: float = RTOL, atol: float | None = None) -> OutputMetric:
+    """Every metric of one output; ``passed`` is left for a criterion to decide."""
+    x, y = as_array(ref), as_array(got)
+    if x.shape != y.shape:
+        raise DataError(f"output '{name}' has shape {x.shape} in one model and {y.shape} in the other")
+    if x.dtype.kind not in "fiub" or x.size == 0:
+        same = x.size == 0 or bool(np.array_equal(x, y))
+        return OutputMetric(name, kind, 0.0 if same else math.inf, 0.0 if same else math.inf,
+                            0.0, 0.0, same, None, None, None, 1.0 if same else 0.0, x.size > 0)
+    xf, yf = x.astype(np.float64), y.astype(np.float64)
+    both_finite = np.isfinite(xf) & np.isfinite(yf)
+    d = np.where(both_finite, np.abs(xf - yf), np.where(np.isclose(xf, yf, equal_nan=True), 0, np.inf))
+    scale = float(np.max(np.abs(xf[np.isfinite(xf)]))) if np.isfinite(xf).any() else 0.0
+    tol = ATOL_FRACTION * scale if atol is None else atol
+    close = bool(np.allclose(yf, xf, atol=tol, rtol=rtol, equal_nan=True))
+    if kind == "labels":
+        exercised = True
+    else:
+        exercised = bool(scale >= NEAR_ZERO and float(np.ptp(xf[np.isfinite(xf)])) > 0)
+    cos = min_cos = snr = agreement = None
+    if x.dtype.kind == "f":
+        cos, min_cos = _cosines(xf, yf, batch_axis)
+        noise = float(np.sum((xf - yf) ** 2))
+        signal = float(np.sum(xf ** 2))
+        snr = math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal > 0 else -math.inf)
+    if kind == "class_scores":
+        agreement = float(np.mean(np.argmax(x, axis=-1) == np.argmax(y, axis=-1)))
+    elif kind == "sequence_scores":
+        agreement = float(np.mean(np.argmax(x, axis=-1) == np.argmax(y, axis=-1)))
+    elif kind == "labels":
+        agreement = float(np.mean(x == y))
+    return OutputMetric(name, kind, float(d.max()), float(d.mean()), tol, rtol, close, cos, min_cos,
+                        snr, agreement, exercised)
+
+
+@dataclass
+class Comparison:
+    """All outputs of one variant against the reference, and whether the check passed."""
+
+    outputs: list[OutputMetric]
+    passed: bool | None
+    failures: list[str] = field(default_factory=list)
+
+    def by_name(self, name: str) -> OutputMetric:
+        for m in self.outputs:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((m.max_abs_diff for m in self.outputs), default=0.0)
+
+    @property
+    def mean_abs_diff(self) -> float:
+        vals = [m.mean_abs_diff for m in self.outputs]
+        return float(np.mean(vals)) if vals else 0.0
+
+    @property
+    def cosine_similarity(self) -> float | None:
+        vals = [m.cosine for m in self.outputs if m.cosine is not None]
+        return min(vals) if vals else None
+
+    @property
+    def min_cosine(self) -> float | None:
+        vals = [m.min_cosine for m in self.outputs if m.min_cosine is not None and m.exercised]
+        return min(vals) if vals else None
+
+    @property
+    def top1_agreement(self) -> float | None:
+        for m in self.outputs:
+            if m.kind == "class_scores":
+                return m.agreement
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "failures": self.failures,
+                "outputs": [m.to_dict() for m in self.outputs],
+                "max_abs_diff": self.max_abs_diff, "top1_agreement": self.top1_agreement,
+                "min_cosine": self.min_cosine}
+
+
+def _pair(ref: dict[str, Any], got: dict[str, Any]):
+    if len(ref) != len(got):
+        raise DataError(f"the models have different numbers of outputs ({len(ref)} vs {len(got)})")
+    return zip(ref.items(), got.values())
+
+
+def _decide(metrics: list[OutputMetric]) -> tuple[bool | None, list[str]]:
+    for m in metrics:
+        if not m.exercised:  # no signal on this data: neither a pass nor a failure
+            m.passed, m.failure = None, ""
+    exercised = [m for m in metrics if m.exercised]
+    failures = [m.failure for m in exercised if m.passed is False]
+    if not exercised:
+        return None, failures
+    return (not failures), failures
+
+
+def equivalence(ref: dict[str, Any], got: dict[str, Any], kinds: dict[str, str], *,
+                atol: float, rtol: float = 0.0,
+                batch_axes: dict[str, int | None] | None = None) -> Comparison:
+    """Are the outputs the same within ``atol``/``rtol`` (graph optimization's proof)?"""
+    out = []
+    for (name, x), y in _pair(ref, got):
+        m = metric(name, kinds.get(name, "tensor"), x, y, batch_axis=(batch_axes or {}).get(name, 0),
+                   rtol=rtol, atol=atol)
+        m.passed = m.allclose
+        if not m.passed:
+            m.failure = (f"output '{name}': max abs diff {m.max_abs_diff:.3g} exceeds "
+                         f"atol {atol:g} + rtol {rtol:g}")
+        out.append(m)
+    passed, failures = _decide(out)
+    return Comparison(out, passed, failures)
+
+
+def drift(ref: dict[str, Any], got: dict[str, Any], kinds: dict[str, str], *,
+          max_disagreement: float, min_cosine: float = DEFAULT_MIN_COSINE,
+          batch_axes: dict[str, int | None] | None = None) -> Comparison:
+    """How far an approximation (int8) moved each output, judged by what the output is."""
+    out = []
+    for (name, x), y in _pair(ref, got):
+        kind = kinds.get(name, "tensor")
+        m = metric(name, kind, x, y, batch_axis=(batch_axes or {}).get(name, 0))
+        if kind in ("class_scores", "sequence_scores", "labels"):
+            what = {"class_scores": "top-1 agreement", "sequence_scores": "per-position argmax agreement",
+                    "labels": "agreement"}[kind]
+            m.passed = m.agreement is not None and 1.0 - m.agreement <= max_disagreement + 1e-12
+            if not m.passed:
+                m.failure = (f"output '{name}': {what} {m.agreement:.4f} is below "
+                             f"{1 - max_disagreement:.4f}")
+        elif m.min_cosine is not None:
+            m.passed = m.min_cosine >= min_cosine
+            if not m.passed:
+                m.failure = f"output '{name}': min cosine {m.min_cosine:.4f} is below {min_cosine}"
+        else:
+            m.passed = m.allclose
+            if not m.passed:
+                m.failure = f"output '{name}': max abs diff {m.max_abs_diff:.3g} beyond atol {m.atol:.3g}"
+        out.append(m)
+    passed, failures = _decide(out)
+    return Comparison(out, passed, failures)
+
+
+def predictions(outputs: dict[str, Any], kinds: dict[str, str]) -> np.ndarray | None:
+    """Predicted classes from the class-score output, else None."""
+    for name, value in outputs.items():
+        if kinds.get(name) == "class_scores":
+            return np.argmax(as_array(value), axis=-1)
+    return None
+
+
+def accuracy(outputs: dict[str, Any], labels: np.ndarray | None, kinds: dict[str, str]) -> float | None:
+    """Top-1 accuracy in [0, 1], or None without labels or a class-score output."""
+    pred = predictions(outputs, kinds)
+    if pred is None or labels is None or len(pred) != len(labels):
+        return None
+    return float(np.mean(pred == labels))

@@ -1,0 +1,173 @@
+"""Variants with lineage, and ``measure_variants``: one function that measures a set of them.
+
+For every variant: size on disk (external data included), sha256, op counts and int8 ops,
+output metrics against the reference by output kind, accuracy, and in-process latency of all
+variants (and the float model twice, as A/A control) in one interleaved measurement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from ..modelfile import external_data_files, load_model, model_size, op_counts, signature
+from ..runtime import make_session, run_dataset
+from .latency import CONTROL, DEFAULT_BUDGET_S, REFERENCE, Latency, measure
+from .numeric import DEFAULT_MIN_COSINE, Comparison, accuracy, drift
+from .reference import Reference
+
+#: operators that make a model int8 (``com.microsoft.`` prefixes allowed)
+_INT8_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+    "QGemm", "QAttention", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "DynamicQuantizeLSTM",
+    "QEmbedLayerNormalization", "MatMulNBits",
+})
+
+
+def is_int8_op(op_type: str) -> bool:
+    """True for an int8 operator (``com.microsoft.`` prefixes allowed, as in ``op_counts``)."""
+    op = op_type.rsplit(".", 1)[-1]
+    return op in _INT8_OPS or op.startswith("QLinear")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """sha256 over the model file and its external data files, in order."""
+    h = hashlib.sha256()
+    for p in [Path(path), *external_data_files(path)]:
+        if p.exists():
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Variant:
+    """One model file in a run and where it came from."""
+
+    name: str
+    path: Path
+    parent: str | None
+    produced_by: dict[str, Any]
+    sha256: str = ""
+    size_bytes: int = 0
+
+    @classmethod
+    def of(cls, name: str, path: str | os.PathLike, *, parent: str | None,
+           produced_by: dict[str, Any]) -> Variant:
+        """A variant of a file on disk, hashed and sized now."""
+        p = Path(path)
+        return cls(name, p, parent, dict(produced_by), sha256_of(p), model_size(p))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "path": str(self.path), "sha256": self.sha256,
+                "size_bytes": self.size_bytes, "parent": self.parent, "produced_by": self.produced_by}
+
+
+@dataclass
+class VariantResult:
+    """What was measured about one variant."""
+
+    variant: Variant
+    op_counts: dict[str, int]
+    comparison: Comparison | None
+    accuracy: float | None
+    outputs: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def int8_ops(self) -> int:
+        return sum(n for op, n in self.op_counts.items() if is_int8_op(op))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.variant.to_dict(), "op_counts": self.op_counts, "int8_ops": self.int8_ops,
+                "accuracy": self.accuracy,
+                "comparison": None if self.comparison is None else self.comparison.to_dict()}
+
+
+@dataclass
+class Measurement:
+    """Every variant of a run measured against one reference."""
+
+    reference: Reference = field(repr=False)
+    results: dict[str, VariantResult]
+    latency: Latency | None
+
+    def size_ratio(self, name: str) -> float | None:
+        """How many times smaller than the float model."""
+        ref, v = self.results[REFERENCE].variant.size_bytes, self.results[name].variant.size_bytes
+        return ref / v if v else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variants": [r.to_dict() for r in self.results.values()],
+                "latency": None if self.latency is None else self.latency.to_dict()}
+
+
+def check_same_inputs(reference: Reference, path: Path) -> None:
+    """Raise DataError when a variant takes other inputs than the reference."""
+    sig = signature(load_model(path, load_external_data=False))
+    want = [(s.name, str(s.dtype), None if s.shape is None else len(s.shape))
+            for s in reference.signature.inputs]
+    got = [(s.name, str(s.dtype), None if s.shape is None else len(s.shape)) for s in sig.inputs]
+    if want != got:
+        def fmt(items):
+            return ", ".join(f"{n} {d} rank {r}" for n, d, r in items)
+        raise DataError(
+            f"the models take different inputs: {reference.path.name} takes {fmt(want)}; "
+            f"{path.name} takes {fmt(got)}")
+
+
+def evaluate(reference: Reference, variant: Variant, *, max_disagreement: float,
+             min_cosine: float = DEFAULT_MIN_COSINE, session=None) -> tuple[VariantResult, Any]:
+    """Outputs, drift and accuracy of one variant; returns the result and its session."""
+    check_same_inputs(reference, variant.path)
+    sess = session or make_session(variant.path, threads=reference.threads)
+    outs = run_dataset(sess, reference.data, specs={s.name: s for s in reference.signature.outputs})
+    cmp_ = drift(reference.outputs, outs, reference.kinds, max_disagreement=max_disagreement,
+                 min_cosine=min_cosine, batch_axes=reference.output_batch_axes)
+    result = VariantResult(variant, op_counts(load_model(variant.path, load_external_data=False)),
+                           cmp_, accuracy(outs, reference.labels, reference.kinds), outs)
+    return result, sess
+
+
+def reference_result(reference: Reference, variant: Variant) -> VariantResult:
+    """The float model's own entry (no comparison: it is the reference)."""
+    return VariantResult(variant, op_counts(load_model(variant.path, load_external_data=False)),
+                         None, reference.accuracy, reference.outputs)
+
+
+def time_variants(reference: Reference, sessions: dict[str, Any], *, budget_s: float = DEFAULT_BUDGET_S,
+                  droppable: set[str] | None = None) -> Latency:
+    """Latency of the given sessions, the reference and its A/A control, interleaved."""
+    all_sessions = {REFERENCE: reference.session, CONTROL: reference.control(), **sessions}
+    feeds = reference.feeds()
+    timing = measure(all_sessions, {n: feeds for n in all_sessions}, budget_s=budget_s,
+                     threads=reference.threads, droppable=droppable)
+    timing.notes += [f"{k} skipped: {why}" for k, why in reference.skipped_batches.items()]
+    return timing
+
+
+def measure_variants(
+    reference: Reference,
+    float_variant: Variant,
+    variants: list[Variant],
+    *,
+    max_disagreement: float,
+    min_cosine: float = DEFAULT_MIN_COSINE,
+    latency: bool = True,
+    budget_s: float = DEFAULT_BUDGET_S,
+    droppable: set[str] | None = None,
+) -> Measurement:
+    """Measure every variant against the reference: size, ops, outputs, accuracy, latency."""
+    if any(v.name in (REFERENCE, CONTROL) for v in variants):
+        raise DataError(f"variant names {REFERENCE!r} and {CONTROL!r} are reserved")
+    results = {REFERENCE: reference_result(reference, float_variant)}
+    sessions: dict[str, Any] = {}
+    for v in variants:
+        results[v.name], sessions[v.name] = evaluate(reference, v, max_disagreement=max_disagreement,
+                                                     min_cosine=min_cosine)
+    timing = time_variants(reference, sessions, budget_s=budget_s, droppable=droppable) if latency else None
+    return Measurement(reference, results, timing)
