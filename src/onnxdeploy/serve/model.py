@@ -1,9 +1,9 @@
 """The served model: facts read from the file at once, the ORT session created per process.
 
 The session is created lazily and remembers the pid that created it. An ORT session created
-before gunicorn forks silently loses its thread pool (or hangs with ORT_PARALLEL), so a session
-inherited across ``fork`` is never reused: the child builds its own. The gunicorn runner calls
-``load()`` in ``post_worker_init`` so each worker is warm before it accepts a connection.
+before a fork silently loses its thread pool (or hangs with ORT_PARALLEL), so a session
+inherited across ``fork`` is never reused: the process builds its own. The granian front calls
+``load()`` in each worker (``Front.__rsgi_init__``) so it is warm before it serves.
 """
 
 from __future__ import annotations
