@@ -1,19 +1,24 @@
-"""Serving benchmark: our gunicorn server against the tutorial Flask app, and batching on/off.
+"""Serving benchmark: our server against the tutorial Flask app (and the previous gunicorn
+front), batching on/off, and shedding under a burst.
 
 Scenario ``tutorial``: digits-cnn, one sample a request, ``onnxdeploy serve`` (defaults) against
-``benchmarks/tutorial_app.py`` (Flask's own server) at each concurrency. Scenario ``batching``:
-digits-mlp, the same server with and without ``--max-batch-size`` (same thread settings), plus
-the default server for reference. Scenario ``overload``: digits-cnn, one worker with default
-settings, a burst of ``--burst`` connections (far beyond ``--max-inflight``) while a prober
-times ``/v2/health/live`` and ``/v2/health/ready`` on fresh connections; shows the share of
-fast 503s and the probes' latency. Targets are run alternately (A B, then B A ...) and repeated;
-the table shows medians. Load comes from wrk when it is on PATH, else a Python asyncio client
+``benchmarks/tutorial_app.py`` (Flask's own server) at each concurrency; with ``--baseline-src
+DIR`` also the ``onnxdeploy serve`` of another checkout (e.g. ``git worktree add /tmp/serve-old
+main`` before the granian front: the gunicorn gthread server, which needs gunicorn installed),
+and with ``--granian-wsgi`` the same ``create_app`` under plain granian WSGI for reference.
+Scenario ``batching``: digits-mlp, the same server with and without ``--max-batch-size`` (same
+thread settings), plus the default server for reference. Scenario ``overload``: one worker,
+``--max-inflight 4``, a compute-heavy model (a chain of 1024x1024 MatMuls built here), a burst of
+``--burst`` keep-alive clients while a prober times ``/v2/health/live`` on fresh connections;
+shows how fast 503s are answered and the probes' latency. Targets are run alternately (A B,
+then B A ...) and repeated; the table shows medians and the spread (min-max). Load comes from wrk when it is on PATH, else a Python asyncio client
 (the bench package's engine)
 with keep-alive connections and one pre-encoded request. Both share the 2 cores with the servers,
 so compare ratios, not absolute numbers.
 
     python benchmarks/serve.py [--duration 5] [--repeats 3] [--scenarios tutorial,batching,overload]
-                               [--burst 128] [--json out.json]
+                               [--burst 64] [--baseline-src /tmp/serve-old/src] [--granian-wsgi]
+                               [--json out.json]
 """
 
 from __future__ import annotations
@@ -44,14 +49,20 @@ from onnxdeploy.export import ExportOptions, export_model
 from onnxdeploy.report.jsonio import write_json
 
 HERE = Path(__file__).resolve().parent
-GOAL_TUTORIAL_RATIO = 3.0  # digits-cnn, c=8: ours / tutorial
+GOAL_TUTORIAL_RATIO = 6.0  # digits-cnn, c=8: ours / tutorial
+GOAL_BASELINE_RATIO = 1.7  # digits-cnn, c=8: ours / the previous onnxdeploy serve
+GOAL_P99_C8_MS = 2.0
 GOAL_BATCHING_RATIO = 1.5  # digits-mlp, c=32: batching / same server without
+GOAL_SHED_503_MS = 100.0  # overload: median time to a 503
+GOAL_SHED_LIVE_MS = 300.0  # overload: liveness while shedding
 BATCH_ARGS = ["--max-batch-size", "32", "--batch-timeout-ms", "2"]
-BATCH_THREADS = ["--threads", "16"]  # batching needs several requests in a worker at once
+BATCH_THREADS = ["--http-threads", "16"]  # batching needs several requests in a worker at once
 
 
 def body_for(model: str) -> bytes:
     """One sample a request (the first digit of the built-in test split), shaped for the model."""
+    if model == "heavy":
+        return json.dumps({"inputs": [[0.01] * 1024]}).encode()
     sample = digits_split()[2][0]
     x = sample.reshape(1, 1, 8, 8) if model == "digits-cnn" else sample.reshape(1, 64)
     return json.dumps({"inputs": x.tolist()}).encode()
@@ -66,6 +77,7 @@ class Target:
     argv: list[str]
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    env: dict | None = None
 
     @property
     def url(self) -> str:
@@ -74,7 +86,8 @@ class Target:
     def start(self, timeout: float = 60) -> None:
         argv = [a.replace("{port}", str(self.port)) for a in self.argv]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True,
+                                     env={**os.environ, **self.env} if self.env else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -85,6 +98,26 @@ class Target:
                 time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"{self.name} did not become ready")
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of the server's processes so far (Linux /proc; 0 elsewhere).
+
+        On shared cores throughput swings with the neighbours' load; CPU per request moves far
+        less, so the table shows both.
+        """
+        if self.proc is None or not Path("/proc").exists():
+            return 0.0
+        total, tick = 0, os.sysconf("SC_CLK_TCK")
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(entry.name) == self.proc.pid or int(fields[2]) == self.proc.pid:  # pgid
+                total += int(fields[11]) + int(fields[12])
+        return total / tick
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -99,6 +132,54 @@ class Target:
 def ours(name: str, model: Path, *extra: str) -> Target:
     cli = [sys.executable, "-m", "onnxdeploy", "serve", str(model), "--port", "{port}", *extra]
     return Target(name, cli)
+
+
+def baseline(name: str, src: Path, model: Path, *extra: str) -> Target:
+    """``onnxdeploy serve`` from another checkout's ``src`` (the previous front)."""
+    cli = [sys.executable, "-m", "onnxdeploy", "serve", str(model), "--port", "{port}", *extra]
+    return Target(name, cli, env={"PYTHONPATH": str(src)})
+
+
+def granian_wsgi(model: Path) -> Target:
+    """The same create_app under plain granian WSGI (2 workers, 1 blocking thread): reference."""
+    cli = [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "2",
+           "--blocking-threads", "1", "--port", "{port}", "--factory", "--working-dir",
+           str(HERE), "serve:wsgi_factory"]
+    return Target("granian-wsgi (reference)", cli, env={"BENCH_SERVE_MODEL": str(model)})
+
+
+def wsgi_factory():
+    """For ``granian_wsgi``: the app, its session made in the worker."""
+    from onnxdeploy.serve.app import create_app
+
+    return create_app({"MODEL_PATH": os.environ["BENCH_SERVE_MODEL"], "ORT_THREADS": 1,
+                       "LOAD_ON_START": True})
+
+
+def heavy_model(out_dir: Path, layers: int = 40, width: int = 1024) -> Path:
+    """A compute-heavy model: ``x [batch, width]`` through ``layers`` MatMul+Tanh (one weight)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    path = out_dir / "heavy.onnx"
+    if path.exists():
+        return path
+    w = (np.random.default_rng(0).standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+    nodes, prev = [], "x"
+    for i in range(layers):
+        nodes += [helper.make_node("MatMul", [prev, "w"], [f"m{i}"]),
+                  helper.make_node("Tanh", [f"m{i}"], [f"t{i}"])]
+        prev = f"t{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["y"]))
+    graph = helper.make_graph(nodes, "heavy",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
 
 
 def tutorial(model: Path) -> Target:
@@ -126,6 +207,7 @@ class Run:
     p99_ms: float
     errors: int
     requests: int
+    cpu_us_per_request: float | None = None
 
 
 def run_wrk(url: str, body: bytes, concurrency: int, duration: float, name: str) -> Run:
@@ -166,9 +248,12 @@ def measure(targets: list[Target], model: str, concurrencies: list[int], *, dura
             for c in concurrencies:
                 order = targets if r % 2 == 0 else list(reversed(targets))
                 for t in order:
+                    cpu0 = t.cpu_seconds()
                     run = engine(t.url, body, c, duration, t.name)
+                    run.cpu_us_per_request = (t.cpu_seconds() - cpu0) / max(1, run.requests) * 1e6
                     print(f"  {model} {t.name:<26} c={c:<3} {run.rps:8.0f} req/s  p50 {run.p50_ms:6.2f} ms"
-                          f"  p99 {run.p99_ms:7.2f} ms  errors {run.errors}", file=sys.stderr)
+                          f"  p99 {run.p99_ms:7.2f} ms  errors {run.errors}  server CPU "
+                          f"{run.cpu_us_per_request:.0f} us/request", file=sys.stderr)
                     runs.append(run)
     finally:
         for t in targets:
@@ -189,36 +274,87 @@ def probe(port: int, path: str) -> tuple[int, float]:
         conn.close()
 
 
-def overload(target: Target, model: str, connections: int, duration: float, engine) -> dict:
-    """One burst of ``connections`` against ``target`` while health is probed every 50 ms."""
+async def _burst(port: int, body: bytes, clients: int, duration: float) -> list[tuple[int, float]]:
+    """``clients`` keep-alive connections posting back to back: (status, seconds) per request."""
+    import asyncio
+    import re
+
+    request = http_request("POST", "/predict", f"127.0.0.1:{port}", body)
+    results: list[tuple[int, float]] = []
+    end = time.perf_counter() + duration
+
+    async def client() -> None:
+        reader = writer = None
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"content-length:\s*(\d+)", head, re.I)
+                await reader.readexactly(int(length.group(1)) if length else 0)
+                results.append((int(head.split(b" ", 2)[1]), time.perf_counter() - t0))
+                if b"connection: close" in head.lower():
+                    writer.close()
+                    writer = None
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                results.append((0, time.perf_counter() - t0))
+                if writer is not None:
+                    writer.close()
+                writer = None
+                await asyncio.sleep(0.01)
+        if writer is not None:
+            writer.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return results
+
+
+def overload(target: Target, model: str, connections: int, duration: float) -> dict:
+    """One burst of ``connections`` clients against ``target`` while liveness is probed every 50 ms."""
+    import asyncio
+
     body = body_for(model)
-    result: dict = {}
+    probes: list[tuple[int, float]] = []
     target.start()
     try:
-        engine(target.url, body, 8, 1.0, target.name)  # warm-up
-        load = threading.Thread(target=lambda: result.setdefault(
-            "run", engine(target.url, body, connections, duration, target.name)))
-        load.start()
-        time.sleep(min(1.0, duration / 4))
-        probes: dict[str, list] = {"live": [], "ready": []}
-        while load.is_alive():
-            for kind in probes:
-                probes[kind].append(probe(target.port, f"/v2/health/{kind}"))
-            time.sleep(0.05)
-        load.join()
+        asyncio.run(_burst(target.port, body, 2, 1.0))  # warm-up
+        stop = threading.Event()
+
+        def prober() -> None:
+            time.sleep(min(1.0, duration / 4))
+            while not stop.is_set():
+                try:
+                    probes.append(probe(target.port, "/v2/health/live"))
+                except OSError:
+                    probes.append((0, 10_000.0))
+                time.sleep(0.05)
+
+        thread = threading.Thread(target=prober)
+        thread.start()
+        results = asyncio.run(_burst(target.port, body, connections, duration))
+        stop.set()
+        thread.join()
     finally:
         target.stop()
-    run: Run = result["run"]
-    row = {"target": target.name, "connections": connections, "rps": run.rps,
-           "refused_share": run.errors / max(1, run.requests), "p50_ms": run.p50_ms,
-           "p99_ms": run.p99_ms}
-    for kind, got in probes.items():
-        ms = sorted(t for _, t in got)
-        row[f"{kind}_ok"] = sum(s == 200 for s, _ in got) == len(got) > 0
-        row[f"{kind}_p50_ms"] = ms[len(ms) // 2] if ms else None
-        row[f"{kind}_max_ms"] = ms[-1] if ms else None
-    print(f"  overload {target.name}: {run.rps:.0f} req/s, {row['refused_share']:.0%} refused, "
-          f"live p50 {row['live_p50_ms']:.1f} ms max {row['live_max_ms']:.1f} ms", file=sys.stderr)
+
+    def median_ms(values: list[float]) -> float | None:
+        return statistics.median(values) * 1e3 if values else None
+
+    ok = [t for s, t in results if s == 200]
+    refused = [t for s, t in results if s == 503]
+    live = sorted(t for _, t in probes)
+    row = {"target": target.name, "connections": connections, "requests": len(results),
+           "ok": len(ok), "refused": len(refused),
+           "failed": sum(1 for s, _ in results if s not in (200, 503)),
+           "ok_p50_ms": median_ms(ok), "refused_p50_ms": median_ms(refused),
+           "live_ok": bool(probes) and all(s == 200 for s, _ in probes),
+           "live_p50_ms": statistics.median(live) if live else None,
+           "live_max_ms": live[-1] if live else None}
+    print(f"  overload {target.name}: {len(ok)} ok, {len(refused)} refused (p50 "
+          f"{row['refused_p50_ms'] or 0:.1f} ms), live p50 {row['live_p50_ms'] or 0:.1f} ms max "
+          f"{row['live_max_ms'] or 0:.1f} ms", file=sys.stderr)
     return row
 
 
@@ -230,8 +366,10 @@ def summarize(runs: list[Run]) -> list[dict]:
         sel = [r for r in runs if r.target == target and r.concurrency == c]
         rows.append({"target": target, "concurrency": c,
                      "rps": statistics.median(r.rps for r in sel),
+                     "rps_min": min(r.rps for r in sel), "rps_max": max(r.rps for r in sel),
                      "p50_ms": statistics.median(r.p50_ms for r in sel),
                      "p99_ms": statistics.median(r.p99_ms for r in sel),
+                     "cpu_us": statistics.median(r.cpu_us_per_request or 0.0 for r in sel),
                      "errors": sum(r.errors for r in sel), "repeats": len(sel)})
     return rows
 
@@ -249,7 +387,11 @@ def main() -> int:
     p.add_argument("--models-dir", help="reuse exported built-ins from here")
     p.add_argument("--scenarios", default="tutorial,batching,overload",
                    help="comma-separated subset of tutorial,batching,overload")
-    p.add_argument("--burst", type=int, default=128, help="connections in the overload burst")
+    p.add_argument("--burst", type=int, default=64, help="clients in the overload burst")
+    p.add_argument("--baseline-src", type=Path,
+                   help="the src/ of another checkout whose onnxdeploy serve runs beside ours")
+    p.add_argument("--granian-wsgi", action="store_true",
+                   help="also run create_app under plain granian WSGI (reference)")
     p.add_argument("--json", dest="json_path", help="write the results here")
     args = p.parse_args()
     # A killed benchmark must still stop its servers (the finally blocks in measure()).
@@ -267,10 +409,17 @@ def main() -> int:
     ratios: dict = {}
     c_bat = 32 if 32 in concurrencies else max(concurrencies)
     if "tutorial" in scenarios:
-        tut = summarize(measure([ours("onnxdeploy", cnn), tutorial(cnn)], "digits-cnn",
-                                concurrencies, **kw))
+        targets = [ours("onnxdeploy", cnn), tutorial(cnn)]
+        if args.baseline_src:
+            targets.append(baseline("previous onnxdeploy", args.baseline_src, cnn))
+        if args.granian_wsgi:
+            targets.append(granian_wsgi(cnn))
+        tut = summarize(measure(targets, "digits-cnn", concurrencies, **kw))
         if 8 in concurrencies:
             ratios["cnn_c8_vs_tutorial"] = rps(tut, "onnxdeploy", 8) / rps(tut, "tutorial", 8)
+            if args.baseline_src:
+                ratios["cnn_c8_vs_previous"] = (rps(tut, "onnxdeploy", 8)
+                                                / rps(tut, "previous onnxdeploy", 8))
     if "batching" in scenarios:
         bat = summarize(measure([ours("onnxdeploy", mlp),
                                  ours("onnxdeploy threads16", mlp, *BATCH_THREADS),
@@ -281,34 +430,53 @@ def main() -> int:
         ratios["mlp_batching_vs_default"] = (rps(bat, "onnxdeploy threads16+batch", c_bat)
                                              / rps(bat, "onnxdeploy", c_bat))
     if "overload" in scenarios:
-        over = [overload(ours("onnxdeploy 1 worker", cnn, "--workers", "1"), "digits-cnn",
-                         args.burst, max(args.duration, 4.0), engine) for _ in range(args.repeats)]
+        heavy = heavy_model(models_dir)
+        over = [overload(ours("onnxdeploy 1 worker", heavy, "--workers", "1", "--max-inflight", "4"),
+                         "heavy", args.burst, max(args.duration, 4.0)) for _ in range(args.repeats)]
 
     print(f"\nload generator: {'wrk' if use_wrk else 'python asyncio'}; {args.repeats} repeats x "
-          f"{args.duration:g}s, medians; cpus: {len(os.sched_getaffinity(0))}")
+          f"{args.duration:g}s, alternated, medians (min-max); cpus: {len(os.sched_getaffinity(0))}")
     if tut or bat:
-        print(f"{'model':<11} {'target':<27} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+        print(f"{'model':<11} {'target':<27} {'c':>3} {'req/s':>8} {'(min-max)':>13} {'p50 ms':>7} "
+              f"{'p99 ms':>7} {'CPU us/req':>10} {'errors':>6}")
     for model, rows in (("digits-cnn", tut or []), ("digits-mlp", bat or [])):
         for r in rows:
-            print(f"{model:<11} {r['target']:<27} {r['concurrency']:>3} {r['rps']:>8.0f} "
-                  f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}")
+            spread = f"{r['rps_min']:.0f}-{r['rps_max']:.0f}"
+            print(f"{model:<11} {r['target']:<27} {r['concurrency']:>3} {r['rps']:>8.0f} {spread:>13} "
+                  f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['cpu_us']:>10.0f} {r['errors']:>6}")
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
     if "cnn_c8_vs_tutorial" in ratios:
         r = ratios["cnn_c8_vs_tutorial"]
-        print(f"digits-cnn c=8: onnxdeploy / tutorial = {r:.2f}x "
-              f"(goal >= {GOAL_TUTORIAL_RATIO}x: {'met' if r >= GOAL_TUTORIAL_RATIO else 'MISSED'})")
+        print(f"digits-cnn c=8: onnxdeploy / tutorial = {r:.2f}x (goal >= {GOAL_TUTORIAL_RATIO}x: "
+              f"{verdict(r >= GOAL_TUTORIAL_RATIO)})")
+        p99 = next(x["p99_ms"] for x in tut if x["target"] == "onnxdeploy" and x["concurrency"] == 8)
+        print(f"digits-cnn c=8: onnxdeploy p99 = {p99:.2f} ms (goal <= {GOAL_P99_C8_MS} ms: "
+              f"{verdict(p99 <= GOAL_P99_C8_MS)})")
+    if "cnn_c8_vs_previous" in ratios:
+        r = ratios["cnn_c8_vs_previous"]
+        print(f"digits-cnn c=8: onnxdeploy / previous onnxdeploy = {r:.2f}x (goal >= "
+              f"{GOAL_BASELINE_RATIO}x: {verdict(r >= GOAL_BASELINE_RATIO)})")
     if "mlp_batching" in ratios:
         r = ratios["mlp_batching"]
         print(f"digits-mlp c={c_bat}: batching / same server without = {r:.2f}x "
-              f"(goal >= {GOAL_BATCHING_RATIO}x: {'met' if r >= GOAL_BATCHING_RATIO else 'MISSED'}); "
+              f"(goal >= {GOAL_BATCHING_RATIO}x: {verdict(r >= GOAL_BATCHING_RATIO)}); "
               f"batching / default server = {ratios['mlp_batching_vs_default']:.2f}x")
     if over:
-        print(f"\noverload, digits-cnn, one worker, defaults, {args.burst} connections:")
-        print(f"{'req/s':>8} {'refused':>8} {'p50 ms':>8} {'p99 ms':>8} {'live p50':>9} {'live max':>9} "
-              f"{'ready p50':>10} {'ready max':>10} {'probes ok':>9}")
+        print(f"\noverload: heavy model, one worker, --max-inflight 4, {args.burst} clients:")
+        print(f"{'ok':>6} {'refused':>8} {'failed':>7} {'ok p50':>8} {'503 p50':>8} {'live p50':>9} "
+              f"{'live max':>9} {'probes ok':>9}")
         for o in over:
-            print(f"{o['rps']:>8.0f} {o['refused_share']:>8.0%} {o['p50_ms']:>8.2f} {o['p99_ms']:>8.2f} "
-                  f"{o['live_p50_ms']:>9.1f} {o['live_max_ms']:>9.1f} {o['ready_p50_ms']:>10.1f} "
-                  f"{o['ready_max_ms']:>10.1f} {str(o['live_ok'] and o['ready_ok']):>9}")
+            print(f"{o['ok']:>6} {o['refused']:>8} {o['failed']:>7} {o['ok_p50_ms'] or 0:>8.1f} "
+                  f"{o['refused_p50_ms'] or 0:>8.1f} {o['live_p50_ms'] or 0:>9.1f} "
+                  f"{o['live_max_ms'] or 0:>9.1f} {str(o['live_ok']):>9}")
+        shed = statistics.median(o["refused_p50_ms"] or 1e9 for o in over)
+        live = statistics.median(o["live_p50_ms"] or 1e9 for o in over)
+        print(f"503 median {shed:.1f} ms (goal < {GOAL_SHED_503_MS:g}: {verdict(shed < GOAL_SHED_503_MS)}); "
+              f"liveness median {live:.1f} ms (goal < {GOAL_SHED_LIVE_MS:g}: "
+              f"{verdict(live < GOAL_SHED_LIVE_MS)})")
     if args.json_path:
         write_json(args.json_path, {
             "engine": "wrk" if use_wrk else "python", "duration_s": args.duration,

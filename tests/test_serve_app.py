@@ -209,3 +209,46 @@ def test_served_session_keeps_ort_spinning(mlp_path):
     session = SessionHolder(read_model_info(mlp_path), ort_threads=2).load()
     entry = session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
     assert entry == "1"
+
+
+def test_ort_messages_are_reduced_to_what_a_client_can_act_on():
+    from onnxdeploy.serve.model import client_message
+
+    dims = ("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input: x for "
+            "the following indices\n index: 1 Got: 5 Expected: 4\n Please fix either the inputs/outputs")
+    assert client_message(dims) == "input 'x': axis 1 is 5; expected 4"
+    rank = "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Invalid rank for input: x Got: 3 Expected: 2"
+    assert client_message(rank) == "input 'x' has rank 3; expected rank 2"
+    enforce = ("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Add node. "
+               "Name:'/Add' Status Message: /onnxruntime_src/onnxruntime/core/providers/cpu/math/"
+               "element_wise_ops.h:560 void onnxruntime::BroadcastIterator::Append(ptrdiff_t, "
+               "ptrdiff_t) axis == 1 || axis == largest was false. Attempting to broadcast an axis "
+               "by a dimension other than 1. 3 by 5")
+    message = client_message(enforce)
+    assert "3 by 5" in message and "Add node" in message
+    for internal in ("onnxruntime::", ".h:", "Name:", "ONNXRuntimeError", "was false"):
+        assert internal not in message
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    (1e39, "out of range for float32"), (70000.0, "out of range for float16")])
+def test_values_out_of_range_for_the_dtype_are_400(value, fragment):
+    from onnxdeploy.modelfile import TensorSpec
+    from onnxdeploy.serve.validation import ApiError, array_from_json
+
+    dtype = np.float16 if "16" in fragment else np.float32
+    with pytest.raises(ApiError) as exc:
+        array_from_json(TensorSpec("x", np.dtype(dtype), ("batch", 2)), [[value, 0.0]])
+    assert exc.value.status == 400 and fragment in exc.value.message
+
+
+def test_body_cap_follows_the_signature_and_max_batch(paths):
+    from onnxdeploy.serve.model import read_model_info
+    from onnxdeploy.serve.validation import body_limit
+
+    sig = read_model_info(paths["mlp"]).signature
+    assert body_limit(sig, 1024) > body_limit(sig, 8) * 20  # 8 rows: the 64 KiB floor
+    assert 1024 * 64 * 10 < body_limit(sig, 1024) < 4 * 2**20  # JSON of 1024 rows, not 32 MiB
+    c = _client(paths["mlp"], MAX_BODY_BYTES=None, MAX_BATCH=2)
+    r = c.post("/predict", data=b"[" * 100_000, content_type="application/json")
+    assert r.status_code == 413 and "expected at most" in r.get_json()["error"]

@@ -39,6 +39,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     """True when something already listens on ``host:port`` (or it cannot be bound)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as a server binds: a port whose last server closed its connections (TIME_WAIT on the
+        # server side, as granian leaves after closing idle keep-alives) is free to listen on
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -1,8 +1,12 @@
-"""The Flask application factory: routes, auth, limits, overload shedding, JSON errors.
+"""The Flask application factory: blueprints for /predict, the Open Inference Protocol, probes
+and docs; auth, limits, overload bound, JSON errors.
 
 Views are short: check, run, answer. Every refusal leaves as an ``ApiError`` (or a werkzeug
 HTTPException for routing) and one handler turns it into ``{"error": "..."}`` with its status;
 anything unexpected is logged with its traceback and answered with a bare 500 message.
+
+The app is the same under every front: granian through ``serve.front`` (which buffers bodies and
+bounds requests before they reach a view), Flask's own server (``--dev``) and the test client.
 """
 
 from __future__ import annotations
@@ -17,12 +21,12 @@ from .. import __version__
 from ..errors import DataError
 from ..runtime import default_threads
 from . import protocols
-from .admission import shedding
 from .batching import Executor
+from .docs import docs_blueprint
 from .metrics import Metrics
 from .model import SessionHolder, read_model_info
 from .openapi import openapi_spec
-from .validation import ApiError, check_feeds
+from .validation import ApiError, body_limit, check_feeds
 
 log = logging.getLogger("onnxdeploy.serve")
 
@@ -32,17 +36,18 @@ DEFAULTS: dict[str, Any] = {
     "ORT_THREADS": None,
     "MAX_INFLIGHT": 64,
     "MAX_BATCH": 1024,
-    "MAX_BODY_BYTES": 32 * 2**20,
+    "MAX_BODY_BYTES": None,
     "MAX_BATCH_SIZE": 0,
     "BATCH_TIMEOUT_MS": 2.0,
     "API_KEY": None,
     "LOAD_ON_START": False,
 }
-#: endpoints that run the model: counted against the in-flight bound
-INFERENCE_ENDPOINTS = frozenset({"predict", "v2_infer"})
-#: liveness must answer even without credentials, so orchestrators can probe it
-PUBLIC_ENDPOINTS = frozenset({"v2_live"})
+#: liveness must answer even without credentials, so orchestrators can probe it; the docs page
+#: and its assets are static (the spec they load still needs the key)
+PUBLIC_ENDPOINTS = frozenset({"v2.v2_live", "docs.page", "docs.static"})
 RETRY_AFTER_S = "1"
+#: WSGI environ key under which a front that buffered the body passes it as bytes
+BODY_KEY = "onnxdeploy.body"
 
 
 def create_app(config: dict | None = None):
@@ -52,13 +57,14 @@ def create_app(config: dict | None = None):
     ``MODEL_NAME`` (default: the file's stem), ``ORT_THREADS`` (intra-op threads per process,
     default: the CPUs this process may use), ``MAX_INFLIGHT`` (inference requests handled at
     once per process; more get 503 + Retry-After), ``MAX_BATCH`` (rows per request),
-    ``MAX_BODY_BYTES`` (413 above it, from Content-Length before reading), ``MAX_BATCH_SIZE``
-    (dynamic batching: rows per merged run, 0 = off), ``BATCH_TIMEOUT_MS`` (longest wait for a
-    batch to fill), ``API_KEY`` (require ``Authorization: Bearer <key>`` except on liveness),
-    ``LOAD_ON_START`` (create the session now rather than on first use or in gunicorn's
-    ``post_worker_init``).
+    ``MAX_BODY_BYTES`` (413 above it; default: derived from the signature and ``MAX_BATCH``,
+    see ``validation.body_limit``), ``MAX_BATCH_SIZE`` (dynamic batching: rows per merged run,
+    0 = off), ``BATCH_TIMEOUT_MS`` (longest wait for a batch to fill), ``API_KEY`` (require
+    ``Authorization: Bearer <key>`` except on liveness and the docs page), ``LOAD_ON_START``
+    (create the session now rather than on first use; the granian front loads it in each
+    worker before serving).
     """
-    from flask import Flask, Response, g, request
+    from flask import Blueprint, Flask, Response, g, request
     from werkzeug.exceptions import HTTPException
 
     cfg = {**DEFAULTS, **(config or {})}
@@ -70,19 +76,25 @@ def create_app(config: dict | None = None):
     executor = Executor(holder, metrics, max_batch_size=int(cfg["MAX_BATCH_SIZE"]),
                         timeout_ms=float(cfg["BATCH_TIMEOUT_MS"]))
     inflight = threading.BoundedSemaphore(int(cfg["MAX_INFLIGHT"]))
-    max_body = int(cfg["MAX_BODY_BYTES"])
+    max_body = int(cfg["MAX_BODY_BYTES"] or body_limit(info.signature, int(cfg["MAX_BATCH"])))
+    cfg["MAX_BODY_BYTES"] = max_body
     api_key = cfg["API_KEY"].encode() if cfg["API_KEY"] else None
 
     app = Flask("onnxdeploy.serve")
     app.config.update(cfg)
-    # Werkzeug enforces this while reading bodies without a Content-Length (chunked).
+    # Werkzeug enforces this while reading bodies without a Content-Length (chunked) under
+    # --dev; the granian front has buffered (and capped) every body before a view runs.
     app.config["MAX_CONTENT_LENGTH"] = max_body
     app.extensions["onnxdeploy"] = holder
     app.extensions["onnxdeploy.executor"] = executor
+    app.extensions["onnxdeploy.metrics"] = metrics
+    app.extensions["onnxdeploy.info"] = info
 
     def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
         return Response(protocols.dumps(obj), status=status, headers=headers,
                         mimetype="application/json")
+
+    # ------------------------------------------------------------------ cross-cutting
 
     @app.before_request
     def _start():
@@ -97,13 +109,22 @@ def create_app(config: dict | None = None):
         if length is not None and length > max_body:
             raise ApiError(413, f"request body is {length} bytes; expected at most {max_body} bytes")
 
+    counters: dict[tuple[str | None, int], Any] = {}  # labelled children, made once
+    timers: dict[str | None, Any] = {}
+
     @app.after_request
     def _record(response):
-        endpoint = request.endpoint or "unmatched"
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        key = (request.endpoint, response.status_code)
+        counter = counters.get(key)
+        if counter is None:
+            # metrics name endpoints without their blueprint: "predict", "v2_infer", "v2_live"
+            endpoint = (request.endpoint or "unmatched").rpartition(".")[2]
+            counter = counters[key] = metrics.requests.labels(endpoint, str(key[1]))
+            timers.setdefault(request.endpoint, metrics.request_seconds.labels(endpoint))
+        counter.inc()
         t0 = g.get("t0")
         if t0 is not None:
-            metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - t0)
+            timers[request.endpoint].observe(time.perf_counter() - t0)
         return response
 
     @app.errorhandler(ApiError)
@@ -142,12 +163,23 @@ def create_app(config: dict | None = None):
         rows = check_feeds(info.signature, feeds, max_batch=int(cfg["MAX_BATCH"]))
         return executor.infer(feeds, rows)
 
+    def body() -> bytes:
+        # the granian front hands over the body it buffered: no second pass through a stream
+        data = request.environ.get(BODY_KEY)
+        if data is not None:
+            return data
+        data = request.get_data(cache=False)
+        if len(data) > max_body:  # a chunked body Werkzeug stopped reading at the cap (--dev)
+            raise ApiError(413, f"request body is over {max_body} bytes; expected at most "
+                                f"{max_body} bytes")
+        return data
+
     def admitted(view):
         # Shed load at once rather than queueing without bound; health routes are not counted.
-        # Under gunicorn the worker bounds requests at dispatch and marks the threads that must
-        # refuse (serve.worker); the semaphore bounds them under any other server.
+        # The granian front bounds requests before they get here; this bounds them under any
+        # other server (--dev, the test client).
         def wrapper(*args, **kwargs):
-            if shedding() or not inflight.acquire(blocking=False):
+            if not inflight.acquire(blocking=False):
                 raise ApiError(503, f"server busy: {cfg['MAX_INFLIGHT']} requests in flight in this "
                                     "worker; retry later", {"Retry-After": RETRY_AFTER_S})
             metrics.inflight.inc()
@@ -160,15 +192,25 @@ def create_app(config: dict | None = None):
         wrapper.__name__ = view.__name__
         return wrapper
 
-    @app.post("/predict", endpoint="predict")
+    # ------------------------------------------------------------------ inference (JSON)
+
+    simple = Blueprint("simple", __name__)
+
+    @simple.post("/predict", endpoint="predict")
     @admitted
     def predict():
         content_json()
-        feeds = protocols.parse_predict(protocols.loads(request.get_data(cache=False)), info)
+        payload = protocols.loads(body())
+        feeds = protocols.parse_predict(payload, info)
+        del payload  # the nested lists can be several times the body: free them before running
         return json_response(protocols.predict_response(info, run_model(feeds)))
 
-    @app.post("/v2/models/<name>/infer", endpoint="v2_infer")
-    @app.post("/v2/models/<name>/versions/<version>/infer", endpoint="v2_infer")
+    # ------------------------------------------------------------------ Open Inference Protocol
+
+    v2 = Blueprint("v2", __name__, url_prefix="/v2")
+
+    @v2.post("/models/<name>/infer", endpoint="v2_infer")
+    @v2.post("/models/<name>/versions/<version>/infer", endpoint="v2_infer")
     @admitted
     def v2_infer(name: str, version: str | None = None):
         protocols.check_name(name, info)
@@ -176,51 +218,62 @@ def create_app(config: dict | None = None):
         header_length = request.headers.get(protocols.BINARY_HEADER)
         if header_length is None:
             content_json()
-        payload, binary = protocols.split_binary(request.get_data(cache=False), header_length)
+        payload, binary = protocols.split_binary(body(), header_length)
         feeds, options = protocols.parse_v2(payload, binary, info)
-        body, headers = protocols.v2_response(info, run_model(feeds), options)
+        del payload
+        out, headers = protocols.v2_response(info, run_model(feeds), options)
         mimetype = "application/octet-stream" if headers else "application/json"
-        return Response(body, headers=headers, mimetype=mimetype)
+        return Response(out, headers=headers, mimetype=mimetype)
 
-    @app.get("/v2/health/live", endpoint="v2_live")
+    @v2.get("/health/live", endpoint="v2_live")
     def live():
         return json_response({"live": True})
 
-    @app.get("/v2/health/ready", endpoint="v2_ready")
+    @v2.get("/health/ready", endpoint="v2_ready")
     def ready():
         if holder.ready:
             return json_response({"ready": True})
         return json_response({"ready": False, "error": "model session not created yet"}, 503,
                              {"Retry-After": RETRY_AFTER_S})
 
-    @app.get("/v2", endpoint="v2_server")
+    @v2.get("", endpoint="v2_server")
     def server_metadata():
         return json_response({"name": "onnxdeploy", "version": __version__,
                               "extensions": ["binary_tensor_data"]})
 
-    @app.get("/v2/models/<name>", endpoint="v2_model")
-    @app.get("/v2/models/<name>/versions/<version>", endpoint="v2_model")
+    @v2.get("/models/<name>", endpoint="v2_model")
+    @v2.get("/models/<name>/versions/<version>", endpoint="v2_model")
     def model_metadata(name: str, version: str | None = None):
         protocols.check_name(name, info)
         protocols.check_version(version)
         return json_response(protocols.model_metadata(info))
 
-    @app.get("/v2/models/<name>/ready", endpoint="v2_model_ready")
-    @app.get("/v2/models/<name>/versions/<version>/ready", endpoint="v2_model_ready")
+    @v2.get("/models/<name>/ready", endpoint="v2_model_ready")
+    @v2.get("/models/<name>/versions/<version>/ready", endpoint="v2_model_ready")
     def model_ready(name: str, version: str | None = None):
         protocols.check_name(name, info)
         protocols.check_version(version)
         status = 200 if holder.ready else 503
         return json_response({"name": info.name, "ready": holder.ready}, status)
 
-    @app.get("/metrics", endpoint="metrics")
-    def metrics_view():
-        body, content_type = metrics.render()
-        return Response(body, content_type=content_type)
+    # ------------------------------------------------------------------ operations
 
-    @app.get("/openapi.json", endpoint="openapi")
+    ops = Blueprint("ops", __name__)
+
+    @ops.get("/metrics", endpoint="metrics")
+    def metrics_view():
+        text, content_type = metrics.render()
+        return Response(text, content_type=content_type)
+
+    @ops.get("/openapi.json", endpoint="openapi")
     def openapi():
         return json_response(openapi_spec(info))
+
+    for blueprint in (simple, v2, ops):
+        app.register_blueprint(blueprint)
+    docs = docs_blueprint()
+    if docs is not None:
+        app.register_blueprint(docs)
 
     if cfg["LOAD_ON_START"]:
         holder.load()

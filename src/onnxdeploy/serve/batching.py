@@ -2,10 +2,12 @@
 
 With batching on, request threads put their feeds in a per-process queue and wait. One batch
 thread takes the oldest request, gathers more until ``max_batch_size`` rows or until
-``timeout_ms`` after the oldest request arrived, concatenates compatible requests along axis 0,
-makes one ``session.run`` and hands each caller its own rows. Requests are compatible when they
-have the same inputs with the same trailing shapes and dtypes; others wait for a later batch.
-Models with an input lacking a batch axis are never merged.
+``timeout_ms`` after the oldest request arrived, concatenates compatible requests along each
+input's own batch axis (``state [2, batch, 128]`` along axis 1), makes one ``session.run`` and
+hands each caller its own rows, split along each output's batch axis. Requests are compatible
+when their batched inputs have the same dtypes and the same sizes off the batch axis, and their
+inputs without a batch axis (a 0-d flag, a sample rate) are equal, byte for byte: those are
+passed through once. Others wait for a later batch. A model with no batch axis is never merged.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ log = logging.getLogger("onnxdeploy.serve")
 RESULT_TIMEOUT_S = 120.0
 
 
-@dataclass
+@dataclass(eq=False)  # identity: deque.remove must never compare the feeds' arrays
 class _Pending:
     feeds: dict[str, np.ndarray]
     rows: int
@@ -48,8 +50,10 @@ class Executor:
         self.metrics = metrics
         self.max_batch_size = max_batch_size
         self.timeout_s = max(0.0, timeout_ms) / 1e3
-        self.batchable = max_batch_size > 1 and all(
-            s.has_batch_axis for s in holder.info.signature.inputs)
+        sig = holder.info.signature
+        self.axes = {s.name: s.batch_axis for s in sig.inputs}
+        self.out_axes = [s.batch_axis for s in sig.outputs]
+        self.batchable = max_batch_size > 1 and sig.batched
         self._cond = threading.Condition()
         self._queue: collections.deque[_Pending] = collections.deque()
         self._thread: threading.Thread | None = None
@@ -57,10 +61,9 @@ class Executor:
 
     def infer(self, feeds: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
         """All outputs for these feeds, in graph order."""
-        if (not self.batchable or rows >= self.max_batch_size
-                or any(a.shape[0] != rows for a in feeds.values())):
+        if not self.batchable or rows >= self.max_batch_size or not self._uniform(feeds, rows):
             return self._run(feeds)
-        item = _Pending(feeds, rows, _key(feeds), time.perf_counter())
+        item = _Pending(feeds, rows, self._key(feeds), time.perf_counter())
         self._ensure_thread()
         with self._cond:
             self._queue.append(item)
@@ -70,6 +73,25 @@ class Executor:
         if item.error is not None:
             raise item.error
         return item.outputs
+
+    def _uniform(self, feeds: dict[str, np.ndarray], rows: int) -> bool:
+        """Every batched input carries ``rows`` along its batch axis (else run it alone)."""
+        for name, arr in feeds.items():
+            axis = self.axes.get(name)
+            if axis is not None and (axis >= arr.ndim or arr.shape[axis] != rows):
+                return False
+        return True
+
+    def _key(self, feeds: dict[str, np.ndarray]) -> tuple:
+        """Requests with equal keys can share a run."""
+        parts = []
+        for name in sorted(feeds):
+            arr, axis = feeds[name], self.axes.get(name)
+            if axis is None:  # passed through once: every request must send the same value
+                parts.append((name, arr.dtype.str, arr.shape, arr.tobytes()))
+            else:
+                parts.append((name, arr.dtype.str, arr.shape[:axis] + arr.shape[axis + 1:]))
+        return tuple(parts)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         t0 = time.perf_counter()
@@ -122,10 +144,13 @@ class Executor:
                 if len(batch) == 1:
                     batch[0].outputs = self._run(batch[0].feeds)
                 else:
-                    merged = {name: np.concatenate([p.feeds[name] for p in batch], axis=0)
-                              for name in batch[0].feeds}
+                    merged = {}
+                    for name, first in batch[0].feeds.items():
+                        axis = self.axes.get(name)
+                        merged[name] = first if axis is None else np.concatenate(
+                            [p.feeds[name] for p in batch], axis=axis)
                     outputs = self._run(merged)
-                    _split(batch, outputs)
+                    _split(batch, outputs, self.out_axes)
             except BaseException as exc:  # every waiter must wake, whatever happened
                 for p in batch:
                     p.error = exc
@@ -133,15 +158,22 @@ class Executor:
                 p.done.set()
 
 
-def _key(feeds: dict[str, np.ndarray]) -> tuple:
-    return tuple(sorted((n, a.dtype.str, a.shape[1:]) for n, a in feeds.items()))
+def _split(batch: list[_Pending], outputs: list[np.ndarray], axes: list[int | None]) -> None:
+    """Each caller's rows of every output, along the output's batch axis.
 
-
-def _split(batch: list[_Pending], outputs: list[np.ndarray]) -> None:
+    An output whose batch axis is unknown is split along axis 0 when that axis has the merged
+    row count; an output without the merged rows on its axis (a pooled value) goes whole to each.
+    """
     total = sum(p.rows for p in batch)
     offsets = np.cumsum([0] + [p.rows for p in batch])
     for i, p in enumerate(batch):
-        p.outputs = [
-            out[offsets[i]:offsets[i + 1]] if out.ndim and out.shape[0] == total else out
-            for out in outputs
-        ]
+        outs = []
+        for out, axis in zip(outputs, axes + [None] * (len(outputs) - len(axes))):
+            axis = 0 if axis is None else axis
+            if out.ndim > axis and out.shape[axis] == total:
+                index = [slice(None)] * out.ndim
+                index[axis] = slice(offsets[i], offsets[i + 1])
+                outs.append(out[tuple(index)])
+            else:
+                outs.append(out)
+        p.outputs = outs

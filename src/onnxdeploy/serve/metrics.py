@@ -1,6 +1,6 @@
-"""Prometheus metrics, correct across gunicorn workers.
+"""Prometheus metrics, correct across server worker processes.
 
-Under gunicorn the runner sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temp dir per server) before
+Under granian the runner sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temp dir per server) before
 prometheus_client is first imported, so every worker writes its values to files there and
 ``/metrics`` sums them with ``MultiProcessCollector``. Without that variable (``--dev``, tests
 using the Flask test client) each app gets its own registry, so two apps never collide.
@@ -9,6 +9,7 @@ using the Flask test client) each app gets its own registry, so two apps never c
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 #: seconds; covers sub-millisecond tiny models up to slow large ones
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -65,8 +66,40 @@ class Metrics:
 
 
 def mark_worker_dead(pid: int) -> None:
-    """Drop a dead worker's live gauges (gunicorn ``child_exit`` hook)."""
+    """Drop a dead worker's live gauges."""
     if multiprocess_enabled():
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)
+
+
+def forget_dead_workers() -> list[int]:
+    """Drop the live gauges of every worker that is gone (a new worker calls this at start).
+
+    granian has no hook in the parent for a worker's death, so the replacement cleans up: the
+    ``livesum`` in-flight gauge of a killed worker would otherwise stay in the sum for good.
+    """
+    if not multiprocess_enabled():
+        return []
+    import re
+
+    gone = []
+    for path in Path(os.environ[MULTIPROC_ENV]).glob("gauge_live*_*.db"):
+        match = re.search(r"_(\d+)\.db$", path.name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        if pid != os.getpid() and not _alive(pid):
+            mark_worker_dead(pid)
+            gone.append(pid)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

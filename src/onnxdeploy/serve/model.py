@@ -1,15 +1,16 @@
 """The served model: facts read from the file at once, the ORT session created per process.
 
 The session is created lazily and remembers the pid that created it. An ORT session created
-before gunicorn forks silently loses its thread pool (or hangs with ORT_PARALLEL), so a session
-inherited across ``fork`` is never reused: the child builds its own. The gunicorn runner calls
-``load()`` in ``post_worker_init`` so each worker is warm before it accepts a connection.
+before a fork silently loses its thread pool (or hangs with ORT_PARALLEL), so a session
+inherited across ``fork`` is never reused: the process builds its own. The granian front calls
+``load()`` in each worker (``Front.__rsgi_init__``) so it is warm before it serves.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -107,5 +108,49 @@ class SessionHolder:
         try:
             return session.run(None, feeds)
         except (state.InvalidArgument, state.Fail, state.RuntimeException) as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataError(f"the model rejected the input: {msg}") from exc
+            # ORT's text names source files and C++ functions: the full text goes to the log,
+            # the client gets what it can act on.
+            log.warning("onnxruntime refused a request: %s", str(exc).strip())
+            raise DataError(f"the model rejected the input: {client_message(str(exc))}") from exc
+
+
+_PREFIX = re.compile(r"^\s*\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
+_DIMS = re.compile(r"Got invalid dimensions for input: (\S+) for the following indices\s+"
+                   r"index: (\d+) Got: (\d+) Expected: (\d+)")
+_RANK = re.compile(r"Invalid rank for input: (\S+) Got: (\d+) Expected: (\d+)")
+_DTYPE = re.compile(r"Unexpected input data type\. Actual: \(tensor\((\w+)\)\)\s*,\s*"
+                    r"expected: \(tensor\((\w+)\)\)")
+_NODE = re.compile(r"Non-zero status code returned while running (\w+) node\. Name:'(.*?)' "
+                   r"Status Message: (.*)", re.S)
+_SOURCE = re.compile(r"\S*[/\\]\S+\.(?:cc|cpp|h|hpp|cu)(?::\d+)?")
+_CPP = re.compile(r"\S*::\S*(?:\([^)]*\))?")
+
+
+def client_message(text: str) -> str:
+    """ORT's error text reduced to what a client can act on: the input, expected vs got.
+
+    No source paths, C++ names or node internals: a sentence about the input, or about the
+    operator that failed on it.
+    """
+    text = _PREFIX.sub("", text.strip())
+    if m := _DIMS.search(text):
+        name, axis, got, want = m.groups()
+        return f"input '{name}': axis {axis} is {got}; expected {want}"
+    if m := _RANK.search(text):
+        name, got, want = m.groups()
+        return f"input '{name}' has rank {got}; expected rank {want}"
+    if m := _DTYPE.search(text):
+        got, want = m.groups()
+        return f"an input has dtype {got}; expected {want}"
+    op = None
+    if m := _NODE.search(text):
+        op, text = m.group(1), m.group(3)
+    text = " ".join(text.split())
+    cleaned = _CPP.sub("", _SOURCE.sub("", text)).strip(" .,:;")
+    cleaned = " ".join(cleaned.split())
+    if "was false." in cleaned:  # an ORT_ENFORCE: the condition is internal, the rest may help
+        cleaned = cleaned.split("was false.", 1)[1].strip()
+    if not cleaned or "was false" in cleaned or len(cleaned) > 200:
+        cleaned = "the input's values or shapes do not fit the model"
+    where = f" (in a {op} node)" if op else ""
+    return f"{cleaned}{where}"

@@ -27,6 +27,20 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def example_inputs(sig) -> Any:
+    """A ``/predict`` ``inputs`` value of zeros shaped like the model (batch 1, dynamic dims 1)."""
+    from ..modelfile import is_fixed_dim
+
+    def zeros(shape) -> Any:
+        if not shape:
+            return 0
+        size = int(shape[0]) if is_fixed_dim(shape[0]) else 1
+        return [zeros(shape[1:]) for _ in range(min(size, 64))]
+
+    values = {s.name: zeros(s.shape or ()) for s in sig.inputs}
+    return next(iter(values.values())) if len(values) == 1 else values
+
+
 def openapi_spec(info: ModelInfo) -> dict[str, Any]:
     """The OpenAPI document for a server of this model."""
     inputs = ", ".join(f"{s.name}: {s.dtype} {fmt_shape(s.shape)}" for s in info.signature.inputs)
@@ -54,7 +68,8 @@ def openapi_spec(info: ModelInfo) -> dict[str, Any]:
                 "type": "object", "required": ["inputs"],
                 "properties": {"inputs": {"oneOf": [
                     {"type": "array", "description": "a batch for a one-input model"},
-                    {"type": "object", "description": "input name -> nested list"}]}}}}}},
+                    {"type": "object", "description": "input name -> nested list"}]}}},
+                "example": {"inputs": example_inputs(info.signature)}}}},
             "responses": _responses(_json({"type": "object", "properties": {
                 "model": {"type": "string"},
                 "outputs": {"type": "object", "additionalProperties": {"type": "array"}},
@@ -83,6 +98,8 @@ def openapi_spec(info: ModelInfo) -> dict[str, Any]:
             "200": {"description": "text exposition format",
                     "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": simple}},
+        "/docs": {"get": {"summary": "This API as an interactive page (Swagger UI)",
+                          "responses": simple}},
     }
     tensor = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
         "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from .. import modelfile
 from .model import ModelInfo
-from .validation import ApiError, array_from_json, v2_array
+from .validation import ApiError, array_from_json, check_finite, is_shape, v2_array
 
 BINARY_HEADER = "Inference-Header-Content-Length"
 PLATFORM = "onnx_onnxv1"
@@ -104,7 +105,8 @@ def predict_response(info: ModelInfo, outputs: list[np.ndarray]) -> dict[str, An
 
 
 def _contiguous(arr: np.ndarray) -> np.ndarray:
-    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+    # not np.ascontiguousarray: it turns a 0-d array into shape (1,)
+    return arr if arr.flags.c_contiguous else np.array(arr, order="C")
 
 
 # --------------------------------------------------------------------------- v2 infer
@@ -115,7 +117,7 @@ def split_binary(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
     if header_length is None:
         return loads(body), b""
     try:
-        n = int(header_length)
+        n = int(header_length) if header_length.strip().isdigit() else int("not a number")
     except ValueError as exc:
         raise ApiError(400, f"{BINARY_HEADER}: {header_length!r} is not an integer") from exc
     if not 0 < n <= len(body):
@@ -152,7 +154,7 @@ def parse_v2(payload: Any, binary: bytes, info: ModelInfo) -> tuple[dict[str, np
         if size is None:
             feeds[name] = v2_array(spec, item, V2_TO_NUMPY[want])
             continue
-        if not isinstance(size, int) or size < 0:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ApiError(400, f"input '{name}': binary_data_size must be a non-negative integer")
         chunk = binary[offset:offset + size]
         if len(chunk) != size:
@@ -167,13 +169,15 @@ def parse_v2(payload: Any, binary: bytes, info: ModelInfo) -> tuple[dict[str, np
 
 
 def _binary_array(name: str, shape: Any, dtype: np.dtype, chunk: bytes) -> np.ndarray:
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not is_shape(shape):
         raise ApiError(400, f"input '{name}': 'shape' must be a list of non-negative integers")
     need = math.prod(shape) * dtype.itemsize
     if len(chunk) != need:
         raise ApiError(400, f"input '{name}': {len(chunk)} bytes of binary data but shape {shape} "
                             f"of {v2_datatype(dtype)} needs {need}")
-    return np.frombuffer(chunk, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
+    arr = np.frombuffer(chunk, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
+    check_finite(name, arr)
+    return arr
 
 
 def _output_options(payload: dict, info: ModelInfo) -> dict:
@@ -224,7 +228,7 @@ def model_metadata(info: ModelInfo) -> dict[str, Any]:
     """``GET /v2/models/{name}``: inputs/outputs with -1 for variable dims."""
 
     def tensor(spec) -> dict[str, Any]:
-        shape = [d if isinstance(d, int) else -1 for d in (spec.shape or [])]
+        shape = [int(d) if modelfile.is_fixed_dim(d) else -1 for d in (spec.shape or [])]
         return {"name": spec.name, "datatype": v2_datatype(spec.dtype), "shape": shape}
 
     meta: dict[str, Any] = {

@@ -1,37 +1,40 @@
-"""Run the app under gunicorn (default) or Flask's own server (``--dev``).
+"""Run the app under granian (default) or Flask's own server (``--dev``).
 
-Choices, measured on 2 shared cores with digits-cnn, one sample a request (benchmarks/serve.py):
-- worker class ``gthread`` with 4 threads: ``InferenceSession.run`` releases the GIL and JSON
-  parsing is short, so a few threads per process keep a core busy while another thread is in the
-  kernel or in ORT (wrk, c=8, one run each: 2 threads ~2,100 req/s, 4 ~3,550, 8 ~2,650, 16
-  ~2,150; more threads only add GIL contention). The ``sync`` worker closes every connection,
-  so each request pays a new TCP handshake; gevent/eventlet would monkey-patch under ORT.
-- overload: with 4 threads, a bound checked inside the views never triggers (at most 4 requests
-  are ever in a view) and the rest queue in gthread's pool behind which health probes wait. So
-  the worker is ``serve.worker.OverloadWorker``, a gthread that bounds requests at dispatch
-  (``--max-inflight`` running or queued per worker, 503 + Retry-After beyond it) and gives
-  health and metrics probes threads of their own; see that module for the design and numbers.
-- keep-alive connections are spread over workers (``serve.worker.ConnectionBoard``, made here
-  before the fork): otherwise a client opening a few connections at once often got one worker
-  for all of them and half the throughput.
+Choices (measured on 2 shared cores, digits-cnn, one sample a request; docs/NOTES-serve.md has
+the runs and the alternatives tried):
+- granian's RSGI interface with ``serve.front.Front`` as the application: HTTP is parsed in Rust
+  (headers with a deadline), bodies are buffered in the worker's event loop with a cap and a
+  deadline, and only then does a request take an inference slot; the Flask app runs unchanged
+  in bounded thread pools. Admission (``--max-inflight``) is a counter in ``serve.front``: no
+  server internals.
 - one worker per core and one ORT intra-op thread per worker by default: small models are
   dominated by HTTP and JSON work, which only more processes parallelize; the budget keeps
   workers x ORT threads <= the CPUs this process may use.
-- the session is created in ``post_worker_init`` (after fork, before the worker accepts), so a
-  worker is warm before it takes a connection; a model ORT cannot load fails the boot, and
-  gunicorn then stops instead of respawning workers forever.
-- the parent never imports onnxruntime (see ``default_threads``).
-- SIGTERM is gunicorn's graceful stop: workers stop accepting, finish the requests they have
-  (up to ``GRACEFUL_TIMEOUT_S``), then exit. SIGINT is gunicorn's quick stop.
+- workers are spawned (fresh interpreters, not forks of the multi-threaded parent); the session
+  is created in each worker (``Front.__rsgi_init__``) before it serves, never in the parent,
+  which never imports onnxruntime (see ``default_threads``).
+- a worker that dies is replaced (granian's ``respawn_failed_workers``); one that dies again
+  within a few seconds of its replacement stops the server (granian's crash-loop guard).
+- SIGTERM: workers stop accepting, finish what they have, and are killed after
+  ``--graceful-timeout`` whatever is still connected; exit 0. SIGINT (Ctrl-C): the same, exit 130.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
+import multiprocessing
 import os
 import shutil
+import signal
+import socket
 import sys
 import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,22 +43,24 @@ from .metrics import MULTIPROC_ENV
 
 log = logging.getLogger("onnxdeploy.serve")
 
-DEFAULT_THREADS = 4
+DEFAULT_HTTP_THREADS = 1
 DEFAULT_MAX_INFLIGHT = 64
-DEFAULT_MAX_BODY_MB = 32
 DEFAULT_MAX_BATCH = 1024
 DEFAULT_BATCH_TIMEOUT_MS = 2.0
 GRACEFUL_TIMEOUT_S = 30
-WORKER_TIMEOUT_S = 60
-KEEPALIVE_S = 5
+HEADER_TIMEOUT_S = 10
+READY_POLL_S = 0.05
+
+
+class Interrupted(Exception):
+    """The server stopped on SIGINT (Ctrl-C): the CLI exits 130."""
 
 
 def default_threads() -> int:
     """CPUs this process may use (``runtime.default_threads`` without importing onnxruntime).
 
-    The gunicorn parent must never import onnxruntime: a child forked after the import aborts
-    at exit ("terminate called after throwing ... std::system_error") while ORT's static state
-    tears down threads that exist only in the parent, so every graceful stop ends in SIGABRT.
+    The server's parent must never import onnxruntime: a worker forked after the import aborts
+    at exit while ORT's static state tears down threads that exist only in the parent.
     """
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -65,22 +70,24 @@ def default_threads() -> int:
 
 @dataclass
 class ServeOptions:
-    """Everything ``onnxdeploy serve`` takes; None means "pick from the CPU budget"."""
+    """Everything ``onnxdeploy serve`` takes; None means "pick from the CPU budget" or derive."""
 
     model: str
     name: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int | None = None
-    threads: int = DEFAULT_THREADS
+    http_threads: int | None = None
     ort_threads: int | None = None
     max_batch_size: int = 0
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS
     max_inflight: int = DEFAULT_MAX_INFLIGHT
-    max_body_mb: float = DEFAULT_MAX_BODY_MB
+    max_body_mb: float | None = None
     max_batch: int = DEFAULT_MAX_BATCH
     api_key_env: str | None = None
     dev: bool = False
+    graceful_timeout: float = GRACEFUL_TIMEOUT_S
+    body_timeout: float | None = None
 
 
 def thread_budget(workers: int | None, ort_threads: int | None, cpus: int | None = None) -> tuple[int, int]:
@@ -95,6 +102,15 @@ def thread_budget(workers: int | None, ort_threads: int | None, cpus: int | None
     return workers, ort_threads
 
 
+def http_threads_for(options: ServeOptions) -> int:
+    """Request threads per worker: 1 measured fastest; batching needs one per waiting request."""
+    if options.http_threads is not None:
+        return options.http_threads
+    if options.max_batch_size > 1:
+        return max(4, min(options.max_batch_size, options.max_inflight, 32))
+    return DEFAULT_HTTP_THREADS
+
+
 def app_config(options: ServeOptions, ort_threads: int) -> dict:
     """The ``create_app`` config for these options (reads the API key from its env variable)."""
     api_key = None
@@ -103,115 +119,227 @@ def app_config(options: ServeOptions, ort_threads: int) -> dict:
         if not api_key:
             raise OptionError(f"--api-key-env {options.api_key_env}: the variable is unset or empty; "
                               "expected it to hold the API key")
-    return {
+    config = {
         "MODEL_PATH": str(Path(options.model)),
         "MODEL_NAME": options.name or Path(options.model).stem,
         "ORT_THREADS": ort_threads,
         "MAX_INFLIGHT": options.max_inflight,
         "MAX_BATCH": options.max_batch,
-        "MAX_BODY_BYTES": int(options.max_body_mb * 2**20),
+        "MAX_BODY_BYTES": (None if options.max_body_mb is None
+                           else int(options.max_body_mb * 2**20)),
         "MAX_BATCH_SIZE": options.max_batch_size,
         "BATCH_TIMEOUT_MS": options.batch_timeout_ms,
         "API_KEY": api_key,
+        "HTTP_THREADS": http_threads_for(options),
     }
+    if options.body_timeout is not None:
+        config["BODY_TIMEOUT_S"] = options.body_timeout
+    return config
+
+
+def check_bind(host: str, port: int) -> None:
+    """OptionError (exit 2, one line) when ``host:port`` cannot be listened on right now."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise OptionError(f"--host {host}: not an address of this machine ({exc}); expected an "
+                          "IP address or a resolvable name, e.g. 127.0.0.1 or 0.0.0.0") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise OptionError(f"--port {port}: address {host}:{port} is already in use; stop "
+                                  "what listens there or pick another port") from None
+            if exc.errno == errno.EACCES:
+                raise OptionError(f"--port {port}: permission denied on {host} (ports below 1024 "
+                                  "need privileges); pick a port from 1024 up") from None
+            raise OptionError(f"--host {host}: cannot listen there ({exc.strerror}); expected an "
+                              "address of this machine, e.g. 127.0.0.1 or 0.0.0.0") from None
 
 
 def run_server(options: ServeOptions) -> None:
-    """Serve in the foreground until SIGTERM/SIGINT; raises ServerError if it cannot run."""
+    """Serve in the foreground until SIGTERM (returns) or SIGINT (raises Interrupted)."""
     from .model import read_model_info
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
-    read_model_info(options.model, options.name)  # a bad file fails here, before any fork
+    info = read_model_info(options.model, options.name)  # a bad file fails here, before any fork
+    check_bind(options.host, options.port)
     workers, ort_threads = thread_budget(options.workers, options.ort_threads)
     if workers * ort_threads > default_threads():
         log.warning("%d workers x %d ORT threads exceeds the %d CPUs available; expect contention",
                     workers, ort_threads, default_threads())
     config = app_config(options, ort_threads)
+    announcer = _Announcer(options, info.name, config.get("API_KEY"))
     if options.dev:
-        _run_dev(options, config)
+        _run_dev(options, config, announcer)
         return
-    _run_gunicorn(options, config, workers)
+    _run_granian(options, config, workers, announcer)
 
 
-def _run_dev(options: ServeOptions, config: dict) -> None:
+def _run_dev(options: ServeOptions, config: dict, announcer: _Announcer) -> None:
     from .app import create_app
 
     app = create_app({**config, "LOAD_ON_START": True})
-    log.info("development server (Flask) on http://%s:%d; use gunicorn (no --dev) in production",
-             options.host, options.port)
-    app.run(host=options.host, port=options.port, threaded=True, use_reloader=False)
+    log.info("development server (Flask); run without --dev in production")
+    announcer.start()
+    caught: list[int] = []
+
+    def interrupt(signum, frame):
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        app.run(host=options.host, port=options.port, threaded=True, use_reloader=False)
+    except KeyboardInterrupt:
+        raise Interrupted() from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        announcer.stop()
+    if caught:  # Werkzeug may swallow the interrupt and return
+        raise Interrupted()
 
 
-def _run_gunicorn(options: ServeOptions, config: dict, workers: int) -> None:
-    from gunicorn.app.base import BaseApplication
+def _run_granian(options: ServeOptions, config: dict, workers: int, announcer: _Announcer) -> None:
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
 
-    from .worker import SPARE_SLOTS, ConnectionBoard
-
-    # Made before the fork so every worker shares it; one worker has no one to balance with.
-    board = ConnectionBoard(workers + SPARE_SLOTS) if workers > 1 else None
-
-    def child_exit(server, worker) -> None:
-        if board is not None:
-            board.detach(worker)
-        _child_exit(server, worker)
+    from .front import BOOT_FAILED_ENV, CONFIG_ENV
 
     prom_dir = tempfile.mkdtemp(prefix="onnxdeploy-prom-")
+    boot_failed = Path(tempfile.mkdtemp(prefix="onnxdeploy-boot-")) / "failed"
     os.environ[MULTIPROC_ENV] = prom_dir
+    os.environ[CONFIG_ENV] = json.dumps(config)
+    os.environ[BOOT_FAILED_ENV] = str(boot_failed)
     _reset_prometheus_value_class()
+    caught: list[int] = []
 
-    class _Server(BaseApplication):
-        def load_config(self):
-            settings = {
-                "bind": f"{options.host}:{options.port}",
-                "workers": workers,
-                "worker_class": "onnxdeploy.serve.worker.OverloadWorker",
-                "threads": options.threads,
-                "graceful_timeout": GRACEFUL_TIMEOUT_S,
-                "timeout": WORKER_TIMEOUT_S,
-                "keepalive": KEEPALIVE_S,
-                "preload_app": False,
-                "accesslog": None,
-                "errorlog": "-",
-                "loglevel": "info",
-                "proc_name": f"onnxdeploy-serve:{config['MODEL_NAME']}",
-                "post_worker_init": _post_worker_init,
-                "child_exit": child_exit,
-                # One fixed control-socket path per user would collide between concurrent servers.
-                "control_socket_disable": True,
-            }
-            if board is not None:
-                settings["pre_fork"] = board.attach
-            if os.path.isdir("/dev/shm"):
-                settings["worker_tmp_dir"] = "/dev/shm"  # heartbeat files off slow disks
-            for key, value in settings.items():
-                self.cfg.set(key, value)
+    server = Granian(
+        "onnxdeploy.serve.front:load_front",
+        factory=True,
+        address=options.host,
+        port=options.port,
+        interface=Interfaces.RSGI,
+        workers=workers,
+        runtime_threads=1,
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(header_read_timeout=HEADER_TIMEOUT_S * 1000),
+        websockets=False,
+        respawn_failed_workers=True,
+        workers_kill_timeout=max(1, round(options.graceful_timeout)),
+        log_access=False,
+        log_dictconfig=_granian_logging(),
+    )
 
-        def load(self):
-            from .app import create_app
+    def record_signals() -> None:
+        # Runs after granian installed its handlers: note which signal stopped us, then let
+        # granian's own (public) interrupt handler do the stopping.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            def handler(signum, frame, _sig=sig):
+                caught.append(_sig)
+                server.signal_handler_interrupt()
+            signal.signal(sig, handler)
+        announcer.start()
 
-            return create_app(config)
-
+    server.on_startup(record_signals)
+    # Workers start as fresh interpreters: a fork of this multi-threaded parent (granian's
+    # watcher threads, its Rust state) could inherit a lock held mid-fork, and a replacement
+    # worker forked at such a moment hung before serving (seen once in the full suite).
+    multiprocessing.set_start_method("spawn", force=True)
+    failure = None
     try:
-        _Server().run()
+        server.serve()
     except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise ServerError(f"gunicorn exited with status {exc.code} (a worker failed to boot: "
-                              "see the log above)") from exc
+        if exc.code not in (0, None) and not caught:
+            failure = (f"the server stopped with status {exc.code} (a worker failed to start or "
+                       "kept dying: see the log above)")
     finally:
+        announcer.stop()
+        if boot_failed.exists():
+            failure = (f"a worker could not load {Path(options.model).name} into ONNX Runtime: "
+                       f"{boot_failed.read_text().splitlines()[0] if boot_failed.read_text() else '?'}")
         shutil.rmtree(prom_dir, ignore_errors=True)
-        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(boot_failed.parent, ignore_errors=True)
+        for key in (MULTIPROC_ENV, CONFIG_ENV, BOOT_FAILED_ENV):
+            os.environ.pop(key, None)
+    if failure is not None:
+        raise ServerError(failure)
+    if caught and caught[0] == signal.SIGINT:
+        raise Interrupted()
 
 
-def _post_worker_init(worker) -> None:
-    # Create and warm this worker's own session before it accepts a connection.
-    worker.wsgi.extensions["onnxdeploy"].load()
+def _granian_logging() -> dict:
+    fmt = {"()": "logging.Formatter",
+           "fmt": "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"}
+    handler = {"formatter": "generic", "class": "logging.StreamHandler",
+               "stream": "ext://sys.stderr"}
+    return {
+        "formatters": {"generic": fmt, "access": fmt},
+        "handlers": {"console": handler, "access": {**handler, "formatter": "access"}},
+        "loggers": {"_granian": {"handlers": ["console"], "level": "INFO", "propagate": False},
+                    "granian.access": {"handlers": ["access"], "level": "INFO",
+                                       "propagate": False}},
+    }
 
 
-def _child_exit(server, worker) -> None:
-    from .metrics import mark_worker_dead
+class _Announcer:
+    """Prints one line on stdout once the server answers ready: URL, model, endpoints, a curl."""
 
-    mark_worker_dead(worker.pid)
+    def __init__(self, options: ServeOptions, model_name: str, api_key: str | None):
+        host = options.host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+        if ":" in shown and not shown.startswith("["):
+            shown = f"[{shown}]"
+        self.url = f"http://{shown}:{options.port}"
+        self.model_name = model_name
+        self.api_key = api_key
+        self.options = options
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def line(self) -> str:
+        auth = " -H 'Authorization: Bearer $KEY'" if self.api_key else ""
+        example = _example_body(self.options.model)
+        return (f"ready: {self.url} serving '{self.model_name}' | endpoints: POST /predict, "
+                f"POST /v2/models/{self.model_name}/infer, GET /v2/health/live, "
+                f"GET /v2/health/ready, GET /metrics, GET /docs | try: curl -s {self.url}/predict "
+                f"-H 'Content-Type: application/json'{auth} -d '{example}'")
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._wait, name="serve-announce", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _wait(self) -> None:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        request = urllib.request.Request(f"{self.url}/v2/health/ready", headers=headers)
+        while not self._stop.is_set():
+            try:
+                with urllib.request.urlopen(request, timeout=1) as r:
+                    if r.status == 200:
+                        print(self.line(), flush=True)
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(READY_POLL_S)
+
+
+def _example_body(model_path: str) -> str:
+    """A ``/predict`` body of zeros with the model's shape (batch 1, dynamic dims 1)."""
+    from .model import read_model_info
+    from .openapi import example_inputs
+
+    text = json.dumps({"inputs": example_inputs(read_model_info(model_path).signature)},
+                      separators=(",", ":"))
+    return text if len(text) <= 2000 else '{"inputs": ...}'
 
 
 def _reset_prometheus_value_class() -> None:

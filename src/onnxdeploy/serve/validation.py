@@ -2,6 +2,11 @@
 
 Every problem is an ``ApiError`` carrying an HTTP status and a one-line message that names what
 was wrong and what was expected; the app's error handler turns it into ``{"error": ...}``.
+
+Dimensions are read as the converters write them (``modelfile``): a positive int is fixed; -1,
+0, ``'?'`` and empty dims are dynamic and unrelated to each other; a named dim (``batch``,
+``seq``) must have the same size wherever it appears. The batch is counted along each input's
+own ``batch_axis`` (``state [2, batch, 128]`` has it at 1; a 0-d input has none).
 """
 
 from __future__ import annotations
@@ -12,7 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from ..modelfile import Signature, TensorSpec
+from ..modelfile import Signature, TensorSpec, dim_name, fmt_shape, is_fixed_dim
+
+#: JSON text per value, worst case in practice: "-0.12345678901234568," (float64 repr + comma)
+JSON_BYTES_PER_VALUE = 24
+#: per-input allowance for names, brackets and the v2 fields around the data
+INPUT_OVERHEAD_BYTES = 1024
+#: the smallest derived cap (a body this size decodes to well under a megabyte)
+MIN_BODY_BYTES = 64 * 1024
+#: the cap when the signature cannot bound a request (a dynamic non-batch dim, unknown rank)
+FALLBACK_BODY_BYTES = 8 * 2**20
 
 
 class ApiError(Exception):
@@ -25,11 +39,35 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def fmt_shape(shape) -> str:
-    """A signature shape as text: ``[batch, 64]`` (unknown dims as ``?``)."""
-    if shape is None:
-        return "[any rank]"
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+def max_values(spec: TensorSpec, max_batch: int) -> int | None:
+    """The most values one request may send for this input, or None when dims leave it open."""
+    if spec.shape is None or spec.dtype is None:
+        return None
+    count = 1
+    for axis, dim in enumerate(spec.shape):
+        if axis == spec.batch_axis:
+            count *= max_batch
+        elif is_fixed_dim(dim):
+            count *= int(dim)
+        else:
+            return None
+    return count
+
+
+def body_limit(sig: Signature, max_batch: int) -> int:
+    """The default body cap: what ``max_batch`` rows of every input take as JSON, with room.
+
+    JSON is the larger encoding (binary tensors take ``itemsize`` bytes a value), so the cap
+    admits any valid request in either. A signature with a dynamic dim other than the batch
+    cannot bound a request; then the cap is ``FALLBACK_BODY_BYTES`` (set ``--max-body-mb``).
+    """
+    total = 0
+    for spec in sig.inputs:
+        values = max_values(spec, max_batch)
+        if values is None:
+            return FALLBACK_BODY_BYTES
+        total += values * max(JSON_BYTES_PER_VALUE, spec.dtype.itemsize) + INPUT_OVERHEAD_BYTES
+    return max(MIN_BODY_BYTES, total)
 
 
 def _kind_name(dtype: np.dtype) -> str:
@@ -44,43 +82,60 @@ def array_from_json(spec: TensorSpec, value: Any) -> np.ndarray:
         raise ApiError(400, f"input '{spec.name}' is a {spec.kind}; only tensor inputs can be served")
     try:
         raw = np.asarray(value)
-    except ValueError as exc:  # ragged nesting on numpy >= 1.24
+    except (ValueError, OverflowError) as exc:  # ragged nesting on numpy >= 1.24; huge ints
+        if isinstance(exc, OverflowError):
+            raise ApiError(400, f"input '{spec.name}': an integer out of range; expected "
+                                f"{_kind_name(spec.dtype)} that fit {spec.dtype}") from exc
         raise ApiError(
             400, f"input '{spec.name}': ragged nested lists; expected a rectangular array of shape "
             f"{fmt_shape(spec.shape)}"
         ) from exc
     if raw.dtype == object:
         raise ApiError(
-            400, f"input '{spec.name}': ragged or mixed nested lists; expected a rectangular array of "
-            f"{_kind_name(spec.dtype)} of shape {fmt_shape(spec.shape)}"
+            400, f"input '{spec.name}': ragged or mixed nested lists (or integers beyond 64 bits); "
+            f"expected a rectangular array of {_kind_name(spec.dtype)} of shape {fmt_shape(spec.shape)}"
         )
-    return _cast(spec, raw)
+    return cast(spec.name, spec.dtype, raw)
 
 
-def _cast(spec: TensorSpec, raw: np.ndarray) -> np.ndarray:
-    want = spec.dtype
+def cast(name: str, want: np.dtype, raw: np.ndarray) -> np.ndarray:
+    """``raw`` as ``want``, refusing what would change values: overflow, fractions, NaN/inf."""
     got = raw.dtype
     if want.kind == "f":
         if got.kind not in "fiu":
-            raise ApiError(400, f"input '{spec.name}': got {_describe(got)}; expected numbers ({want})")
-        arr = raw.astype(want, copy=False)
+            raise ApiError(400, f"input '{name}': got {_describe(got)}; expected numbers ({want})")
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = raw.astype(want, copy=False)
+        check_finite(name, arr, raw)
         return arr
     if want.kind in "iu":
         if got.kind == "f":
             if not np.all(np.isfinite(raw)) or not np.all(raw == np.floor(raw)):
-                raise ApiError(400, f"input '{spec.name}': got non-integer numbers; expected {want} values")
+                raise ApiError(400, f"input '{name}': got non-integer numbers; expected {want} values")
         elif got.kind not in "iu":
-            raise ApiError(400, f"input '{spec.name}': got {_describe(got)}; expected {want} values")
+            raise ApiError(400, f"input '{name}': got {_describe(got)}; expected {want} values")
         info = np.iinfo(want)
         if raw.size and (raw.min() < info.min or raw.max() > info.max):
-            raise ApiError(400, f"input '{spec.name}': values out of range for {want} "
+            raise ApiError(400, f"input '{name}': values out of range for {want} "
                                 f"(expected {info.min}..{info.max})")
         return raw.astype(want)
     if want.kind == "b":
         if got.kind != "b":
-            raise ApiError(400, f"input '{spec.name}': got {_describe(got)}; expected booleans (true/false)")
+            raise ApiError(400, f"input '{name}': got {_describe(got)}; expected booleans (true/false)")
         return raw
-    raise ApiError(400, f"input '{spec.name}' has dtype {want}, which this server cannot take from JSON")
+    raise ApiError(400, f"input '{name}' has dtype {want}, which this server cannot take from JSON")
+
+
+def check_finite(name: str, arr: np.ndarray, source: np.ndarray | None = None) -> None:
+    """A 400 for NaN or infinity, or for values too large for the dtype (1e39 in float32)."""
+    if arr.dtype.kind != "f" or not arr.size or np.isfinite(arr).all():
+        return
+    if source is not None and source.dtype.kind == "f" and np.isfinite(source).all():
+        limit = float(np.finfo(arr.dtype).max)
+        raise ApiError(400, f"input '{name}': values out of range for {arr.dtype} (expected "
+                            f"magnitudes up to {limit:.4g})")
+    raise ApiError(400, f"input '{name}': NaN or infinite values; expected finite {arr.dtype} "
+                        "numbers")
 
 
 def _describe(dtype: np.dtype) -> str:
@@ -89,7 +144,7 @@ def _describe(dtype: np.dtype) -> str:
 
 
 def check_shape(spec: TensorSpec, arr: np.ndarray) -> None:
-    """Rank and fixed dims must match; symbolic or unknown dims take any positive size."""
+    """Rank and fixed dims must match; dynamic dims take any size (the batch axis at least 1)."""
     if spec.shape is None:
         return
     if arr.ndim != len(spec.shape):
@@ -98,19 +153,20 @@ def check_shape(spec: TensorSpec, arr: np.ndarray) -> None:
             f"expected {fmt_shape(spec.shape)} (rank {len(spec.shape)})"
         )
     for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
-        if isinstance(want, int) and want != got:
+        if is_fixed_dim(want):
+            if int(want) != got:
+                raise ApiError(
+                    400, f"input '{spec.name}': got shape {list(arr.shape)}; expected "
+                    f"{fmt_shape(spec.shape)} (axis {axis} must be {want})"
+                )
+        elif axis == spec.batch_axis and got < 1:
             raise ApiError(
-                400, f"input '{spec.name}': got shape {list(arr.shape)}; expected "
-                f"{fmt_shape(spec.shape)} (axis {axis} must be {want})"
-            )
-        if not isinstance(want, int) and got < 1:
-            raise ApiError(
-                400, f"input '{spec.name}': axis {axis} ('{want or '?'}') is empty; expected at least 1"
+                400, f"input '{spec.name}': batch axis {axis} is empty; expected at least 1 row"
             )
 
 
 def check_feeds(sig: Signature, feeds: Mapping[str, np.ndarray], *, max_batch: int) -> int:
-    """Names, shapes, shared symbolic dims and the batch limit; returns the batch size (rows)."""
+    """Names, shapes, shared named dims and the batch limit; returns the batch size (rows)."""
     expected = [s.name for s in sig.inputs]
     unknown = [n for n in feeds if n not in expected]
     if unknown:
@@ -126,26 +182,33 @@ def check_feeds(sig: Signature, feeds: Mapping[str, np.ndarray], *, max_batch: i
         if spec.shape is None:
             continue
         for want, got in zip(spec.shape, arr.shape):
-            if isinstance(want, str):
-                if want in seen and seen[want][1] != got:
-                    other, size = seen[want]
-                    raise ApiError(
-                        400, f"dimension '{want}' is {size} in input '{other}' but {got} in input "
-                        f"'{spec.name}'; expected the same size"
-                    )
-                seen.setdefault(want, (spec.name, got))
-        if spec.has_batch_axis:
-            batch = max(batch, int(arr.shape[0]))
+            name = dim_name(want)
+            if name is None:
+                continue  # fixed (checked above) or unnamed: no constraint across inputs
+            if name in seen and seen[name][1] != got:
+                other, size = seen[name]
+                raise ApiError(
+                    400, f"dimension '{name}' is {size} in input '{other}' but {got} in input "
+                    f"'{spec.name}'; expected the same size"
+                )
+            seen.setdefault(name, (spec.name, got))
+        if spec.batch_axis is not None and spec.batch_axis < arr.ndim:
+            batch = max(batch, int(arr.shape[spec.batch_axis]))
     if batch > max_batch:
         raise ApiError(400, f"batch of {batch} rows is too large; expected at most {max_batch} per request")
     return batch
 
 
+def is_shape(shape: Any) -> bool:
+    """A v2 shape: a list of non-negative ints (booleans are not ints here)."""
+    return isinstance(shape, list) and all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+
+
 def v2_array(spec: TensorSpec, item: Mapping[str, Any], datatype_dtype: np.dtype) -> np.ndarray:
     """A v2 JSON input (``shape`` + flat or nested ``data``) as an array, shape checked against data."""
     shape = item.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
-                                              and d >= 0 for d in shape):
+    if not is_shape(shape):
         raise ApiError(400, f"input '{spec.name}': 'shape' must be a list of non-negative integers")
     if "data" not in item:
         raise ApiError(400, f"input '{spec.name}': no 'data'; expected 'data' or binary_data_size")

@@ -1,0 +1,57 @@
+"""``GET /docs``: Swagger UI over ``/openapi.json``, its assets served from the installed
+``swagger-ui-py`` package (no CDN: the page works on a machine without internet access).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger("onnxdeploy.serve")
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>onnxdeploy API</title>
+  <link rel="stylesheet" href="/docs/static/swagger-ui.css">
+  <link rel="icon" type="image/png" href="/docs/static/favicon-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/static/swagger-ui-bundle.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
+                                 deepLinking: true, tryItOutEnabled: true});
+  </script>
+</body>
+</html>
+"""
+
+
+def assets_dir() -> Path | None:
+    """Where the Swagger UI files are, or None when swagger-ui-py is not installed."""
+    try:
+        from importlib.resources import files
+
+        root = Path(str(files("swagger_ui") / "static"))
+    except (ImportError, ModuleNotFoundError, TypeError):
+        return None
+    return root if (root / "swagger-ui-bundle.js").is_file() else None
+
+
+def docs_blueprint():
+    """The /docs blueprint, or None (with a log line) when the assets are missing."""
+    from flask import Blueprint, Response
+
+    root = assets_dir()
+    if root is None:
+        log.warning("swagger-ui-py is not installed: /docs is off (install onnxdeploy[serve])")
+        return None
+    bp = Blueprint("docs", __name__, static_folder=str(root), static_url_path="/docs/static")
+
+    @bp.get("/docs", endpoint="page")
+    def page():
+        return Response(PAGE, mimetype="text/html")
+
+    return bp
