@@ -90,3 +90,15 @@ def test_multi_thread_sessions_do_not_spin(mlp_path):
     assert one.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
     forced = make_session(mlp_path, threads=2, spinning=True)
     assert forced.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
+
+
+def test_quiet_prints_nothing_but_errors_and_verbose_shows_the_cause(mlp_path, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["-q", "compare", str(mlp_path), str(mlp_path), "--latency-budget", "0.2"])
+    assert result.exit_code == 0 and result.output == ""
+    result = runner.invoke(cli, ["compare", str(mlp_path), str(mlp_path), "--latency-budget", "0.2"])
+    assert "max abs diff" in result.output  # quiet does not leak into the next command
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    result = runner.invoke(cli, ["-v", "compare", str(mlp_path), str(bad)])
+    assert result.exit_code == 2 and "caused by" in result.output

@@ -57,13 +57,44 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except OnnxDeployError as exc:
             click.echo(f"{type(exc).__name__}: {exc}", err=True)
+            if ctx.meta.get("verbose") and exc.__cause__ is not None:
+                cause = exc.__cause__
+                click.echo(f"  caused by {type(cause).__name__}: {cause}", err=True)
             ctx.exit(exc.exit_code)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="onnxdeploy")
-def cli() -> None:
-    """onnxdeploy: PyTorch to production through ONNX, measured at every step."""
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print no tables or progress: only errors, --json output and written files.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Log what each step does (INFO) and show the underlying cause of an error.")
+@click.pass_context
+def cli(ctx, quiet: bool, verbose: bool) -> None:
+    """onnxdeploy: PyTorch to production through ONNX, measured at every step.
+
+    Shell completion: eval "$(_ONNXDEPLOY_COMPLETE=bash_source onnxdeploy)" (zsh_source, fish_source).
+    """
+    import logging
+    import os
+
+    from ..report.terminal import QUIET_ENV
+
+    if quiet:
+        previous = os.environ.get(QUIET_ENV)
+        os.environ[QUIET_ENV] = "1"
+
+        def restore() -> None:  # the CLI may run inside a longer process (tests, notebooks)
+            if previous is None:
+                os.environ.pop(QUIET_ENV, None)
+            else:
+                os.environ[QUIET_ENV] = previous
+
+        ctx.call_on_close(restore)
+    ctx.meta["verbose"] = verbose
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+        logging.getLogger("onnxdeploy").setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> None:

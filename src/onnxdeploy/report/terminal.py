@@ -28,9 +28,15 @@ def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
 PIPE_WIDTH = 140
 
 
+#: ``onnxdeploy -q``: the human rendering of reports and progress is not printed (errors, JSON
+#: and files still are); set by the CLI group
+QUIET_ENV = "ONNXDEPLOY_QUIET"
+
+
 def console(stderr: bool = False) -> Console:
     """The console the CLI renders to; not a terminal means a fixed, wide layout instead of 80 columns."""
-    con = Console(stderr=stderr, highlight=False)
+    quiet = os.environ.get(QUIET_ENV) == "1"
+    con = Console(stderr=stderr, highlight=False, quiet=quiet)
     if not con.is_terminal and "COLUMNS" not in os.environ:
-        con = Console(stderr=stderr, highlight=False, width=PIPE_WIDTH)
+        con = Console(stderr=stderr, highlight=False, width=PIPE_WIDTH, quiet=quiet)
     return con
