@@ -15,9 +15,9 @@ from builders import mlp_classifier, save, two_input_int_model
 from click.testing import CliRunner
 
 from onnxdeploy.bench import BenchOptions, run_bench, write_outputs
-from onnxdeploy.bench.engine import LoadSpec, run_load
-from onnxdeploy.bench.locust_engine import render_locustfile
-from onnxdeploy.bench.requests import encode_all
+from onnxdeploy.bench.bodies import encode_all
+from onnxdeploy.bench.engines.locust import render_locustfile
+from onnxdeploy.bench.engines.native import LoadSpec, run_load
 from onnxdeploy.bench.servers import ServerPool, ServerSpec, free_port, port_in_use
 from onnxdeploy.bench.targets import Target, prepare, url_signature
 from onnxdeploy.cli import cli

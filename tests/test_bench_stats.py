@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from builders import mlp_classifier
 
-from onnxdeploy.bench.metrics import parse_prometheus, server_split
-from onnxdeploy.bench.requests import build_requests, http_request
+from onnxdeploy.bench.bodies import build_requests, http_request
+from onnxdeploy.bench.scrape import parse_prometheus, server_split
 from onnxdeploy.bench.stats import RunResult, aggregate, latency_summary, overlaps, spread
 from onnxdeploy.bench.verdict import make_verdict
 from onnxdeploy.data import load_data

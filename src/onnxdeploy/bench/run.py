@@ -14,7 +14,7 @@ from ..errors import OptionError, ServerError
 from . import engines
 from .accuracy import api_accuracy
 from .httpclient import is_up
-from .metrics import scrape, server_split
+from .scrape import scrape, server_split
 from .servers import (
     DEFAULT_READY_TIMEOUT_S,
     LIVE_PATH,

@@ -12,8 +12,8 @@ import numpy as np
 from ..data import DataSet, load_data
 from ..errors import DataError, ServerError
 from ..modelfile import Signature, TensorSpec, load_model, signature, with_batch_axes
+from .bodies import RequestSet, build_requests
 from .httpclient import get_json, request, split_url
-from .requests import RequestSet, build_requests
 
 _V2_DTYPES = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,

@@ -104,7 +104,7 @@ def command(models, urls, names, ports, host, concurrency, requests_, duration, 
     progress = None if as_json else (lambda msg: click.echo(f"· {msg}", err=True))
     report = run_bench(opts, progress=progress)
     if write_locustfile:
-        from ..bench.locust_engine import write_locustfile as write_lf
+        from ..bench.engines.locust import write_locustfile as write_lf
 
         target = report.targets[-1]
         write_lf(write_locustfile, list(target.requests.bodies), source=f"requests for {target.name}")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .engine import LoadSpec, run_load
-from .external import DEFAULT_DURATION_S, run_wrk
-from .locust_engine import run_locust
-from .requests import encode_all, http_request
-from .servers import LIVE_PATH
-from .stats import RunResult, latency_summary
+from ..bodies import encode_all, http_request
+from ..servers import LIVE_PATH
+from ..stats import RunResult, latency_summary
+from .locust import run_locust
+from .native import LoadSpec, run_load
+from .wrk import DEFAULT_DURATION_S, run_wrk
 
 
 class NativeEngine:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write
-from ..errors import MissingDependencyError, ServerError
+from ...atomic import atomic_write
+from ...errors import MissingDependencyError, ServerError
+from ..bodies import PREDICT_PATH
 from .locustfile_template import TEMPLATE
-from .requests import PREDICT_PATH
 
 #: a locustfile embeds at most this many bodies, to stay readable and small
 MAX_EMBEDDED_BODIES = 256

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import OptionError
+from ...errors import OptionError
 
 DEFAULT_TIMEOUT_S = 30.0
 #: open loop never holds more connections than this (a server that stalls longer is overloaded)
