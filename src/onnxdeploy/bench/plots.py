@@ -81,3 +81,41 @@ def rate_and_p99(report: Any, path: Path) -> Path:
         return _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def capacity_plot(report: Any, path: Path) -> Path:
+    """Latency percentiles against offered rate for every probe of the search, the SLO lines, capacity."""
+    plt = _pyplot()
+    bounds = report.slo["bounds"]
+    keys = sorted({"p50", *(b["percentile"] for b in bounds)}, key=lambda k: float(k[1:]))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = {k: s for k, s in zip(keys, ("o", "s", "^", "v", "D"))}
+    for i, (name, cap) in enumerate(report.capacity.items()):
+        color = colors[i % len(colors)]
+        runs = sorted(cap["runs"], key=lambda r: r["rate"])
+        for key in keys:
+            pts = [(r["rate"], r["latency_ms"].get(key)) for r in runs if r["latency_ms"].get(key) is not None]
+            if pts:
+                x, y = zip(*pts)
+                ax.plot(x, y, marker=styles[key], linestyle="-" if key != "p50" else ":", color=color,
+                        alpha=0.8, label=f"{name} {key}")
+        missed = [(r["rate"], max(v for v in r["latency_ms"].values() if v is not None))
+                  for r in runs if not r["passed"] and any(v is not None for v in r["latency_ms"].values())]
+        if missed:
+            ax.scatter(*zip(*missed), marker="x", color=color, s=60, zorder=3)
+        if cap["rps"]:
+            ax.axvline(cap["rps"], color=color, linestyle="--", alpha=0.6,
+                       label=f"{name} capacity {'≥ ' if cap['lower_bound'] else ''}{cap['rps']:,.0f}/s")
+    for b in bounds:
+        ax.axhline(b["ms"], color="red", linestyle="-", linewidth=1.5, alpha=0.7, label=f"SLO {b['percentile']} ≤ {b['ms']:g} ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered rate (req/s, Poisson arrivals)")
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_title("Latency percentiles against offered rate (x: probe missed the SLO)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)

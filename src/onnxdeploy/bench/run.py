@@ -1,4 +1,5 @@
-"""``run_bench``: servers up, warm-up, generator ceiling, alternating repeated runs, accuracy, verdict."""
+"""``run_bench``: servers up, warm-up, generator ceiling, alternating repeated runs or a capacity
+search at an SLO, failure accounting, accuracy, verdict."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError, ServerError
+from ..environment import environment
+from ..errors import BenchFailed, OptionError, ServerError
+from ..modelfile import model_size
 from . import engines
 from .accuracy import api_accuracy
-from .httpclient import is_up
+from .httpclient import is_up, request
 from .scrape import scrape, server_split
 from .servers import (
     DEFAULT_READY_TIMEOUT_S,
@@ -23,9 +26,20 @@ from .servers import (
     free_port,
     signals_as_interrupt,
 )
-from .stats import RunResult, aggregate
+from .slo import (
+    CONFIRM_RUNS,
+    DEFAULT_BUDGET_S,
+    DEFAULT_PRECISION,
+    MAX_RUN_S,
+    MIN_DURATION_S,
+    CapacitySearch,
+    SearchSettings,
+    judge,
+    parse_slo,
+)
+from .stats import MAX_ERROR_RATE, RunResult, aggregate
 from .targets import Target, default_names, file_signature, prepare, url_signature
-from .verdict import make_verdict
+from .verdict import DEFAULT_MAX_ACCURACY_DROP, capacity_verdict, make_verdict
 
 DEFAULT_CONCURRENCY = (1, 8, 32)
 DEFAULT_REQUESTS = 2000
@@ -34,6 +48,7 @@ DEFAULT_WARMUP = 200
 BOUND_FRACTION = 0.7
 CEILING_DURATION_S = 1.0
 ENGINES = ("native", "locust", "wrk")
+ARRIVALS = ("poisson", "uniform")
 
 
 @dataclass
@@ -62,9 +77,53 @@ class BenchOptions:
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
     timeout_s: float = 30.0
     bound_fraction: float = BOUND_FRACTION
+    arrivals: str = "poisson"
+    slo: Sequence[str] = ()
+    slo_precision: float = DEFAULT_PRECISION
+    slo_budget_s: float = DEFAULT_BUDGET_S
+    slo_start: float | None = None
+    slo_max_rate: float | None = None
+    slo_min_duration_s: float = MIN_DURATION_S
+    slo_min_queries: int | None = None
+    slo_max_run_s: float = MAX_RUN_S
+    slo_confirm_runs: int = CONFIRM_RUNS
+    locust_workers: int = 0
+    locust_master: str | None = None
+    expect_workers: int | None = None
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
+
+    def search_settings(self) -> SearchSettings | None:
+        """The capacity search's settings, or None without ``--slo``."""
+        if not self.slo:
+            return None
+        return SearchSettings(
+            parse_slo(self.slo), precision=self.slo_precision, min_duration_s=self.slo_min_duration_s,
+            min_queries=self.slo_min_queries, max_run_s=self.slo_max_run_s, confirm_runs=self.slo_confirm_runs,
+            start_rate=self.slo_start, max_rate=self.slo_max_rate, budget_s=self.slo_budget_s)
 
     def validate(self) -> None:
         """Raise OptionError for combinations that cannot run."""
+        bad_ports = [p for p in self.ports if not 1 <= int(p) <= 65535]
+        if bad_ports:
+            raise OptionError(f"--ports {','.join(map(str, self.ports))}: ports must be 1-65535, got {bad_ports[0]}")
+        if self.rate and tuple(self.concurrency) != DEFAULT_CONCURRENCY:
+            raise OptionError("--rate (open loop) and --concurrency (closed loop) exclude each other; give one")
+        if self.slo and self.rate:
+            raise OptionError("--slo searches the rate itself; --rate and --slo exclude each other")
+        if self.slo and tuple(self.concurrency) != DEFAULT_CONCURRENCY:
+            raise OptionError("--slo (open-loop capacity search) and --concurrency (closed loop) exclude each other")
+        if self.slo and (self.requests is not None or self.duration_s is not None):
+            raise OptionError("--slo sets each run's length itself (--slo-min-duration); "
+                              "--requests/--duration do not apply")
+        if self.slo and self.engine != "native":
+            raise OptionError(f"--slo needs open-loop load (--engine native); {self.engine} is closed-loop only")
+        if self.arrivals not in ARRIVALS:
+            raise OptionError(f"--arrivals {self.arrivals}: expected one of {', '.join(ARRIVALS)}")
+        if (self.locust_workers or self.locust_master or self.expect_workers) and self.engine != "locust":
+            raise OptionError("--locust-workers/--locust-master/--expect-workers need --engine locust")
+        if self.locust_workers < 0:
+            raise OptionError(f"--locust-workers {self.locust_workers}: expected >= 0")
+        self.search_settings()  # parse the bounds now: a bad --slo fails before any server starts
         if bool(self.models) == bool(self.urls):
             raise OptionError("give model files (A.onnx B.onnx) or --url URL (repeatable), not both")
         n = len(self.models) or len(self.urls)
@@ -101,6 +160,12 @@ class BenchReport:
     data: str
     samples: int
     settings: dict[str, Any]
+    capacity: dict[str, dict[str, Any]] | None = None
+    slo: dict[str, Any] | None = None
+    failures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failure: str | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    wall_s: float | None = None
 
     @property
     def server_split(self) -> list[dict[str, Any]]:
@@ -119,7 +184,7 @@ class BenchReport:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "targets": [t.to_dict() for t in self.targets],
             "mode": self.mode,
             "data": self.data,
@@ -132,7 +197,15 @@ class BenchReport:
             "generator": self.generator,
             "server_split": self.server_split,
             "settings": self.settings,
+            "failures": self.failures,
+            "failure": self.failure,
+            "environment": self.environment,
+            "wall_s": self.wall_s,
         }
+        if self.capacity is not None:
+            out["capacity"] = self.capacity
+            out["slo"] = self.slo
+        return out
 
 
 def _split_cpus(pin: bool) -> tuple[list[int] | None, list[int] | None]:
@@ -146,8 +219,14 @@ def _split_cpus(pin: bool) -> tuple[list[int] | None, list[int] | None]:
     return gen, cpus[len(gen):]
 
 
-def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = None) -> BenchReport:
-    """Benchmark the targets and return the report; servers it started are always stopped."""
+def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = None,
+              live: Callable[[str], None] | None = None) -> BenchReport:
+    """Benchmark the targets and return the report; servers it started are always stopped.
+
+    ``progress`` gets one line per step, ``live`` a line about every second while a run goes
+    (rate, p99 so far, ETA). Raises BenchFailed (with the report) when a run had more than 1%
+    errors, a warm-up failed, or no rate met the SLO.
+    """
     say = progress or (lambda _msg: None)
     options.validate()
     gen_cpus, server_cpus = _split_cpus(options.pin)
@@ -182,77 +261,290 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = No
         if gen_cpus:
             os.sched_setaffinity(0, gen_cpus)
         try:
-            return _measure(options, targets, say, gen_cpus, server_cpus)
+            report = _measure(options, targets, say, live, gen_cpus, server_cpus)
         finally:
             if previous_affinity:
                 os.sched_setaffinity(0, previous_affinity)
+    if report.failure:
+        raise BenchFailed(report.failure, report)
+    return report
 
 
-def _measure(options: BenchOptions, targets: list[Target], say, gen_cpus, server_cpus) -> BenchReport:
-    engine = engines.get(options.engine, timeout_s=options.timeout_s)
+def _first_error(target: Target) -> str | None:
+    """The answer to one request, when an engine counted errors but kept no text (wrk, Locust)."""
+    try:
+        status, body = request(target.url, "POST", target.requests.path, target.requests.bodies[0], timeout=10)
+    except OSError as exc:
+        return f"connection failed: {exc}"
+    return f"HTTP {status}: {body[:300].decode(errors='replace').strip()}" if status >= 400 else None
+
+
+def _describe(run: RunResult) -> str:
+    kinds = ", ".join(f"{k}: {v}" for k, v in sorted(run.errors.items())) or "no answers"
+    text = f"{run.error_count} of {run.requests + run.error_count} requests failed ({kinds})"
+    return text + (f"; first error: {run.first_error}" if run.first_error else "")
+
+
+def _fill_first_error(run: RunResult, target: Target) -> None:
+    if run.error_count and not run.first_error:
+        run.first_error = _first_error(target)
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class _Live:
+    """Formats the per-second progress of a run: where it is, its rate, p99 so far, the ETA."""
+
+    def __init__(self, sink: Callable[[str], None] | None):
+        self.sink = sink
+        self.label = ""
+        self.eta_after_run: float | None = None  # seconds of bench left after this run
+        self.run_s: float | None = None
+
+    def tick(self, info: dict) -> None:
+        if self.sink is None:
+            return
+        p99 = "-" if info["p99_ms"] is None else f"{info['p99_ms']:.2f} ms"
+        left_run = None if self.run_s is None else max(0.0, self.run_s - info["elapsed_s"])
+        eta = None if left_run is None or self.eta_after_run is None else left_run + self.eta_after_run
+        self.sink(f"{self.label}: {info['elapsed_s']:.0f}s, {info['rps']:,.0f} req/s, p99 so far {p99}, "
+                  f"{info['errors']} errors, ETA {_eta(eta)}")
+
+
+def _warm_up(options: BenchOptions, engine, targets: list[Target], say, concurrency: int) -> dict[str, float]:
+    """Warm every target up; BenchFailed if a warm-up had more than 1% errors. Returns its req/s."""
+    rates: dict[str, float] = {}
+    for target in targets:
+        if not options.warmup:
+            continue
+        say(f"warming up {target.name} ({options.warmup} requests)")
+        run = engine.run(target, concurrency=concurrency, total=options.warmup)
+        _fill_first_error(run, target)
+        if run.failed:
+            raise BenchFailed(f"warm-up of {target.name} failed: {_describe(run)}")
+        rates[target.name] = run.rps
+    return rates
+
+
+def _one_run(engine, target: Target, *, level: float, open_loop: bool, top_c: int, total, duration_s,
+             options: BenchOptions, live: _Live, stop=None, seed: int = 0) -> RunResult:
+    before = scrape(target.url)
+    kwargs = {}
+    if options.engine == "native":
+        kwargs = {"arrivals": options.arrivals, "stop": stop, "on_tick": live.tick, "seed": seed}
+    run = engine.run(target, concurrency=int(level) if not open_loop else min(top_c, 64),
+                     total=total, duration_s=duration_s, rate=level if open_loop else None, **kwargs)
+    after = scrape(target.url)
+    mean_ms = (float(np.mean(run.latencies_us)) / 1000.0
+               if run.latencies_us is not None and run.latencies_us.size else run.latency_ms.get("p50"))
+    run.server = server_split(before, after, mean_ms)
+    _fill_first_error(run, target)
+    return run
+
+
+def _fixed_runs(options, engine, targets, say, live: _Live, top_c: int) -> list[RunResult]:
+    """Repeated runs at each level, alternating the targets' order so drift hits both."""
     open_loop = bool(options.rate)
     levels: list[float] = list(options.rate) if open_loop else [float(c) for c in options.concurrency]
-    top_c = max(options.concurrency)
-    for target in targets:
-        if options.warmup:
-            say(f"warming up {target.name} ({options.warmup} requests)")
-            engine.run(target, concurrency=top_c, total=options.warmup)
-    say("measuring the generator's ceiling against the liveness endpoint")
-    ceiling = engine.ceiling(targets[0], concurrency=top_c, duration_s=CEILING_DURATION_S)
-    total = options.requests if options.duration_s is None else None
-    if total is None and options.duration_s is None:
-        total = DEFAULT_REQUESTS
+    total = _total(options)
     runs: list[RunResult] = []
-    cpu_total = wall_total = 0.0
+    n_runs = options.repeats * len(levels) * len(targets)
     for repeat in range(options.repeats):
         for level in levels:
-            order = targets if repeat % 2 == 0 else targets[::-1]  # alternate so drift hits both
+            order = targets if repeat % 2 == 0 else targets[::-1]
             for target in order:
                 what = f"rate {level:g}/s" if open_loop else f"c={int(level)}"
                 say(f"repeat {repeat + 1}/{options.repeats} {target.name} {what}")
-                before = scrape(target.url)
-                run = engine.run(
-                    target, concurrency=int(level) if not open_loop else min(top_c, 64),
-                    total=total, duration_s=options.duration_s, rate=level if open_loop else None)
-                after = scrape(target.url)
+                live.label = f"  {target.name} {what}"
+                done = len(runs)
+                per_run = (options.duration_s or (float(np.mean([r.elapsed_s for r in runs])) if runs else None))
+                if per_run is None and open_loop and total:
+                    per_run = total / level
+                live.run_s = per_run
+                live.eta_after_run = None if per_run is None else per_run * (n_runs - done - 1)
+                run = _one_run(engine, target, level=level, open_loop=open_loop, top_c=top_c, total=total,
+                               duration_s=options.duration_s, options=options, live=live, seed=len(runs))
                 run.repeat = repeat
-                mean_ms = (float(np.mean(run.latencies_us)) / 1000.0
-                           if run.latencies_us is not None and run.latencies_us.size else run.latency_ms.get("p50"))
-                run.server = server_split(before, after, mean_ms)
-                cpu_total += (run.cpu_percent or 0.0) * run.elapsed_s / 100.0
-                wall_total += run.elapsed_s
                 runs.append(run)
+    return runs
+
+
+def _search(options, engine, targets, say, live: _Live, start: dict[str, float], ceiling: float
+            ) -> tuple[list[RunResult], dict[str, CapacitySearch], SearchSettings]:
+    """The capacity search of every target, one probe each in turn (alternating order)."""
+    settings = options.search_settings()
+    gen_limit = options.bound_fraction * ceiling if ceiling else None
+    searches = {t.name: CapacitySearch(t.name, settings, settings.start_rate or max(1.0, round(start.get(t.name, 20.0) / 2)),
+                                       generator_limit=gen_limit) for t in targets}
+    runs: list[RunResult] = []
+    t0 = time.monotonic()
+    step = 0
+    while True:
+        pending = [t for t in (targets if step % 2 == 0 else targets[::-1]) if not searches[t.name].done]
+        if not pending:
+            break
+        step += 1
+        for target in pending:
+            search = searches[target.name]
+            rate = search.next_rate()
+            if rate is None:
+                continue
+            elapsed = time.monotonic() - t0
+            if elapsed + settings.seconds(rate) > settings.budget_s:
+                search.stop("time_budget", f"the {settings.budget_s:g} s budget ran out before {rate:g} req/s "
+                            f"could be run ({elapsed:.0f} s used)")
+                continue
+            total = settings.queries(rate)
+            say(f"{target.name}: rate {rate:g}/s, {total} queries ({settings.seconds(rate):.1f} s)")
+            live.label = f"  {target.name} rate {rate:g}/s"
+            live.run_s = settings.seconds(rate)
+            left = sum(s.remaining_probes() * settings.seconds(s.lo or rate) for s in searches.values())
+            live.eta_after_run = min(max(0.0, settings.budget_s - elapsed - live.run_s), left)
+            run = _one_run(engine, target, level=rate, open_loop=True, top_c=8, total=total, duration_s=None,
+                           options=options, live=live, stop=settings.stop_rule(total), seed=len(runs))
+            run.repeat = len(search.probes)
+            runs.append(run)
+            probe = judge(run, settings, total)
+            search.record(probe)
+            say(f"{target.name}: rate {rate:g}/s {'met' if probe.passed else 'missed'}: {probe.reason}")
+    return runs, searches, settings
+
+
+def _failures(runs: list[RunResult], targets: list[Target]) -> dict[str, dict[str, Any]]:
+    """Errors by kind per target, failed runs, and the first error's text."""
+    out: dict[str, dict[str, Any]] = {}
+    for target in targets:
+        mine = [r for r in runs if r.target == target.name]
+        errors: dict[str, int] = {}
+        for run in mine:
+            for kind, n in run.errors.items():
+                errors[kind] = errors.get(kind, 0) + n
+        first = next((r.first_error for r in mine if r.first_error), None)
+        out[target.name] = {
+            "errors": errors, "error_count": sum(errors.values()), "requests": sum(r.requests for r in mine),
+            "runs": len(mine), "failed_runs": sum(r.failed for r in mine), "first_error": first,
+        }
+    return out
+
+
+def _measure(options: BenchOptions, targets: list[Target], say, live_sink, gen_cpus, server_cpus) -> BenchReport:
+    t_start = time.monotonic()
+    engine = engines.get(options.engine, timeout_s=options.timeout_s, workers=options.locust_workers,
+                         master=options.locust_master, expect_workers=options.expect_workers)
+    live = _Live(live_sink)
+    settings = options.search_settings()
+    open_loop = bool(options.rate) or settings is not None
+    top_c = max(options.concurrency)
+    start = _warm_up(options, engine, targets, say, 1 if settings else top_c)
+    say("measuring the generator's ceiling against the liveness endpoint")
+    ceiling = engine.ceiling(targets[0], concurrency=top_c, duration_s=CEILING_DURATION_S)
+    searches: dict[str, CapacitySearch] = {}
+    if settings is not None:
+        runs, searches, settings = _search(options, engine, targets, say, live, start, ceiling)
+    else:
+        runs = _fixed_runs(options, engine, targets, say, live, top_c)
     # a second look after the load: the max of both is the ceiling (noise only ever lowers it)
     ceiling = max(ceiling, engine.ceiling(targets[0], concurrency=top_c, duration_s=CEILING_DURATION_S))
     for run in runs:
         run.generator_bound = bool(ceiling and run.rps >= options.bound_fraction * ceiling)
+    failures = _failures(runs, targets)
+    failure = None
+    capacity = None
+    if settings is not None:
+        capacity = {name: s.result() for name, s in searches.items()}
+        bounds = ", ".join(b.label for b in settings.bounds)
+        missed = [(n, s) for n, s in searches.items() if s.lo is None and s.limited_by != "time_budget"]
+        if missed:
+            failure = "; ".join(f"{n}: no rate met {bounds}: {s.note or 'every probe missed'}" for n, s in missed)
+    else:
+        bad = [(t.name, [r for r in runs if r.target == t.name and r.failed]) for t in targets]
+        bad = [(n, rs) for n, rs in bad if rs]
+        if bad:
+            failure = "; ".join(
+                f"{n}: {len(rs)} of {failures[n]['runs']} runs had more than {100 * MAX_ERROR_RATE:g}% errors "
+                f"(worst: {_describe(max(rs, key=lambda r: r.error_rate))})" for n, rs in bad)
     accuracy: dict[str, float | None] = {}
     if options.accuracy:
         for target in targets:
+            if failures[target.name]["failed_runs"] and settings is None:
+                continue  # a target that fails its requests fails the accuracy pass too; said above
             if target.data is not None and target.data.labels is not None:
                 say(f"accuracy of {target.name} through {target.url}/predict")
                 accuracy[target.name] = api_accuracy(target.url, target.sig, target.data)
     aggregated = aggregate(runs)
     verdict = None
     acc_delta = None
+    sizes = {t.name: (model_size(t.model) if t.model else None) for t in targets}
     if len(targets) == 2:
-        verdict = make_verdict(aggregated, (targets[0].name, targets[1].name), accuracy)
+        names = (targets[0].name, targets[1].name)
+        if failure:
+            verdict = _failed_verdict(names, failures, failure)
+        elif settings is not None:
+            verdict = capacity_verdict(capacity, names, accuracy, bounds_label=bounds, precision=settings.precision,
+                                       sizes=sizes, max_accuracy_drop=options.max_accuracy_drop)
+        else:
+            verdict = make_verdict(aggregated, names, accuracy, sizes=sizes,
+                                   max_accuracy_drop=options.max_accuracy_drop)
         acc_delta = verdict["accuracy_delta"]
     generator = {
         "engine": options.engine,
         "ceiling_rps": ceiling,
         "ceiling_endpoint": LIVE_PATH,
-        "cpu_percent": 100.0 * cpu_total / wall_total if wall_total else None,
+        "cpu_percent": _cpu_percent(runs),
         "bound_fraction": options.bound_fraction,
         "bound_runs": sum(r.generator_bound for r in runs),
         "any_bound": any(r.generator_bound for r in runs),
+        "late_sends": sum(r.late_sends or 0 for r in runs) if open_loop else None,
+        "arrivals": options.arrivals if open_loop else None,
         "pinned": {"generator": gen_cpus, "servers": server_cpus} if gen_cpus else None,
     }
+    if options.engine == "locust":
+        generator["locust_workers"] = options.locust_workers
+        generator["locust_master"] = options.locust_master
     data = targets[0].data
+    mode = "slo" if settings is not None else ("open" if open_loop else "closed")
+    levels = sorted({r.level for r in runs}) if settings is not None else (
+        list(options.rate) if options.rate else [float(c) for c in options.concurrency])
     return BenchReport(
         targets=targets, runs=runs, aggregated=aggregated, accuracy=accuracy, accuracy_delta=acc_delta,
-        verdict=verdict, generator=generator, mode="open" if open_loop else "closed",
+        verdict=verdict, generator=generator, mode=mode,
         data=data.name if data else "", samples=len(data) if data else 0,
-        settings={"requests": total, "duration_s": options.duration_s, "repeats": options.repeats,
-                  "levels": levels, "warmup": options.warmup, "time": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        settings={"requests": None if settings else _total(options),
+                  "duration_s": options.duration_s, "repeats": options.repeats if settings is None else None,
+                  "levels": levels, "warmup": options.warmup, "arrivals": options.arrivals if open_loop else None,
+                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        capacity=capacity, slo=settings.to_dict() if settings is not None else None,
+        failures=failures, failure=failure, environment=environment(options.ort_threads),
+        wall_s=time.monotonic() - t_start,
     )
+
+
+def _total(options: BenchOptions) -> int | None:
+    """Requests per fixed run: ``--requests``, else the default unless ``--duration`` is given."""
+    if options.duration_s is not None:
+        return None
+    return options.requests or DEFAULT_REQUESTS
+
+
+def _cpu_percent(runs: list[RunResult]) -> float | None:
+    wall = sum(r.elapsed_s for r in runs)
+    cpu = sum((r.cpu_percent or 0.0) * r.elapsed_s / 100.0 for r in runs)
+    return 100.0 * cpu / wall if wall else None
+
+
+def _failed_verdict(names: tuple[str, str], failures: dict[str, dict], failure: str) -> dict[str, Any]:
+    """No speed verdict from failing runs: ship the target that did not fail (else the baseline)."""
+    a_name, b_name = names
+    ok = [n for n in names if not failures[n]["failed_runs"]]
+    ship = ok[0] if len(ok) == 1 else a_name
+    why = (f"{b_name if ship == a_name else a_name} failed its requests" if len(ok) == 1
+           else "both failed their requests" if not ok else "the baseline")
+    return {"rps_ratio": None, "p50_ratio": None, "p99_ratio": None, "speedup": {}, "accuracy_delta": None,
+            "ship": ship, "within_noise": True, "ranked": False, "failed": True,
+            "text": f"No speed verdict: {failure}. Ship {ship} only after fixing this ({why}).",
+            "baseline": a_name, "candidate": b_name}

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 
 #: the percentiles every run reports, by report key
-PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0}
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
+#: a run with more than this fraction of failed requests is a failed run
+MAX_ERROR_RATE = 0.01
 LATENCY_KEYS = (*PERCENTILES, "max")
 
 
@@ -48,6 +50,28 @@ class RunResult:
     generator_bound: bool = False
     latencies_us: np.ndarray | None = field(default=None, repr=False)
     server: dict[str, float | None] = field(default_factory=dict)
+    first_error: str | None = None
+    early_stop: str | None = None
+    late_sends: int | None = None
+    scheduled: int | None = None
+    arrivals: str | None = None
+    send_slip_s: float | None = None
+
+    @property
+    def error_count(self) -> int:
+        """Failed requests of every kind."""
+        return int(sum(self.errors.values()))
+
+    @property
+    def error_rate(self) -> float:
+        """Failed requests as a fraction of all answered or failed ones."""
+        n = self.requests + self.error_count
+        return self.error_count / n if n else 0.0
+
+    @property
+    def failed(self) -> bool:
+        """More than ``MAX_ERROR_RATE`` of the requests failed (or none succeeded)."""
+        return self.error_rate > MAX_ERROR_RATE or self.requests == 0
 
     @property
     def rps(self) -> float:
@@ -65,7 +89,8 @@ class RunResult:
             "concurrency": self.concurrency,
             "requests": self.requests,
             "errors": dict(self.errors),
-            "error_count": sum(self.errors.values()),
+            "error_count": self.error_count,
+            "error_rate": self.error_rate,
             "rps": self.rps,
             "elapsed_s": self.elapsed_s,
             "latency_ms": dict(self.latency_ms),
@@ -77,6 +102,9 @@ class RunResult:
         }
         if self.rate is not None:
             out["rate"] = self.rate
+        for key in ("first_error", "early_stop", "late_sends", "scheduled", "arrivals", "send_slip_s"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         if self.server:
             out["server"] = dict(self.server)
         return out

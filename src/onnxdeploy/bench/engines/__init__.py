@@ -6,7 +6,7 @@ from ..bodies import encode_all, http_request
 from ..servers import LIVE_PATH
 from ..stats import RunResult, latency_summary
 from .locust import run_locust
-from .native import LoadSpec, run_load
+from .native import LoadSpec, StopRule, run_load
 from .wrk import DEFAULT_DURATION_S, run_wrk
 
 
@@ -19,19 +19,23 @@ class NativeEngine:
         self.timeout_s = timeout_s
 
     def run(self, target, *, concurrency: int, total: int | None = None,
-            duration_s: float | None = None, rate: float | None = None) -> RunResult:
+            duration_s: float | None = None, rate: float | None = None, arrivals: str = "poisson",
+            stop: StopRule | None = None, on_tick=None, seed: int = 0) -> RunResult:
         """One closed- or open-loop run of the target's requests."""
         host, port = target.host_port
         spec = LoadSpec(host, port, encode_all(target.requests, f"{host}:{port}"),
                         concurrency=concurrency, total=total, duration_s=duration_s, rate=rate,
-                        timeout_s=self.timeout_s)
+                        timeout_s=self.timeout_s, arrivals=arrivals, stop=stop, on_tick=on_tick,
+                        seed=seed)
         res = run_load(spec)
         return RunResult(
             target=target.name, concurrency=res.connections if rate else concurrency,
             requests=res.ok, errors=res.errors, elapsed_s=res.elapsed_s,
             latency_ms=latency_summary(res.latencies_us), mode=res.mode, rate=rate,
             engine=self.name, cpu_percent=100.0 * res.cpu_s / res.elapsed_s,
-            latencies_us=res.latencies_us,
+            latencies_us=res.latencies_us, first_error=res.first_error, early_stop=res.early_stop,
+            late_sends=res.late if rate else None, scheduled=res.scheduled if rate else None,
+            arrivals=res.arrivals, send_slip_s=res.slip_s if rate else None,
         )
 
     def ceiling(self, target, *, concurrency: int, duration_s: float) -> float:
@@ -48,8 +52,12 @@ class LocustEngine:
 
     name = "locust"
 
-    def __init__(self, timeout_s: float = 30.0):
+    def __init__(self, timeout_s: float = 30.0, *, workers: int = 0, master: str | None = None,
+                 expect_workers: int | None = None):
         self.timeout_s = timeout_s
+        self.workers = workers
+        self.master = master
+        self.expect_workers = expect_workers
 
     def run(self, target, *, concurrency: int, total: int | None = None,
             duration_s: float | None = None, rate: float | None = None) -> RunResult:
@@ -95,6 +103,9 @@ class WrkEngine:
         return res.requests / res.elapsed_s
 
 
-def get(name: str, *, timeout_s: float = 30.0):
-    """The engine called ``name``."""
-    return {"native": NativeEngine, "locust": LocustEngine, "wrk": WrkEngine}[name](timeout_s)
+def get(name: str, *, timeout_s: float = 30.0, workers: int = 0, master: str | None = None,
+        expect_workers: int | None = None):
+    """The engine called ``name`` (Locust takes its worker settings)."""
+    if name == "locust":
+        return LocustEngine(timeout_s, workers=workers, master=master, expect_workers=expect_workers)
+    return {"native": NativeEngine, "wrk": WrkEngine}[name](timeout_s)
