@@ -79,7 +79,7 @@ def parse_slo(texts: Sequence[str]) -> list[Bound]:
 def min_queries(bounds: Sequence[Bound]) -> int:
     """Queries a run needs so that ``TAIL_SAMPLES`` requests lie beyond its highest percentile."""
     top = max(b.percentile for b in bounds)
-    return math.ceil(TAIL_SAMPLES / (1.0 - top / 100.0) - 1e-9)
+    return math.ceil(round(TAIL_SAMPLES / (1.0 - top / 100.0), 6))
 
 
 @dataclass
@@ -173,10 +173,11 @@ def judge(run: RunResult, settings: SearchSettings, planned: int) -> Probe:
         return Probe(rate, run, False, True, key, f"stopped early: {run.early_stop}")
     if run.requests == 0:
         return Probe(rate, run, False, valid, settings.bounds[0].key, "no request was answered")
-    for b in settings.bounds:
-        got = run.latency_ms.get(b.key)
-        if got is None or got > b.ms:
-            return Probe(rate, run, False, valid, b.key, f"{b.key} {got if got is None else round(got, 2)} ms > {b.ms:g} ms")
+    missed = [(b, run.latency_ms.get(b.key)) for b in settings.bounds
+              if run.latency_ms.get(b.key) is None or run.latency_ms[b.key] > b.ms]
+    if missed:
+        return Probe(rate, run, False, valid, missed[0][0].key,
+                     ", ".join(f"{b.key} {'-' if got is None else f'{got:.2f}'} ms > {b.ms:g} ms" for b, got in missed))
     if planned_s and slip > MAX_SLIP_FRACTION * planned_s:
         return Probe(rate, run, False, valid, "generator",
                      f"the last send left {slip:.2f} s behind its schedule of {planned_s:.1f} s: "

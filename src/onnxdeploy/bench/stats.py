@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,8 +27,10 @@ def latency_summary(latencies_us: Sequence[int] | np.ndarray) -> dict[str, float
     arr = np.asarray(latencies_us, dtype=np.float64)
     if arr.size == 0:
         return {key: None for key in LATENCY_KEYS}
-    qs = np.percentile(arr, list(PERCENTILES.values()), method="inverted_cdf")
-    out = {key: float(q) / 1000.0 for key, q in zip(PERCENTILES, qs)}
+    arr = np.sort(arr)
+    # rank ceil(p * n), with a tolerance so 99.9% of 1000 is rank 999 despite float rounding
+    ranks = [max(1, math.ceil(p / 100.0 * arr.size - 1e-9)) for p in PERCENTILES.values()]
+    out = {key: float(arr[r - 1]) / 1000.0 for key, r in zip(PERCENTILES, ranks)}
     out["max"] = float(arr.max()) / 1000.0
     return out
 

@@ -13,6 +13,9 @@ from typing import Any
 
 from .stats import overlaps
 
+#: why a capacity is only a lower bound, in words
+LIMIT_WORDS = {"time_budget": "the time budget ran out", "generator": "the load generator's ceiling",
+               "max_rate": "the --slo-max-rate cap"}
 #: runs per target and level a speed ranking needs
 MIN_REPEATS = 3
 #: the accuracy a smaller target may lose and still ship (a fraction: 0.01 is one point)
@@ -94,12 +97,13 @@ def make_verdict(
     speedup = {"rps": rps_ratio, "p50": _ratio(1.0, p50_ratio), "p99": _ratio(1.0, p99_ratio)}
     repeats = min(a["repeats"], b["repeats"])
     ranked = repeats >= MIN_REPEATS
-    within_noise = overlaps(a["rps"], b["rps"]) and overlaps(a["latency_ms"]["p99"], b["latency_ms"]["p99"])
-    spreads = [s for s in (a["rps"].get("rel_spread"), b["rps"].get("rel_spread")) if s is not None]
-    noise = max(spreads) if spreads else None
     mode = a["mode"]
+    # closed loop: requests/s tells the two apart; open loop offers both the same rate, so p99 does
+    key_a, key_b = (a["latency_ms"]["p99"], b["latency_ms"]["p99"]) if mode == "open" else (a["rps"], b["rps"])
+    within_noise = overlaps(key_a, key_b)
+    spreads = [s for s in (key_a.get("rel_spread"), key_b.get("rel_spread")) if s is not None]
+    noise = max(spreads) if spreads else None
     where = f"rate {level:g}/s" if mode == "open" else f"concurrency {int(level)}"
-    # open loop offers the same rate to both: the latency tells them apart, not requests/s
     lead = speedup["p99"] if mode == "open" else rps_ratio
     b_speed = 0 if (not ranked or within_noise or lead is None) else (1 if lead > 1 else -1)
     ship, why = choose(names, b_speed=b_speed, acc_delta=acc_delta, sizes=sizes, max_accuracy_drop=max_accuracy_drop)
@@ -159,7 +163,7 @@ def capacity_verdict(
     elif not rankable:
         low = a_name if ca["lower_bound"] else b_name
         traffic = (f"cannot rank the traffic at {bounds_label}: {low}'s capacity is only a lower bound "
-                   f"({capacity[low]['limited_by']}) {figures}")
+                   f"({LIMIT_WORDS.get(capacity[low]['limited_by'], capacity[low]['limited_by'])}) {figures}")
     elif ratio > 1:
         traffic = (f"{b_name} sustains {'at least ' if cb['lower_bound'] else ''}{times(ratio)} the traffic "
                    f"of {a_name} at {bounds_label} {figures}")
