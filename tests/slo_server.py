@@ -68,8 +68,8 @@ class Handler(BaseHTTPRequestHandler):
             with State.lock:
                 State.arrivals.clear()
             self.answer(404, {"error": "no metrics here"})
-        elif self.path == "/v2/models/m":
-            self.answer(200, META)
+        elif self.path.startswith("/v2/models/"):  # any name: tests give each target its own
+            self.answer(200, {**META, "name": self.path.rsplit("/", 1)[1]})
         else:
             self.answer(404, {"error": "not found"})
 

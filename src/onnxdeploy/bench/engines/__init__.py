@@ -58,22 +58,26 @@ class LocustEngine:
         self.workers = workers
         self.master = master
         self.expect_workers = expect_workers
+        self.say = None
 
     def run(self, target, *, concurrency: int, total: int | None = None,
-            duration_s: float | None = None, rate: float | None = None) -> RunResult:
-        """One closed-loop Locust run with ``concurrency`` users."""
+            duration_s: float | None = None, rate: float | None = None, **_open_loop) -> RunResult:
+        """One closed-loop Locust run with ``concurrency`` users (over the workers, if any)."""
         res = run_locust(target.url, list(target.requests.bodies), concurrency=concurrency,
-                         total=total, duration_s=duration_s)
+                         total=total, duration_s=duration_s, workers=self.workers, master=self.master,
+                         expect_workers=self.expect_workers, say=self.say)
         return RunResult(
             target=target.name, concurrency=concurrency, requests=int(res.latencies_us.size),
             errors=res.errors, elapsed_s=res.elapsed_s, latency_ms=latency_summary(res.latencies_us),
             engine=self.name, cpu_percent=100.0 * res.cpu_s / res.elapsed_s, latencies_us=res.latencies_us,
+            first_error=res.first_error,
         )
 
     def ceiling(self, target, *, concurrency: int, duration_s: float) -> float:
-        """Locust's rate against the liveness endpoint."""
+        """Locust's rate against the liveness endpoint, with the same workers."""
         res = run_locust(target.url, [], concurrency=concurrency, duration_s=max(2.0, duration_s),
-                         path=LIVE_PATH)
+                         path=LIVE_PATH, workers=self.workers, master=self.master,
+                         expect_workers=self.expect_workers)
         return res.latencies_us.size / res.elapsed_s
 
 
@@ -86,7 +90,7 @@ class WrkEngine:
         self.timeout_s = timeout_s
 
     def run(self, target, *, concurrency: int, total: int | None = None,
-            duration_s: float | None = None, rate: float | None = None) -> RunResult:
+            duration_s: float | None = None, rate: float | None = None, **_open_loop) -> RunResult:
         """One wrk run; a request count becomes a short fixed duration (wrk has no count mode)."""
         seconds = duration_s if duration_s is not None else DEFAULT_DURATION_S
         res = run_wrk(target.url, target.requests.path, list(target.requests.bodies),
