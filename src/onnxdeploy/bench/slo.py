@@ -142,7 +142,8 @@ class Probe:
         return {"rate": self.rate, "achieved_rps": r.rps, "requests": r.requests, "errors": dict(r.errors),
                 "error_rate": r.error_rate, "latency_ms": dict(r.latency_ms), "passed": self.passed,
                 "valid": self.valid, "limited_by": self.limited_by, "reason": self.reason,
-                "early_stop": r.early_stop, "late_sends": r.late_sends, "scheduled": r.scheduled,
+                "early_stop": r.early_stop, "late_sends": r.late_sends, "late_p99_ms": r.late_p99_ms,
+                "scheduled": r.scheduled,
                 "elapsed_s": r.elapsed_s}
 
 

@@ -59,6 +59,8 @@ class RunResult:
     scheduled: int | None = None
     arrivals: str | None = None
     send_slip_s: float | None = None
+    #: open loop: 99th percentile of how late sends left against their schedule (ms)
+    late_p99_ms: float | None = None
 
     @property
     def error_count(self) -> int:
@@ -105,7 +107,7 @@ class RunResult:
         }
         if self.rate is not None:
             out["rate"] = self.rate
-        for key in ("first_error", "early_stop", "late_sends", "scheduled", "arrivals", "send_slip_s"):
+        for key in ("first_error", "early_stop", "late_sends", "scheduled", "arrivals", "send_slip_s", "late_p99_ms"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.server:

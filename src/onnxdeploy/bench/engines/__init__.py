@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..bodies import encode_all, http_request
 from ..servers import LIVE_PATH
 from ..stats import RunResult, latency_summary
@@ -36,6 +38,8 @@ class NativeEngine:
             latencies_us=res.latencies_us, first_error=res.first_error, early_stop=res.early_stop,
             late_sends=res.late if rate else None, scheduled=res.scheduled if rate else None,
             arrivals=res.arrivals, send_slip_s=res.slip_s if rate else None,
+            late_p99_ms=(float(np.percentile(res.lateness_us, 99)) / 1000.0
+                         if rate and res.lateness_us.size else None),
         )
 
     def ceiling(self, target, *, concurrency: int, duration_s: float) -> float:
