@@ -223,3 +223,24 @@ def test_tables_fit_80_columns():
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "…" not in text and "float32-opt-long-name" in text and "target" in text
     assert dropped and "target" not in dropped and "p99 ms" not in dropped
+
+
+def test_misses_caused_by_late_sends_blame_the_generator_not_the_server():
+    s = SearchSettings([Bound("p99", 10)])
+    late = _run(100, p99=30)
+    late.late_p99_ms, late.service_ms, late.service_us = 25.0, {"p99": 4.0}, np.full(2000, 4000)
+    probe = judge(late, s, 2000)
+    assert not probe.passed and probe.limited_by == "generator" and "sent late (p99 25.0 ms" in probe.reason
+    server = _run(100, p99=30)
+    server.late_p99_ms, server.service_ms, server.service_us = 25.0, {"p99": 28.0}, np.full(2000, 28000)
+    assert judge(server, s, 2000).limited_by == "p99"
+    stopped = _run(100, p99=30, n=50, early="more than 20 requests over 10 ms")
+    stopped.late_p99_ms, stopped.service_ms, stopped.service_us = 40.0, {"p99": 3.0}, np.full(50, 3000)
+    stopped.early_server_over = [0]
+    assert judge(stopped, s, 2000).limited_by == "generator"
+    stopped.early_server_over = [21]  # the server held requests past the bound too
+    assert judge(stopped, s, 2000).limited_by == "p99"
+    search = CapacitySearch("t", s, 100.0)
+    search.record(judge(late, s, 2000))
+    res = search.result()
+    assert search.done and res["rps"] is None and res["limited_by"] == "generator" and "sent late" in res["note"]

@@ -460,7 +460,10 @@ def _measure(options: BenchOptions, targets: list[Target], say, live_sink, gen_c
         bounds = ", ".join(b.label for b in settings.bounds)
         missed = [(n, s) for n, s in searches.items() if s.lo is None and s.limited_by != "time_budget"]
         if missed:
-            failure = "; ".join(f"{n}: no rate met {bounds}: {s.note or 'every probe missed'}" for n, s in missed)
+            failure = "; ".join(
+                f"{n}: could not measure {bounds}, the generator could not offer the load: {s.note}"
+                if s.limited_by == "generator" else f"{n}: no rate met {bounds}: {s.note or 'every probe missed'}"
+                for n, s in missed)
     else:
         bad = [(t.name, [r for r in runs if r.target == t.name and r.failed]) for t in targets]
         bad = [(n, rs) for n, rs in bad if rs]

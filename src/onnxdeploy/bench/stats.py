@@ -61,6 +61,11 @@ class RunResult:
     send_slip_s: float | None = None
     #: open loop: 99th percentile of how late sends left against their schedule (ms)
     late_p99_ms: float | None = None
+    #: open loop: latency percentiles from the actual send (without the generator's lateness)
+    service_ms: dict[str, float | None] | None = None
+    service_us: np.ndarray | None = field(default=None, repr=False)
+    #: at an early stop: requests over each bound counted from the actual send
+    early_server_over: list[int] | None = None
 
     @property
     def error_count(self) -> int:
@@ -107,7 +112,8 @@ class RunResult:
         }
         if self.rate is not None:
             out["rate"] = self.rate
-        for key in ("first_error", "early_stop", "late_sends", "scheduled", "arrivals", "send_slip_s", "late_p99_ms"):
+        for key in ("first_error", "early_stop", "late_sends", "scheduled", "arrivals", "send_slip_s", "late_p99_ms",
+                    "service_ms"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.server:

@@ -98,6 +98,9 @@ class LoadResult:
     first_error: str | None = None
     early_stop: str | None = None
     arrivals: str | None = None
+    #: latency from the actual send instead of the scheduled one (µs), answer by answer
+    service_us: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    server_over: list[int] | None = None
 
     @property
     def ok(self) -> int:
@@ -115,13 +118,14 @@ class LoadResult:
 
 
 class _Conn(asyncio.Protocol):
-    __slots__ = ("load", "transport", "buf", "start_ns", "busy", "dead")
+    __slots__ = ("load", "transport", "buf", "start_ns", "sent_ns", "busy", "dead")
 
     def __init__(self, load: _Load):
         self.load = load
         self.transport = None
         self.buf = bytearray()
         self.start_ns = 0
+        self.sent_ns = 0
         self.busy = False
         self.dead = False
 
@@ -131,6 +135,7 @@ class _Conn(asyncio.Protocol):
     def send(self, data: bytes, start_ns: int) -> None:
         self.busy = True
         self.start_ns = start_ns
+        self.sent_ns = time.perf_counter_ns()
         self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
@@ -204,8 +209,13 @@ class _Load:
         self.scheduled = 0
         self.lateness: list[int] = []
         self.first_error: str | None = None
+        #: per answered request: time from the actual send (the server's part, without our lateness)
+        self.service: list[int] = []
         self.early: str | None = None
         self.over = [0] * (len(spec.stop.bounds) if spec.stop else 0)
+        self.over_service = list(self.over)
+        #: at an early stop: requests over each bound counted from the actual send (the server's part)
+        self.server_over: list[int] | None = None
         self.sent = 0
         self.closing = False
 
@@ -292,10 +302,14 @@ class _Load:
         if status < 400:
             lat_us = (now - conn.start_ns) // 1000
             self.lat.append(lat_us)
+            service_us = (now - conn.sent_ns) // 1000
+            self.service.append(service_us)
             if self.over:
                 for i, (bound_us, _) in enumerate(self.spec.stop.bounds):
                     if lat_us > bound_us:
                         self.over[i] += 1
+                    if service_us > bound_us:
+                        self.over_service[i] += 1
         else:
             self.error(f"http_{status}")
         if close:
@@ -319,11 +333,18 @@ class _Load:
             return None
         if rule.max_errors is not None and sum(self.errors.values()) > rule.max_errors:
             return f"more than {rule.max_errors} errors"
-        waiting = [c.start_ns for c in self.conns if c.busy and not c.dead] + list(self.backlog)
+        busy = [c for c in self.conns if c.busy and not c.dead]
+        waiting = [c.start_ns for c in busy] + list(self.backlog)
         for i, (bound_us, allowed) in enumerate(rule.bounds):
             limit = now - bound_us * 1000
             stale = sum(1 for start in waiting if start < limit)
             if self.over[i] + stale > allowed:
+                # the same count from the actual sends (requests still waiting for a connection
+                # count against the server: it holds the connections)
+                self.server_over = [
+                    self.over_service[j] + sum(1 for c in busy if c.sent_ns < now - b_us * 1000)
+                    + sum(1 for due in self.backlog if due < now - b_us * 1000)
+                    for j, (b_us, _) in enumerate(rule.bounds)]
                 return f"more than {allowed} requests over {bound_us / 1000:g} ms"
         return None
 
@@ -448,6 +469,8 @@ def run_load(spec: LoadSpec) -> LoadResult:
         scheduled=load.scheduled if load.early is None else load.sent,
         lateness_us=np.asarray(load.lateness, dtype=np.int64),
         first_error=load.first_error,
+        service_us=np.asarray(load.service, dtype=np.int64),
+        server_over=load.server_over,
         early_stop=load.early,
         arrivals=spec.arrivals if spec.rate is not None else None,
     )
