@@ -32,10 +32,13 @@ def markdown(report: Any) -> str:
     lines += [f"| {t.name} | {t.url} | {t.model or '-'} |" for t in report.targets]
     if report.capacity is not None:
         lines += ["", *_capacity_markdown(report)]
-    level = "rate (req/s)" if report.mode == "open" else "concurrency"
-    lines += ["", f"Mode: **{report.mode}-loop**, data `{report.data}` ({report.samples} samples), "
-              f"{report.settings['repeats']} repeats, alternating targets. Figures are medians across "
-              "repeats with (min–max).", "",
+    level = "rate (req/s)" if report.mode in ("open", "slo") else "concurrency"
+    how = (f"Every probe of the capacity search, data `{report.data}` ({report.samples} samples); figures are "
+           "medians across the probes at one rate with (min–max)." if report.mode == "slo" else
+           f"Mode: **{report.mode}-loop**, data `{report.data}` ({report.samples} samples), "
+           f"{report.settings['repeats']} repeats, alternating targets. Figures are medians across "
+           "repeats with (min–max).")
+    lines += ["", how, "",
               f"| target | {level} | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms | gen-bound |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for e in report.aggregated:

@@ -68,7 +68,7 @@ def rate_and_p99(report: Any, path: Path) -> Path:
             lo = np.array([get(e)["min"] or np.nan for e in rows], dtype=float)
             hi = np.array([get(e)["max"] or np.nan for e in rows], dtype=float)
             ax.errorbar(x, med, yerr=[med - lo, hi - med], marker="o", capsize=3, label=target.name)
-    xlabel = "requested rate (req/s)" if report.mode == "open" else "concurrency"
+    xlabel = "requested rate (req/s)" if report.mode in ("open", "slo") else "concurrency"
     ax_rps.set(xlabel=xlabel, ylabel="requests/s", title="Throughput")
     ax_p99.set(xlabel=xlabel, ylabel="p99 latency (ms)", title="Tail latency")
     ceiling = report.generator.get("ceiling_rps")

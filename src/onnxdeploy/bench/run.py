@@ -165,7 +165,10 @@ class BenchReport:
     failures: dict[str, dict[str, Any]] = field(default_factory=dict)
     failure: str | None = None
     environment: dict[str, Any] = field(default_factory=dict)
+    #: seconds from the start of run_bench (servers included) to the report
     wall_s: float | None = None
+    #: seconds the capacity search took (its probes, one target after the other)
+    search_s: float | None = None
 
     @property
     def server_split(self) -> list[dict[str, Any]]:
@@ -201,6 +204,7 @@ class BenchReport:
             "failure": self.failure,
             "environment": self.environment,
             "wall_s": self.wall_s,
+            "search_s": self.search_s,
         }
         if self.capacity is not None:
             out["capacity"] = self.capacity
@@ -228,6 +232,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = No
     errors, a warm-up failed, or no rate met the SLO.
     """
     say = progress or (lambda _msg: None)
+    t_start = time.monotonic()
     options.validate()
     gen_cpus, server_cpus = _split_cpus(options.pin)
     targets: list[Target] = []
@@ -265,6 +270,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = No
         finally:
             if previous_affinity:
                 os.sched_setaffinity(0, previous_affinity)
+    report.wall_s = time.monotonic() - t_start
     if report.failure:
         raise BenchFailed(report.failure, report)
     return report
@@ -433,7 +439,6 @@ def _failures(runs: list[RunResult], targets: list[Target]) -> dict[str, dict[st
 
 
 def _measure(options: BenchOptions, targets: list[Target], say, live_sink, gen_cpus, server_cpus) -> BenchReport:
-    t_start = time.monotonic()
     engine = engines.get(options.engine, timeout_s=options.timeout_s, workers=options.locust_workers,
                          master=options.locust_master, expect_workers=options.expect_workers)
     live = _Live(live_sink)
@@ -444,8 +449,11 @@ def _measure(options: BenchOptions, targets: list[Target], say, live_sink, gen_c
     say("measuring the generator's ceiling against the liveness endpoint")
     ceiling = engine.ceiling(targets[0], concurrency=top_c, duration_s=CEILING_DURATION_S)
     searches: dict[str, CapacitySearch] = {}
+    search_s = None
     if settings is not None:
+        t_search = time.monotonic()
         runs, searches, settings = _search(options, engine, targets, say, live, start, ceiling)
+        search_s = time.monotonic() - t_search
     else:
         runs = _fixed_runs(options, engine, targets, say, live, top_c)
     # a second look after the load: the max of both is the ceiling (noise only ever lowers it)
@@ -523,7 +531,7 @@ def _measure(options: BenchOptions, targets: list[Target], say, live_sink, gen_c
                   "time": time.strftime("%Y-%m-%dT%H:%M:%S")},
         capacity=capacity, slo=settings.to_dict() if settings is not None else None,
         failures=failures, failure=failure, environment=environment(options.ort_threads),
-        wall_s=time.monotonic() - t_start,
+        search_s=search_s,
     )
 
 

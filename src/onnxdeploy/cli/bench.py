@@ -118,7 +118,8 @@ def render(report) -> None:
     for name, acc in report.accuracy.items():
         rows.append((f"accuracy {name}", "-" if acc is None else f"{100 * acc:.2f}%"))
     if report.wall_s is not None:
-        rows.append(("wall time", f"{report.wall_s:.0f} s"))
+        rows.append(("wall time", f"{report.wall_s:.0f} s" + (
+            f" (capacity search {report.search_s:.0f} s)" if report.search_s is not None else "")))
     if report.verdict:
         rows.append(("verdict", report.verdict["text"]))
     out.print(kv_table("summary", rows))

@@ -132,10 +132,12 @@ class _Conn(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
 
-    def send(self, data: bytes, start_ns: int) -> None:
+    def send(self, data: bytes, start_ns: int, ready_ns: int | None = None) -> None:
+        """Send ``data``; latency counts from ``start_ns`` (the schedule), the server's part from
+        ``ready_ns`` (when the generator got to the request), by default now."""
         self.busy = True
         self.start_ns = start_ns
-        self.sent_ns = time.perf_counter_ns()
+        self.sent_ns = ready_ns if ready_ns is not None else time.perf_counter_ns()
         self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
@@ -199,7 +201,9 @@ class _Load:
         self.errors: dict[str, int] = {}
         self.conns: list[_Conn] = []
         self.idle: deque[_Conn] = deque()
-        self.backlog: deque[int] = deque()  # open loop: scheduled times waiting for a connection
+        # open loop: (scheduled, reached) times of requests waiting for a free connection; the wait
+        # after ``reached`` is the server's doing (it holds every connection), not the generator's
+        self.backlog: deque[tuple[int, int]] = deque()
         self.deadline_ns = None
         self.stopping = False
         self.last_ns = 0
@@ -289,7 +293,8 @@ class _Load:
             self.maybe_done()
             return
         if self.backlog:
-            conn.send(self.reqs[self.issued % self.nreq], self.backlog.popleft())
+            due, reached = self.backlog.popleft()
+            conn.send(self.reqs[self.issued % self.nreq], due, reached)
             return
         conn.busy = False
         self.idle.append(conn)
@@ -334,7 +339,7 @@ class _Load:
         if rule.max_errors is not None and sum(self.errors.values()) > rule.max_errors:
             return f"more than {rule.max_errors} errors"
         busy = [c for c in self.conns if c.busy and not c.dead]
-        waiting = [c.start_ns for c in busy] + list(self.backlog)
+        waiting = [c.start_ns for c in busy] + [due for due, _ in self.backlog]
         for i, (bound_us, allowed) in enumerate(rule.bounds):
             limit = now - bound_us * 1000
             stale = sum(1 for start in waiting if start < limit)
@@ -343,7 +348,7 @@ class _Load:
                 # count against the server: it holds the connections)
                 self.server_over = [
                     self.over_service[j] + sum(1 for c in busy if c.sent_ns < now - b_us * 1000)
-                    + sum(1 for due in self.backlog if due < now - b_us * 1000)
+                    + sum(1 for _, reached in self.backlog if reached < now - b_us * 1000)
                     for j, (b_us, _) in enumerate(rule.bounds)]
                 return f"more than {allowed} requests over {bound_us / 1000:g} ms"
         return None
@@ -417,7 +422,7 @@ class _Load:
             if self.idle:
                 self.idle.popleft().send(self.reqs[i % self.nreq], due)
                 continue
-            self.backlog.append(due)
+            self.backlog.append((due, now))
             if len(self.conns) + self.connecting < MAX_OPEN_CONNECTIONS:
                 self.loop.create_task(self._reconnect())
         self.stopping = True
