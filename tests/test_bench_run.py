@@ -191,3 +191,15 @@ def test_cli_user_errors_exit_2(tmp_path, models):
     assert res.exit_code == 2 and "DataError" in res.output and "two" in res.output
     res = runner.invoke(cli, ["bench", str(models[0]), "--concurrency", "0,x"])
     assert res.exit_code == 2 and "--concurrency" in res.output
+
+
+def test_tables_fit_an_80_column_terminal(bench_report, monkeypatch, capsys):
+    from onnxdeploy.cli.bench import render
+
+    report, _ = bench_report
+    monkeypatch.setenv("COLUMNS", "80")
+    render(report)
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "…" not in out and "target" in out and "req/s" in out and "p99 ms" in out
+    assert report.verdict["text"].split()[0] in out

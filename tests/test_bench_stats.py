@@ -94,3 +94,26 @@ def test_metrics_split():
     assert split["compute_ms"] == pytest.approx(0.5)
     assert split["compute_share"] == pytest.approx(0.125) and split["other_ms"] == pytest.approx(3.5)
     assert server_split(None, after, 1.0) == {}
+
+
+def test_bodies_keep_scalars_scalar_and_cut_samples_along_each_batch_axis():
+    from onnxdeploy.bench.bodies import sample_count
+    from onnxdeploy.data import DataSet
+    from onnxdeploy.modelfile import Signature, TensorSpec
+
+    f32 = np.dtype(np.float32)
+    sig = Signature(inputs=(TensorSpec("x", f32, ("batch", 3), batch_axis=0),
+                            TensorSpec("state", f32, (2, "batch", 4), batch_axis=1),
+                            TensorSpec("sr", np.dtype(np.int64), (), batch_axis=None)),
+                    outputs=(), batch_dim="batch")
+    x = np.arange(15, dtype=np.float32).reshape(5, 3)
+    state = np.arange(40, dtype=np.float32).reshape(2, 5, 4)
+    data = DataSet("t", {"x": x, "state": state, "sr": np.array(16000, dtype=np.int64)}, None,
+                   frozenset({"x", "state"}))
+    assert sample_count(sig, data) == 5
+    reqs = build_requests(sig, data)
+    assert len(reqs) == 5
+    third = json.loads(reqs.bodies[2])["inputs"]
+    assert third["sr"] == 16000  # a 0-d input stays a bare number, not [16000]
+    assert np.array_equal(third["x"], x[2:3]) and np.array(third["x"]).shape == (1, 3)
+    assert np.array_equal(third["state"], state[:, 2:3, :]) and np.array(third["state"]).shape == (2, 1, 4)

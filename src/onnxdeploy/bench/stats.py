@@ -64,8 +64,6 @@ class RunResult:
     #: open loop: latency percentiles from the actual send (without the generator's lateness)
     service_ms: dict[str, float | None] | None = None
     service_us: np.ndarray | None = field(default=None, repr=False)
-    #: at an early stop: requests over each bound counted from the actual send
-    early_server_over: list[int] | None = None
 
     @property
     def error_count(self) -> int:

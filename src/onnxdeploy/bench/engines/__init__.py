@@ -41,7 +41,7 @@ class NativeEngine:
             late_p99_ms=(float(np.percentile(res.lateness_us, 99)) / 1000.0
                          if rate and res.lateness_us.size else None),
             service_ms=latency_summary(res.service_us) if rate else None,
-            service_us=res.service_us if rate else None, early_server_over=res.server_over,
+            service_us=res.service_us if rate else None,
         )
 
     def ceiling(self, target, *, concurrency: int, duration_s: float) -> float:

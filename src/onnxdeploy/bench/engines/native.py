@@ -12,8 +12,9 @@ connections when all are busy, so a server stall shows up in the tail instead of
 the generator down (coordinated omission).
 
 A ``StopRule`` ends a run early once its verdict cannot change: more requests already over a
-latency bound (answered late, or still waiting past it) than the percentile allows for the whole
-run, or more errors than the run may have.
+latency bound (answered late, or still waiting past it, counted from when the generator reached
+each request so that its own lateness never stops a run) than the percentile allows for the
+whole run, or more errors than the run may have.
 """
 
 from __future__ import annotations
@@ -100,7 +101,6 @@ class LoadResult:
     arrivals: str | None = None
     #: latency from the actual send instead of the scheduled one (µs), answer by answer
     service_us: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    server_over: list[int] | None = None
 
     @property
     def ok(self) -> int:
@@ -218,8 +218,6 @@ class _Load:
         self.early: str | None = None
         self.over = [0] * (len(spec.stop.bounds) if spec.stop else 0)
         self.over_service = list(self.over)
-        #: at an early stop: requests over each bound counted from the actual send (the server's part)
-        self.server_over: list[int] | None = None
         self.sent = 0
         self.closing = False
 
@@ -332,24 +330,23 @@ class _Load:
         self.replace(conn)
 
     def check_stop(self, now: int) -> str | None:
-        """Why the run is already failing whatever comes next, or None."""
+        """Why the run is already failing whatever comes next, or None.
+
+        Counted from when the generator reached each request (answered, in flight, or waiting
+        for a connection the server holds), so a generator that falls behind its schedule never
+        stops a run early: only the server's part can, and the verdict of a run that went to the
+        end tells the two apart.
+        """
         rule = self.spec.stop
         if rule is None:
             return None
         if rule.max_errors is not None and sum(self.errors.values()) > rule.max_errors:
             return f"more than {rule.max_errors} errors"
-        busy = [c for c in self.conns if c.busy and not c.dead]
-        waiting = [c.start_ns for c in busy] + [due for due, _ in self.backlog]
+        waiting = [c.sent_ns for c in self.conns if c.busy and not c.dead] + [r for _, r in self.backlog]
         for i, (bound_us, allowed) in enumerate(rule.bounds):
             limit = now - bound_us * 1000
             stale = sum(1 for start in waiting if start < limit)
-            if self.over[i] + stale > allowed:
-                # the same count from the actual sends (requests still waiting for a connection
-                # count against the server: it holds the connections)
-                self.server_over = [
-                    self.over_service[j] + sum(1 for c in busy if c.sent_ns < now - b_us * 1000)
-                    + sum(1 for _, reached in self.backlog if reached < now - b_us * 1000)
-                    for j, (b_us, _) in enumerate(rule.bounds)]
+            if self.over_service[i] + stale > allowed:
                 return f"more than {allowed} requests over {bound_us / 1000:g} ms"
         return None
 
@@ -475,7 +472,6 @@ def run_load(spec: LoadSpec) -> LoadResult:
         lateness_us=np.asarray(load.lateness, dtype=np.int64),
         first_error=load.first_error,
         service_us=np.asarray(load.service, dtype=np.int64),
-        server_over=load.server_over,
         early_stop=load.early,
         arrivals=spec.arrivals if spec.rate is not None else None,
     )
