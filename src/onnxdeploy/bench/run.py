@@ -16,8 +16,16 @@ from ..errors import BenchFailed, OptionError, ServerError
 from ..modelfile import model_size
 from . import engines
 from .accuracy import api_accuracy
-from .httpclient import is_up, request
-from .scrape import scrape, server_split
+from .httpclient import is_up
+from .runs import (
+    Live,
+    describe,
+    failures_by_target,
+    fixed_runs,
+    requests_per_run,
+    search,
+    warm_up,
+)
 from .servers import (
     DEFAULT_READY_TIMEOUT_S,
     LIVE_PATH,
@@ -34,7 +42,6 @@ from .slo import (
     MIN_DURATION_S,
     CapacitySearch,
     SearchSettings,
-    judge,
     parse_slo,
 )
 from .stats import MAX_ERROR_RATE, RunResult, aggregate
@@ -42,7 +49,6 @@ from .targets import Target, default_names, file_signature, prepare, url_signatu
 from .verdict import DEFAULT_MAX_ACCURACY_DROP, capacity_verdict, make_verdict
 
 DEFAULT_CONCURRENCY = (1, 8, 32)
-DEFAULT_REQUESTS = 2000
 DEFAULT_WARMUP = 200
 #: a result at or above this fraction of the generator's ceiling is flagged generator-bound
 BOUND_FRACTION = 0.7
@@ -276,191 +282,29 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = No
     return report
 
 
-def _first_error(target: Target) -> str | None:
-    """The answer to one request, when an engine counted errors but kept no text (wrk, Locust)."""
-    try:
-        status, body = request(target.url, "POST", target.requests.path, target.requests.bodies[0], timeout=10)
-    except OSError as exc:
-        return f"connection failed: {exc}"
-    return f"HTTP {status}: {body[:300].decode(errors='replace').strip()}" if status >= 400 else None
-
-
-def _describe(run: RunResult) -> str:
-    kinds = ", ".join(f"{k}: {v}" for k, v in sorted(run.errors.items())) or "no answers"
-    text = f"{run.error_count} of {run.requests + run.error_count} requests failed ({kinds})"
-    return text + (f"; first error: {run.first_error}" if run.first_error else "")
-
-
-def _fill_first_error(run: RunResult, target: Target) -> None:
-    if run.error_count and not run.first_error:
-        run.first_error = _first_error(target)
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = max(0, int(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-class _Live:
-    """Formats the per-second progress of a run: where it is, its rate, p99 so far, the ETA."""
-
-    def __init__(self, sink: Callable[[str], None] | None):
-        self.sink = sink
-        self.label = ""
-        self.eta_after_run: float | None = None  # seconds of bench left after this run
-        self.run_s: float | None = None
-
-    def tick(self, info: dict) -> None:
-        if self.sink is None:
-            return
-        p99 = "-" if info["p99_ms"] is None else f"{info['p99_ms']:.2f} ms"
-        left_run = None if self.run_s is None else max(0.0, self.run_s - info["elapsed_s"])
-        eta = None if left_run is None or self.eta_after_run is None else left_run + self.eta_after_run
-        self.sink(f"{self.label}: {info['elapsed_s']:.0f}s, {info['rps']:,.0f} req/s, p99 so far {p99}, "
-                  f"{info['errors']} errors, ETA {_eta(eta)}")
-
-
-def _warm_up(options: BenchOptions, engine, targets: list[Target], say, concurrency: int) -> dict[str, float]:
-    """Warm every target up; BenchFailed if a warm-up had more than 1% errors. Returns its req/s."""
-    rates: dict[str, float] = {}
-    for target in targets:
-        if not options.warmup:
-            continue
-        say(f"warming up {target.name} ({options.warmup} requests)")
-        run = engine.run(target, concurrency=concurrency, total=options.warmup)
-        _fill_first_error(run, target)
-        if run.failed:
-            raise BenchFailed(f"warm-up of {target.name} failed: {_describe(run)}")
-        rates[target.name] = run.rps
-    return rates
-
-
-def _one_run(engine, target: Target, *, level: float, open_loop: bool, top_c: int, total, duration_s,
-             options: BenchOptions, live: _Live, stop=None, seed: int = 0) -> RunResult:
-    before = scrape(target.url)
-    kwargs = {}
-    if options.engine == "native":
-        kwargs = {"arrivals": options.arrivals, "stop": stop, "on_tick": live.tick, "seed": seed}
-    run = engine.run(target, concurrency=int(level) if not open_loop else min(top_c, 64),
-                     total=total, duration_s=duration_s, rate=level if open_loop else None, **kwargs)
-    after = scrape(target.url)
-    mean_ms = (float(np.mean(run.latencies_us)) / 1000.0
-               if run.latencies_us is not None and run.latencies_us.size else run.latency_ms.get("p50"))
-    run.server = server_split(before, after, mean_ms)
-    _fill_first_error(run, target)
-    return run
-
-
-def _fixed_runs(options, engine, targets, say, live: _Live, top_c: int) -> list[RunResult]:
-    """Repeated runs at each level, alternating the targets' order so drift hits both."""
-    open_loop = bool(options.rate)
-    levels: list[float] = list(options.rate) if open_loop else [float(c) for c in options.concurrency]
-    total = _total(options)
-    runs: list[RunResult] = []
-    n_runs = options.repeats * len(levels) * len(targets)
-    for repeat in range(options.repeats):
-        for level in levels:
-            order = targets if repeat % 2 == 0 else targets[::-1]
-            for target in order:
-                what = f"rate {level:g}/s" if open_loop else f"c={int(level)}"
-                say(f"repeat {repeat + 1}/{options.repeats} {target.name} {what}")
-                live.label = f"  {target.name} {what}"
-                done = len(runs)
-                per_run = (options.duration_s or (float(np.mean([r.elapsed_s for r in runs])) if runs else None))
-                if per_run is None and open_loop and total:
-                    per_run = total / level
-                live.run_s = per_run
-                live.eta_after_run = None if per_run is None else per_run * (n_runs - done - 1)
-                run = _one_run(engine, target, level=level, open_loop=open_loop, top_c=top_c, total=total,
-                               duration_s=options.duration_s, options=options, live=live, seed=len(runs))
-                run.repeat = repeat
-                runs.append(run)
-    return runs
-
-
-def _search(options, engine, targets, say, live: _Live, start: dict[str, float], ceiling: float
-            ) -> tuple[list[RunResult], dict[str, CapacitySearch], SearchSettings]:
-    """The capacity search of every target, one probe each in turn (alternating order)."""
-    settings = options.search_settings()
-    gen_limit = options.bound_fraction * ceiling if ceiling else None
-    searches = {t.name: CapacitySearch(t.name, settings, settings.start_rate or max(1.0, round(start.get(t.name, 20.0) / 2)),
-                                       generator_limit=gen_limit) for t in targets}
-    runs: list[RunResult] = []
-    t0 = time.monotonic()
-    step = 0
-    while True:
-        pending = [t for t in (targets if step % 2 == 0 else targets[::-1]) if not searches[t.name].done]
-        if not pending:
-            break
-        step += 1
-        for target in pending:
-            search = searches[target.name]
-            rate = search.next_rate()
-            if rate is None:
-                continue
-            elapsed = time.monotonic() - t0
-            if elapsed + settings.seconds(rate) > settings.budget_s:
-                search.stop("time_budget", f"the {settings.budget_s:g} s budget ran out before {rate:g} req/s "
-                            f"could be run ({elapsed:.0f} s used)")
-                continue
-            total = settings.queries(rate)
-            say(f"{target.name}: rate {rate:g}/s, {total} queries ({settings.seconds(rate):.1f} s)")
-            live.label = f"  {target.name} rate {rate:g}/s"
-            live.run_s = settings.seconds(rate)
-            left = sum(s.remaining_probes() * settings.seconds(s.lo or rate) for s in searches.values())
-            live.eta_after_run = min(max(0.0, settings.budget_s - elapsed - live.run_s), left)
-            run = _one_run(engine, target, level=rate, open_loop=True, top_c=8, total=total, duration_s=None,
-                           options=options, live=live, stop=settings.stop_rule(total), seed=len(runs))
-            run.repeat = len(search.probes)
-            runs.append(run)
-            probe = judge(run, settings, total)
-            search.record(probe)
-            say(f"{target.name}: rate {rate:g}/s {'met' if probe.passed else 'missed'}: {probe.reason}")
-    return runs, searches, settings
-
-
-def _failures(runs: list[RunResult], targets: list[Target]) -> dict[str, dict[str, Any]]:
-    """Errors by kind per target, failed runs, and the first error's text."""
-    out: dict[str, dict[str, Any]] = {}
-    for target in targets:
-        mine = [r for r in runs if r.target == target.name]
-        errors: dict[str, int] = {}
-        for run in mine:
-            for kind, n in run.errors.items():
-                errors[kind] = errors.get(kind, 0) + n
-        first = next((r.first_error for r in mine if r.first_error), None)
-        out[target.name] = {
-            "errors": errors, "error_count": sum(errors.values()), "requests": sum(r.requests for r in mine),
-            "runs": len(mine), "failed_runs": sum(r.failed for r in mine), "first_error": first,
-        }
-    return out
-
-
 def _measure(options: BenchOptions, targets: list[Target], say, live_sink, gen_cpus, server_cpus) -> BenchReport:
     engine = engines.get(options.engine, timeout_s=options.timeout_s, workers=options.locust_workers,
                          master=options.locust_master, expect_workers=options.expect_workers)
-    live = _Live(live_sink)
+    live = Live(live_sink)
     settings = options.search_settings()
     open_loop = bool(options.rate) or settings is not None
     top_c = max(options.concurrency)
-    start = _warm_up(options, engine, targets, say, 1 if settings else top_c)
+    start = warm_up(options, engine, targets, say, 1 if settings else top_c)
     say("measuring the generator's ceiling against the liveness endpoint")
     ceiling = engine.ceiling(targets[0], concurrency=top_c, duration_s=CEILING_DURATION_S)
     searches: dict[str, CapacitySearch] = {}
     search_s = None
     if settings is not None:
         t_search = time.monotonic()
-        runs, searches, settings = _search(options, engine, targets, say, live, start, ceiling)
+        runs, searches, settings = search(options, engine, targets, say, live, start, ceiling)
         search_s = time.monotonic() - t_search
     else:
-        runs = _fixed_runs(options, engine, targets, say, live, top_c)
+        runs = fixed_runs(options, engine, targets, say, live, top_c)
     # a second look after the load: the max of both is the ceiling (noise only ever lowers it)
     ceiling = max(ceiling, engine.ceiling(targets[0], concurrency=top_c, duration_s=CEILING_DURATION_S))
     for run in runs:
         run.generator_bound = bool(ceiling and run.rps >= options.bound_fraction * ceiling)
-    failures = _failures(runs, targets)
+    failures = failures_by_target(runs, targets)
     failure = None
     capacity = None
     if settings is not None:
@@ -478,7 +322,7 @@ def _measure(options: BenchOptions, targets: list[Target], say, live_sink, gen_c
         if bad:
             failure = "; ".join(
                 f"{n}: {len(rs)} of {failures[n]['runs']} runs had more than {100 * MAX_ERROR_RATE:g}% errors "
-                f"(worst: {_describe(max(rs, key=lambda r: r.error_rate))})" for n, rs in bad)
+                f"(worst: {describe(max(rs, key=lambda r: r.error_rate))})" for n, rs in bad)
     accuracy: dict[str, float | None] = {}
     if options.accuracy:
         for target in targets:
@@ -525,7 +369,7 @@ def _measure(options: BenchOptions, targets: list[Target], say, live_sink, gen_c
         targets=targets, runs=runs, aggregated=aggregated, accuracy=accuracy, accuracy_delta=acc_delta,
         verdict=verdict, generator=generator, mode=mode,
         data=data.name if data else "", samples=len(data) if data else 0,
-        settings={"requests": None if settings else _total(options),
+        settings={"requests": None if settings else requests_per_run(options),
                   "duration_s": options.duration_s, "repeats": options.repeats if settings is None else None,
                   "levels": levels, "warmup": options.warmup, "arrivals": options.arrivals if open_loop else None,
                   "time": time.strftime("%Y-%m-%dT%H:%M:%S")},
@@ -533,13 +377,6 @@ def _measure(options: BenchOptions, targets: list[Target], say, live_sink, gen_c
         failures=failures, failure=failure, environment=environment(options.ort_threads),
         search_s=search_s,
     )
-
-
-def _total(options: BenchOptions) -> int | None:
-    """Requests per fixed run: ``--requests``, else the default unless ``--duration`` is given."""
-    if options.duration_s is not None:
-        return None
-    return options.requests or DEFAULT_REQUESTS
 
 
 def _cpu_percent(runs: list[RunResult]) -> float | None:
