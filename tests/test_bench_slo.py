@@ -238,7 +238,13 @@ def test_misses_caused_by_late_sends_blame_the_generator_not_the_server():
     stopped = _run(100, p99=30, n=50, early="more than 20 requests over 10 ms")
     stopped.late_p99_ms, stopped.service_ms, stopped.service_us = 40.0, {"p99": 3.0}, np.full(50, 3000)
     assert judge(stopped, s, 2000).limited_by == "p99"
+    # with nothing passed yet, a lower rate may be one the generator can offer: halve and go on
     search = CapacitySearch("t", s, 100.0)
     search.record(judge(late, s, 2000))
+    assert not search.done and search.next_rate() == 50.0
+    search.record(judge(_run(50, p99=5), s, 2000))
+    late.rate = search.next_rate()
+    search.record(judge(late, s, 2000))  # then it limits the search: what passed is a lower bound
     res = search.result()
-    assert search.done and res["rps"] is None and res["limited_by"] == "generator" and "sent late" in res["note"]
+    assert search.done and res["rps"] == 50.0 and res["lower_bound"] and res["limited_by"] == "generator"
+    assert "sent late" in res["note"]

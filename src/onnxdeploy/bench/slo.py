@@ -271,7 +271,8 @@ class CapacitySearch:
             if self.lo is None or rate > self.lo:
                 self.lo = rate
             return
-        if probe.limited_by == "generator":
+        if probe.limited_by == "generator" and self.lo is not None:
+            # the server kept up but the generator did not: what passed so far is a lower bound
             self._finish("generator", probe.reason)
             return
         self._capped, self.limited_by, self.note = False, None, ""

@@ -125,20 +125,35 @@ def render(report) -> None:
     out.print(kv_table("summary", rows))
 
 
-def _live_sink():
-    """Per-second progress on stderr: rewritten in place on a terminal, one line each otherwise."""
-    import sys
+class _Progress:
+    """Step lines and the per-second live line on stderr; on a terminal the live line is rewritten
+    in place and cleared before the next step line."""
 
-    tty = sys.stderr.isatty()
+    def __init__(self):
+        import sys
 
-    def sink(line: str) -> None:
-        if tty:
-            sys.stderr.write("\r\033[K" + line[:200])
-            sys.stderr.flush()
-        else:
+        self.err = sys.stderr
+        self.tty = sys.stderr.isatty()
+        self.pending = False
+
+    def clear(self) -> None:
+        """Take the live line away (before a step line or the report)."""
+        if self.pending:
+            self.err.write("\r\033[K")
+            self.err.flush()
+            self.pending = False
+
+    def say(self, msg: str) -> None:
+        self.clear()
+        click.echo(f"· {msg}", err=True)
+
+    def live(self, line: str) -> None:
+        if not self.tty:
             click.echo(line, err=True)
-
-    return sink
+            return
+        self.err.write("\r\033[K" + line[:200])
+        self.err.flush()
+        self.pending = True
 
 
 @click.command("bench")
@@ -210,14 +225,16 @@ def command(models, urls, names, ports, host, concurrency, requests_, duration, 
         data=data, dims=dims, warmup=warmup, server_workers=workers, server_threads=threads,
         ort_threads=ort_threads, pin=pin, accuracy=not no_accuracy, ready_timeout_s=ready_timeout)
     opts.validate()  # every option checked before a server starts or a file is written
-    progress = None if as_json else (lambda msg: click.echo(f"· {msg}", err=True))
+    shown = None if as_json else _Progress()
     failed = None
     try:
-        report = run_bench(opts, progress=progress, live=None if as_json else _live_sink())
+        report = run_bench(opts, progress=shown and shown.say, live=shown and shown.live)
     except BenchFailed as exc:
         if exc.report is None:
             raise
         report, failed = exc.report, exc
+    if shown is not None:
+        shown.clear()
     if csv_prefix:
         from ..bench.output import write_csv
 
