@@ -168,3 +168,24 @@ def test_cli_refuses_bad_options_before_any_work(argv, needle, tmp_path):
     assert res.exit_code == 2 and needle in res.output, res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_during_a_run_stops_the_bench_at_once(server):
+    url = server("fast")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "onnxdeploy.cli", "bench", "--url", url, "--rate", "50", "--requests", "100000",
+         "--repeats", "1", "--warmup", "0", "--no-accuracy", "--data", "random"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stderr:
+            if "repeat 1/1" in line:
+                break
+        time.sleep(1.0)
+        proc.terminate()
+        rc = proc.wait(timeout=10)  # a 2000 s run: only the signal ends it this soon
+        rest = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 130 and "interrupted" in rest and "Traceback" not in rest

@@ -233,6 +233,11 @@ def command(models, urls, names, ports, host, concurrency, requests_, duration, 
         if exc.report is None:
             raise
         report, failed = exc.report, exc
+    except KeyboardInterrupt:
+        if shown is not None:
+            shown.clear()
+        click.echo("interrupted: the servers bench started are stopped; nothing was written", err=True)
+        raise SystemExit(130) from None
     if shown is not None:
         shown.clear()
     if csv_prefix:

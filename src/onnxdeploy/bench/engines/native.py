@@ -435,6 +435,35 @@ def schedule(rate: float, total: int, arrivals: str, seed: int = 0) -> np.ndarra
     return np.concatenate(([0.0], np.cumsum(gaps[:-1])))
 
 
+def _stop_on_signals(loop, load: _Load, interrupted: list[int]) -> Callable[[], None]:
+    """SIGINT/SIGTERM end the run through the loop (a Python-level handler raising inside uvloop's
+    loop is not seen until the run ends); returns how to put the previous handlers back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum: int) -> None:
+        interrupted.append(signum)
+        load.early = "interrupted"
+        load.stopping = True
+        load.backlog.clear()
+        if not load.done.done():
+            load.done.set_result(None)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.getsignal(sig)
+        loop.add_signal_handler(sig, stop, sig)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
 def run_load(spec: LoadSpec) -> LoadResult:
     """Run one load against ``spec.host:spec.port`` in a fresh event loop and return what happened."""
     try:
@@ -445,6 +474,8 @@ def run_load(spec: LoadSpec) -> LoadResult:
         loop = asyncio.new_event_loop()
     load = _Load(spec, loop)
     cpu0 = time.process_time()
+    interrupted: list[int] = []
+    restore = _stop_on_signals(loop, load, interrupted)
     try:
         monitor = loop.create_task(load.monitor())
         loop.run_until_complete(load.open() if spec.rate is not None else load.closed())
@@ -459,6 +490,9 @@ def run_load(spec: LoadSpec) -> LoadResult:
             task.cancel()
         loop.run_until_complete(asyncio.sleep(0))
         loop.close()
+        restore()
+    if interrupted:
+        raise KeyboardInterrupt(f"signal {interrupted[0]}")
     cpu = time.process_time() - cpu0
     end = load.last_ns or time.perf_counter_ns()
     return LoadResult(
