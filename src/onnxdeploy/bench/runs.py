@@ -38,7 +38,7 @@ def describe(run: RunResult) -> str:
     return text + (f"; first error: {run.first_error}" if run.first_error else "")
 
 
-def _fillfirst_error_text(run: RunResult, target: Target) -> None:
+def fill_first_error(run: RunResult, target: Target) -> None:
     if run.error_count and not run.first_error:
         run.first_error = first_error_text(target)
 
@@ -77,7 +77,7 @@ def warm_up(options: BenchOptions, engine, targets: list[Target], say, concurren
             continue
         say(f"warming up {target.name} ({options.warmup} requests)")
         run = engine.run(target, concurrency=concurrency, total=options.warmup)
-        _fillfirst_error_text(run, target)
+        fill_first_error(run, target)
         if run.failed:
             raise BenchFailed(f"warm-up of {target.name} failed: {describe(run)}")
         rates[target.name] = run.rps
@@ -96,7 +96,7 @@ def one_run(engine, target: Target, *, level: float, open_loop: bool, top_c: int
     mean_ms = (float(np.mean(run.latencies_us)) / 1000.0
                if run.latencies_us is not None and run.latencies_us.size else run.latency_ms.get("p50"))
     run.server = server_split(before, after, mean_ms)
-    _fillfirst_error_text(run, target)
+    fill_first_error(run, target)
     return run
 
 
@@ -121,18 +121,19 @@ def fixed_runs(options, engine, targets, say, live: Live, top_c: int) -> list[Ru
                 live.run_s = per_run
                 live.eta_after_run = None if per_run is None else per_run * (n_runs - done - 1)
                 run = one_run(engine, target, level=level, open_loop=open_loop, top_c=top_c, total=total,
-                               duration_s=options.duration_s, options=options, live=live, seed=len(runs))
+                              duration_s=options.duration_s, options=options, live=live, seed=len(runs))
                 run.repeat = repeat
                 runs.append(run)
     return runs
 
 
 def search(options, engine, targets, say, live: Live, start: dict[str, float], ceiling: float
-            ) -> tuple[list[RunResult], dict[str, CapacitySearch], SearchSettings]:
+           ) -> tuple[list[RunResult], dict[str, CapacitySearch], SearchSettings]:
     """The capacity search of every target, one probe each in turn (alternating order)."""
     settings = options.search_settings()
     gen_limit = options.bound_fraction * ceiling if ceiling else None
-    searches = {t.name: CapacitySearch(t.name, settings, settings.start_rate or max(1.0, round(start.get(t.name, 20.0) / 2)),
+    searches = {t.name: CapacitySearch(t.name, settings,
+                                       settings.start_rate or max(1.0, round(start.get(t.name, 20.0) / 2)),
                                        generator_limit=gen_limit) for t in targets}
     runs: list[RunResult] = []
     t0 = time.monotonic()
@@ -143,13 +144,13 @@ def search(options, engine, targets, say, live: Live, start: dict[str, float], c
             break
         step += 1
         for target in pending:
-            search = searches[target.name]
-            rate = search.next_rate()
+            hunt = searches[target.name]
+            rate = hunt.next_rate()
             if rate is None:
                 continue
             elapsed = time.monotonic() - t0
             if elapsed + settings.seconds(rate) > settings.budget_s:
-                search.stop("time_budget", f"the {settings.budget_s:g} s budget ran out before {rate:g} req/s "
+                hunt.stop("time_budget", f"the {settings.budget_s:g} s budget ran out before {rate:g} req/s "
                             f"could be run ({elapsed:.0f} s used)")
                 continue
             total = settings.queries(rate)
@@ -159,11 +160,11 @@ def search(options, engine, targets, say, live: Live, start: dict[str, float], c
             left = sum(s.remaining_probes() * settings.seconds(s.lo or rate) for s in searches.values())
             live.eta_after_run = min(max(0.0, settings.budget_s - elapsed - live.run_s), left)
             run = one_run(engine, target, level=rate, open_loop=True, top_c=8, total=total, duration_s=None,
-                           options=options, live=live, stop=settings.stop_rule(total), seed=len(runs))
-            run.repeat = len(search.probes)
+                          options=options, live=live, stop=settings.stop_rule(total), seed=len(runs))
+            run.repeat = len(hunt.probes)
             runs.append(run)
             probe = judge(run, settings, total)
-            search.record(probe)
+            hunt.record(probe)
             say(f"{target.name}: rate {rate:g}/s {'met' if probe.passed else 'missed'}: {probe.reason}")
     return runs, searches, settings
 
