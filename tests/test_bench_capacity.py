@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -189,3 +190,17 @@ def test_sigterm_during_a_run_stops_the_bench_at_once(server):
             proc.kill()
             proc.wait()
     assert rc == 130 and "interrupted" in rest and "Traceback" not in rest
+
+
+def test_written_locustfile_runs_unchanged_under_plain_locust(server, tmp_path):
+    from onnxdeploy.bench.engines.locust import locust_argv, write_locustfile
+
+    url = server("fast")
+    lf = write_locustfile(tmp_path / "locustfile.py", [b'{"inputs": [[1, 2, 3, 4]]}'])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONNXDEPLOY_")}
+    proc = subprocess.run([*locust_argv(), "-f", str(lf), "--headless", "-u", "2", "-r", "2", "-t", "2s",
+                           "-H", url, "--only-summary"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    assert "/predict" in proc.stdout + proc.stderr and "0(0.00%)" in proc.stdout + proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["locustfile.py"]  # nothing written beside it

@@ -66,10 +66,10 @@ def choose(names: tuple[str, str], *, b_speed: int, acc_delta: float | None, siz
     if ship == a_name and b_name not in keep:
         why = (f"{b_name} loses {100 * -acc_delta:.1f} pp of accuracy (bound {100 * max_accuracy_drop:g} pp)"
                if not acc_ok else f"{b_name} is slower beyond the noise")
-    elif ship == a_name:
-        why = "no smaller target" if sizes.get(a_name) or sizes.get(b_name) else "the baseline, nothing beats it"
-    else:
+    elif sizes.get(a_name) and sizes.get(b_name) and sizes[a_name] != sizes[b_name]:
         why = "smallest within the accuracy bound and not slower"
+    else:
+        why = "the baseline; the other does not beat it beyond the noise"
     return ship, why
 
 
