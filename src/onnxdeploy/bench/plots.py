@@ -93,17 +93,23 @@ def capacity_plot(report: Any, path: Path) -> Path:
     styles = {k: s for k, s in zip(keys, ("o", "s", "^", "v", "D"))}
     for i, (name, cap) in enumerate(report.capacity.items()):
         color = colors[i % len(colors)]
-        runs = sorted(cap["runs"], key=lambda r: r["rate"])
+        runs = cap["runs"]
         for key in keys:
-            pts = [(r["rate"], r["latency_ms"].get(key)) for r in runs if r["latency_ms"].get(key) is not None]
-            if pts:
-                x, y = zip(*pts)
-                ax.plot(x, y, marker=styles[key], linestyle="-" if key != "p50" else ":", color=color,
-                        alpha=0.8, label=f"{name} {key}")
-        missed = [(r["rate"], max(v for v in r["latency_ms"].values() if v is not None))
-                  for r in runs if not r["passed"] and any(v is not None for v in r["latency_ms"].values())]
-        if missed:
-            ax.scatter(*zip(*missed), marker="x", color=color, s=60, zorder=3)
+            pts = [(r["rate"], r["latency_ms"].get(key), r["passed"]) for r in runs
+                   if r["latency_ms"].get(key) is not None]
+            if not pts:
+                continue
+            # every probe as a point (a cross where it missed), the median per rate as the line
+            met = [(x, y) for x, y, ok in pts if ok]
+            missed = [(x, y) for x, y, ok in pts if not ok]
+            if met:
+                ax.scatter(*zip(*met), marker=styles[key], color=color, alpha=0.5, s=18)
+            if missed:
+                ax.scatter(*zip(*missed), marker="x", color=color, alpha=0.8, s=40)
+            rates = sorted({x for x, _, _ in pts})
+            medians = [float(np.median([y for x, y, _ in pts if x == rate])) for rate in rates]
+            ax.plot(rates, medians, linestyle="-" if key != "p50" else ":", color=color, alpha=0.8,
+                    label=f"{name} {key} (median per rate)")
         if cap["rps"]:
             ax.axvline(cap["rps"], color=color, linestyle="--", alpha=0.6,
                        label=f"{name} capacity {'≥ ' if cap['lower_bound'] else ''}{cap['rps']:,.0f}/s")
