@@ -394,5 +394,5 @@ def _failed_verdict(names: tuple[str, str], failures: dict[str, dict], failure: 
            else "both failed their requests" if not ok else "the baseline")
     return {"rps_ratio": None, "p50_ratio": None, "p99_ratio": None, "speedup": {}, "accuracy_delta": None,
             "ship": ship, "within_noise": True, "ranked": False, "failed": True,
-            "text": f"No speed verdict: {failure}. Ship {ship} only after fixing this ({why}).",
+            "text": f"No speed verdict: {failure}. Until a bench passes, ship {ship} ({why}).",
             "baseline": a_name, "candidate": b_name}
