@@ -212,3 +212,25 @@ def test_written_locustfile_runs_unchanged_under_plain_locust(server, tmp_path):
     assert proc.returncode == 0, proc.stderr[-1000:]
     assert "/predict" in proc.stdout + proc.stderr and "0(0.00%)" in proc.stdout + proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["locustfile.py"]  # nothing written beside it
+
+
+def test_workers_from_elsewhere_join_the_master_with_the_written_locustfile(server, tmp_path):
+    from onnxdeploy.bench.engines.locust import locust_argv, write_locustfile
+
+    url = server("slow", 0.002)
+    name, sig = url_signature(url, None)
+    target = Target(name, url, None, sig=sig)
+    prepare(target, "random", {})
+    port = free_port()
+    # what a user runs on another machine: the written locustfile as a plain Locust worker
+    lf = write_locustfile(tmp_path / "locustfile.py", list(target.requests.bodies))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONNXDEPLOY_")}
+    worker = subprocess.Popen([*locust_argv(), "-f", str(lf), "--worker", "--master-host", "127.0.0.1",
+                               "--master-port", str(port)], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        run = LocustEngine(master=f"127.0.0.1:{port}", expect_workers=1).run(target, concurrency=2, total=200)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=10)
+    assert run.errors == {} and run.requests >= 200 and run.latency_ms["p50"] >= 2.0
