@@ -32,10 +32,10 @@ def app(environ, start_response):
 
 def main() -> None:
     """Start the app, measure both generators side by side, print a table."""
-    from onnxdeploy.bench.engine import LoadSpec, run_load
-    from onnxdeploy.bench.external import available, run_wrk
+    from onnxdeploy.bench.bodies import http_request
+    from onnxdeploy.bench.engines.native import LoadSpec, run_load
+    from onnxdeploy.bench.engines.wrk import available, run_wrk
     from onnxdeploy.bench.httpclient import is_up
-    from onnxdeploy.bench.requests import http_request
     from onnxdeploy.bench.servers import free_port
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

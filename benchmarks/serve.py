@@ -39,9 +39,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onnxdeploy.bench import external
-from onnxdeploy.bench.engine import LoadSpec, run_load
-from onnxdeploy.bench.requests import http_request
+from onnxdeploy.bench.bodies import http_request
+from onnxdeploy.bench.engines import wrk as external
+from onnxdeploy.bench.engines.native import LoadSpec, run_load
 from onnxdeploy.bench.servers import free_port
 from onnxdeploy.bench.stats import latency_summary
 from onnxdeploy.data import digits_split

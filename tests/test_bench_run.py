@@ -15,9 +15,9 @@ from builders import mlp_classifier, save, two_input_int_model
 from click.testing import CliRunner
 
 from onnxdeploy.bench import BenchOptions, run_bench, write_outputs
-from onnxdeploy.bench.engine import LoadSpec, run_load
-from onnxdeploy.bench.locust_engine import render_locustfile
-from onnxdeploy.bench.requests import encode_all
+from onnxdeploy.bench.bodies import encode_all
+from onnxdeploy.bench.engines.locust import render_locustfile
+from onnxdeploy.bench.engines.native import LoadSpec, run_load
 from onnxdeploy.bench.servers import ServerPool, ServerSpec, free_port, port_in_use
 from onnxdeploy.bench.targets import Target, prepare, url_signature
 from onnxdeploy.cli import cli
@@ -87,7 +87,11 @@ def test_report_structure_and_numbers(bench_report, models):
     assert gen["engine"] == "native" and gen["ceiling_rps"] > 0 and gen["cpu_percent"] > 0
     v = d["verdict"]
     assert v["rps_ratio"] > 0 and v["p99_ratio"] > 0 and isinstance(v["within_noise"], bool)
-    assert v["text"].startswith("b: ") and "concurrency 4" in v["text"]
+    # two repeats never rank; the smaller model (a: hidden 32 against 48) ships when speed is unranked
+    assert not v["ranked"] and "not enough repeats to rank speed (2 per target" in v["text"]
+    assert v["ship"] == "a" and v["text"].startswith("Ship a") and v["speedup"]["rps"] == pytest.approx(v["rps_ratio"])
+    assert d["environment"]["cores"] >= 1 and "onnxruntime" in d["environment"]["versions"]
+    assert d["failures"]["a"]["error_count"] == 0 and d["failure"] is None
     assert {s["target"] for s in d["server_split"]} == {"a", "b"}
 
 
@@ -118,7 +122,7 @@ def test_open_loop_keeps_its_schedule(running):
     host, port = running.host_port
     rate, total = 200.0, 300
     res = run_load(LoadSpec(host, port, encode_all(running.requests, f"{host}:{port}"), concurrency=2,
-                            total=total, rate=rate))
+                            total=total, rate=rate, arrivals="uniform"))
     assert res.mode == "open" and res.errors == {} and res.ok == total
     achieved = total / res.elapsed_s
     assert achieved == pytest.approx(rate, rel=0.15)
@@ -187,3 +191,15 @@ def test_cli_user_errors_exit_2(tmp_path, models):
     assert res.exit_code == 2 and "DataError" in res.output and "two" in res.output
     res = runner.invoke(cli, ["bench", str(models[0]), "--concurrency", "0,x"])
     assert res.exit_code == 2 and "--concurrency" in res.output
+
+
+def test_tables_fit_an_80_column_terminal(bench_report, monkeypatch, capsys):
+    from onnxdeploy.cli.bench import render
+
+    report, _ = bench_report
+    monkeypatch.setenv("COLUMNS", "80")
+    render(report)
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "…" not in out and "target" in out and "req/s" in out and "p99 ms" in out
+    assert report.verdict["text"].split()[0] in out

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from builders import mlp_classifier
 
-from onnxdeploy.bench.metrics import parse_prometheus, server_split
-from onnxdeploy.bench.requests import build_requests, http_request
+from onnxdeploy.bench.bodies import build_requests, http_request
+from onnxdeploy.bench.scrape import parse_prometheus, server_split
 from onnxdeploy.bench.stats import RunResult, aggregate, latency_summary, overlaps, spread
 from onnxdeploy.bench.verdict import make_verdict
 from onnxdeploy.data import load_data
@@ -19,7 +19,7 @@ from onnxdeploy.modelfile import signature
 def test_latency_summary_on_known_array():
     lat_us = np.arange(1, 1001) * 1000  # 1 ms .. 1000 ms
     s = latency_summary(lat_us)
-    assert s == {"p50": 500.0, "p90": 900.0, "p95": 950.0, "p99": 990.0, "max": 1000.0}
+    assert s == {"p50": 500.0, "p90": 900.0, "p95": 950.0, "p99": 990.0, "p99.9": 999.0, "max": 1000.0}
 
 
 def test_latency_summary_is_ordered_and_observed():
@@ -31,7 +31,7 @@ def test_latency_summary_is_ordered_and_observed():
 
 
 def test_latency_summary_empty():
-    assert latency_summary([]) == {"p50": None, "p90": None, "p95": None, "p99": None, "max": None}
+    assert latency_summary([]) == {"p50": None, "p90": None, "p95": None, "p99": None, "p99.9": None, "max": None}
 
 
 def test_spread_and_overlap():
@@ -56,16 +56,18 @@ def test_aggregate_and_verdict():
     v = make_verdict(agg, ("a", "b"), {"a": 0.95, "b": 0.948})
     assert v["rps_ratio"] == pytest.approx(1.8)
     assert v["p99_ratio"] == pytest.approx(2.1 / 5.0)
+    assert v["speedup"]["rps"] == pytest.approx(1.8) and v["speedup"]["p99"] == pytest.approx(5.0 / 2.1)
     assert v["accuracy_delta"] == pytest.approx(-0.002)
-    assert not v["within_noise"] and v["level"] == 8
-    assert v["text"].startswith("b: 1.80x requests/s") and "\u22120.2 pp" in v["text"]
+    assert not v["within_noise"] and v["ranked"] and v["level"] == 8 and v["ship"] == "b"
+    assert v["text"].startswith("Ship b") and "1.8x faster" in v["text"] and "\u22120.2 pp" in v["text"]
 
 
 def test_verdict_within_noise():
     runs = [_run("a", 4, r, p, i) for i, (r, p) in enumerate(((1000, 3.0), (1100, 3.4), (950, 2.9)))]
     runs += [_run("b", 4, r, p, i) for i, (r, p) in enumerate(((1050, 3.1), (980, 3.3), (1120, 2.8)))]
     v = make_verdict(aggregate(runs), ("a", "b"), {})
-    assert v["within_noise"] and "within the run-to-run spread" in v["text"]
+    assert v["within_noise"] and not v["ranked"] and "equal (within 15% noise)" in v["text"]
+    assert v["ship"] == "a" and "faster" not in v["text"] and "slower" not in v["text"]
 
 
 def test_requests_are_one_sample_each():
@@ -92,3 +94,26 @@ def test_metrics_split():
     assert split["compute_ms"] == pytest.approx(0.5)
     assert split["compute_share"] == pytest.approx(0.125) and split["other_ms"] == pytest.approx(3.5)
     assert server_split(None, after, 1.0) == {}
+
+
+def test_bodies_keep_scalars_scalar_and_cut_samples_along_each_batch_axis():
+    from onnxdeploy.bench.bodies import sample_count
+    from onnxdeploy.data import DataSet
+    from onnxdeploy.modelfile import Signature, TensorSpec
+
+    f32 = np.dtype(np.float32)
+    sig = Signature(inputs=(TensorSpec("x", f32, ("batch", 3), batch_axis=0),
+                            TensorSpec("state", f32, (2, "batch", 4), batch_axis=1),
+                            TensorSpec("sr", np.dtype(np.int64), (), batch_axis=None)),
+                    outputs=(), batch_dim="batch")
+    x = np.arange(15, dtype=np.float32).reshape(5, 3)
+    state = np.arange(40, dtype=np.float32).reshape(2, 5, 4)
+    data = DataSet("t", {"x": x, "state": state, "sr": np.array(16000, dtype=np.int64)}, None,
+                   frozenset({"x", "state"}))
+    assert sample_count(sig, data) == 5
+    reqs = build_requests(sig, data)
+    assert len(reqs) == 5
+    third = json.loads(reqs.bodies[2])["inputs"]
+    assert third["sr"] == 16000  # a 0-d input stays a bare number, not [16000]
+    assert np.array_equal(third["x"], x[2:3]) and np.array(third["x"]).shape == (1, 3)
+    assert np.array_equal(third["state"], state[:, 2:3, :]) and np.array(third["state"]).shape == (2, 1, 4)

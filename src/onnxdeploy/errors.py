@@ -10,7 +10,8 @@
     │   └── MissingDependencyError  an optional extra is not installed (message has the pip hint)
     ├── VerificationError           a transform ran but its numeric check failed (exit 1)
     ├── RuntimeFailure              something outside the user's input failed (exit 1):
-    │   └── ServerError             a server did not start, died, or answered nonsense
+    │   ├── ServerError             a server did not start, died, or answered nonsense
+    │   └── BenchFailed             a bench ran but its runs failed (errors, no rate met the SLO)
     └── PipelineError               a pipeline step failed; exit code and message from its cause
 
 A traceback that is not one of these is a bug in onnxdeploy. Third-party errors are
@@ -70,6 +71,14 @@ class RuntimeFailure(OnnxDeployError):
 
 class ServerError(RuntimeFailure):
     """A server process failed to start, died, or answered something unexpected."""
+
+
+class BenchFailed(RuntimeFailure):
+    """A bench ran but failed its own checks; ``report`` holds what it measured (or None)."""
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report
 
 
 class PipelineError(OnnxDeployError):

@@ -10,8 +10,8 @@ from ..compare import top1
 from ..data import DataSet
 from ..errors import ServerError
 from ..modelfile import Signature
+from .bodies import PREDICT_PATH, predict_body
 from .httpclient import request
-from .requests import PREDICT_PATH, predict_body
 
 BATCH = 64
 

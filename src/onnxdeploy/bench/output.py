@@ -1,7 +1,9 @@
-"""Files of a bench: ``report.json`` (atomic), ``report.md`` and PNG plots."""
+"""Files of a bench: ``report.json`` (atomic), ``report.md``, PNG plots, and CSV (``--csv PREFIX``)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -22,14 +24,21 @@ def markdown(report: Any) -> str:
     """The report as Markdown: targets, the per-level table, server split, trust checks, verdict."""
     gen = report.generator
     lines = ["# onnxdeploy bench", ""]
+    if report.failure:
+        lines += [f"**Failed:** {report.failure}", ""]
     if report.verdict:
         lines += [f"**Verdict:** {report.verdict['text']}", ""]
     lines += ["| target | URL | model |", "|---|---|---|"]
     lines += [f"| {t.name} | {t.url} | {t.model or '-'} |" for t in report.targets]
-    level = "rate (req/s)" if report.mode == "open" else "concurrency"
-    lines += ["", f"Mode: **{report.mode}-loop**, data `{report.data}` ({report.samples} samples), "
-              f"{report.settings['repeats']} repeats, alternating targets. Figures are medians across "
-              "repeats with (min–max).", "",
+    if report.capacity is not None:
+        lines += ["", *_capacity_markdown(report)]
+    level = "rate (req/s)" if report.mode in ("open", "slo") else "concurrency"
+    how = (f"Every probe of the capacity search, data `{report.data}` ({report.samples} samples); figures are "
+           "medians across the probes at one rate with (min–max)." if report.mode == "slo" else
+           f"Mode: **{report.mode}-loop**, data `{report.data}` ({report.samples} samples), "
+           f"{report.settings['repeats']} repeats, alternating targets. Figures are medians across "
+           "repeats with (min–max).")
+    lines += ["", how, "",
               f"| target | {level} | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms | gen-bound |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for e in report.aggregated:
@@ -60,9 +69,77 @@ def markdown(report: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _capacity_markdown(report: Any) -> list[str]:
+    slo = report.slo
+    keys = [b["percentile"] for b in slo["bounds"]]
+    bounds = ", ".join(f"{b['percentile']} ≤ {b['ms']:g} ms" for b in slo["bounds"])
+    lines = [f"Capacity at **{bounds}**: the highest Poisson arrival rate meeting every bound with at most "
+             f"{100 * slo['max_error_rate']:g}% errors, bisected to {100 * slo['precision']:.0f}%, confirmed by "
+             f"{slo['confirm_runs']} runs; each probe ran at least {slo['min_duration_s']:g} s and "
+             f"{slo['min_queries']} queries ({slo['tail_samples']} beyond the percentile).", "",
+             f"| target | capacity (req/s) | {' | '.join(k + ' ms' for k in keys)} | valid | limited by | runs |",
+             "|---|---|" + "---|" * len(keys) + "---|---|---|"]
+    for name, c in report.capacity.items():
+        rps = "-" if c["rps"] is None else ("at least " if c["lower_bound"] else "") + f"{c['rps']:,.0f}"
+        lat = c["latency_ms"] or {}
+        lines.append(f"| {name} | {rps} | " + " | ".join(_f(lat.get(k)) for k in keys)
+                     + f" | {'yes' if c['valid'] else 'no'} | {c['limited_by'] or '-'} | {len(c['runs'])} |")
+    lines += ["", "| target | offered req/s | achieved | " + " | ".join(k + " ms" for k in keys)
+              + " | errors | late sends | result |", "|---|---|---|" + "---|" * len(keys) + "---|---|---|"]
+    for name, c in report.capacity.items():
+        for r in c["runs"]:
+            lines.append(f"| {name} | {r['rate']:g} | {_f(r['achieved_rps'], 0)} | "
+                         + " | ".join(_f(r["latency_ms"].get(k)) for k in keys)
+                         + f" | {sum(r['errors'].values())} | {r['late_sends'] or 0} | "
+                         f"{'met' if r['passed'] else 'missed'}: {r['reason']} |")
+    return lines
+
+
+def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(["" if v is None else v for v in row] for row in rows)
+    return buf.getvalue()
+
+
+def write_csv(report: Any, prefix: str | os.PathLike) -> list[Path]:
+    """``PREFIX_runs.csv`` (one row a run), ``PREFIX_stats.csv`` (per target and level, plus
+    capacity rows at an SLO) and ``PREFIX_failures.csv`` (errors by kind), Locust's habit."""
+    from .stats import LATENCY_KEYS
+
+    base = str(prefix)
+    runs = [[r.target, r.mode, r.level, r.repeat, r.requests, r.error_count, f"{r.error_rate:.4f}", f"{r.rps:.2f}",
+             f"{r.elapsed_s:.3f}", *(r.latency_ms.get(k) for k in LATENCY_KEYS), r.late_sends, r.early_stop,
+             r.engine] for r in report.runs]
+    stats = []
+    for e in report.aggregated:
+        lat = e["latency_ms"]
+        stats.append([e["target"], e["mode"], e.get("rate", e["concurrency"]), e["repeats"], e["requests"],
+                      sum(e["errors"].values()), e["rps"]["median"], e["rps"]["min"], e["rps"]["max"],
+                      *(lat[k]["median"] for k in LATENCY_KEYS), ""])
+    for name, c in (report.capacity or {}).items():
+        lat = c["latency_ms"] or {}
+        stats.append([name, "capacity", c["rps"], c.get("confirmations"), "", "", c.get("achieved_rps"), "", "",
+                      *(lat.get(k) for k in LATENCY_KEYS),
+                      ("lower bound; " if c["lower_bound"] else "") + f"limited by {c['limited_by']}"])
+    failures = [[name, kind, n, f["first_error"] or ""] for name, f in report.failures.items()
+                for kind, n in sorted(f["errors"].items())]
+    lat_cols = [f"{k}_ms" for k in LATENCY_KEYS]
+    return [
+        atomic_write(f"{base}_runs.csv", _csv_text(
+            ["target", "mode", "level", "repeat", "requests", "errors", "error_rate", "rps", "elapsed_s",
+             *lat_cols, "late_sends", "early_stop", "engine"], runs)),
+        atomic_write(f"{base}_stats.csv", _csv_text(
+            ["target", "mode", "level", "repeats", "requests", "errors", "rps_median", "rps_min", "rps_max",
+             *lat_cols, "note"], stats)),
+        atomic_write(f"{base}_failures.csv", _csv_text(["target", "error", "occurrences", "first_error"], failures)),
+    ]
+
+
 def write_outputs(report: Any, out_dir: str | os.PathLike) -> list[Path]:
     """Write report.json, report.md and the plots into ``out_dir``; return the written paths."""
-    from .plots import latency_distribution, rate_and_p99
+    from .plots import capacity_plot, latency_distribution, rate_and_p99
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,4 +148,6 @@ def write_outputs(report: Any, out_dir: str | os.PathLike) -> list[Path]:
     if dist is not None:
         written.append(dist)
     written.append(rate_and_p99(report, out / "rps_p99_by_level.png"))
+    if report.capacity is not None:
+        written.append(capacity_plot(report, out / "latency_vs_rate.png"))
     return written

@@ -68,7 +68,7 @@ def rate_and_p99(report: Any, path: Path) -> Path:
             lo = np.array([get(e)["min"] or np.nan for e in rows], dtype=float)
             hi = np.array([get(e)["max"] or np.nan for e in rows], dtype=float)
             ax.errorbar(x, med, yerr=[med - lo, hi - med], marker="o", capsize=3, label=target.name)
-    xlabel = "requested rate (req/s)" if report.mode == "open" else "concurrency"
+    xlabel = "requested rate (req/s)" if report.mode in ("open", "slo") else "concurrency"
     ax_rps.set(xlabel=xlabel, ylabel="requests/s", title="Throughput")
     ax_p99.set(xlabel=xlabel, ylabel="p99 latency (ms)", title="Tail latency")
     ceiling = report.generator.get("ceiling_rps")
@@ -77,6 +77,50 @@ def rate_and_p99(report: Any, path: Path) -> Path:
     for ax in (ax_rps, ax_p99):
         ax.grid(True, alpha=0.3)
         ax.legend()
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def capacity_plot(report: Any, path: Path) -> Path:
+    """Latency percentiles against offered rate for every probe of the search, the SLO lines, capacity."""
+    plt = _pyplot()
+    bounds = report.slo["bounds"]
+    keys = sorted({"p50", *(b["percentile"] for b in bounds)}, key=lambda k: float(k[1:]))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = {k: s for k, s in zip(keys, ("o", "s", "^", "v", "D"))}
+    for i, (name, cap) in enumerate(report.capacity.items()):
+        color = colors[i % len(colors)]
+        runs = cap["runs"]
+        for key in keys:
+            pts = [(r["rate"], r["latency_ms"].get(key), r["passed"]) for r in runs
+                   if r["latency_ms"].get(key) is not None]
+            if not pts:
+                continue
+            # every probe as a point (a cross where it missed), the median per rate as the line
+            met = [(x, y) for x, y, ok in pts if ok]
+            missed = [(x, y) for x, y, ok in pts if not ok]
+            if met:
+                ax.scatter(*zip(*met), marker=styles[key], color=color, alpha=0.5, s=18)
+            if missed:
+                ax.scatter(*zip(*missed), marker="x", color=color, alpha=0.8, s=40)
+            rates = sorted({x for x, _, _ in pts})
+            medians = [float(np.median([y for x, y, _ in pts if x == rate])) for rate in rates]
+            ax.plot(rates, medians, linestyle="-" if key != "p50" else ":", color=color, alpha=0.8,
+                    label=f"{name} {key} (median per rate)")
+        if cap["rps"]:
+            ax.axvline(cap["rps"], color=color, linestyle="--", alpha=0.6,
+                       label=f"{name} capacity {'≥ ' if cap['lower_bound'] else ''}{cap['rps']:,.0f}/s")
+    for b in bounds:
+        ax.axhline(b["ms"], color="red", linestyle="-", linewidth=1.5, alpha=0.7, label=f"SLO {b['percentile']} ≤ {b['ms']:g} ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered rate (req/s, Poisson arrivals)")
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_title("Latency percentiles against offered rate (x: probe missed the SLO)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
     try:
         return _save(fig, path)
     finally:

@@ -1,4 +1,5 @@
-"""``run_bench``: servers up, warm-up, generator ceiling, alternating repeated runs, accuracy, verdict."""
+"""``run_bench``: servers up, warm-up, generator ceiling, alternating repeated runs or a capacity
+search at an SLO, failure accounting, accuracy, verdict."""
 
 from __future__ import annotations
 
@@ -10,11 +11,21 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError, ServerError
+from ..environment import environment
+from ..errors import BenchFailed, OptionError, ServerError
+from ..modelfile import model_size
 from . import engines
 from .accuracy import api_accuracy
 from .httpclient import is_up
-from .metrics import scrape, server_split
+from .runs import (
+    Live,
+    describe,
+    failures_by_target,
+    fixed_runs,
+    requests_per_run,
+    search,
+    warm_up,
+)
 from .servers import (
     DEFAULT_READY_TIMEOUT_S,
     LIVE_PATH,
@@ -23,17 +34,27 @@ from .servers import (
     free_port,
     signals_as_interrupt,
 )
-from .stats import RunResult, aggregate
+from .slo import (
+    CONFIRM_RUNS,
+    DEFAULT_BUDGET_S,
+    DEFAULT_PRECISION,
+    MAX_RUN_S,
+    MIN_DURATION_S,
+    CapacitySearch,
+    SearchSettings,
+    parse_slo,
+)
+from .stats import MAX_ERROR_RATE, RunResult, aggregate
 from .targets import Target, default_names, file_signature, prepare, url_signature
-from .verdict import make_verdict
+from .verdict import DEFAULT_MAX_ACCURACY_DROP, capacity_verdict, make_verdict
 
 DEFAULT_CONCURRENCY = (1, 8, 32)
-DEFAULT_REQUESTS = 2000
 DEFAULT_WARMUP = 200
 #: a result at or above this fraction of the generator's ceiling is flagged generator-bound
 BOUND_FRACTION = 0.7
 CEILING_DURATION_S = 1.0
 ENGINES = ("native", "locust", "wrk")
+ARRIVALS = ("poisson", "uniform")
 
 
 @dataclass
@@ -62,9 +83,53 @@ class BenchOptions:
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
     timeout_s: float = 30.0
     bound_fraction: float = BOUND_FRACTION
+    arrivals: str = "poisson"
+    slo: Sequence[str] = ()
+    slo_precision: float = DEFAULT_PRECISION
+    slo_budget_s: float = DEFAULT_BUDGET_S
+    slo_start: float | None = None
+    slo_max_rate: float | None = None
+    slo_min_duration_s: float = MIN_DURATION_S
+    slo_min_queries: int | None = None
+    slo_max_run_s: float = MAX_RUN_S
+    slo_confirm_runs: int = CONFIRM_RUNS
+    locust_workers: int = 0
+    locust_master: str | None = None
+    expect_workers: int | None = None
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
+
+    def search_settings(self) -> SearchSettings | None:
+        """The capacity search's settings, or None without ``--slo``."""
+        if not self.slo:
+            return None
+        return SearchSettings(
+            parse_slo(self.slo), precision=self.slo_precision, min_duration_s=self.slo_min_duration_s,
+            min_queries=self.slo_min_queries, max_run_s=self.slo_max_run_s, confirm_runs=self.slo_confirm_runs,
+            start_rate=self.slo_start, max_rate=self.slo_max_rate, budget_s=self.slo_budget_s)
 
     def validate(self) -> None:
         """Raise OptionError for combinations that cannot run."""
+        bad_ports = [p for p in self.ports if not 1 <= int(p) <= 65535]
+        if bad_ports:
+            raise OptionError(f"--ports {','.join(map(str, self.ports))}: ports must be 1-65535, got {bad_ports[0]}")
+        if self.rate and tuple(self.concurrency) != DEFAULT_CONCURRENCY:
+            raise OptionError("--rate (open loop) and --concurrency (closed loop) exclude each other; give one")
+        if self.slo and self.rate:
+            raise OptionError("--slo searches the rate itself; --rate and --slo exclude each other")
+        if self.slo and tuple(self.concurrency) != DEFAULT_CONCURRENCY:
+            raise OptionError("--slo (open-loop capacity search) and --concurrency (closed loop) exclude each other")
+        if self.slo and (self.requests is not None or self.duration_s is not None):
+            raise OptionError("--slo sets each run's length itself (--slo-min-duration); "
+                              "--requests/--duration do not apply")
+        if self.slo and self.engine != "native":
+            raise OptionError(f"--slo needs open-loop load (--engine native); {self.engine} is closed-loop only")
+        if self.arrivals not in ARRIVALS:
+            raise OptionError(f"--arrivals {self.arrivals}: expected one of {', '.join(ARRIVALS)}")
+        if (self.locust_workers or self.locust_master or self.expect_workers) and self.engine != "locust":
+            raise OptionError("--locust-workers/--locust-master/--expect-workers need --engine locust")
+        if self.locust_workers < 0:
+            raise OptionError(f"--locust-workers {self.locust_workers}: expected >= 0")
+        self.search_settings()  # parse the bounds now: a bad --slo fails before any server starts
         if bool(self.models) == bool(self.urls):
             raise OptionError("give model files (A.onnx B.onnx) or --url URL (repeatable), not both")
         n = len(self.models) or len(self.urls)
@@ -101,6 +166,15 @@ class BenchReport:
     data: str
     samples: int
     settings: dict[str, Any]
+    capacity: dict[str, dict[str, Any]] | None = None
+    slo: dict[str, Any] | None = None
+    failures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failure: str | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    #: seconds from the start of run_bench (servers included) to the report
+    wall_s: float | None = None
+    #: seconds the capacity search took (its probes, one target after the other)
+    search_s: float | None = None
 
     @property
     def server_split(self) -> list[dict[str, Any]]:
@@ -119,7 +193,7 @@ class BenchReport:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "targets": [t.to_dict() for t in self.targets],
             "mode": self.mode,
             "data": self.data,
@@ -132,7 +206,16 @@ class BenchReport:
             "generator": self.generator,
             "server_split": self.server_split,
             "settings": self.settings,
+            "failures": self.failures,
+            "failure": self.failure,
+            "environment": self.environment,
+            "wall_s": self.wall_s,
+            "search_s": self.search_s,
         }
+        if self.capacity is not None:
+            out["capacity"] = self.capacity
+            out["slo"] = self.slo
+        return out
 
 
 def _split_cpus(pin: bool) -> tuple[list[int] | None, list[int] | None]:
@@ -146,9 +229,16 @@ def _split_cpus(pin: bool) -> tuple[list[int] | None, list[int] | None]:
     return gen, cpus[len(gen):]
 
 
-def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = None) -> BenchReport:
-    """Benchmark the targets and return the report; servers it started are always stopped."""
+def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = None,
+              live: Callable[[str], None] | None = None) -> BenchReport:
+    """Benchmark the targets and return the report; servers it started are always stopped.
+
+    ``progress`` gets one line per step, ``live`` a line about every second while a run goes
+    (rate, p99 so far, ETA). Raises BenchFailed (with the report) when a run had more than 1%
+    errors, a warm-up failed, or no rate met the SLO.
+    """
     say = progress or (lambda _msg: None)
+    t_start = time.monotonic()
     options.validate()
     gen_cpus, server_cpus = _split_cpus(options.pin)
     targets: list[Target] = []
@@ -182,77 +272,127 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = No
         if gen_cpus:
             os.sched_setaffinity(0, gen_cpus)
         try:
-            return _measure(options, targets, say, gen_cpus, server_cpus)
+            report = _measure(options, targets, say, live, gen_cpus, server_cpus)
         finally:
             if previous_affinity:
                 os.sched_setaffinity(0, previous_affinity)
+    report.wall_s = time.monotonic() - t_start
+    if report.failure:
+        raise BenchFailed(report.failure, report)
+    return report
 
 
-def _measure(options: BenchOptions, targets: list[Target], say, gen_cpus, server_cpus) -> BenchReport:
-    engine = engines.get(options.engine, timeout_s=options.timeout_s)
-    open_loop = bool(options.rate)
-    levels: list[float] = list(options.rate) if open_loop else [float(c) for c in options.concurrency]
+def _measure(options: BenchOptions, targets: list[Target], say, live_sink, gen_cpus, server_cpus) -> BenchReport:
+    engine = engines.get(options.engine, timeout_s=options.timeout_s, workers=options.locust_workers,
+                         master=options.locust_master, expect_workers=options.expect_workers)
+    live = Live(live_sink)
+    settings = options.search_settings()
+    open_loop = bool(options.rate) or settings is not None
     top_c = max(options.concurrency)
-    for target in targets:
-        if options.warmup:
-            say(f"warming up {target.name} ({options.warmup} requests)")
-            engine.run(target, concurrency=top_c, total=options.warmup)
+    start = warm_up(options, engine, targets, say, 1 if settings else top_c)
     say("measuring the generator's ceiling against the liveness endpoint")
     ceiling = engine.ceiling(targets[0], concurrency=top_c, duration_s=CEILING_DURATION_S)
-    total = options.requests if options.duration_s is None else None
-    if total is None and options.duration_s is None:
-        total = DEFAULT_REQUESTS
-    runs: list[RunResult] = []
-    cpu_total = wall_total = 0.0
-    for repeat in range(options.repeats):
-        for level in levels:
-            order = targets if repeat % 2 == 0 else targets[::-1]  # alternate so drift hits both
-            for target in order:
-                what = f"rate {level:g}/s" if open_loop else f"c={int(level)}"
-                say(f"repeat {repeat + 1}/{options.repeats} {target.name} {what}")
-                before = scrape(target.url)
-                run = engine.run(
-                    target, concurrency=int(level) if not open_loop else min(top_c, 64),
-                    total=total, duration_s=options.duration_s, rate=level if open_loop else None)
-                after = scrape(target.url)
-                run.repeat = repeat
-                mean_ms = (float(np.mean(run.latencies_us)) / 1000.0
-                           if run.latencies_us is not None and run.latencies_us.size else run.latency_ms.get("p50"))
-                run.server = server_split(before, after, mean_ms)
-                cpu_total += (run.cpu_percent or 0.0) * run.elapsed_s / 100.0
-                wall_total += run.elapsed_s
-                runs.append(run)
+    searches: dict[str, CapacitySearch] = {}
+    search_s = None
+    if settings is not None:
+        t_search = time.monotonic()
+        runs, searches, settings = search(options, engine, targets, say, live, start, ceiling)
+        search_s = time.monotonic() - t_search
+    else:
+        runs = fixed_runs(options, engine, targets, say, live, top_c)
     # a second look after the load: the max of both is the ceiling (noise only ever lowers it)
     ceiling = max(ceiling, engine.ceiling(targets[0], concurrency=top_c, duration_s=CEILING_DURATION_S))
     for run in runs:
         run.generator_bound = bool(ceiling and run.rps >= options.bound_fraction * ceiling)
+    failures = failures_by_target(runs, targets)
+    failure = None
+    capacity = None
+    if settings is not None:
+        capacity = {name: s.result() for name, s in searches.items()}
+        bounds = ", ".join(b.label for b in settings.bounds)
+        missed = [(n, s) for n, s in searches.items() if s.lo is None and s.limited_by != "time_budget"]
+        if missed:
+            failure = "; ".join(
+                f"{n}: could not measure {bounds}, the generator could not offer the load: {s.note}"
+                if s.limited_by == "generator" else f"{n}: no rate met {bounds}: {s.note or 'every probe missed'}"
+                for n, s in missed)
+    else:
+        bad = [(t.name, [r for r in runs if r.target == t.name and r.failed]) for t in targets]
+        bad = [(n, rs) for n, rs in bad if rs]
+        if bad:
+            failure = "; ".join(
+                f"{n}: {len(rs)} of {failures[n]['runs']} runs had more than {100 * MAX_ERROR_RATE:g}% errors "
+                f"(worst: {describe(max(rs, key=lambda r: r.error_rate))})" for n, rs in bad)
     accuracy: dict[str, float | None] = {}
     if options.accuracy:
         for target in targets:
+            if failures[target.name]["failed_runs"] and settings is None:
+                continue  # a target that fails its requests fails the accuracy pass too; said above
             if target.data is not None and target.data.labels is not None:
                 say(f"accuracy of {target.name} through {target.url}/predict")
                 accuracy[target.name] = api_accuracy(target.url, target.sig, target.data)
     aggregated = aggregate(runs)
     verdict = None
     acc_delta = None
+    sizes = {t.name: (model_size(t.model) if t.model else None) for t in targets}
     if len(targets) == 2:
-        verdict = make_verdict(aggregated, (targets[0].name, targets[1].name), accuracy)
+        names = (targets[0].name, targets[1].name)
+        if failure:
+            verdict = _failed_verdict(names, failures, failure)
+        elif settings is not None:
+            verdict = capacity_verdict(capacity, names, accuracy, bounds_label=bounds, precision=settings.precision,
+                                       sizes=sizes, max_accuracy_drop=options.max_accuracy_drop)
+        else:
+            verdict = make_verdict(aggregated, names, accuracy, sizes=sizes,
+                                   max_accuracy_drop=options.max_accuracy_drop)
         acc_delta = verdict["accuracy_delta"]
     generator = {
         "engine": options.engine,
         "ceiling_rps": ceiling,
         "ceiling_endpoint": LIVE_PATH,
-        "cpu_percent": 100.0 * cpu_total / wall_total if wall_total else None,
+        "cpu_percent": _cpu_percent(runs),
         "bound_fraction": options.bound_fraction,
         "bound_runs": sum(r.generator_bound for r in runs),
         "any_bound": any(r.generator_bound for r in runs),
+        "late_sends": sum(r.late_sends or 0 for r in runs) if open_loop else None,
+        "arrivals": options.arrivals if open_loop else None,
         "pinned": {"generator": gen_cpus, "servers": server_cpus} if gen_cpus else None,
     }
+    if options.engine == "locust":
+        generator["locust_workers"] = options.locust_workers
+        generator["locust_master"] = options.locust_master
     data = targets[0].data
+    mode = "slo" if settings is not None else ("open" if open_loop else "closed")
+    levels = sorted({r.level for r in runs}) if settings is not None else (
+        list(options.rate) if options.rate else [float(c) for c in options.concurrency])
     return BenchReport(
         targets=targets, runs=runs, aggregated=aggregated, accuracy=accuracy, accuracy_delta=acc_delta,
-        verdict=verdict, generator=generator, mode="open" if open_loop else "closed",
+        verdict=verdict, generator=generator, mode=mode,
         data=data.name if data else "", samples=len(data) if data else 0,
-        settings={"requests": total, "duration_s": options.duration_s, "repeats": options.repeats,
-                  "levels": levels, "warmup": options.warmup, "time": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        settings={"requests": None if settings else requests_per_run(options),
+                  "duration_s": options.duration_s, "repeats": options.repeats if settings is None else None,
+                  "levels": levels, "warmup": options.warmup, "arrivals": options.arrivals if open_loop else None,
+                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        capacity=capacity, slo=settings.to_dict() if settings is not None else None,
+        failures=failures, failure=failure, environment=environment(options.ort_threads),
+        search_s=search_s,
     )
+
+
+def _cpu_percent(runs: list[RunResult]) -> float | None:
+    wall = sum(r.elapsed_s for r in runs)
+    cpu = sum((r.cpu_percent or 0.0) * r.elapsed_s / 100.0 for r in runs)
+    return 100.0 * cpu / wall if wall else None
+
+
+def _failed_verdict(names: tuple[str, str], failures: dict[str, dict], failure: str) -> dict[str, Any]:
+    """No speed verdict from failing runs: ship the target that did not fail (else the baseline)."""
+    a_name, b_name = names
+    ok = [n for n in names if not failures[n]["failed_runs"]]
+    ship = ok[0] if len(ok) == 1 else a_name
+    why = (f"{b_name if ship == a_name else a_name} failed its requests" if len(ok) == 1
+           else "both failed their requests" if not ok else "the baseline")
+    return {"rps_ratio": None, "p50_ratio": None, "p99_ratio": None, "speedup": {}, "accuracy_delta": None,
+            "ship": ship, "within_noise": True, "ranked": False, "failed": True,
+            "text": f"No speed verdict: {failure}. Until a bench passes, ship {ship} ({why}).",
+            "baseline": a_name, "candidate": b_name}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -10,7 +11,9 @@ from typing import Any
 import numpy as np
 
 #: the percentiles every run reports, by report key
-PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0}
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
+#: a run with more than this fraction of failed requests is a failed run
+MAX_ERROR_RATE = 0.01
 LATENCY_KEYS = (*PERCENTILES, "max")
 
 
@@ -24,8 +27,10 @@ def latency_summary(latencies_us: Sequence[int] | np.ndarray) -> dict[str, float
     arr = np.asarray(latencies_us, dtype=np.float64)
     if arr.size == 0:
         return {key: None for key in LATENCY_KEYS}
-    qs = np.percentile(arr, list(PERCENTILES.values()), method="inverted_cdf")
-    out = {key: float(q) / 1000.0 for key, q in zip(PERCENTILES, qs)}
+    arr = np.sort(arr)
+    # rank ceil(p * n), with a tolerance so 99.9% of 1000 is rank 999 despite float rounding
+    ranks = [max(1, math.ceil(p / 100.0 * arr.size - 1e-9)) for p in PERCENTILES.values()]
+    out = {key: float(arr[r - 1]) / 1000.0 for key, r in zip(PERCENTILES, ranks)}
     out["max"] = float(arr.max()) / 1000.0
     return out
 
@@ -48,6 +53,33 @@ class RunResult:
     generator_bound: bool = False
     latencies_us: np.ndarray | None = field(default=None, repr=False)
     server: dict[str, float | None] = field(default_factory=dict)
+    first_error: str | None = None
+    early_stop: str | None = None
+    late_sends: int | None = None
+    scheduled: int | None = None
+    arrivals: str | None = None
+    send_slip_s: float | None = None
+    #: open loop: 99th percentile of how late sends left against their schedule (ms)
+    late_p99_ms: float | None = None
+    #: open loop: latency percentiles from the actual send (without the generator's lateness)
+    service_ms: dict[str, float | None] | None = None
+    service_us: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def error_count(self) -> int:
+        """Failed requests of every kind."""
+        return int(sum(self.errors.values()))
+
+    @property
+    def error_rate(self) -> float:
+        """Failed requests as a fraction of all answered or failed ones."""
+        n = self.requests + self.error_count
+        return self.error_count / n if n else 0.0
+
+    @property
+    def failed(self) -> bool:
+        """More than ``MAX_ERROR_RATE`` of the requests failed (or none succeeded)."""
+        return self.error_rate > MAX_ERROR_RATE or self.requests == 0
 
     @property
     def rps(self) -> float:
@@ -65,7 +97,8 @@ class RunResult:
             "concurrency": self.concurrency,
             "requests": self.requests,
             "errors": dict(self.errors),
-            "error_count": sum(self.errors.values()),
+            "error_count": self.error_count,
+            "error_rate": self.error_rate,
             "rps": self.rps,
             "elapsed_s": self.elapsed_s,
             "latency_ms": dict(self.latency_ms),
@@ -77,6 +110,10 @@ class RunResult:
         }
         if self.rate is not None:
             out["rate"] = self.rate
+        for key in ("first_error", "early_stop", "late_sends", "scheduled", "arrivals", "send_slip_s", "late_p99_ms",
+                    "service_ms"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         if self.server:
             out["server"] = dict(self.server)
         return out

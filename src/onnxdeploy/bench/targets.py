@@ -12,8 +12,8 @@ import numpy as np
 from ..data import DataSet, load_data
 from ..errors import DataError, ServerError
 from ..modelfile import Signature, TensorSpec, load_model, signature, with_batch_axes
+from .bodies import RequestSet, build_requests
 from .httpclient import get_json, request, split_url
-from .requests import RequestSet, build_requests
 
 _V2_DTYPES = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
@@ -59,7 +59,9 @@ def signature_from_metadata(meta: dict) -> Signature:
 
     def spec(t: dict) -> TensorSpec:
         dtype = _V2_DTYPES.get(str(t.get("datatype", "")).upper())
-        shape = tuple(int(d) for d in t.get("shape", []))
+        # -1 is the protocol's "variable"; '?' says the same (dynamic, unnamed) in a form every
+        # consumer of a Signature reads as dynamic today (data.py's random data took -1 as a size)
+        shape = tuple("?" if int(d) < 0 else int(d) for d in t.get("shape", []))
         return TensorSpec(t["name"], None if dtype is None else np.dtype(dtype), shape)
 
     try:

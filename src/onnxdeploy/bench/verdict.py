@@ -1,4 +1,11 @@
-"""The verdict: B against A at the highest load level, with the noise and trust caveats."""
+"""The verdict: which target to ship and why, in one sentence, never more confident than the data.
+
+Ratios stay in JSON as they were (``rps_ratio`` B/A, ``p50_ratio``/``p99_ratio`` latency B/A);
+``speedup`` says the same the other way round (A time / B time, B rps / A rps: above 1 means B is
+faster). Text uses words: "2.1x faster", "5.2x slower", "equal (within 6% noise)". Fewer than
+``MIN_REPEATS`` repeats never rank two targets; a difference within the run-to-run spread is
+equal. Shipping: the smallest target within the accuracy bound and not slower beyond the noise.
+"""
 
 from __future__ import annotations
 
@@ -6,55 +13,167 @@ from typing import Any
 
 from .stats import overlaps
 
+#: why a capacity is only a lower bound, in words
+LIMIT_WORDS = {"time_budget": "the time budget ran out", "generator": "the load generator's ceiling",
+               "max_rate": "the --slo-max-rate cap"}
+#: runs per target and level a speed ranking needs
+MIN_REPEATS = 3
+#: the accuracy a smaller target may lose and still ship (a fraction: 0.01 is one point)
+DEFAULT_MAX_ACCURACY_DROP = 0.01
+
 
 def _ratio(b: float | None, a: float | None) -> float | None:
     return b / a if a and b is not None else None
 
 
+def times(x: float) -> str:
+    """A factor for text: 2 significant digits near 1, one decimal above."""
+    return f"{x:.2f}x" if x < 1.1 else f"{x:.1f}x" if x < 10 else f"{x:.0f}x"
+
+
+def speed_words(speedup: float | None, *, equal: bool, noise: float | None) -> str:
+    """'2.1x faster', '5.2x slower' or 'equal (within 6% noise)' for B against A."""
+    if speedup is None:
+        return "speed unknown"
+    if equal:
+        return "equal" + (f" (within {100 * noise:.0f}% noise)" if noise is not None else " (within noise)")
+    return f"{times(speedup)} faster" if speedup >= 1 else f"{times(1 / speedup)} slower"
+
+
+def _pp(delta: float) -> str:
+    return f"accuracy {100 * delta:+.1f} pp".replace("-", "\u2212")
+
+
+def _size_words(sizes: dict[str, int | None], ship: str, other: str) -> str | None:
+    a, b = sizes.get(ship), sizes.get(other)
+    if not a or not b or a == b:
+        return None
+    return f"{times(b / a)} smaller" if a < b else f"{times(a / b)} larger"
+
+
+def choose(names: tuple[str, str], *, b_speed: int, acc_delta: float | None, sizes: dict[str, int | None],
+           max_accuracy_drop: float) -> tuple[str, str]:
+    """``(ship, reason)``; ``b_speed`` is +1 (B faster beyond noise), -1 (slower) or 0 (equal/unranked)."""
+    a_name, b_name = names
+    acc_ok = acc_delta is None or acc_delta >= -max_accuracy_drop
+    keep = [n for n, slower in ((a_name, b_speed > 0), (b_name, b_speed < 0)) if not slower]
+    if not acc_ok and b_name in keep:
+        keep.remove(b_name)
+    if not keep:
+        return a_name, f"{b_name} loses {100 * -acc_delta:.1f} pp of accuracy (bound {100 * max_accuracy_drop:g} pp)"
+    big = float("inf")
+    ship = min(keep, key=lambda n: (sizes.get(n) or big, n != a_name))
+    if ship == a_name and b_name not in keep:
+        why = (f"{b_name} loses {100 * -acc_delta:.1f} pp of accuracy (bound {100 * max_accuracy_drop:g} pp)"
+               if not acc_ok else f"{b_name} is slower beyond the noise")
+    elif sizes.get(a_name) and sizes.get(b_name) and sizes[a_name] != sizes[b_name]:
+        why = "smallest within the accuracy bound and not slower"
+    else:
+        why = "the baseline; the other does not beat it beyond the noise"
+    return ship, why
+
+
 def make_verdict(
     aggregated: list[dict[str, Any]], names: tuple[str, str], accuracy: dict[str, float | None],
+    *, sizes: dict[str, int | None] | None = None, max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
 ) -> dict[str, Any]:
-    """Ratios of B to A (rps, p50, p99) at the highest common level, accuracy delta, and a sentence."""
+    """B against A at the highest common load level: ratios, speedups, which to ship and why."""
     a_name, b_name = names
+    sizes = sizes or {}
     by = {(e["target"], e.get("rate", e["concurrency"])): e for e in aggregated}
     levels = sorted({lvl for (t, lvl) in by if t == a_name} & {lvl for (t, lvl) in by if t == b_name})
+    acc_a, acc_b = accuracy.get(a_name), accuracy.get(b_name)
+    acc_delta = acc_b - acc_a if acc_a is not None and acc_b is not None else None
     if not levels:
-        return {"rps_ratio": None, "p50_ratio": None, "p99_ratio": None, "accuracy_delta": None,
-                "text": "no load level measured for both targets", "within_noise": True}
+        ship, why = choose(names, b_speed=0, acc_delta=acc_delta, sizes=sizes, max_accuracy_drop=max_accuracy_drop)
+        return {"rps_ratio": None, "p50_ratio": None, "p99_ratio": None, "speedup": {}, "accuracy_delta": acc_delta,
+                "ship": ship, "within_noise": True, "ranked": False,
+                "text": f"Ship {ship}: {why}; no load level was measured for both targets."}
     level = levels[-1]
     a, b = by[(a_name, level)], by[(b_name, level)]
     rps_ratio = _ratio(b["rps"]["median"], a["rps"]["median"])
     p50_ratio = _ratio(b["latency_ms"]["p50"]["median"], a["latency_ms"]["p50"]["median"])
     p99_ratio = _ratio(b["latency_ms"]["p99"]["median"], a["latency_ms"]["p99"]["median"])
-    acc_a, acc_b = accuracy.get(a_name), accuracy.get(b_name)
-    acc_delta = acc_b - acc_a if acc_a is not None and acc_b is not None else None
-    within_noise = overlaps(a["rps"], b["rps"]) and overlaps(a["latency_ms"]["p99"], b["latency_ms"]["p99"])
+    speedup = {"rps": rps_ratio, "p50": _ratio(1.0, p50_ratio), "p99": _ratio(1.0, p99_ratio)}
+    repeats = min(a["repeats"], b["repeats"])
+    ranked = repeats >= MIN_REPEATS
     mode = a["mode"]
+    # closed loop: requests/s tells the two apart; open loop offers both the same rate, so p99 does
+    key_a, key_b = (a["latency_ms"]["p99"], b["latency_ms"]["p99"]) if mode == "open" else (a["rps"], b["rps"])
+    within_noise = overlaps(key_a, key_b)
+    spreads = [s for s in (key_a.get("rel_spread"), key_b.get("rel_spread")) if s is not None]
+    noise = max(spreads) if spreads else None
     where = f"rate {level:g}/s" if mode == "open" else f"concurrency {int(level)}"
-
-    parts = [f"{b_name}: {rps_ratio:.2f}x requests/s" if rps_ratio else f"{b_name}: requests/s -"]
-    if p50_ratio:
-        parts.append(f"p50 {p50_ratio:.2f}x")
-    if p99_ratio:
-        parts.append(f"p99 {p99_ratio:.2f}x")
-    if acc_delta is not None:
-        parts.append(f"accuracy {100 * acc_delta:+.1f} pp".replace("-", "\u2212"))
-    text = ", ".join(parts) + f" vs {a_name}"
+    lead = speedup["p99"] if mode == "open" else rps_ratio
+    b_speed = 0 if (not ranked or within_noise or lead is None) else (1 if lead > 1 else -1)
+    ship, why = choose(names, b_speed=b_speed, acc_delta=acc_delta, sizes=sizes, max_accuracy_drop=max_accuracy_drop)
+    other = b_name if ship == a_name else a_name
+    if not ranked:
+        speed = f"not enough repeats to rank speed ({repeats} per target, {MIN_REPEATS} needed)"
+    else:
+        word = speed_words(lead if ship == b_name else _ratio(1.0, lead), equal=b_speed == 0, noise=noise)
+        what = "p99" if mode == "open" else "requests/s"
+        speed = f"{word} over HTTP ({what} at {where})"
+    facts = [f for f in (_size_words(sizes, ship, other),
+                         _pp(acc_delta if ship == b_name else -acc_delta) if acc_delta is not None else None,
+                         speed) if f]
+    text = f"Ship {ship} ({why}): " + ", ".join(facts) + f" against {other}"
     share = b.get("compute_share")
     if share is not None:
-        text += f"; model compute is {100 * share:.0f}% of latency at {where}"
-    else:
-        text += f" (at {where})"
-    notes = []
-    if within_noise:
-        notes.append("the difference is within the run-to-run spread (min–max ranges of requests/s "
-                     "and p99 overlap across repeats): treat the two as equal speed")
+        text += f"; model compute is {100 * share:.0f}% of a request"
     if a.get("generator_bound") or b.get("generator_bound"):
-        notes.append("the load generator was near its own ceiling: rates are a lower bound for the server")
-    if notes:
-        text += ". Note: " + "; ".join(notes)
+        text += "; the load generator was near its own ceiling, so rates are a lower bound"
     return {
-        "rps_ratio": rps_ratio, "p50_ratio": p50_ratio, "p99_ratio": p99_ratio,
-        "accuracy_delta": acc_delta, "text": text, "within_noise": within_noise,
+        "rps_ratio": rps_ratio, "p50_ratio": p50_ratio, "p99_ratio": p99_ratio, "speedup": speedup,
+        "accuracy_delta": acc_delta, "text": text + ".", "within_noise": within_noise or not ranked,
+        "ranked": ranked and not within_noise, "noise": noise, "repeats": repeats, "ship": ship,
         "level": level, "mode": mode, "baseline": a_name, "candidate": b_name,
     }
+
+
+def capacity_verdict(
+    capacity: dict[str, dict[str, Any]], names: tuple[str, str], accuracy: dict[str, float | None], *,
+    bounds_label: str, precision: float, sizes: dict[str, int | None] | None = None,
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
+) -> dict[str, Any]:
+    """B against A by the traffic each sustains within the SLO ("2.3x the traffic ... (840 vs 365 req/s)")."""
+    a_name, b_name = names
+    sizes = sizes or {}
+    ca, cb = capacity[a_name], capacity[b_name]
+    ra, rb = ca.get("rps"), cb.get("rps")
+    acc_a, acc_b = accuracy.get(a_name), accuracy.get(b_name)
+    acc_delta = acc_b - acc_a if acc_a is not None and acc_b is not None else None
+    ratio = _ratio(rb, ra)
+
+    def fig(c):
+        return "-" if c.get("rps") is None else ("at least " if c["lower_bound"] else "") + f"{c['rps']:,.0f}"
+
+    equal = ratio is not None and 1 / (1 + precision) <= ratio <= 1 + precision
+    # a lower bound only ranks when it is the higher figure (the other one is a measured limit)
+    rankable = ratio is not None and not equal and (
+        (ratio > 1 and not ca["lower_bound"]) or (ratio < 1 and not cb["lower_bound"]))
+    b_speed = 0 if not rankable else (1 if ratio > 1 else -1)
+    ship, why = choose(names, b_speed=b_speed, acc_delta=acc_delta, sizes=sizes, max_accuracy_drop=max_accuracy_drop)
+    figures = f"({fig(cb)} vs {fig(ca)} req/s)"
+    if ratio is None:
+        traffic = f"capacity at {bounds_label} could not be compared ({a_name} {fig(ca)}, {b_name} {fig(cb)} req/s)"
+    elif equal:
+        traffic = (f"{b_name} and {a_name} sustain the same traffic at {bounds_label} within the search's "
+                   f"{100 * precision:.0f}% precision {figures}")
+    elif not rankable:
+        low = a_name if ca["lower_bound"] else b_name
+        traffic = (f"cannot rank the traffic at {bounds_label}: {low}'s capacity is only a lower bound "
+                   f"({LIMIT_WORDS.get(capacity[low]['limited_by'], capacity[low]['limited_by'])}) {figures}")
+    elif ratio > 1:
+        traffic = (f"{b_name} sustains {'at least ' if cb['lower_bound'] else ''}{times(ratio)} the traffic "
+                   f"of {a_name} at {bounds_label} {figures}")
+    else:
+        traffic = (f"{a_name} sustains {'at least ' if ca['lower_bound'] else ''}{times(1 / ratio)} the traffic "
+                   f"of {b_name} at {bounds_label} ({fig(ca)} vs {fig(cb)} req/s)")
+    other = b_name if ship == a_name else a_name
+    extra = [f for f in (_size_words(sizes, ship, other),
+                         _pp(acc_delta if ship == b_name else -acc_delta) if acc_delta is not None else None) if f]
+    text = f"{traffic[0].upper()}{traffic[1:]}. Ship {ship} ({why}" + (": " + ", ".join(extra) if extra else "") + ")."
+    return {"capacity_ratio": ratio, "speedup": {"capacity": ratio}, "accuracy_delta": acc_delta, "ship": ship,
+            "within_noise": not rankable, "ranked": rankable, "text": text, "baseline": a_name,
+            "candidate": b_name, "mode": "slo", "rps_ratio": None, "p50_ratio": None, "p99_ratio": None}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from .engine import LoadSpec, run_load
-from .external import DEFAULT_DURATION_S, run_wrk
-from .locust_engine import run_locust
-from .requests import encode_all, http_request
-from .servers import LIVE_PATH
-from .stats import RunResult, latency_summary
+import numpy as np
+
+from ..bodies import encode_all, http_request
+from ..servers import LIVE_PATH
+from ..stats import RunResult, latency_summary
+from .locust import run_locust
+from .native import LoadSpec, StopRule, run_load
+from .wrk import DEFAULT_DURATION_S, run_wrk
 
 
 class NativeEngine:
@@ -19,19 +21,27 @@ class NativeEngine:
         self.timeout_s = timeout_s
 
     def run(self, target, *, concurrency: int, total: int | None = None,
-            duration_s: float | None = None, rate: float | None = None) -> RunResult:
+            duration_s: float | None = None, rate: float | None = None, arrivals: str = "poisson",
+            stop: StopRule | None = None, on_tick=None, seed: int = 0) -> RunResult:
         """One closed- or open-loop run of the target's requests."""
         host, port = target.host_port
         spec = LoadSpec(host, port, encode_all(target.requests, f"{host}:{port}"),
                         concurrency=concurrency, total=total, duration_s=duration_s, rate=rate,
-                        timeout_s=self.timeout_s)
+                        timeout_s=self.timeout_s, arrivals=arrivals, stop=stop, on_tick=on_tick,
+                        seed=seed)
         res = run_load(spec)
         return RunResult(
             target=target.name, concurrency=res.connections if rate else concurrency,
             requests=res.ok, errors=res.errors, elapsed_s=res.elapsed_s,
             latency_ms=latency_summary(res.latencies_us), mode=res.mode, rate=rate,
             engine=self.name, cpu_percent=100.0 * res.cpu_s / res.elapsed_s,
-            latencies_us=res.latencies_us,
+            latencies_us=res.latencies_us, first_error=res.first_error, early_stop=res.early_stop,
+            late_sends=res.late if rate else None, scheduled=res.scheduled if rate else None,
+            arrivals=res.arrivals, send_slip_s=res.slip_s if rate else None,
+            late_p99_ms=(float(np.percentile(res.lateness_us, 99)) / 1000.0
+                         if rate and res.lateness_us.size else None),
+            service_ms=latency_summary(res.service_us) if rate else None,
+            service_us=res.service_us if rate else None,
         )
 
     def ceiling(self, target, *, concurrency: int, duration_s: float) -> float:
@@ -48,24 +58,32 @@ class LocustEngine:
 
     name = "locust"
 
-    def __init__(self, timeout_s: float = 30.0):
+    def __init__(self, timeout_s: float = 30.0, *, workers: int = 0, master: str | None = None,
+                 expect_workers: int | None = None):
         self.timeout_s = timeout_s
+        self.workers = workers
+        self.master = master
+        self.expect_workers = expect_workers
+        self.say = None
 
     def run(self, target, *, concurrency: int, total: int | None = None,
-            duration_s: float | None = None, rate: float | None = None) -> RunResult:
-        """One closed-loop Locust run with ``concurrency`` users."""
+            duration_s: float | None = None, rate: float | None = None, **_open_loop) -> RunResult:
+        """One closed-loop Locust run with ``concurrency`` users (over the workers, if any)."""
         res = run_locust(target.url, list(target.requests.bodies), concurrency=concurrency,
-                         total=total, duration_s=duration_s)
+                         total=total, duration_s=duration_s, workers=self.workers, master=self.master,
+                         expect_workers=self.expect_workers, say=self.say)
         return RunResult(
             target=target.name, concurrency=concurrency, requests=int(res.latencies_us.size),
             errors=res.errors, elapsed_s=res.elapsed_s, latency_ms=latency_summary(res.latencies_us),
             engine=self.name, cpu_percent=100.0 * res.cpu_s / res.elapsed_s, latencies_us=res.latencies_us,
+            first_error=res.first_error,
         )
 
     def ceiling(self, target, *, concurrency: int, duration_s: float) -> float:
-        """Locust's rate against the liveness endpoint."""
+        """Locust's rate against the liveness endpoint, with the same workers."""
         res = run_locust(target.url, [], concurrency=concurrency, duration_s=max(2.0, duration_s),
-                         path=LIVE_PATH)
+                         path=LIVE_PATH, workers=self.workers, master=self.master,
+                         expect_workers=self.expect_workers)
         return res.latencies_us.size / res.elapsed_s
 
 
@@ -78,7 +96,7 @@ class WrkEngine:
         self.timeout_s = timeout_s
 
     def run(self, target, *, concurrency: int, total: int | None = None,
-            duration_s: float | None = None, rate: float | None = None) -> RunResult:
+            duration_s: float | None = None, rate: float | None = None, **_open_loop) -> RunResult:
         """One wrk run; a request count becomes a short fixed duration (wrk has no count mode)."""
         seconds = duration_s if duration_s is not None else DEFAULT_DURATION_S
         res = run_wrk(target.url, target.requests.path, list(target.requests.bodies),
@@ -95,6 +113,9 @@ class WrkEngine:
         return res.requests / res.elapsed_s
 
 
-def get(name: str, *, timeout_s: float = 30.0):
-    """The engine called ``name``."""
-    return {"native": NativeEngine, "locust": LocustEngine, "wrk": WrkEngine}[name](timeout_s)
+def get(name: str, *, timeout_s: float = 30.0, workers: int = 0, master: str | None = None,
+        expect_workers: int | None = None):
+    """The engine called ``name`` (Locust takes its worker settings)."""
+    if name == "locust":
+        return LocustEngine(timeout_s, workers=workers, master=master, expect_workers=expect_workers)
+    return {"native": NativeEngine, "wrk": WrkEngine}[name](timeout_s)

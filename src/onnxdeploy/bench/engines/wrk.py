@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MissingDependencyError, ServerError
+from ...errors import MissingDependencyError, ServerError
 
 #: wrk has no request-count mode; a count becomes this duration
 DEFAULT_DURATION_S = 3.0

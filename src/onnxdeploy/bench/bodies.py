@@ -25,10 +25,45 @@ def _dumps(obj) -> bytes:
 
 
 def predict_body(sig: Signature, feeds: dict[str, np.ndarray]) -> bytes:
-    """The ``/predict`` JSON for some feeds: a bare batch for one input, a dict for several."""
+    """The ``/predict`` JSON for some feeds: a bare batch for one input, a dict for several.
+
+    ``tolist`` of a 0-d array is a bare number, so a scalar input stays a scalar in the JSON.
+    """
     if len(sig.inputs) == 1:
-        return _dumps({"inputs": feeds[sig.inputs[0].name].tolist()})
+        return _dumps({"inputs": np.asarray(feeds[sig.inputs[0].name]).tolist()})
     return _dumps({"inputs": {name: np.asarray(arr).tolist() for name, arr in feeds.items()}})
+
+
+def _sample_axis(sig: Signature, name: str, arr: np.ndarray) -> int:
+    """The axis one sample is cut from: the input's batch axis when the array has it, else 0."""
+    try:
+        axis = sig.input(name).batch_axis
+    except (KeyError, ValueError):
+        axis = None
+    return axis if axis is not None and 0 <= axis < arr.ndim else 0
+
+
+def sample_feeds(sig: Signature, data: DataSet, index: int) -> dict[str, np.ndarray]:
+    """The feeds of sample ``index``: batched inputs cut along their batch axis (kept, size 1),
+    the others (0-d scalars, fixed state) passed as they are, never reshaped."""
+    out = {}
+    for name, arr in data.inputs.items():
+        arr = np.asarray(arr)
+        if name in data.batched and arr.ndim > 0:
+            axis = _sample_axis(sig, name, arr)
+            out[name] = np.take(arr, [index % arr.shape[axis]], axis=axis)
+        else:
+            out[name] = arr
+    return out
+
+
+def sample_count(sig: Signature, data: DataSet) -> int:
+    """How many samples the data holds along the batch axes (1 when nothing is batched)."""
+    for name in sorted(data.batched):
+        arr = np.asarray(data.inputs[name])
+        if arr.ndim > 0:
+            return int(arr.shape[_sample_axis(sig, name, arr)])
+    return 1
 
 
 @dataclass(frozen=True)
@@ -44,8 +79,8 @@ class RequestSet:
 
 def build_requests(sig: Signature, data: DataSet, *, limit: int = MAX_BODIES) -> RequestSet:
     """One body per sample (the first ``limit`` samples), each a batch of one row."""
-    n = min(len(data), limit) if data.batched else 1
-    bodies = tuple(predict_body(sig, data.slice(i, i + 1)) for i in range(n))
+    n = min(sample_count(sig, data), limit)
+    bodies = tuple(predict_body(sig, sample_feeds(sig, data, i)) for i in range(n))
     return RequestSet(bodies)
 
 

@@ -1,0 +1,98 @@
+"""A tiny HTTP server whose latency the tests control, run as its own process.
+
+    python slo_server.py PORT MODE [ARG]
+
+MODE ``threshold R``: answers at once while the arrival rate over the last ``WINDOW`` requests is
+at most R req/s, and after ``SLOW_S`` above it, so the rate where a latency bound is crossed is
+known in advance (sharply so for evenly spaced arrivals). The window is cleared by ``GET
+/metrics``, which bench does before every run, so one run's overload does not leak into the next. ``fast``: always at once. ``slow S``: always after S seconds. ``reject``: 400
+to every /predict. It speaks enough of onnxdeploy serve's API for ``bench --url``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+WINDOW = 100
+SLOW_S = 0.3
+META = {"name": "m", "platform": "onnx_onnxv1",
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]}
+
+
+class State:
+    mode = "fast"
+    arg = 0.0
+    arrivals: deque = deque(maxlen=WINDOW)
+    lock = threading.Lock()
+
+
+def delay() -> float:
+    """Seconds this request waits, from the mode and the recent arrival rate."""
+    now = time.perf_counter()
+    with State.lock:
+        State.arrivals.append(now)
+        arr = State.arrivals
+        rate = (len(arr) - 1) / (arr[-1] - arr[0]) if len(arr) == WINDOW and arr[-1] > arr[0] else 0.0
+    if State.mode == "threshold":
+        return SLOW_S if rate > State.arg else 0.0
+    if State.mode == "slow":
+        return State.arg
+    return 0.0
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, status: int, obj) -> None:
+        # one write for head and body: two small writes meet Nagle and delayed ACK (a 40 ms stall)
+        body = json.dumps(obj).encode()
+        head = (f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.wfile.write(head + body)
+
+    def do_GET(self):
+        if self.path in ("/v2/health/live", "/v2/health/ready"):
+            self.answer(200, {"live": True})
+        elif self.path == "/v2":
+            self.answer(200, {"name": "slo-server", "models": ["m"]})
+        elif self.path == "/metrics":
+            with State.lock:
+                State.arrivals.clear()
+            self.answer(404, {"error": "no metrics here"})
+        elif self.path.startswith("/v2/models/"):  # any name: tests give each target its own
+            self.answer(200, {**META, "name": self.path.rsplit("/", 1)[1]})
+        else:
+            self.answer(404, {"error": "not found"})
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
+        if State.mode == "reject":
+            self.answer(400, {"error": "input 'x': this server rejects every request (test)"})
+            return
+        wait = delay()
+        if wait:
+            time.sleep(wait)
+        self.answer(200, {"model": "m", "outputs": {"y": json.loads(body)["inputs"]}})
+
+
+def main() -> None:
+    port, State.mode = int(sys.argv[1]), sys.argv[2]
+    State.arg = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    ThreadingHTTPServer.request_queue_size = 512  # the default backlog of 5 refuses bursts
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
