@@ -42,3 +42,26 @@ def test_quantize_a_sentence_embedder_on_texts_judges_by_cosine(tmp_path, monkey
     assert out["kind"] == "embedding" and out["min_cosine"] is not None
     assert d["passed"] == (out["min_cosine"] >= 0.99)
     assert list(cwd.iterdir()) == []  # the quantizer's scratch files stay in its temp dir
+
+
+def test_pipeline_on_a_hugging_face_directory_with_texts(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "texts.txt"
+    data.write_text("\n".join(TEXTS))
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "onnxdeploy", "pipeline", str(hf.built("st")), "--data", str(data),
+         "--out", str(out), "--requests", "100", "--repeats", "1", "--concurrency", "2"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["export"]["text"] and report["compare"]["data"] == "text:texts.txt"
+    rows = {r["name"]: r for r in report["summary"]["variants"]}
+    assert rows["int8"]["min_cosine"] is not None and rows["int8"]["accuracy"] is None
+    assert report["compare"]["outputs"][0]["kind"] == "embedding"
+    assert report["verdict"]["ship"] in rows
+    # the served int8 model answered every request (token ids through the API)
+    assert all(not r["errors"] for r in report["bench"]["runs"])

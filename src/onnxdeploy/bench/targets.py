@@ -11,7 +11,7 @@ import numpy as np
 
 from ..data import DataSet, load_data
 from ..errors import DataError, ServerError
-from ..modelfile import Signature, TensorSpec, load_model, signature, with_batch_axes
+from ..modelfile import Signature, TensorSpec, load_model, metadata, signature, with_batch_axes
 from .bodies import RequestSet, build_requests
 from .httpclient import get_json, request, split_url
 
@@ -106,8 +106,11 @@ def _name_from_404(url: str) -> list[str]:
 
 def prepare(target: Target, data_source: str | None, dims: dict[str, int]) -> None:
     """Load the data for the target's signature and encode its requests once."""
+    meta = None
+    if target.model:  # a text data file needs the tokenizer the model carries
+        meta = metadata(load_model(target.model, load_external_data=False))
     try:
-        target.data = load_data(data_source, target.sig, dims=dims)
+        target.data = load_data(data_source, target.sig, dims=dims, meta=meta)
     except DataError as exc:
         raise DataError(f"{target.name}: {exc}") from exc
     target.requests = build_requests(target.sig, target.data)

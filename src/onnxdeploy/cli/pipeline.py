@@ -13,8 +13,9 @@ from ..pipeline import (
     options_from_config,
     run_pipeline,
 )
+from ..report.fmt import fmt_quality
 from ..report.jsonio import dumps
-from ..report.terminal import console, fmt_bytes, fmt_pct
+from ..report.terminal import console, fmt_bytes
 
 
 def _int_list(ctx, param, value):
@@ -40,7 +41,7 @@ def summary_table(report) -> Table:
     """The final table: one row per variant with size, accuracy, latency and HTTP figures."""
     conc = next((v.get("concurrency") for v in report.rows if v.get("concurrency")), None)
     table = Table(title=f"onnxdeploy pipeline: {report.model}", title_justify="left")
-    for col in ("variant", "size", "accuracy", "latency b=1 ms", "speed b=1",
+    for col in ("variant", "size", "quality", "latency b=1 ms", "speed b=1",
                 f"req/s c={conc}" if conc else "req/s", "p99 ms"):
         table.add_column(col, justify="left" if col == "variant" else "right")
 
@@ -49,7 +50,7 @@ def summary_table(report) -> Table:
 
     for v in report.rows:
         table.add_row(
-            v["variant"], fmt_bytes(v.get("size_bytes")), fmt_pct(v.get("accuracy")), _lat(v),
+            v["variant"], fmt_bytes(v.get("size_bytes")), fmt_quality(v), _lat(v),
             "-" if v["name"] == "float32" else (v.get("speed") or {}).get("batch_1", "-"),
             "-" if v.get("rps") is None else f"{v['rps']:.0f}", ms(v.get("p99_ms")),
         )

@@ -37,6 +37,15 @@ def fmt_pct(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{100 * x:.{digits}f}%"
 
 
+def fmt_quality(row: dict[str, Any]) -> str:
+    """A variant's quality: accuracy where labels exist, else the min cosine to float32."""
+    if row.get("accuracy") is not None:
+        return fmt_pct(row["accuracy"])
+    if row.get("min_cosine") is not None:
+        return f"cos {row['min_cosine']:.4f}"
+    return "-"
+
+
 def fmt_figure(fig: dict[str, Any] | None, digits: int = 3) -> str:
     """A latency figure as ``median (min–max)`` in ms."""
     if not fig:

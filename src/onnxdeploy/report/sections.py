@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .fmt import fmt_bytes, fmt_figure, fmt_num, fmt_pct
+from .fmt import fmt_bytes, fmt_figure, fmt_num, fmt_pct, fmt_quality
 from .summary import _get
 
 
@@ -51,7 +51,7 @@ def summary_section(report: Any, plot: Path | None) -> Section:
         lat = v.get("latency") or {}
         big = _larger_batch(lat)
         rows.append([
-            v["variant"], fmt_bytes(v.get("size_bytes")), fmt_pct(v.get("accuracy")),
+            v["variant"], fmt_bytes(v.get("size_bytes")), fmt_quality(v),
             fmt_figure(lat.get("batch_1")),
             "-" if v["name"] == "float32" else (v.get("speed") or {}).get("batch_1", "-"),
             fmt_figure(lat.get(big)) if big in lat else "-",
@@ -67,7 +67,7 @@ def summary_section(report: Any, plot: Path | None) -> Section:
         tables=[TableData(
             "Variants (in-process latency: median (min–max) over rounds, all variants in one "
             "interleaved measurement)",
-            ["variant", "size", "accuracy (in-process)", "latency b=1 (ms)", "vs float32 b=1",
+            ["variant", "size", "accuracy or min cosine (in-process)", "latency b=1 (ms)", "vs float32 b=1",
              "latency b=32 (ms)", "accuracy (HTTP)", f"req/s (c={conc})" if conc else "req/s",
              "p50 (ms)", "p99 (ms)"],
             rows)],
