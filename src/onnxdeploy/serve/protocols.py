@@ -87,13 +87,30 @@ def parse_predict(payload: Any, info: ModelInfo) -> dict[str, np.ndarray]:
     return feeds
 
 
+def _is_sequence(out: Any) -> bool:
+    """A non-tensor output (ONNX sequence, e.g. skl2onnx's ZipMap: a list of ``{label: score}``)."""
+    return isinstance(out, (list, tuple))
+
+
+def _plain_sequence(out: Any) -> list:
+    """A sequence output as JSON-able rows; map keys (ints for ZipMap) become strings."""
+    rows = []
+    for row in out:
+        if isinstance(row, dict):
+            rows.append({str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()})
+        else:
+            rows.append(np.asarray(row).tolist())
+    return rows
+
+
 def predict_response(info: ModelInfo, outputs: list[np.ndarray]) -> dict[str, Any]:
     """The ``/predict`` answer: outputs by name, plus predictions and labels for a classifier."""
     body: dict[str, Any] = {
         "model": info.name,
-        "outputs": {name: _contiguous(out) for name, out in zip(info.output_names, outputs)},
+        "outputs": {name: _plain_sequence(out) if _is_sequence(out) else _contiguous(out)
+                    for name, out in zip(info.output_names, outputs)},
     }
-    if info.classifier is not None and outputs:
+    if info.classifier is not None and outputs and not _is_sequence(outputs[0]):
         scores = np.asarray(outputs[0])
         if scores.ndim >= 1 and scores.shape[-1] > 0:
             predictions = scores.argmax(axis=-1).astype(np.int64)
@@ -207,7 +224,22 @@ def v2_response(info: ModelInfo, outputs: list[np.ndarray], options: dict) -> tu
     by_name = dict(zip(info.output_names, outputs))
     entries, blobs = [], []
     for name, binary in options["outputs"]:
-        arr = _contiguous(np.asarray(by_name[name]))
+        out = by_name[name]
+        if _is_sequence(out):
+            # v2 has no map type: each row of a sequence output is one BYTES element holding its
+            # JSON (a ZipMap row is {"0": 0.1, "1": 0.9, ...})
+            texts = [dumps(row) for row in _plain_sequence(out)]
+            entry = {"name": name, "datatype": "BYTES", "shape": [len(texts)],
+                     "parameters": {"content": "json"}}
+            if binary:
+                raw = b"".join(len(t).to_bytes(4, "little") + t for t in texts)
+                entry["parameters"]["binary_data_size"] = len(raw)
+                blobs.append(raw)
+            else:
+                entry["data"] = [t.decode("utf-8") for t in texts]
+            entries.append(entry)
+            continue
+        arr = _contiguous(np.asarray(out))
         entry: dict[str, Any] = {"name": name, "datatype": v2_datatype(arr.dtype),
                                  "shape": list(arr.shape)}
         if binary:
