@@ -91,3 +91,15 @@ def test_rnn_state_batch_axis_is_axis_1_and_latency_tiles_it(wild_dir):
     report = json.loads(result.output[result.output.index("{"):])
     assert set(report["latency"]["variants"]["float32"]) == {"batch_1"}
     assert any("batch_32 skipped" in n for n in report["latency"]["notes"])
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_every_fixture_is_served_and_benched_without_errors(wild_dir, name):
+    # bench starts `onnxdeploy serve` on a free port and loads it over real HTTP
+    from onnxdeploy.bench import BenchOptions, run_bench
+
+    src = save_fixture(name, wild_dir)
+    report = run_bench(BenchOptions(models=[str(src)], concurrency=[2], requests=40, repeats=1,
+                                    warmup=5, data="random", accuracy=False))
+    runs = report.to_dict()["runs"]
+    assert runs and all(not r["errors"] and r["rps"] > 0 for r in runs), runs
