@@ -109,7 +109,7 @@ def test_bodies_keep_scalars_scalar_and_cut_samples_along_each_batch_axis():
     x = np.arange(15, dtype=np.float32).reshape(5, 3)
     state = np.arange(40, dtype=np.float32).reshape(2, 5, 4)
     data = DataSet("t", {"x": x, "state": state, "sr": np.array(16000, dtype=np.int64)}, None,
-                   frozenset({"x", "state"}))
+                   frozenset({"x", "state"}), batch_axes={"x": 0, "state": 1, "sr": None})
     assert sample_count(sig, data) == 5
     reqs = build_requests(sig, data)
     assert len(reqs) == 5
