@@ -325,3 +325,19 @@ def test_fixed_shape_spec_exports_without_a_batch_axis(tmp_path):
     assert report["inputs"][0]["shape"] == [3, 4] and report["parity"]["passed"]
     assert report["parity"]["batch_sizes"] == [3, 3, 3]
     assert list(report["parity"]["per_batch"]) == ["round 1", "round 2", "round 3"]
+
+
+def test_output_option_spellings_and_missing_directory(tmp_path):
+    from click.testing import CliRunner as Runner
+
+    from onnxdeploy.cli import cli as root
+
+    missing = tmp_path / "missing" / "dir" / "e.onnx"
+    for cmd in (["export", "digits-mlp", "-o", str(missing)],
+                ["quantize", str(tmp_path / "m.onnx"), "-o", str(missing)],
+                ["optimize", str(tmp_path / "m.onnx"), "--output", str(missing)]):
+        result = Runner().invoke(root, cmd)
+        assert result.exit_code == 2 and "does not exist; create it first" in result.output, cmd
+        assert not (tmp_path / "missing").exists()  # no directory the user did not ask for
+    result = Runner().invoke(root, ["export", "digits-mlp", "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "is a directory" in result.output

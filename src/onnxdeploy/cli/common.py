@@ -108,3 +108,22 @@ def ort_threads_option(fn: Callable) -> Callable:
 def input_options(fn: Callable) -> Callable:
     """``--batch-axis`` and ``--int-range``: how the model's inputs are read and filled."""
     return batch_axis_option(int_range_option(fn))
+
+
+def output_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback for ``-o/--output FILE``: its directory must exist (nothing is created that
+    the user did not ask for) and it must not be a directory itself."""
+    from pathlib import Path
+
+    from ..errors import OptionError
+
+    if value is None:
+        return None
+    p = Path(value)
+    if p.is_dir():
+        raise OptionError(f"-o {value}: is a directory; expected the path of an .onnx file to write")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise OptionError(f"-o {value}: the directory {parent} does not exist; create it first or "
+                          "choose another path")
+    return value

@@ -14,7 +14,7 @@ from ..export import (
 )
 from ..hfsource import TASKS
 from ..report.terminal import console, fmt_bytes, fmt_num, fmt_pct, kv_table
-from .common import emit, report_options
+from .common import emit, output_file, report_options
 
 
 def _shape(spec: dict) -> str:
@@ -65,7 +65,10 @@ def render(report) -> None:
 
 @click.command("export")
 @click.argument("model")
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output .onnx path.")
+@click.option("-o", "--output", "out", type=click.Path(), callback=output_file,
+              help="Output .onnx path (its directory must exist).")
+@click.option("--out", "out_deprecated", type=click.Path(), callback=output_file, hidden=True,
+              help="Deprecated spelling of -o/--output (--out names a directory elsewhere).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="A state_dict to load into the model (torch.load with weights_only=True).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="1,1,8,8",
@@ -99,7 +102,7 @@ def render(report) -> None:
               help="Training seed of built-ins and seed of random parity inputs.")
 @report_options
 @click.pass_context
-def command(ctx, model, out, checkpoint, input_shapes, input_specs, example_inputs, int_ranges, task,
+def command(ctx, model, out, out_deprecated, checkpoint, input_shapes, input_specs, example_inputs, int_ranges, task,
             dynamic_axes, opset, exporter, tolerance, cache_dir, seed, as_json, report_path):
     """Export MODEL to ONNX with a dynamic batch axis and check parity against PyTorch.
 
@@ -108,6 +111,12 @@ def command(ctx, model, out, checkpoint, input_shapes, input_specs, example_inpu
     tokenizer; a sentence-transformers layout too), read offline; its tokenizer is stored in
     the .onnx. Exits 1 when parity fails (the file is kept).
     """
+    if out_deprecated is not None:
+        click.echo("note: --out is deprecated for export; use -o/--output FILE (--out names a "
+                   "directory in the other commands)", err=True)
+        out = out or out_deprecated
+    if out is None:
+        raise click.UsageError("missing option '-o' / '--output' (the .onnx file to write)")
     opts = ExportOptions(
         checkpoint=checkpoint, input_shape=list(input_shapes) or None,
         input_specs=list(input_specs), example_inputs=example_inputs, int_ranges=list(int_ranges),

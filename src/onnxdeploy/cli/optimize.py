@@ -8,7 +8,14 @@ from rich.table import Table
 
 from ..report.jsonio import dumps
 from ..report.terminal import console, fmt_bytes, fmt_num, kv_table
-from .common import data_options, emit, input_options, ort_threads_option, report_options
+from .common import (
+    data_options,
+    emit,
+    input_options,
+    ort_threads_option,
+    output_file,
+    report_options,
+)
 
 
 def _delta_text(delta: dict[str, int]) -> str:
@@ -72,7 +79,8 @@ def _list_passes(as_json: bool) -> None:
 
 @click.command("optimize")
 @click.argument("src", required=False, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), help="Where to write the optimized model.")
+@click.option("-o", "--output", "out", type=click.Path(), callback=output_file,
+              help="Where to write the optimized model (its directory must exist).")
 @click.option("--passes", default=None, metavar="a,b,c",
               help="onnxoptimizer passes to run, in order. "
                    "Default: eliminate_deadend,fuse_add_bias_into_conv,fuse_bn_into_conv.")

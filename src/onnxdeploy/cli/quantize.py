@@ -21,7 +21,14 @@ from ..quantize.options import (
     parse_op_types,
 )
 from ..report.terminal import console, fmt_bytes, fmt_num, fmt_pct, kv_table
-from .common import data_options, emit, input_options, ort_threads_option, report_options
+from .common import (
+    data_options,
+    emit,
+    input_options,
+    ort_threads_option,
+    output_file,
+    report_options,
+)
 
 
 def _fig(fig: dict | None) -> str:
@@ -101,7 +108,7 @@ def render(report) -> None:
 
 @click.command("quantize")
 @click.argument("src", metavar="IN.onnx", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", "out", required=True, type=click.Path(), callback=output_file,
               help="Where to write the int8 model.")
 @click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
               help="auto: measure dynamic and static candidates, keep the fastest admissible one "
