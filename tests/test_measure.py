@@ -44,8 +44,9 @@ def test_two_copies_of_one_model_are_equal_and_a_slower_one_is_slower(tmp_path):
 
 
 def test_speed_words():
-    assert speed_words(2.1, 0.05) == "2.10x faster"
-    assert speed_words(1 / 5.2, 0.05) == "5.20x slower"
+    assert speed_words(2.1, 0.05) == "2.1x faster"
+    assert speed_words(1 / 5.2, 0.05) == "5.2x slower"
+    assert speed_words(1.07, 0.05) == "1.07x faster" and speed_words(23.4, 0.05) == "23x faster"
     assert speed_words(1.04, 0.06) == "equal (within 6% noise)"
     assert speed_words(None, 0.05) == "not measured"
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..report.fmt import speed_phrase as speed_words
+from ..report.fmt import times
 from .stats import overlaps
 
 #: why a capacity is only a lower bound, in words
@@ -24,20 +26,6 @@ DEFAULT_MAX_ACCURACY_DROP = 0.01
 
 def _ratio(b: float | None, a: float | None) -> float | None:
     return b / a if a and b is not None else None
-
-
-def times(x: float) -> str:
-    """A factor for text: 2 significant digits near 1, one decimal above."""
-    return f"{x:.2f}x" if x < 1.1 else f"{x:.1f}x" if x < 10 else f"{x:.0f}x"
-
-
-def speed_words(speedup: float | None, *, equal: bool, noise: float | None) -> str:
-    """'2.1x faster', '5.2x slower' or 'equal (within 6% noise)' for B against A."""
-    if speedup is None:
-        return "speed unknown"
-    if equal:
-        return "equal" + (f" (within {100 * noise:.0f}% noise)" if noise is not None else " (within noise)")
-    return f"{times(speedup)} faster" if speedup >= 1 else f"{times(1 / speedup)} slower"
 
 
 def _pp(delta: float) -> str:

@@ -160,14 +160,11 @@ def _call(speedup: float, margin: float) -> str:
 
 def speed_words(speedup: float | None, margin: float) -> str:
     """A speedup in words: "2.1x faster", "5.2x slower", "equal (within 6% noise)"."""
+    from ..report.fmt import speed_phrase
+
     if speedup is None or speedup <= 0:
         return "not measured"
-    call = _call(speedup, margin)
-    if call == "equal":
-        return f"equal (within {100 * margin:.0f}% noise)"
-    if call == "faster":
-        return f"{speedup:.2f}x faster"
-    return f"{1 / speedup:.2f}x slower"
+    return speed_phrase(speedup, equal=_call(speedup, margin) == "equal", noise=margin)
 
 
 def _time(session, names, feeds, iters: int) -> float:
