@@ -20,6 +20,7 @@ from typing import Any
 from .. import __version__
 from ..errors import DataError, TextTooLongError
 from ..runtime import default_threads
+from ..tokenizer import DEFAULT_MAX_CHARS
 from . import protocols, text
 from .batching import Executor
 from .docs import docs_blueprint
@@ -42,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_TIMEOUT_MS": 2.0,
     "API_KEY": None,
     "LOAD_ON_START": False,
-    "MAX_TEXT_CHARS": text.tok.DEFAULT_MAX_CHARS,
+    "MAX_TEXT_CHARS": DEFAULT_MAX_CHARS,
 }
 #: liveness must answer even without credentials, so orchestrators can probe it; the docs page
 #: and its assets are static (the spec they load still needs the key)

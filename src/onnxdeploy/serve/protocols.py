@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 
 from .. import modelfile
+from ..tokenizer import DEFAULT_MAX_CHARS
 from . import text
 from .model import ModelInfo
 from .text import Texts
@@ -65,7 +66,7 @@ def loads(body: bytes) -> Any:
 
 
 def parse_predict(payload: Any, info: ModelInfo, *, max_batch: int = 1024,
-                  max_chars: int = text.tok.DEFAULT_MAX_CHARS) -> dict[str, np.ndarray] | Texts:
+                  max_chars: int = DEFAULT_MAX_CHARS) -> dict[str, np.ndarray] | Texts:
     """``{"inputs": [[...]]}`` (one input) or ``{"inputs": {name: [...]}}`` as feeds.
 
     For a model that carries a tokenizer, ``{"inputs": ["a text", ...]}`` (or ``{"inputs":
@@ -157,7 +158,7 @@ def split_binary(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
 
 
 def parse_v2(payload: Any, binary: bytes, info: ModelInfo, *, max_batch: int = 1024,
-             max_chars: int = text.tok.DEFAULT_MAX_CHARS
+             max_chars: int = DEFAULT_MAX_CHARS
              ) -> tuple[dict[str, np.ndarray] | Texts, dict]:
     """Feeds (or, for the ``text`` BYTES input of a text model, Texts) and the response options
     (``id``, requested outputs, binary flags)."""
@@ -276,7 +277,7 @@ def v2_response(info: ModelInfo, outputs: list[np.ndarray], options: dict) -> tu
     return header + b"".join(blobs), {BINARY_HEADER: str(len(header))}
 
 
-def model_metadata(info: ModelInfo, *, max_chars: int = text.tok.DEFAULT_MAX_CHARS) -> dict[str, Any]:
+def model_metadata(info: ModelInfo, *, max_chars: int = DEFAULT_MAX_CHARS) -> dict[str, Any]:
     """``GET /v2/models/{name}``: inputs/outputs with -1 for variable dims."""
 
     def tensor(spec) -> dict[str, Any]:
