@@ -18,14 +18,16 @@ import time
 from typing import Any
 
 from .. import __version__
-from ..errors import DataError
+from ..errors import DataError, TextTooLongError
 from ..runtime import default_threads
-from . import protocols
+from ..tokenizer import DEFAULT_MAX_CHARS
+from . import protocols, text
 from .batching import Executor
 from .docs import docs_blueprint
 from .metrics import Metrics
 from .model import SessionHolder, read_model_info
 from .openapi import openapi_spec
+from .text import Texts
 from .validation import ApiError, body_limit, check_feeds
 
 log = logging.getLogger("onnxdeploy.serve")
@@ -41,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_TIMEOUT_MS": 2.0,
     "API_KEY": None,
     "LOAD_ON_START": False,
+    "MAX_TEXT_CHARS": DEFAULT_MAX_CHARS,
 }
 #: liveness must answer even without credentials, so orchestrators can probe it; the docs page
 #: and its assets are static (the spec they load still needs the key)
@@ -62,7 +65,7 @@ def create_app(config: dict | None = None):
     0 = off), ``BATCH_TIMEOUT_MS`` (longest wait for a batch to fill), ``API_KEY`` (require
     ``Authorization: Bearer <key>`` except on liveness and the docs page), ``LOAD_ON_START``
     (create the session now rather than on first use; the granian front loads it in each
-    worker before serving).
+    worker before serving), ``MAX_TEXT_CHARS`` (a text model: longer texts get 413).
     """
     from flask import Blueprint, Flask, Response, g, request
     from werkzeug.exceptions import HTTPException
@@ -71,7 +74,10 @@ def create_app(config: dict | None = None):
     if not cfg["MODEL_PATH"]:
         raise ValueError("create_app needs config['MODEL_PATH']")
     info = read_model_info(cfg["MODEL_PATH"], cfg["MODEL_NAME"])
-    holder = SessionHolder(info, ort_threads=int(cfg["ORT_THREADS"] or default_threads()))
+    max_chars = int(cfg["MAX_TEXT_CHARS"])
+    max_batch = int(cfg["MAX_BATCH"])
+    holder = SessionHolder(info, ort_threads=int(cfg["ORT_THREADS"] or default_threads()),
+                           max_chars=max_chars)
     metrics = Metrics(batching=int(cfg["MAX_BATCH_SIZE"]) > 1)
     executor = Executor(holder, metrics, max_batch_size=int(cfg["MAX_BATCH_SIZE"]),
                         timeout_ms=float(cfg["BATCH_TIMEOUT_MS"]))
@@ -133,7 +139,8 @@ def create_app(config: dict | None = None):
 
     @app.errorhandler(DataError)
     def _data_error(exc: DataError):
-        return json_response({"error": str(exc)}, 400)
+        status = 413 if isinstance(exc, TextTooLongError) else 400
+        return json_response({"error": str(exc)}, status)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -160,7 +167,10 @@ def create_app(config: dict | None = None):
             raise ApiError(415, f"Content-Type {mime!r}; expected application/json")
 
     def run_model(feeds) -> list:
-        rows = check_feeds(info.signature, feeds, max_batch=int(cfg["MAX_BATCH"]))
+        if isinstance(feeds, Texts):  # tokenized here, in the request's thread
+            tokens = text.encode(holder.encoder(), feeds)
+            return executor.infer(tokens, len(feeds.items), padded=True)
+        rows = check_feeds(info.signature, feeds, max_batch=max_batch)
         return executor.infer(feeds, rows)
 
     def body() -> bytes:
@@ -201,7 +211,7 @@ def create_app(config: dict | None = None):
     def predict():
         content_json()
         payload = protocols.loads(body())
-        feeds = protocols.parse_predict(payload, info)
+        feeds = protocols.parse_predict(payload, info, max_batch=max_batch, max_chars=max_chars)
         del payload  # the nested lists can be several times the body: free them before running
         return json_response(protocols.predict_response(info, run_model(feeds)))
 
@@ -219,7 +229,8 @@ def create_app(config: dict | None = None):
         if header_length is None:
             content_json()
         payload, binary = protocols.split_binary(body(), header_length)
-        feeds, options = protocols.parse_v2(payload, binary, info)
+        feeds, options = protocols.parse_v2(payload, binary, info, max_batch=max_batch,
+                                            max_chars=max_chars)
         del payload
         out, headers = protocols.v2_response(info, run_model(feeds), options)
         mimetype = "application/octet-stream" if headers else "application/json"
@@ -246,7 +257,7 @@ def create_app(config: dict | None = None):
     def model_metadata(name: str, version: str | None = None):
         protocols.check_name(name, info)
         protocols.check_version(version)
-        return json_response(protocols.model_metadata(info))
+        return json_response(protocols.model_metadata(info, max_chars=max_chars))
 
     @v2.get("/models/<name>/ready", endpoint="v2_model_ready")
     @v2.get("/models/<name>/versions/<version>/ready", endpoint="v2_model_ready")
@@ -267,7 +278,7 @@ def create_app(config: dict | None = None):
 
     @ops.get("/openapi.json", endpoint="openapi")
     def openapi():
-        return json_response(openapi_spec(info))
+        return json_response(openapi_spec(info, max_batch=max_batch, max_chars=max_chars))
 
     for blueprint in (simple, v2, ops):
         app.register_blueprint(blueprint)

@@ -8,6 +8,12 @@ hands each caller its own rows, split along each output's batch axis. Requests a
 when their batched inputs have the same dtypes and the same sizes off the batch axis, and their
 inputs without a batch axis (a 0-d flag, a sample rate) are equal, byte for byte: those are
 passed through once. Others wait for a later batch. A model with no batch axis is never merged.
+
+Text requests (``padded=True``: token feeds from the worker's TextEncoder) merge whatever their
+sequence lengths: the batch is padded on the right to its longest sequence (``pad_feeds``,
+the pad id on ``input_ids``, 0 on masks and type ids), and each caller's rows of an output that
+runs along the sequence (``last_hidden_state [batch, sequence, hidden]``) are cut back to the
+length its own request had, so a caller gets what an unbatched run would have given it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..modelfile import dim_name, is_fixed_dim
+from ..tokenizer import pad_feeds
 from .model import SessionHolder
 from .validation import ApiError
 
@@ -36,6 +44,7 @@ class _Pending:
     rows: int
     key: tuple
     enqueued: float
+    length: int | None = None  # a text request's own sequence length (padded merges)
     done: threading.Event = field(default_factory=threading.Event)
     outputs: list[np.ndarray] | None = None
     error: BaseException | None = None
@@ -54,16 +63,29 @@ class Executor:
         self.axes = {s.name: s.batch_axis for s in sig.inputs}
         self.out_axes = [s.batch_axis for s in sig.outputs]
         self.batchable = max_batch_size > 1 and sig.batched
+        text = holder.info.text
+        self.pad_id = text.pad_id if text is not None else 0
+        self.text_inputs = text.inputs if text is not None else ()
+        self.seq_axes = _sequence_axes(sig) if text is not None else []
         self._cond = threading.Condition()
         self._queue: collections.deque[_Pending] = collections.deque()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
 
-    def infer(self, feeds: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
-        """All outputs for these feeds, in graph order."""
+    def infer(self, feeds: dict[str, np.ndarray], rows: int, *, padded: bool = False
+              ) -> list[np.ndarray]:
+        """All outputs for these feeds, in graph order.
+
+        ``padded``: the feeds are a text request's tokens ``[rows, length]``, right-padded, which
+        may merge with other text requests of any length (see the module docstring).
+        """
         if not self.batchable or rows >= self.max_batch_size or not self._uniform(feeds, rows):
             return self._run(feeds)
-        item = _Pending(feeds, rows, self._key(feeds), time.perf_counter())
+        if padded:
+            length = int(feeds[self.text_inputs[0]].shape[1])
+            item = _Pending(feeds, rows, ("text",), time.perf_counter(), length)
+        else:
+            item = _Pending(feeds, rows, self._key(feeds), time.perf_counter())
         self._ensure_thread()
         with self._cond:
             self._queue.append(item)
@@ -143,6 +165,11 @@ class Executor:
             try:
                 if len(batch) == 1:
                     batch[0].outputs = self._run(batch[0].feeds)
+                elif batch[0].length is not None:
+                    merged, _ = pad_feeds([p.feeds for p in batch], pad_id=self.pad_id)
+                    outputs = self._run(merged)
+                    _split(batch, outputs, self.out_axes)
+                    _trim(batch, self.seq_axes, int(merged[self.text_inputs[0]].shape[1]))
                 else:
                     merged = {}
                     for name, first in batch[0].feeds.items():
@@ -176,4 +203,41 @@ def _split(batch: list[_Pending], outputs: list[np.ndarray], axes: list[int | No
                 outs.append(out[tuple(index)])
             else:
                 outs.append(out)
+        p.outputs = outs
+
+
+def _sequence_axes(sig) -> list[list[tuple[int, bool]]]:
+    """Per output, ``(axis, named)`` for the axes that may run along the token sequence.
+
+    An axis whose dim is named like a non-batch dim of the token inputs (``sequence``) does
+    (``named``); a dynamic axis without a name (``-1``, ``?``) may, and ``_trim`` cuts it only
+    when it has the merged length. Fixed axes and the batch axis never do.
+    """
+    seq_names = {dim_name(d) for s in sig.inputs for axis, d in enumerate(s.shape or ())
+                 if axis != s.batch_axis and dim_name(d) is not None}
+    out = []
+    for spec in sig.outputs:
+        axes = []
+        for axis, dim in enumerate(spec.shape or ()):
+            if axis == spec.batch_axis or is_fixed_dim(dim):
+                continue
+            name = dim_name(dim)
+            if name is None or name in seq_names:
+                axes.append((axis, name is not None))
+        out.append(axes)
+    return out
+
+
+def _trim(batch: list[_Pending], seq_axes: list[list[tuple[int, bool]]], merged_length: int) -> None:
+    """Cut each caller's sequence-long outputs back to its own request's length."""
+    for p in batch:
+        if p.length == merged_length:
+            continue
+        outs = []
+        for out, axes in zip(p.outputs, seq_axes + [[]] * (len(p.outputs) - len(seq_axes))):
+            index = [slice(None)] * out.ndim
+            for axis, named in axes:
+                if axis < out.ndim and (named or out.shape[axis] == merged_length):
+                    index[axis] = slice(0, p.length)
+            outs.append(out[tuple(index)])
         p.outputs = outs

@@ -1,5 +1,8 @@
 """The served model: facts read from the file at once, the ORT session created per process.
 
+A model that carries a tokenizer also gets its ``TextEncoder`` here, built in the same place as
+the session (once per process), so every route tokenizes with one object.
+
 The session is created lazily and remembers the pid that created it. An ORT session created
 before a fork silently loses its thread pool (or hangs with ORT_PARALLEL), so a session
 inherited across ``fork`` is never reused: the process builds its own. The granian front calls
@@ -20,7 +23,9 @@ import numpy as np
 
 from .. import modelfile
 from ..data import load_data
-from ..errors import DataError
+from ..errors import DataError, MissingDependencyError
+from ..tokenizer import DEFAULT_MAX_CHARS
+from .text import TextInfo, text_info
 
 log = logging.getLogger("onnxdeploy.serve")
 
@@ -34,6 +39,7 @@ class ModelInfo:
     signature: modelfile.Signature
     classifier: modelfile.ClassifierInfo | None
     opset: int
+    text: TextInfo | None = None  # set when the model carries a tokenizer
 
     @property
     def output_names(self) -> list[str]:
@@ -44,23 +50,27 @@ class ModelInfo:
 def read_model_info(path: str | os.PathLike, name: str | None = None) -> ModelInfo:
     """Parse the file (never executing anything in it) and collect signature and metadata."""
     model = modelfile.load_model(path, load_external_data=False)
+    sig = modelfile.signature(model)
     return ModelInfo(
         name=name or Path(path).stem,
         path=Path(path),
-        signature=modelfile.signature(model),
+        signature=sig,
         classifier=modelfile.classifier_info(model),
         opset=modelfile.opset_version(model),
+        text=text_info(modelfile.metadata(model), [s.name for s in sig.inputs]),
     )
 
 
 class SessionHolder:
     """One ORT session per process, created on first use (or by ``load``) and warmed up once."""
 
-    def __init__(self, info: ModelInfo, *, ort_threads: int):
+    def __init__(self, info: ModelInfo, *, ort_threads: int, max_chars: int = DEFAULT_MAX_CHARS):
         self.info = info
         self.ort_threads = ort_threads
+        self.max_chars = max_chars
         self._lock = threading.Lock()
         self._session = None
+        self._encoder = None
         self._pid: int | None = None
         self.warmup_seconds: float | None = None
 
@@ -78,6 +88,7 @@ class SessionHolder:
                 return self._session
             from ..runtime import make_session
 
+            self._encoder = self._make_encoder()
             # One session per process here, so ORT's spinning pool threads steal from nobody;
             # measured on one worker with 2 ORT threads under a 128-connection burst, spinning
             # off cut the share of fast 503s from ~40% to ~10% and doubled health latency.
@@ -90,10 +101,29 @@ class SessionHolder:
                      os.getpid(), self.info.path.name, self.ort_threads, self.warmup_seconds * 1e3)
             return session
 
+    def encoder(self):
+        """This process's TextEncoder (None for a model without a tokenizer, or no library)."""
+        self.load()
+        return self._encoder
+
+    def _make_encoder(self):
+        if self.info.text is None:
+            return None
+        from ..tokenizer import TextEncoder
+
+        try:
+            return TextEncoder.from_model(self.info.text.metadata, max_chars=self.max_chars)
+        except MissingDependencyError as exc:  # token ids still serve; texts get a 501
+            log.warning("the model carries a tokenizer but %s; texts will be refused", exc)
+            return None
+
     def _warm_up(self, session) -> None:
         # First runs allocate arenas and pick kernels; do that before reporting ready.
         try:
-            feeds = load_data("random", self.info.signature, count=1).inputs
+            if self._encoder is not None:  # random ids could fall outside the vocabulary
+                feeds = self._encoder.encode(["warm up the model", "and its tokenizer"])
+            else:
+                feeds = load_data("random", self.info.signature, count=1).inputs
             for _ in range(2):
                 session.run(None, feeds)
         except Exception as exc:  # a model needing particular dims still serves

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..tokenizer import DEFAULT_MAX_CHARS
 from .model import ModelInfo
+from .text import TEXT_INPUT
 from .validation import fmt_shape
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -14,8 +16,8 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 def _responses(ok: dict[str, Any], *codes: int) -> dict[str, Any]:
     out: dict[str, Any] = {"200": ok}
     text = {400: "invalid input (name, dtype, shape, batch size, JSON)",
-            401: "missing or wrong API key", 404: "unknown model or version",
-            413: "body larger than the limit", 415: "wrong content type",
+            401: "missing or wrong API key", 501: "texts sent but this server cannot tokenize", 404: "unknown model or version",
+            413: "body larger than the limit (or a text longer than the text limit)", 415: "wrong content type",
             503: "overloaded (see Retry-After) or not ready"}
     for code in codes:
         out[str(code)] = {"description": text[code],
@@ -41,15 +43,48 @@ def example_inputs(sig) -> Any:
     return next(iter(values.values())) if len(values) == 1 else values
 
 
-def openapi_spec(info: ModelInfo) -> dict[str, Any]:
+#: what the docs and the ready line show a text model
+EXAMPLE_TEXTS = ["The service answered quickly.", "Nothing worked and I am upset."]
+
+
+def text_limits(info: ModelInfo, *, max_batch: int, max_chars: int) -> str:
+    """One sentence on what a text model takes and how it truncates (docs, ready line)."""
+    return (f"texts are tokenized by the tokenizer carried in the model and truncated at "
+            f"{info.text.max_length} tokens (the rest of a longer text is dropped); at most "
+            f"{max_batch} texts a request (400 above), a text over {max_chars:,} characters is "
+            "refused with 413")
+
+
+def openapi_spec(info: ModelInfo, *, max_batch: int = 1024,
+                 max_chars: int = DEFAULT_MAX_CHARS) -> dict[str, Any]:
     """The OpenAPI document for a server of this model."""
     inputs = ", ".join(f"{s.name}: {s.dtype} {fmt_shape(s.shape)}" for s in info.signature.inputs)
-    infer_errors = (400, 401, 404, 413, 415, 503)
+    predict_inputs: list[dict[str, Any]] = [
+        {"type": "array", "description": "a batch for a one-input model"},
+        {"type": "object", "description": "input name -> nested list"}]
+    example: Any = example_inputs(info.signature)
+    predict_doc = "Outputs by name; predictions and labels for a classifier."
+    v2_doc = "Inputs as the model's metadata lists them (GET /v2/models/{name})."
+    if info.text is not None:
+        limits = text_limits(info, max_batch=max_batch, max_chars=max_chars)
+        predict_inputs.insert(0, {"type": "array", "items": {"type": "string"},
+                                  "minItems": 1, "maxItems": max_batch,
+                                  "description": f"texts, one output row each; {limits}"})
+        example = EXAMPLE_TEXTS
+        predict_doc = (f"Takes texts: {{\"inputs\": [\"a text\", ...]}}, or token ids "
+                       f"{{\"inputs\": {{name: [[...]]}}}} ({inputs}). The {limits}. "
+                       f"{predict_doc}")
+        v2_doc = (f"Texts: input '{TEXT_INPUT}', datatype BYTES, shape [N]; in JSON 'data' "
+                  "holds the strings, in the binary extension each element is a 4-byte "
+                  "little-endian length then its UTF-8 bytes (parameters.binary_data_size). "
+                  f"Token-id inputs ({inputs}) are accepted too. The {limits}.")
+    infer_errors = (400, 401, 404, 413, 415, 503) + ((501,) if info.text is not None else ())
     name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     version_param = {"name": "version", "in": "path", "required": True,
                      "schema": {"type": "string"}}
     v2_infer = {
         "summary": "Open Inference Protocol inference (JSON, or Triton binary tensors)",
+        "description": v2_doc,
         "parameters": [name_param],
         "requestBody": {"content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
@@ -63,13 +98,13 @@ def openapi_spec(info: ModelInfo) -> dict[str, Any]:
     simple = {"200": {"description": "ok"}}
     paths: dict[str, Any] = {
         "/predict": {"post": {
-            "summary": f"Predict with {info.name} (inputs: {inputs})",
+            "summary": (f"Predict with {info.name} (texts, or inputs: {inputs})" if info.text
+                        else f"Predict with {info.name} (inputs: {inputs})"),
+            "description": predict_doc,
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["inputs"],
-                "properties": {"inputs": {"oneOf": [
-                    {"type": "array", "description": "a batch for a one-input model"},
-                    {"type": "object", "description": "input name -> nested list"}]}}},
-                "example": {"inputs": example_inputs(info.signature)}}}},
+                "properties": {"inputs": {"oneOf": predict_inputs}}},
+                "example": {"inputs": example}}}},
             "responses": _responses(_json({"type": "object", "properties": {
                 "model": {"type": "string"},
                 "outputs": {"type": "object", "additionalProperties": {"type": "array"}},

@@ -1,5 +1,6 @@
 """Wire formats: ``/predict`` JSON and the Open Inference Protocol (KServe v2) with Triton's
-binary tensor extension. Parsing returns feeds for validation; encoding returns bytes.
+binary tensor extension. Parsing returns feeds for validation (or, for a model that carries a
+tokenizer, the request's checked ``Texts``); encoding returns bytes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import numpy as np
 import orjson
 
 from .. import modelfile
+from ..tokenizer import DEFAULT_MAX_CHARS
+from . import text
 from .model import ModelInfo
+from .text import Texts
 from .validation import ApiError, array_from_json, check_finite, is_shape, v2_array
 
 BINARY_HEADER = "Inference-Header-Content-Length"
@@ -61,12 +65,26 @@ def loads(body: bytes) -> Any:
 # --------------------------------------------------------------------------- /predict
 
 
-def parse_predict(payload: Any, info: ModelInfo) -> dict[str, np.ndarray]:
-    """``{"inputs": [[...]]}`` (one input) or ``{"inputs": {name: [...]}}`` as feeds."""
+def parse_predict(payload: Any, info: ModelInfo, *, max_batch: int = 1024,
+                  max_chars: int = DEFAULT_MAX_CHARS) -> dict[str, np.ndarray] | Texts:
+    """``{"inputs": [[...]]}`` (one input) or ``{"inputs": {name: [...]}}`` as feeds.
+
+    For a model that carries a tokenizer, ``{"inputs": ["a text", ...]}`` (or ``{"inputs":
+    {"text": [...]}}``) gives the checked Texts instead.
+    """
     names = [s.name for s in info.signature.inputs]
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise ApiError(400, "expected a JSON object with key 'inputs', e.g. {\"inputs\": [[...]]}")
     inputs = payload["inputs"]
+    if info.text is not None and _texts_given(inputs, names):
+        if isinstance(inputs, dict):
+            if len(inputs) != 1:
+                raise ApiError(400, f"'inputs' has {sorted(inputs)}; expected either "
+                                    f"'{text.TEXT_INPUT}' (texts) or the token inputs "
+                                    f"({', '.join(names)}), not both")
+            return text.check_texts(inputs[text.TEXT_INPUT], f"inputs.{text.TEXT_INPUT}",
+                                    max_batch=max_batch, max_chars=max_chars)
+        return text.check_texts(inputs, "inputs", max_batch=max_batch, max_chars=max_chars)
     if isinstance(inputs, dict):
         raw = inputs
     elif isinstance(inputs, list):
@@ -87,6 +105,7 @@ def parse_predict(payload: Any, info: ModelInfo) -> dict[str, np.ndarray]:
     return feeds
 
 
+<<<<<<< HEAD
 def _is_sequence(out: Any) -> bool:
     """A non-tensor output (ONNX sequence, e.g. skl2onnx's ZipMap: a list of ``{label: score}``)."""
     return isinstance(out, (list, tuple))
@@ -101,6 +120,19 @@ def _plain_sequence(out: Any) -> list:
         else:
             rows.append(np.asarray(row).tolist())
     return rows
+=======
+def _texts_given(inputs: Any, names: list[str]) -> bool:
+    """Whether a text model's ``inputs`` is texts rather than token ids."""
+    if isinstance(inputs, dict):
+        return text.TEXT_INPUT in inputs and text.TEXT_INPUT not in names
+    if isinstance(inputs, str):
+        return True  # answered "expected a list of strings"
+    if not isinstance(inputs, list):
+        return False
+    # a list of lists for a one-input model is token ids; any other list is meant as texts
+    # (a several-input model cannot take a bare list of ids)
+    return not (len(names) == 1 and inputs and isinstance(inputs[0], list))
+>>>>>>> text
 
 
 def predict_response(info: ModelInfo, outputs: list[np.ndarray]) -> dict[str, Any]:
@@ -143,22 +175,32 @@ def split_binary(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
     return loads(body[:n]), body[n:]
 
 
-def parse_v2(payload: Any, binary: bytes, info: ModelInfo) -> tuple[dict[str, np.ndarray], dict]:
-    """Feeds and the response options (``id``, requested outputs, binary flags)."""
+def parse_v2(payload: Any, binary: bytes, info: ModelInfo, *, max_batch: int = 1024,
+             max_chars: int = DEFAULT_MAX_CHARS
+             ) -> tuple[dict[str, np.ndarray] | Texts, dict]:
+    """Feeds (or, for the ``text`` BYTES input of a text model, Texts) and the response options
+    (``id``, requested outputs, binary flags)."""
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise ApiError(400, "expected a JSON object with 'inputs': a list of "
                             "{name, shape, datatype, data}")
     names = [s.name for s in info.signature.inputs]
+    takes_text = info.text is not None and text.TEXT_INPUT not in names
+    expected = ([text.TEXT_INPUT] if takes_text else []) + names
     feeds: dict[str, np.ndarray] = {}
+    texts: Texts | None = None
     offset = 0
     for item in payload["inputs"]:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ApiError(400, "each entry of 'inputs' must be an object with a string 'name'")
         name = item["name"]
-        if name not in names:
-            raise ApiError(400, f"unknown input {name!r}; expected inputs: {', '.join(names)}")
-        if name in feeds:
+        if name not in expected:
+            raise ApiError(400, f"unknown input {name!r}; expected inputs: {', '.join(expected)}")
+        if name in feeds or (name == text.TEXT_INPUT and texts is not None):
             raise ApiError(400, f"input {name!r} given twice; expected each input once")
+        chunk, offset = _binary_chunk(name, item, binary, offset)
+        if name == text.TEXT_INPUT and takes_text:
+            texts = text.v2_texts(item, chunk, max_batch=max_batch, max_chars=max_chars)
+            continue
         spec = info.signature.input(name)
         want = v2_datatype(spec.dtype)
         got = item.get("datatype")
@@ -166,23 +208,35 @@ def parse_v2(payload: Any, binary: bytes, info: ModelInfo) -> tuple[dict[str, np
             raise ApiError(400, f"input '{name}': datatype {got!r}; expected {want!r}")
         if want not in V2_TO_NUMPY:
             raise ApiError(400, f"input '{name}': {want} tensors are not supported by this server")
-        params = item.get("parameters") or {}
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
-        if size is None:
+        if chunk is None:
             feeds[name] = v2_array(spec, item, V2_TO_NUMPY[want])
-            continue
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ApiError(400, f"input '{name}': binary_data_size must be a non-negative integer")
-        chunk = binary[offset:offset + size]
-        if len(chunk) != size:
-            raise ApiError(400, f"input '{name}': binary_data_size {size} but only {len(chunk)} "
-                                "bytes remain in the body")
-        offset += size
-        feeds[name] = _binary_array(spec.name, item.get("shape"), V2_TO_NUMPY[want], chunk)
+        else:
+            feeds[name] = _binary_array(spec.name, item.get("shape"), V2_TO_NUMPY[want], chunk)
     if offset != len(binary):
         raise ApiError(400, f"{len(binary) - offset} bytes of binary data left over; expected the "
                             "sum of the inputs' binary_data_size")
+    if texts is not None:
+        if feeds:
+            raise ApiError(400, f"got '{text.TEXT_INPUT}' and {sorted(feeds)}; expected either "
+                                f"'{text.TEXT_INPUT}' (texts) or the token inputs "
+                                f"({', '.join(names)}), not both")
+        return texts, _output_options(payload, info)
     return feeds, _output_options(payload, info)
+
+
+def _binary_chunk(name: str, item: dict, binary: bytes, offset: int) -> tuple[bytes | None, int]:
+    """This input's bytes of the binary part (None when its data is in the JSON) and the next offset."""
+    params = item.get("parameters") or {}
+    size = params.get("binary_data_size") if isinstance(params, dict) else None
+    if size is None:
+        return None, offset
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ApiError(400, f"input '{name}': binary_data_size must be a non-negative integer")
+    chunk = binary[offset:offset + size]
+    if len(chunk) != size:
+        raise ApiError(400, f"input '{name}': binary_data_size {size} but only {len(chunk)} "
+                            "bytes remain in the body")
+    return chunk, offset + size
 
 
 def _binary_array(name: str, shape: Any, dtype: np.dtype, chunk: bytes) -> np.ndarray:
@@ -256,23 +310,34 @@ def v2_response(info: ModelInfo, outputs: list[np.ndarray], options: dict) -> tu
     return header + b"".join(blobs), {BINARY_HEADER: str(len(header))}
 
 
-def model_metadata(info: ModelInfo) -> dict[str, Any]:
+def model_metadata(info: ModelInfo, *, max_chars: int = DEFAULT_MAX_CHARS) -> dict[str, Any]:
     """``GET /v2/models/{name}``: inputs/outputs with -1 for variable dims."""
 
     def tensor(spec) -> dict[str, Any]:
         shape = [int(d) if modelfile.is_fixed_dim(d) else -1 for d in (spec.shape or [])]
         return {"name": spec.name, "datatype": v2_datatype(spec.dtype), "shape": shape}
 
+    token_inputs = [tensor(s) for s in info.signature.inputs]
     meta: dict[str, Any] = {
         "name": info.name,
         "versions": [VERSION],
         "platform": PLATFORM,
-        "inputs": [tensor(s) for s in info.signature.inputs],
+        "inputs": token_inputs,
         "outputs": [tensor(s) for s in info.signature.outputs],
     }
+    params: dict[str, Any] = {}
     if info.classifier is not None:
-        meta["parameters"] = {"task": "classification", "labels": list(info.classifier.labels),
-                              "input_scaling": info.classifier.input_scaling}
+        params.update({"task": "classification", "labels": list(info.classifier.labels),
+                       "input_scaling": info.classifier.input_scaling})
+    if info.text is not None and text.TEXT_INPUT not in [s.name for s in info.signature.inputs]:
+        # Texts are the model's input as a client sees it; token ids are still accepted (and
+        # listed under parameters), but a tool that fills every listed input sends texts only.
+        meta["inputs"] = [{"name": text.TEXT_INPUT, "datatype": text.TEXT_DATATYPE, "shape": [-1]}]
+        params["text"] = {"max_length": info.text.max_length, "max_chars": max_chars,
+                          "truncation": "the tokens past max_length are dropped",
+                          "token_inputs": token_inputs}
+    if params:
+        meta["parameters"] = params
     return meta
 
 

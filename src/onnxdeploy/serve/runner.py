@@ -173,7 +173,7 @@ def run_server(options: ServeOptions) -> None:
         log.warning("%d workers x %d ORT threads exceeds the %d CPUs available; expect contention",
                     workers, ort_threads, default_threads())
     config = app_config(options, ort_threads)
-    announcer = _Announcer(options, info.name, config.get("API_KEY"))
+    announcer = _Announcer(options, info, config.get("API_KEY"))
     if options.dev:
         _run_dev(options, config, announcer)
         return
@@ -290,25 +290,26 @@ def _granian_logging() -> dict:
 class _Announcer:
     """Prints one line on stdout once the server answers ready: URL, model, endpoints, a curl."""
 
-    def __init__(self, options: ServeOptions, model_name: str, api_key: str | None):
+    def __init__(self, options: ServeOptions, info, api_key: str | None):
         host = options.host
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
         if ":" in shown and not shown.startswith("["):
             shown = f"[{shown}]"
         self.url = f"http://{shown}:{options.port}"
-        self.model_name = model_name
+        self.model_name = info.name
         self.api_key = api_key
         self.options = options
+        self.info = info
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def line(self) -> str:
         auth = " -H 'Authorization: Bearer $KEY'" if self.api_key else ""
-        example = _example_body(self.options.model)
+        example = _example_body(self.info)
         return (f"ready: {self.url} serving '{self.model_name}' | endpoints: POST /predict, "
                 f"POST /v2/models/{self.model_name}/infer, GET /v2/health/live, "
-                f"GET /v2/health/ready, GET /metrics, GET /docs | try: curl -s {self.url}/predict "
-                f"-H 'Content-Type: application/json'{auth} -d '{example}'")
+                f"GET /v2/health/ready, GET /metrics, GET /docs{_text_note(self.info, self.options)} | try: curl -s "
+                f"{self.url}/predict -H 'Content-Type: application/json'{auth} -d '{example}'")
 
     def start(self) -> None:
         if self._thread is None:
@@ -332,14 +333,23 @@ class _Announcer:
             time.sleep(READY_POLL_S)
 
 
-def _example_body(model_path: str) -> str:
-    """A ``/predict`` body of zeros with the model's shape (batch 1, dynamic dims 1)."""
-    from .model import read_model_info
-    from .openapi import example_inputs
+def _example_body(info) -> str:
+    """A ``/predict`` body: two texts for a text model, else zeros with the model's shape."""
+    from .openapi import EXAMPLE_TEXTS, example_inputs
 
-    text = json.dumps({"inputs": example_inputs(read_model_info(model_path).signature)},
-                      separators=(",", ":"))
+    inputs = EXAMPLE_TEXTS if info.text is not None else example_inputs(info.signature)
+    text = json.dumps({"inputs": inputs}, separators=(",", ":"))
     return text if len(text) <= 2000 else '{"inputs": ...}'
+
+
+def _text_note(info, options: ServeOptions) -> str:
+    """`` | text: ...`` for the ready line of a model that carries a tokenizer, else empty."""
+    from ..tokenizer import DEFAULT_MAX_CHARS
+    from .openapi import text_limits
+
+    if info.text is None:
+        return ""
+    return f" | text: {text_limits(info, max_batch=options.max_batch, max_chars=DEFAULT_MAX_CHARS)}"
 
 
 def _reset_prometheus_value_class() -> None:
