@@ -105,7 +105,6 @@ def parse_predict(payload: Any, info: ModelInfo, *, max_batch: int = 1024,
     return feeds
 
 
-<<<<<<< HEAD
 def _is_sequence(out: Any) -> bool:
     """A non-tensor output (ONNX sequence, e.g. skl2onnx's ZipMap: a list of ``{label: score}``)."""
     return isinstance(out, (list, tuple))
@@ -120,7 +119,8 @@ def _plain_sequence(out: Any) -> list:
         else:
             rows.append(np.asarray(row).tolist())
     return rows
-=======
+
+
 def _texts_given(inputs: Any, names: list[str]) -> bool:
     """Whether a text model's ``inputs`` is texts rather than token ids."""
     if isinstance(inputs, dict):
@@ -132,7 +132,6 @@ def _texts_given(inputs: Any, names: list[str]) -> bool:
     # a list of lists for a one-input model is token ids; any other list is meant as texts
     # (a several-input model cannot take a bare list of ids)
     return not (len(names) == 1 and inputs and isinstance(inputs[0], list))
->>>>>>> text
 
 
 def predict_response(info: ModelInfo, outputs: list[np.ndarray]) -> dict[str, Any]:
