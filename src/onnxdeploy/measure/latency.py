@@ -13,6 +13,7 @@ already ``DROP_FACTOR`` times the reference's slowest is dropped early (its figu
 from __future__ import annotations
 
 import math
+import random
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -167,8 +168,15 @@ def speed_words(speedup: float | None, margin: float) -> str:
     return speed_phrase(speedup, equal=_call(speedup, margin) == "equal", noise=margin)
 
 
+#: untimed runs before each timed block: the session before it evicted this one's weights and
+#: buffers from the caches, which otherwise taxes whichever session follows a big one
+BLOCK_WARMUP = 2
+
+
 def _time(session, names, feeds, iters: int) -> float:
-    """Median milliseconds of ``iters`` runs."""
+    """Median milliseconds of ``iters`` runs, after ``BLOCK_WARMUP`` untimed ones."""
+    for _ in range(BLOCK_WARMUP):
+        session.run(names, feeds)
     times = []
     for _ in range(iters):
         t0 = time.perf_counter()
@@ -211,8 +219,11 @@ def measure(
         iters = {n: plan[n][1] for n in names}
         results: dict[str, list[float]] = {n: [] for n in names}
         active = list(names)
+        rng = random.Random(batch)  # a fixed shuffle: reproducible, and no variant always follows another
         for r in range(rounds):
             order = active if r % 2 == 0 else active[::-1]
+            if r >= 2:
+                order = rng.sample(active, len(active))
             for n in order:
                 results[n].append(_time(sessions[n], outputs[n], feeds[n][batch], iters[n]))
             if r + 1 >= MIN_ROUNDS and droppable:
