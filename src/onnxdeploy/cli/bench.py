@@ -193,7 +193,10 @@ class _Progress:
               help="Write PREFIX_runs.csv, PREFIX_stats.csv and PREFIX_failures.csv.")
 @click.option("--warmup", type=click.IntRange(min=0), default=200, show_default=True, help="Requests per target before measuring.")
 @click.option("--workers", type=click.IntRange(min=1), help="Server worker processes (passed to serve).")
-@click.option("--threads", type=click.IntRange(min=1), help="Server threads per worker (passed to serve).")
+@click.option("--http-threads", "threads", type=click.IntRange(min=1),
+              help="Request threads per server worker (serve's --http-threads).")
+@click.option("--threads", "threads_deprecated", type=click.IntRange(min=1), hidden=True,
+              help="Deprecated spelling of --http-threads.")
 @click.option("--ort-threads", type=click.IntRange(min=1), help="ORT intra-op threads per worker (passed to serve).")
 @click.option("--pin", is_flag=True, help="Pin the generator and the servers to different CPUs.")
 @click.option("--no-accuracy", is_flag=True, help="Skip the accuracy pass through the API.")
@@ -204,11 +207,16 @@ class _Progress:
 @report_options
 def command(models, urls, names, ports, host, concurrency, requests_, duration, repeats, rate, arrivals, slo,
             slo_precision, slo_budget, slo_start, slo_max_rate, slo_min_duration, slo_min_queries, engine,
-            locust_workers, locust_master, expect_workers, csv_prefix, warmup, workers, threads, ort_threads, pin,
+            locust_workers, locust_master, expect_workers, csv_prefix, warmup, workers, threads,
+            threads_deprecated, ort_threads, pin,
             no_accuracy, ready_timeout, write_locustfile, out_dir, data, dims, as_json, report_path):
     """Load-test two served models side by side (latency, throughput, capacity at an SLO) and say which to ship."""
     from ..bench import BenchOptions, run_bench, write_outputs
     from ..bench.run import DEFAULT_CONCURRENCY
+
+    if threads_deprecated is not None:
+        click.echo("note: --threads is deprecated; use --http-threads (server request threads)", err=True)
+        threads = threads if threads is not None else threads_deprecated
     from ..errors import BenchFailed
 
     if concurrency is not None and (rate or slo):
