@@ -203,6 +203,7 @@ def bad_cases(tmp_path_factory):
 def test_bad_input_is_one_line_exit_2_and_no_file(bad_cases, tmp_path, case):
     args, error, text = bad_cases[case]
     out_dir = tmp_path / "out"
+    out_dir.mkdir()  # the output's directory must exist (a missing one is its own error)
     result = run_cli("export", *args, "-o", out_dir / "model.onnx")
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
@@ -307,6 +308,7 @@ def test_token_model_without_specs_says_how_to_describe_its_inputs(tmp_path):
 ])
 def test_bad_input_specs_are_one_line_errors(tmp_path, args, error, text):
     out_dir = tmp_path / "out"
+    out_dir.mkdir()  # the output's directory must exist (a missing one is its own error)
     result = run_cli("export", f"{TOKENS}:make_ids_model", "-o", out_dir / "m.onnx", *args)
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()

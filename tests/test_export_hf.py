@@ -235,6 +235,7 @@ def _bad_dirs(tmp):
 def test_bad_directories_are_one_line_exit_2(tmp_path, case):
     args, error, text = _bad_dirs(tmp_path)[case]
     out_dir = tmp_path / "out"
+    out_dir.mkdir()  # the output's directory must exist (a missing one is its own error)
     result = run_cli("export", *args, "-o", out_dir / "m.onnx")
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()

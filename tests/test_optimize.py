@@ -214,6 +214,7 @@ def test_bad_input_exits_2_without_output(tmp_path, kind, message):
     elif kind == "invalid":
         _invalid_graph(src)
     out = tmp_path / "out" / "opt.onnx"
+    out.parent.mkdir()  # the output's directory must exist (a missing one is its own error)
     result = CliRunner().invoke(cli, ["optimize", str(src), "-o", str(out)])
     assert result.exit_code == 2, result.output
     assert message in result.stderr and result.stderr.strip().count("\n") == 0
