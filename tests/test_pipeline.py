@@ -207,3 +207,19 @@ def test_report_page_in_browser(run_dir, tmp_path):
         images = seen["sections"][section]["images"]
         assert images and all(i["complete"] and i["width"] > 100 for i in images), section
     assert [r for r in seen["resources"] if not r.startswith(("data:", "file:"))] == []
+
+
+def test_summary_table_fits_80_columns(run_dir):
+    from rich.console import Console
+
+    from onnxdeploy.cli.pipeline import summary_table
+    from onnxdeploy.pipeline import PipelineReport
+
+    out, _ = run_dir
+    rows = json.loads((out / "report.json").read_text())["summary"]["variants"]
+    console = Console(width=80, record=True)
+    console.print(summary_table(PipelineReport(model="digits-cnn", out_dir=str(out), options={}, rows=rows),
+                                width=80))
+    text = console.export_text()
+    assert "…" not in text and all(len(line) <= 80 for line in text.splitlines())
+    assert all(r["name"] in text for r in rows)

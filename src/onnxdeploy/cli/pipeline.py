@@ -30,30 +30,44 @@ def _int_list(ctx, param, value):
     return items
 
 
-def _lat(row: dict, key: str = "batch_1") -> str:
+def _lat(row: dict, key: str = "batch_1", *, spread: bool = True) -> str:
     fig = (row.get("latency") or {}).get(key)
     if not fig:
         return "-"
+    if not spread:
+        return f"{fig['median_ms']:.3f}"
     return f"{fig['median_ms']:.3f} ({fig['min_ms']:.3f}–{fig['max_ms']:.3f})"
 
 
-def summary_table(report) -> Table:
+#: below this width the summary drops the spreads and the recipe name (printed under it instead)
+WIDE = 120
+
+
+def summary_table(report, width: int | None = None) -> Table:
     """The final table: one row per variant with size, accuracy, latency and HTTP figures."""
+    wide = (width or console().width) >= WIDE
     conc = next((v.get("concurrency") for v in report.rows if v.get("concurrency")), None)
     table = Table(title=f"onnxdeploy pipeline: {report.model}", title_justify="left")
-    for col in ("variant", "size", "quality", "latency b=1 ms", "speed b=1",
-                f"req/s c={conc}" if conc else "req/s", "p99 ms"):
-        table.add_column(col, justify="left" if col == "variant" else "right")
+    for col in ("variant", "size", "quality", "latency b=1 ms" if wide else "b=1 ms", "speed b=1",
+                (f"req/s c={conc}" if conc else "req/s") if wide else "req/s", "p99 ms"):
+        table.add_column(col, justify="left" if col == "variant" else "right", no_wrap=col != "speed b=1")
 
     def ms(x):
-        return "-" if x is None else f"{x:.3f}"
+        return "-" if x is None else f"{x:.3f}" if wide else f"{x:.1f}"
 
     for v in report.rows:
+        speed = "-" if v["name"] == "float32" else (v.get("speed") or {}).get("batch_1", "-")
+        if not wide and speed.startswith("equal"):
+            speed = "equal"
         table.add_row(
-            v["variant"], fmt_bytes(v.get("size_bytes")), fmt_quality(v), _lat(v),
-            "-" if v["name"] == "float32" else (v.get("speed") or {}).get("batch_1", "-"),
+            v["variant"] if wide else v["name"], fmt_bytes(v.get("size_bytes")), fmt_quality(v),
+            _lat(v, spread=wide), speed,
             "-" if v.get("rps") is None else f"{v['rps']:.0f}", ms(v.get("p99_ms")),
         )
+    if not wide:
+        chosen = next((v["variant"] for v in report.rows if v["name"] == "int8"), None)
+        if chosen:
+            table.caption = f"int8 is {chosen}; spreads are in report.md"
     return table
 
 
