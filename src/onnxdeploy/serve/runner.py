@@ -1,6 +1,6 @@
 """Run the app under granian (default) or Flask's own server (``--dev``).
 
-Choices (measured on 2 shared cores, digits-cnn, one sample a request; docs/NOTES-serve.md has
+Choices (measured on 2 shared cores, digits-cnn, one sample a request; docs/serve.md has
 the runs and the alternatives tried):
 - granian's RSGI interface with ``serve.front.Front`` as the application: HTTP is parsed in Rust
   (headers with a deadline), bodies are buffered in the worker's event loop with a cap and a
