@@ -75,8 +75,8 @@ def decide(cands: list[Candidate], *, margin: float, compute_share: float | None
     ref = next(c for c in cands if c.name == REFERENCE)
     text = _sentence(best, ref, cands, margin, compute_share, served)
     if too_noisy:
-        text += (f" In-process timing was noisy (the A/A control came out {100 * margin:.0f}% apart): "
-                 "smaller differences were called equal; rerun on a quieter machine to tell them apart.")
+        text += (f" In-process timing was noisy: differences under {100 * margin:.0f}% (twice the A/A "
+                 "control's gap) were called equal; rerun on a quieter machine to tell them apart.")
     return {"ship": best.name, "text": text, "too_noisy": too_noisy,
             "considered": [c.__dict__ for c in cands]}
 
