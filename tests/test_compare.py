@@ -17,7 +17,7 @@ from onnxdeploy.runtime import make_session, run
 
 def test_identical_models_agree_exactly(mlp_path, tmp_path):
     other = save(mlp_classifier(), tmp_path / "same.onnx", external_data=True)
-    report = compare_models(mlp_path, other, CompareOptions(latency_rounds=1))
+    report = compare_models(mlp_path, other, CompareOptions(latency_budget_s=0.2))
     assert report.max_abs_diff == 0.0 and report.top1_agreement == 1.0
     assert report.cosine_similarity == pytest.approx(1.0)
     assert report.accuracy["a"] == report.accuracy["b"]
@@ -27,7 +27,7 @@ def test_identical_models_agree_exactly(mlp_path, tmp_path):
 
 def test_different_models_measured_against_hand_computation(mlp_path, tmp_path):
     other = save(mlp_classifier(seed=1), tmp_path / "other.onnx")
-    report = compare_models(mlp_path, other, CompareOptions(latency_rounds=1))
+    report = compare_models(mlp_path, other, CompareOptions(latency_budget_s=0.2))
     _, _, x, y = digits_split()
     a = run(make_session(mlp_path), {"x": x})["logits"]
     b = run(make_session(other), {"x": x})["logits"]

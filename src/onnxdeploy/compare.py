@@ -82,8 +82,6 @@ class CompareOptions:
     dims: dict[str, int] = field(default_factory=dict)
     count: int | None = None
     latency_batch: int = DEFAULT_LATENCY_BATCH
-    #: kept for callers of the old API; timing now follows ``latency_budget_s``
-    latency_rounds: int = 5
     latency_budget_s: float = DEFAULT_BUDGET_S
     max_disagreement: float = 0.01
     min_cosine: float = DEFAULT_MIN_COSINE

@@ -16,7 +16,6 @@ class CandidateResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     max_abs_diff: float | None = None
     mean_abs_diff: float | None = None
-    relative_error: float | None = None
     top1_agreement: float | None = None
     accuracy: float | None = None
     #: the measure judged against the tolerance: accuracy drop, top-1 disagreement or relative error
