@@ -282,7 +282,8 @@ def multi_output(vocab: int = 50, dim: int = 8, classes: int = 5, tags: int = 3,
 # --------------------------------------------------------------------------- transformer
 
 
-def sentence_embedding(vocab: int = 100, hidden: int = 32) -> onnx.ModelProto:
+def sentence_embedding(vocab: int = 100, hidden: int = 32, outlier: float | None = None,
+                       init_range: float = 0.02) -> onnx.ModelProto:
     """A tiny BERT with mean pooling: ``input_ids``, ``attention_mask`` int64 ``[batch, sequence]``.
 
     Imitates a sentence-transformers model exported for ONNX Runtime: randomly initialised from a
@@ -290,14 +291,27 @@ def sentence_embedding(vocab: int = 100, hidden: int = 32) -> onnx.ModelProto:
     ``sentence_embedding [batch, 32]``; TorchScript exporter with dynamic batch and sequence axes,
     as FIELD-NOTES' MiniLM measurement used. Importing transformers takes ~15 s here: it is in
     ``SLOW_BUILDERS``, not ``BUILDERS``.
+
+    ``outlier``: the "outlier feature" trained transformers have (a few channels far larger than
+    the rest, which is what makes their activations hard to quantize), put in the last layer's
+    FFN: one intermediate channel is scaled up by this factor and the output projection's weights
+    for it scaled down, so the float model barely changes while the FFN's second MatMul reads an
+    input whose range one channel dominates.
     """
     import torch
     from transformers import BertConfig, BertModel
 
     cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=2 * hidden, max_position_embeddings=64)
+                     intermediate_size=2 * hidden, max_position_embeddings=64,
+                     initializer_range=init_range)
     torch.manual_seed(0)
     bert = BertModel(cfg, add_pooling_layer=False).eval()
+    if outlier is not None:
+        layer = bert.encoder.layer[-1]
+        with torch.no_grad():
+            layer.intermediate.dense.weight[3] *= outlier
+            layer.intermediate.dense.bias[3] = abs(float(layer.intermediate.dense.bias[3])) * outlier
+            layer.output.dense.weight[:, 3] /= outlier
 
     class MeanPooled(torch.nn.Module):
         def __init__(self) -> None:

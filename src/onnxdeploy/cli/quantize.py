@@ -101,6 +101,15 @@ def render(report) -> None:
         out.print(table)
         for c in report.candidates:
             out.print(f"  {escape(c.name)}: {escape(c.reason)}")
+        if report.fallback is not None:
+            tries = ", ".join(f"{t['kept_float']} float: "
+                              + ("ok" if t["admissible"] else
+                                 (f"min cosine {t['min_cosine']:.4f}" if t["min_cosine"] is not None
+                                  else "failed"))
+                              for t in report.fallback["tries"])
+            out.print(f"mixed precision from {escape(report.fallback['base'])}: tries {escape(tries)}")
+            if report.fallback["summary"]:
+                out.print(f"  {escape(report.fallback['summary'])}")
         out.print(escape(report.reason))
     for warning in d["warnings"]:
         out.print(f"[yellow]warning:[/yellow] {escape(warning)}")
@@ -142,14 +151,20 @@ def render(report) -> None:
 @click.option("--task", type=click.Choice(TASKS),
               help="What the model's outputs are (default: its metadata); 'classification' judges "
                    "the first [batch, classes] output by top-1.")
+@click.option("--no-fallback", "no_fallback", is_flag=True,
+              help="auto: when no full-int8 candidate keeps quality, do not search for the MatMuls "
+                   "to keep float (mixed precision).")
+@click.option("--max-float-matmuls", type=click.IntRange(min=1),
+              help="auto: the most MatMuls the mixed-precision fallback may keep float "
+                   "(default: half of them).")
 @ort_threads_option
 @input_options
 @report_options
 @click.pass_context
 def command(ctx, src, out, mode, weight_type, per_channel, reduce_range, op_types, data, dims, count,
             calibration_method, calibration_count, max_accuracy_drop, allow_slower, latency_batch,
-            latency_budget, rounds, min_cosine, task, ort_threads, batch_axes, int_ranges, as_json,
-            report_path):
+            latency_budget, rounds, min_cosine, task, no_fallback, max_float_matmuls, ort_threads,
+            batch_axes, int_ranges, as_json, report_path):
     """Quantize an ONNX model to int8 and report size, accuracy and speed against the float model."""
     opts = QuantizeOptions(
         mode=mode, weight_type=weight_type, per_channel=per_channel, reduce_range=reduce_range,
@@ -157,7 +172,8 @@ def command(ctx, src, out, mode, weight_type, per_channel, reduce_range, op_type
         calibration_method=calibration_method, calibration_count=calibration_count,
         max_accuracy_drop=max_accuracy_drop, allow_slower=allow_slower, latency_batch=latency_batch,
         latency_budget_s=latency_budget, min_cosine=min_cosine, task=task, threads=ort_threads,
-        batch_axes=batch_axes, int_ranges=int_ranges,
+        batch_axes=batch_axes, int_ranges=int_ranges, fallback=not no_fallback,
+        max_float_matmuls=max_float_matmuls,
     )
     if rounds is not None:
         click.echo("note: --rounds is deprecated and has no effect; timing follows --latency-budget",

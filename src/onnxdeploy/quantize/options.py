@@ -42,6 +42,10 @@ class QuantizeOptions:
     batch_axes: dict[str, int | None] = field(default_factory=dict)
     int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     threads: int | None = None
+    #: auto: when no full-int8 candidate keeps quality, keep the costliest MatMuls float
+    fallback: bool = True
+    #: the most MatMuls the fallback may keep float (None: half of them)
+    max_float_matmuls: int | None = None
 
 
 def supported_op_types(mode: str) -> frozenset[str]:
@@ -90,6 +94,8 @@ def validate(opts: QuantizeOptions) -> None:
         raise OptionError(f"--min-cosine must be in (0, 1], got {opts.min_cosine}")
     if not opts.latency_budget_s > 0:
         raise OptionError(f"--latency-budget must be > 0 seconds, got {opts.latency_budget_s}")
+    if opts.max_float_matmuls is not None and opts.max_float_matmuls < 1:
+        raise OptionError(f"--max-float-matmuls must be at least 1, got {opts.max_float_matmuls}")
     for name in ("calibration_count", "latency_batch"):
         if getattr(opts, name) < 1:
             raise OptionError(f"{name.replace('_', '-')} must be at least 1, got {getattr(opts, name)}")

@@ -29,12 +29,18 @@ class Recipe:
     activation_type: str = "int8"  # static only; dynamic activations are always uint8
     quant_format: str = "qdq"  # static only: "qdq" | "qoperator"
     calibration_method: str = "minmax"
+    #: MatMuls kept float (the mixed-precision fallback); empty: every supported node is quantized
+    nodes_to_exclude: tuple[str, ...] = ()
 
     def settings(self) -> dict[str, Any]:
         """The settings as a plain dict for the report (static-only keys left out for dynamic)."""
         out = asdict(self)
         out.pop("name")
         out["op_types"] = list(self.op_types) if self.op_types else "all supported"
+        if self.nodes_to_exclude:
+            out["kept_float"] = list(out.pop("nodes_to_exclude"))
+        else:
+            out.pop("nodes_to_exclude")
         if self.mode == "dynamic":
             for key in ("activation_type", "quant_format", "calibration_method"):
                 out.pop(key)
@@ -61,8 +67,13 @@ def recipe_for(opts: QuantizeOptions) -> Recipe:
     )
 
 
-def auto_recipes(opts: QuantizeOptions, model_ops: set[str]) -> tuple[list[Recipe], list[str]]:
-    """The candidates ``--mode auto`` measures, and notes on the ones left out and why."""
+def auto_recipes(opts: QuantizeOptions, model_ops: set[str], *, takes_tokens: bool = False
+                 ) -> tuple[list[Recipe], list[str]]:
+    """The candidates ``--mode auto`` measures, and notes on the ones left out and why.
+
+    ``takes_tokens``: every input is integer (token ids, masks): a transformer, whose static
+    candidates are left out unless ``--op-types`` asks for static-only operators.
+    """
     base = Recipe(name="", mode="dynamic", per_channel=opts.per_channel,
                   weight_type=opts.weight_type, calibration_method=opts.calibration_method)
     notes: list[str] = []
@@ -85,7 +96,9 @@ def auto_recipes(opts: QuantizeOptions, model_ops: set[str]) -> tuple[list[Recip
         if "MatMul" in model_ops and not opts.per_channel and (dyn_types is None or "MatMul" in dyn_types):
             # transformers: per-channel weights keep embeddings close to float at the same speed
             # (FIELD measurement on a MiniLM-class model: min cosine 0.941 per-tensor, 0.987
-            # per-channel); reduce_range where the CPU has no VNNI (u8 x s8 saturation)
+            # per-channel); reduce_range (7-bit weights) where the CPU has no VNNI, against
+            # u8 x s8 saturation in the AVX2 kernels (it cost quality on all-MiniLM-L6-v2: min
+            # cosine 0.978 vs 0.985 with 8 bits; docs/quantize.md; the fallback makes up for it)
             from ..environment import cpu_flags
 
             out.append(replace(base, name="dynamic-matmul-per-channel", op_types=("MatMul", "Gemm"),
@@ -93,7 +106,14 @@ def auto_recipes(opts: QuantizeOptions, model_ops: set[str]) -> tuple[list[Recip
     else:
         notes.append("dynamic candidates left out: --op-types names no op the dynamic quantizer handles")
     st_types = _restrict(opts.op_types, "static")
-    if st_types is None or st_types:
+    if takes_tokens and out:
+        # Static int8 of a transformer's activations (attention scores, LayerNorm, GELU) with
+        # min-max calibration lost the signal on all-MiniLM-L6-v2 (min cosine 0.02-0.04 to
+        # float, docs/quantize.md) and cost a third of auto's time; --mode static still runs it.
+        notes.append("static candidates left out: a model with token-id inputs (a transformer); "
+                     "static int8 of its activations measured far outside any quality bound; "
+                     "use --mode static to try it")
+    elif st_types is None or st_types:
         static = replace(base, mode="static", op_types=st_types)
         out.append(replace(static, name="static-qdq"))
         # U8S8 with reduce_range is what ORT recommends on x86 without VNNI; QOperator puts the
@@ -142,6 +162,7 @@ def run_recipe(recipe: Recipe, src: Path, out: Path, calibration: DataSet | None
                     str(src), str(out), op_types_to_quantize=op_types,
                     per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
                     weight_type=qtype[recipe.weight_type],
+                    nodes_to_exclude=list(recipe.nodes_to_exclude) or None,
                 )
             else:
                 if calibration is None:

@@ -87,6 +87,8 @@ class QuantizeReport:
     measurement: Any = field(default=None, repr=False)
     latency: dict[str, Any] | None = None
     environment: dict[str, Any] = field(default_factory=dict)
+    #: the mixed-precision search (fallback.Fallback.to_dict) when auto ran it
+    fallback: dict[str, Any] | None = None
 
     @property
     def size_ratio(self) -> float | None:
@@ -123,4 +125,5 @@ class QuantizeReport:
         if self.mode == "auto":
             out["candidates"] = [c.to_dict() for c in self.candidates]
             out["chosen"] = {"name": self.chosen, "reason": self.reason}
+            out["fallback"] = self.fallback
         return out

@@ -12,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from ..data import DIGITS, RANDOM, DataSet, digits_split
 from ..environment import environment
 from ..errors import ModelLoadError, RuntimeFailure
@@ -19,6 +21,7 @@ from ..measure import Measurement, Reference, Variant, build_reference, speed_wo
 from ..measure.latency import CONTROL, REFERENCE
 from ..measure.variants import evaluate, reference_result, time_variants
 from ..modelfile import copy_model, external_data_files, load_model, op_counts, save_model
+from . import fallback as mixed
 from .options import QuantizeOptions, supported_op_types, validate
 from .prepare import check_not_quantized, prepare
 from .recipes import Recipe, auto_recipes, recipe_for, run_recipe
@@ -28,6 +31,8 @@ FLOAT = "float"
 #: simplest first: ties within the noise go to the earlier one (dynamic < static QDQ < QOperator)
 SIMPLICITY = ("dynamic", "dynamic-matmul", "dynamic-matmul-per-channel", "static", "static-qdq",
               "static-qdq-u8s8", "static-qoperator-u8s8")
+#: the dynamic MatMul recipes the mixed-precision fallback may start from
+FALLBACK_BASES = ("dynamic-matmul-per-channel", "dynamic-matmul", "dynamic")
 
 
 def quantize_model(
@@ -60,7 +65,9 @@ def quantize_model(
     ops_before = op_counts(model)
     _check_quantizable(src.name, ops_before, opts)
     if opts.mode == "auto":
-        recipes, skipped = auto_recipes(opts, set(ops_before))
+        takes_tokens = bool(ref.signature.inputs) and all(
+            s.dtype is not None and np.dtype(s.dtype).kind in "iub" for s in ref.signature.inputs)
+        recipes, skipped = auto_recipes(opts, set(ops_before), takes_tokens=takes_tokens)
     else:
         recipes, skipped = [recipe_for(opts)], []
     warnings = _input_warnings(opts, data, set(ops_before), recipes)
@@ -95,6 +102,16 @@ def quantize_model(
             measured[recipe.name] = vr
             paths[recipe.name] = path
             _score(result, vr, ref, criterion, tolerance)
+        search = None
+        if opts.mode == "auto" and opts.fallback and not any(r.admissible for r in results):
+            if prepared is None:
+                prepared = prepare(model, work, src.name)
+            search, found = _mixed_precision(opts, recipes, results, ref, prepared.path, work,
+                                             criterion, tolerance, warnings)
+            if found is not None:
+                result, variant, vr, session, path = found
+                results.append(result)
+                measured[result.name], sessions[result.name], paths[result.name] = vr, session, path
         for v in extra or []:
             measured[v.name], sessions[v.name] = evaluate(ref, v, max_disagreement=tolerance,
                                                           min_cosine=opts.min_cosine)
@@ -108,6 +125,8 @@ def quantize_model(
         measurement = Measurement(ref, measured, latency)
         chosen, reason, passed = _choose(opts, results, measurement, criterion, tolerance)
         _explain_candidates(results, measurement)
+        if search is not None:
+            _summarize_search(search, results, measurement)
 
         if chosen is None:
             output = None
@@ -134,10 +153,87 @@ def quantize_model(
         passed=passed,
     )
     report.measurement = measurement
+    report.fallback = None if search is None else search.to_dict()
     report.latency = None if latency is None else latency.to_dict()
     report.environment = environment(opts.threads)
     report.warnings = warnings + _result_warnings(report, chosen, measurement)
     return report
+
+
+def _mixed_precision(opts, recipes, results, ref: Reference, prepared: Path, work: Path,
+                     criterion: str, tolerance: float, warnings: list[str]):
+    """Run the fallback from the best dynamic MatMul candidate; ``(record, found or None)``.
+
+    ``found`` is ``(result, variant, variant result, session, path)`` of the passing try.
+    """
+    by_name = {r.name: r for r in results}
+    bases = [r for r in results if r.name in FALLBACK_BASES and r.int8_ops and r.error is not None]
+    if not bases:
+        warnings.append("no candidate kept quality, and none is a dynamic MatMul quantization the "
+                        "mixed-precision fallback can start from")
+        return None, None
+    best = min(bases, key=lambda r: (r.error, FALLBACK_BASES.index(r.name)))
+    base = next(r for r in recipes if r.name == best.name)
+    try:
+        ranking = mixed.rank_matmuls(prepared, base, ref.data, work, ref.threads)
+    except RuntimeFailure as exc:
+        warnings.append(f"mixed-precision fallback skipped: {exc}")
+        return None, None
+    if not ranking:
+        warnings.append("mixed-precision fallback skipped: the model has no MatMul with a constant weight")
+        return None, None
+    built: dict[int, tuple] = {}
+
+    def judge(recipe: Recipe) -> CandidateResult:
+        k = len(recipe.nodes_to_exclude)
+        result = CandidateResult(recipe.name, recipe.settings())
+        path = work / f"{recipe.name}-{k}.onnx"
+        try:
+            run_recipe(recipe, prepared, path, None)
+        except RuntimeFailure as exc:
+            result.failures = [str(exc)]
+            return result
+        variant = Variant.of(recipe.name, path, parent=REFERENCE,
+                             produced_by={"step": "quantize", "recipe": recipe.settings(),
+                                          "fallback_from": base.name})
+        vr, session = evaluate(ref, variant, max_disagreement=tolerance, min_cosine=opts.min_cosine)
+        _score(result, vr, ref, criterion, tolerance)
+        if result.admissible:
+            built[k] = (result, variant, vr, session, path)
+        return result
+
+    record, recipe, _ = mixed.search(base, ranking, judge, opts.max_float_matmuls)
+    record.base_min_cosine = by_name[base.name].min_cosine
+    record.base_error = by_name[base.name].error
+    if recipe is None:
+        return record, None
+    found = built[len(recipe.nodes_to_exclude)]
+    for k in list(built):  # sessions of the other passing tries are not timed
+        if k != len(recipe.nodes_to_exclude):
+            del built[k]
+    return record, found
+
+
+def _summarize_search(record, results, m: Measurement) -> None:
+    """The sentence saying which MatMuls stayed float and what that bought."""
+    if record.candidate is None:
+        return
+    mixed_result = next(r for r in results if r.name == record.candidate)
+    base = next(r for r in results if r.name == record.base)
+    quality = (f"min cosine {base.min_cosine:.4f} -> {mixed_result.min_cosine:.4f}"
+               if base.min_cosine is not None and mixed_result.min_cosine is not None
+               else f"error {base.error:.4f} -> {mixed_result.error:.4f}")
+    text = (f"kept {len(record.kept)} of {record.quantizable} MatMuls float "
+            f"({', '.join(record.kept)}), chosen by their measured int8 cost; {quality}")
+    if m.latency is not None:
+        speeds = []
+        for r in (base, mixed_result):
+            if r.name in m.latency.figures:
+                speeds.append(f"{r.name} {_speed_text(m, r.name)}")
+        if speeds:
+            text += "; speed vs float: " + "; ".join(speeds)
+    record.summary = text
+    mixed_result.reason = (mixed_result.reason + "; " if mixed_result.reason else "") + text
 
 
 def _check_quantizable(name: str, ops: dict[str, int], opts: QuantizeOptions) -> None:

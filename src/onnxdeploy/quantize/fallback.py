@@ -1,0 +1,219 @@
+"""Mixed precision: when every full-int8 candidate misses the quality bound, keep the MatMuls
+whose quantization costs the most in float, and quantize the rest.
+
+Two measurements, both on the run's own data:
+
+1. **Layer by layer** (``rank_matmuls``): one float run of the prepared model with every weight
+   MatMul's input exposed as an output. For each MatMul the int8 product is simulated the way
+   the dynamic quantizer computes it (uint8 asymmetric activations over the whole tensor, int8
+   weights per channel or per tensor, 7 bits with reduce_range) and compared to the float
+   product: the noise-to-signal ratio (``snr_db``) says how much that one layer's quantization
+   costs. Simulating is what makes this cheap: one run instead of one quantized model a layer.
+2. **End to end** (``search``): the top-k MatMuls are kept float (``nodes_to_exclude``) for
+   k = 1, 2, 4 ... and then bisected; every try is a real quantized model judged against the
+   float reference by the step's own criterion. The smallest k that passes wins; the tries,
+   and what they cost, are in the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..data import DataSet
+from ..errors import RuntimeFailure
+from ..modelfile import load_model, save_model
+from ..runtime import make_session
+from .recipes import Recipe
+
+#: samples whose activations rank the layers (one batch: the ranking needs a sample, not all)
+RANK_SAMPLES = 32
+#: at most this share of the quantizable MatMuls is kept float before the search gives up
+MAX_FLOAT_SHARE = 0.5
+MIXED_SUFFIX = "-mixed"
+
+
+@dataclass
+class LayerCost:
+    """What quantizing one MatMul alone costs at its own output."""
+
+    node: str
+    weight_shape: list[int]
+    snr_db: float  # signal-to-noise of the simulated int8 product against the float one
+
+    def to_dict(self) -> dict[str, Any]:
+        snr = float(self.snr_db)
+        return {"node": self.node, "weight_shape": self.weight_shape,
+                "snr_db": round(snr, 2) if np.isfinite(snr) else None}  # None: exact in int8
+
+
+@dataclass
+class Try:
+    """One end-to-end try: the top ``kept_float`` MatMuls float, the rest int8."""
+
+    kept_float: int
+    admissible: bool
+    min_cosine: float | None
+    error: float | None
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kept_float": self.kept_float, "admissible": self.admissible,
+                "min_cosine": self.min_cosine, "error": self.error, "failures": self.failures}
+
+
+@dataclass
+class Fallback:
+    """The search and its outcome (``kept`` empty when no try within the limit passed)."""
+
+    base: str
+    quantizable: int
+    ranking: list[LayerCost]
+    tries: list[Try]
+    kept: list[str] = field(default_factory=list)
+    candidate: str | None = None
+    summary: str = ""
+    #: the full-int8 base candidate's quality, for "what keeping them float bought"
+    base_min_cosine: float | None = None
+    base_error: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"base": self.base, "base_min_cosine": self.base_min_cosine,
+                "base_error": self.base_error, "quantizable_matmuls": self.quantizable,
+                "ranking": [c.to_dict() for c in self.ranking], "tries": [t.to_dict() for t in self.tries],
+                "kept_float": self.kept, "candidate": self.candidate, "summary": self.summary}
+
+
+def weight_matmuls(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, np.ndarray]]:
+    """The MatMul nodes with a constant 2-D weight as second input (what the quantizer turns int8)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    out = []
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in inits:
+            weight = numpy_helper.to_array(inits[node.input[1]])
+            if weight.ndim == 2 and weight.dtype.kind == "f" and node.name:
+                out.append((node, weight))
+    return out
+
+
+def _quant_activation(x: np.ndarray) -> np.ndarray:
+    """DynamicQuantizeLinear then dequantize: uint8, range over the tensor including zero."""
+    lo, hi = min(0.0, float(x.min())), max(0.0, float(x.max()))
+    scale = (hi - lo) / 255.0 or 1.0
+    zero = np.round(-lo / scale)
+    return (np.clip(np.round(x / scale) + zero, 0, 255) - zero) * scale
+
+
+def _quant_weight(w: np.ndarray, recipe: Recipe) -> np.ndarray:
+    """The weight as the recipe stores it, dequantized (per output column with per_channel)."""
+    bits = 7 if recipe.reduce_range else 8
+    axis = 0 if recipe.per_channel else None
+    if recipe.weight_type == "int8":  # symmetric
+        qmax = 2 ** (bits - 1) - 1
+        scale = np.abs(w).max(axis=axis, keepdims=True) / qmax
+        scale = np.where(scale == 0, 1.0, scale)
+        return np.clip(np.round(w / scale), -qmax, qmax) * scale
+    levels = 2 ** bits - 1
+    lo = np.minimum(w.min(axis=axis, keepdims=True), 0.0)
+    hi = np.maximum(w.max(axis=axis, keepdims=True), 0.0)
+    scale = np.where(hi - lo == 0, 1.0, (hi - lo) / levels)
+    zero = np.round(-lo / scale)
+    return (np.clip(np.round(w / scale) + zero, 0, levels) - zero) * scale
+
+
+def _value_types(model: onnx.ModelProto) -> dict[str, int]:
+    types = {}
+    for vi in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
+        if vi.type.HasField("tensor_type"):
+            types[vi.name] = vi.type.tensor_type.elem_type
+    return types
+
+
+def rank_matmuls(prepared: Path, recipe: Recipe, data: DataSet, workdir: Path,
+                 threads: int | None) -> list[LayerCost]:
+    """Every weight MatMul's simulated int8 cost on the first samples, costliest first."""
+    model = load_model(prepared)
+    matmuls = weight_matmuls(model)
+    if not matmuls:
+        return []
+    names = list(dict.fromkeys(node.input[0] for node, _ in matmuls))
+    known = {o.name for o in model.graph.output}
+    types = _value_types(model)
+    for name in names:
+        if name not in known:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(
+                name, types.get(name, onnx.TensorProto.FLOAT), None))
+    exposed = save_model(model, workdir / "exposed.onnx",
+                         external_data=model.ByteSize() > 1_500_000_000 or None)
+    del model
+    try:
+        session = make_session(exposed, threads=threads)
+        feeds = data.slice(0, min(len(data), RANK_SAMPLES)) if data.batched else data.inputs
+        acts = dict(zip(names, session.run(names, feeds)))
+    except Exception as exc:  # an exposed tensor ORT cannot return: no ranking, no fallback
+        raise RuntimeFailure(f"could not measure the MatMuls layer by layer: {type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+    finally:
+        for p in workdir.glob("exposed.onnx*"):
+            p.unlink(missing_ok=True)
+    costs = []
+    for node, weight in matmuls:
+        a = np.asarray(acts[node.input[0]], dtype=np.float64)
+        w = weight.astype(np.float64)
+        exact = a @ w
+        approx = _quant_activation(a) @ _quant_weight(w, recipe)
+        signal = float((exact ** 2).sum())
+        noise = float(((approx - exact) ** 2).sum())
+        snr = float("inf") if noise == 0 else (float(10 * np.log10(signal / noise)) if signal > 0
+                                                else -float("inf"))
+        costs.append(LayerCost(node.name, list(weight.shape), snr))
+    costs.sort(key=lambda c: c.snr_db)
+    return costs
+
+
+def search(base: Recipe, ranking: list[LayerCost], judge: Callable[[Recipe], Any],
+           max_float: int | None = None) -> tuple[Fallback, Recipe | None, Any]:
+    """Keep the top-k MatMuls float for growing k, then bisect; ``judge(recipe)`` builds and
+    scores one try and returns a CandidateResult-like object (``admissible``, ``min_cosine``,
+    ``error``, ``failures``). Returns the record, the passing recipe and its judged result."""
+    n = len(ranking)
+    limit = max(1, int(n * MAX_FLOAT_SHARE)) if max_float is None else min(n, max_float)
+    record = Fallback(base.name, n, ranking, [])
+    results: dict[int, Any] = {}
+
+    def attempt(k: int):
+        recipe = replace(base, name=base.name + MIXED_SUFFIX,
+                         nodes_to_exclude=tuple(c.node for c in ranking[:k]))
+        result = judge(recipe)
+        results[k] = (recipe, result)
+        record.tries.append(Try(k, bool(result.admissible), result.min_cosine, result.error,
+                                list(result.failures)))
+        return result.admissible
+
+    low, high, k = 0, None, 1
+    while k <= limit:
+        if attempt(k):
+            high = k
+            break
+        low = k
+        k = limit if k < limit < 2 * k else 2 * k
+    if high is None:
+        record.summary = (f"keeping up to {limit} of {n} MatMuls float did not reach the bound; "
+                          "no mixed-precision model")
+        return record, None, None
+    while high - low > 1:  # the smallest k that passes
+        mid = (low + high) // 2
+        if attempt(mid):
+            high = mid
+        else:
+            low = mid
+    recipe, result = results[high]
+    record.kept = list(recipe.nodes_to_exclude)
+    record.candidate = recipe.name
+    return record, recipe, result

@@ -1,0 +1,125 @@
+"""Mixed precision: when no full-int8 candidate keeps quality, auto keeps the costliest MatMuls float.
+
+The model is a tiny BERT exported by torch (wild.sentence_embedding) with the "outlier feature"
+trained transformers have, put in the last FFN: its second MatMul reads an input one channel
+dominates, so full int8 misses the cosine bound and keeping that one MatMul float fixes it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+from onnxdeploy.quantize import QuantizeOptions, quantize_model
+from onnxdeploy.quantize.fallback import LayerCost, search
+from onnxdeploy.quantize.recipes import Recipe
+from wild import sentence_embedding
+
+VOCAB = 100
+
+
+@pytest.fixture(scope="module")
+def outlier_bert(tmp_path_factory):
+    """(model path, token data .npz, name of the MatMul that reads the outlier channel)."""
+    d = tmp_path_factory.mktemp("outlier-bert")
+    model = sentence_embedding(vocab=VOCAB, outlier=60.0, init_range=0.2)
+    path = d / "bert.onnx"
+    onnx.save(model, str(path))
+    # the TorchScript exporter names nodes by module path: the last layer's FFN output projection
+    readers = [n.name for n in model.graph.node
+               if n.op_type == "MatMul" and n.name.endswith("layer.1/output/dense/MatMul")]
+    assert len(readers) == 1, [n.name for n in model.graph.node if n.op_type == "MatMul"]
+    rng = np.random.default_rng(0)
+    n, seq = 48, 12
+    ids = rng.integers(1, VOCAB, size=(n, seq)).astype(np.int64)
+    lengths = rng.integers(3, seq + 1, size=n)
+    mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = np.where(mask == 1, ids, 0)
+    data = d / "tokens.npz"
+    np.savez(data, input_ids=ids, attention_mask=mask)
+    return path, data, readers[0]
+
+
+def _opts(data, **kw) -> QuantizeOptions:
+    return QuantizeOptions(mode="auto", data=str(data), latency_budget_s=0.3, latency_batch=8,
+                           threads=1, **kw)
+
+
+def test_fallback_keeps_the_costly_matmul_float_and_meets_the_bound(outlier_bert, tmp_path):
+    path, data, culprit = outlier_bert
+    out = tmp_path / "bert.int8.onnx"
+    report = quantize_model(path, out, _opts(data, allow_slower=True))
+    d = report.to_dict()
+    full = [c for c in report.candidates if not c.name.endswith("-mixed")]
+    assert full and not any(c.admissible for c in full), [(c.name, c.min_cosine) for c in full]
+    assert all(c.min_cosine < 0.99 for c in full if c.int8_ops)
+    # static candidates are left out for a model with token-id inputs, and say so
+    assert not any(c.name.startswith("static") for c in report.candidates)
+    assert any("static candidates left out" in n for n in report.preprocessing)
+
+    fb = d["fallback"]
+    assert fb is not None and fb["candidate"] == report.chosen
+    # the layer-by-layer ranking puts the MatMul reading the outlier first, by a wide margin
+    assert fb["ranking"][0]["node"] == culprit
+    assert fb["ranking"][0]["snr_db"] + 10 < fb["ranking"][1]["snr_db"]
+    assert culprit in fb["kept_float"]
+    assert fb["tries"][-1]["admissible"] or any(t["admissible"] for t in fb["tries"])
+    # the smallest passing k was taken: every try with fewer MatMuls float failed
+    k = len(fb["kept_float"])
+    assert all(not t["admissible"] for t in fb["tries"] if t["kept_float"] < k)
+    chosen = next(c for c in report.candidates if c.name == report.chosen)
+    assert chosen.admissible and chosen.min_cosine >= 0.99
+    assert report.passed and report.output == str(out)
+    assert "kept" in fb["summary"] and culprit in fb["summary"]
+
+    # the written file: exactly the kept MatMuls are float, every other weight MatMul is int8
+    ops = Counter(n.op_type for n in onnx.load(str(out)).graph.node)
+    float_before = Counter(n.op_type for n in onnx.load(str(path)).graph.node)["MatMul"]
+    quantizable = fb["quantizable_matmuls"]
+    assert ops["MatMulInteger"] == quantizable - k
+    assert ops["MatMul"] == float_before - quantizable + k
+    assert chosen.settings["kept_float"] == fb["kept_float"]
+
+
+def test_no_fallback_writes_nothing_when_full_int8_misses(outlier_bert, tmp_path):
+    path, data, _ = outlier_bert
+    out = tmp_path / "none.onnx"
+    report = quantize_model(path, out, _opts(data, fallback=False))
+    assert report.to_dict()["fallback"] is None
+    assert report.chosen is None and not report.passed and not out.exists()
+
+
+def _costs(n: int) -> list[LayerCost]:
+    return [LayerCost(f"mm{i}", [4, 4], float(i)) for i in range(n)]
+
+
+def _judge(passes_from: int, seen: list[int]):
+    def judge(recipe: Recipe):
+        k = len(recipe.nodes_to_exclude)
+        seen.append(k)
+        ok = k >= passes_from
+        return SimpleNamespace(admissible=ok, min_cosine=0.995 if ok else 0.98, error=None,
+                               failures=[] if ok else ["below"])
+    return judge
+
+
+def test_search_doubles_then_bisects_to_the_smallest_passing_count():
+    seen: list[int] = []
+    record, recipe, _ = search(Recipe("dynamic-matmul", "dynamic"), _costs(20), _judge(3, seen))
+    assert seen == [1, 2, 4, 3]
+    assert recipe.nodes_to_exclude == ("mm0", "mm1", "mm2") and record.kept == ["mm0", "mm1", "mm2"]
+    assert recipe.name == "dynamic-matmul-mixed"
+
+
+def test_search_gives_up_at_the_limit_and_says_so():
+    seen: list[int] = []
+    record, recipe, _ = search(Recipe("dynamic", "dynamic"), _costs(10), _judge(9, seen))
+    assert recipe is None and record.candidate is None
+    assert seen == [1, 2, 4, 5]  # half of 10 is the limit
+    assert "did not reach the bound" in record.summary
+    seen.clear()
+    record, recipe, _ = search(Recipe("dynamic", "dynamic"), _costs(10), _judge(9, seen), max_float=9)
+    assert seen == [1, 2, 4, 8, 9] and len(recipe.nodes_to_exclude) == 9
