@@ -13,10 +13,11 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 import pytest
+from wild import sentence_embedding
+
 from onnxdeploy.quantize import QuantizeOptions, quantize_model
 from onnxdeploy.quantize.fallback import LayerCost, search
 from onnxdeploy.quantize.recipes import Recipe
-from wild import sentence_embedding
 
 VOCAB = 100
 
@@ -66,6 +67,8 @@ def test_fallback_keeps_the_costly_matmul_float_and_meets_the_bound(outlier_bert
     assert fb["ranking"][0]["node"] == culprit
     assert fb["ranking"][0]["snr_db"] + 10 < fb["ranking"][1]["snr_db"]
     assert culprit in fb["kept_float"]
+    # the layer is named by the exporter's module scope when it has one, else by its weight
+    assert fb["ranking"][0]["layer"]
     assert fb["tries"][-1]["admissible"] or any(t["admissible"] for t in fb["tries"])
     # the smallest passing k was taken: every try with fewer MatMuls float failed
     k = len(fb["kept_float"])

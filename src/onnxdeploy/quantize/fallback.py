@@ -46,10 +46,12 @@ class LayerCost:
     node: str
     weight_shape: list[int]
     snr_db: float  # signal-to-noise of the simulated int8 product against the float one
+    #: the source module when the exporter recorded it (torch's name scopes), else the weight's name
+    layer: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         snr = float(self.snr_db)
-        return {"node": self.node, "weight_shape": self.weight_shape,
+        return {"node": self.node, "layer": self.layer, "weight_shape": self.weight_shape,
                 "snr_db": round(snr, 2) if np.isfinite(snr) else None}  # None: exact in int8
 
 
@@ -127,6 +129,22 @@ def _quant_weight(w: np.ndarray, recipe: Recipe) -> np.ndarray:
     return (np.clip(np.round(w / scale) + zero, 0, levels) - zero) * scale
 
 
+def layer_name(node: onnx.NodeProto) -> str:
+    """Where a node came from: torch.onnx's innermost module scope, else its weight's name."""
+    import ast
+
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = [s for s in ast.literal_eval(prop.value) if isinstance(s, str) and s]
+            except (ValueError, SyntaxError):
+                break
+            modules = [s for s in scopes if "." in s or s.isidentifier()]
+            if len(modules) >= 2:
+                return modules[-2]  # the last scope is the call itself (linear_11)
+    return node.input[1]
+
+
 def _value_types(model: onnx.ModelProto) -> dict[str, int]:
     types = {}
     for vi in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
@@ -136,8 +154,12 @@ def _value_types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def rank_matmuls(prepared: Path, recipe: Recipe, data: DataSet, workdir: Path,
-                 threads: int | None) -> list[LayerCost]:
-    """Every weight MatMul's simulated int8 cost on the first samples, costliest first."""
+                 threads: int | None, layers: dict[str, str] | None = None) -> list[LayerCost]:
+    """Every weight MatMul's simulated int8 cost on the first samples, costliest first.
+
+    ``layers`` names each node's source layer (from the model before pre-processing, which
+    drops the exporter's node metadata); node names survive pre-processing.
+    """
     model = load_model(prepared)
     matmuls = weight_matmuls(model)
     if not matmuls:
@@ -172,7 +194,8 @@ def rank_matmuls(prepared: Path, recipe: Recipe, data: DataSet, workdir: Path,
         noise = float(((approx - exact) ** 2).sum())
         snr = float("inf") if noise == 0 else (float(10 * np.log10(signal / noise)) if signal > 0
                                                 else -float("inf"))
-        costs.append(LayerCost(node.name, list(weight.shape), snr))
+        costs.append(LayerCost(node.name, list(weight.shape), snr,
+                               (layers or {}).get(node.name) or layer_name(node)))
     costs.sort(key=lambda c: c.snr_db)
     return costs
 

@@ -106,8 +106,9 @@ def quantize_model(
         if opts.mode == "auto" and opts.fallback and not any(r.admissible for r in results):
             if prepared is None:
                 prepared = prepare(model, work, src.name)
+            layers = {n.name: mixed.layer_name(n) for n in model.graph.node if n.op_type == "MatMul"}
             search, found = _mixed_precision(opts, recipes, results, ref, prepared.path, work,
-                                             criterion, tolerance, warnings)
+                                             criterion, tolerance, warnings, layers)
             if found is not None:
                 result, variant, vr, session, path = found
                 results.append(result)
@@ -161,7 +162,7 @@ def quantize_model(
 
 
 def _mixed_precision(opts, recipes, results, ref: Reference, prepared: Path, work: Path,
-                     criterion: str, tolerance: float, warnings: list[str]):
+                     criterion: str, tolerance: float, warnings: list[str], layers: dict[str, str]):
     """Run the fallback from the best dynamic MatMul candidate; ``(record, found or None)``.
 
     ``found`` is ``(result, variant, variant result, session, path)`` of the passing try.
@@ -175,7 +176,7 @@ def _mixed_precision(opts, recipes, results, ref: Reference, prepared: Path, wor
     best = min(bases, key=lambda r: (r.error, FALLBACK_BASES.index(r.name)))
     base = next(r for r in recipes if r.name == best.name)
     try:
-        ranking = mixed.rank_matmuls(prepared, base, ref.data, work, ref.threads)
+        ranking = mixed.rank_matmuls(prepared, base, ref.data, work, ref.threads, layers)
     except RuntimeFailure as exc:
         warnings.append(f"mixed-precision fallback skipped: {exc}")
         return None, None
@@ -223,8 +224,10 @@ def _summarize_search(record, results, m: Measurement) -> None:
     quality = (f"min cosine {base.min_cosine:.4f} -> {mixed_result.min_cosine:.4f}"
                if base.min_cosine is not None and mixed_result.min_cosine is not None
                else f"error {base.error:.4f} -> {mixed_result.error:.4f}")
-    text = (f"kept {len(record.kept)} of {record.quantizable} MatMuls float "
-            f"({', '.join(record.kept)}), chosen by their measured int8 cost; {quality}")
+    layers = {c.node: c.layer for c in record.ranking}
+    named = ", ".join(f"{n} ({layers[n]})" if layers.get(n) and layers[n] != n else n for n in record.kept)
+    text = (f"kept {len(record.kept)} of {record.quantizable} MatMuls float ({named}), chosen by "
+            f"their measured int8 cost; {quality}")
     if m.latency is not None:
         speeds = []
         for r in (base, mixed_result):
