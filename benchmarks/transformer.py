@@ -5,7 +5,9 @@ holds the sentence-transformers layout) when that is installed, else a model of 
 built from a config with random weights (6 layers, hidden 384, 12 heads, intermediate 1536,
 vocab 30522) around a synthetic WordPiece vocabulary. Either way it goes through
 ``onnxdeploy export`` (pooling and normalization in the graph), then ONNX Runtime's
-``quantize_dynamic`` on MatMul with per-tensor and per-channel weights.
+``quantize_dynamic`` on MatMul with per-tensor and per-channel weights, and (unless ``--no-auto``)
+the model ``onnxdeploy quantize --mode auto`` recommends, chosen on its own set of sentences
+(seed 3; quality below is judged on other sentences, seed 2), with what its fallback kept float.
 
 Latency: batch ``--batch`` x ``--length`` tokens, one ORT thread, every variant in every round
 (order alternating), ``--rounds`` rounds; each figure is the median of the per-round medians
@@ -131,6 +133,26 @@ def quantize_variants(float_path: Path, work: Path) -> dict[str, Path]:
     return out
 
 
+def auto_variant(float_path: Path, work: Path, count: int) -> dict | None:
+    """``quantize --mode auto`` on its own sentences (seed 3): the variant it recommends."""
+    from onnxdeploy.quantize import QuantizeOptions, quantize_model
+
+    data = work / "auto-texts.txt"
+    data.write_text("\n".join(" ".join(t.split()) for t in sentences(count, seed=3)) + "\n")
+    out = work / "auto.onnx"
+    t0 = time.perf_counter()
+    report = quantize_model(float_path, out, QuantizeOptions(mode="auto", data=str(data), threads=1))
+    seconds = time.perf_counter() - t0
+    if report.output is None:
+        print(f"quantize --mode auto wrote no model: {report.reason}")
+        return None
+    d = report.to_dict()
+    return {"variant": f"auto ({report.chosen})", "path": report.output, "chosen": report.chosen,
+            "reason": report.reason, "seconds": round(seconds, 1), "fallback": d.get("fallback"),
+            "candidates": [{k: c[k] for k in ("name", "min_cosine", "admissible", "speedup")}
+                           for c in d.get("candidates", [])]}
+
+
 def latency(paths: dict[str, Path], feeds: dict[str, np.ndarray], *, rounds: int,
             iters: int) -> dict[str, dict[str, float]]:
     """Per variant: median and min-max of per-round medians, variants alternating each round.
@@ -191,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--texts", type=int, default=256)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-auto", action="store_true", help="leave out quantize --mode auto's choice")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="onnxdeploy-bench-transformer-") as tmp:
         work = Path(tmp)
@@ -204,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         report = export_model(str(model_dir), work / "model.onnx", ExportOptions())
         float_path = Path(report.onnx_path)
         paths = quantize_variants(float_path, work)
+        auto = None if args.no_auto else auto_variant(float_path, work, args.texts)
+        if auto is not None:
+            paths[auto["variant"]] = Path(auto.pop("path"))
         # the timed batch: exactly batch x length tokens (long texts truncated at --length)
         timed = TextEncoder.from_model(float_path, max_length=args.length).encode(
             texts(args.batch, seed=1) + [" ".join(WORDS * 4)])
@@ -232,17 +258,22 @@ def main(argv: list[str] | None = None) -> int:
         result = {"model": str(model_dir), "weights": weights, "batch": args.batch, "length": args.length,
                   "threads": 1, "rounds": args.rounds, "iters": args.iters, "texts": args.texts,
                   "export": {"parity": report.to_dict()["parity"], "seconds": report.seconds},
-                  "torch": torch_reference(model_dir, quality_texts, float_path), "variants": rows}
+                  "torch": torch_reference(model_dir, quality_texts, float_path), "variants": rows,
+                  "auto": auto}
     print(f"{result['model']} ({weights} weights), batch {args.batch} x {args.length} tokens, 1 thread, "
           f"{args.rounds} alternating rounds; cosine over {args.texts} texts")
-    print(f"{'variant':<18} {'wall ms':>8} {'min-max':>13} {'speedup':>8} {'cpu ms':>8} {'min-max':>13} "
+    print(f"{'variant':<40} {'wall ms':>8} {'min-max':>13} {'speedup':>8} {'cpu ms':>8} {'min-max':>13} "
           f"{'speedup':>8} {'MB':>6} {'min cos':>8} {'mean cos':>9} {'NN agree':>9}")
     for r in rows:
-        print(f"{r['variant']:<18} {r['median_ms']:>8.1f} {r['min_ms']:>6.0f}-{r['max_ms']:<6.0f} "
+        print(f"{r['variant']:<40} {r['median_ms']:>8.1f} {r['min_ms']:>6.0f}-{r['max_ms']:<6.0f} "
               f"{r['speedup']:>7.2f}x {r['cpu_median_ms']:>8.1f} {r['cpu_min_ms']:>6.0f}-{r['cpu_max_ms']:<6.0f} "
               f"{r['cpu_speedup']:>7.2f}x {r['size_bytes'] / 1e6:>6.1f} {r['min_cosine']:>8.4f} "
               f"{r['mean_cosine']:>9.4f} {r['nn_agreement']:>9.3f}")
     print(f"float export vs PyTorch: {json.dumps(result['torch'])}")
+    if auto is not None:
+        print(f"quantize --mode auto chose {auto['chosen']} in {auto['seconds']:.0f} s: {auto['reason']}")
+        if auto["fallback"]:
+            print(f"  fallback: {auto['fallback']['summary']}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
