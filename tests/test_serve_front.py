@@ -265,3 +265,23 @@ def _has(tool: str) -> bool:
     from shutil import which
 
     return which(tool) is not None
+
+
+def test_worker_freezes_its_long_lived_objects_before_serving(models):
+    """A worker's start-up objects are out of the collector's reach (no full-GC tail spikes)."""
+    import asyncio
+    import gc
+
+    from onnxdeploy.serve.front import Front
+
+    gc.unfreeze()
+    loop = asyncio.new_event_loop()
+    front = Front({"MODEL_PATH": str(models["mlp"]), "ORT_THREADS": 1})
+    try:
+        front.__rsgi_init__(loop)
+        assert gc.get_freeze_count() > 1000
+        assert front.holder.ready  # the session was created before the freeze
+    finally:
+        front.__rsgi_del__(loop)
+        loop.close()
+        gc.unfreeze()
