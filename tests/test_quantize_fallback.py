@@ -126,3 +126,22 @@ def test_search_gives_up_at_the_limit_and_says_so():
     seen.clear()
     record, recipe, _ = search(Recipe("dynamic", "dynamic"), _costs(10), _judge(9, seen), max_float=9)
     assert seen == [1, 2, 4, 8, 9] and len(recipe.nodes_to_exclude) == 9
+
+
+def test_auto_candidates_for_a_transformer():
+    from onnxdeploy.environment import cpu_flags
+    from onnxdeploy.quantize.recipes import auto_recipes
+
+    recipes, notes = auto_recipes(QuantizeOptions(mode="auto"), {"MatMul", "Gather", "Add"},
+                                  takes_tokens=True)
+    by_name = {r.name: r for r in recipes}
+    vnni = cpu_flags()["vnni"]
+    pc = by_name["dynamic-matmul-per-channel"]
+    assert pc.per_channel and pc.reduce_range is (not vnni) and pc.op_types == ("MatMul", "Gemm")
+    # without VNNI the 7-bit and 8-bit weights differ, and both are measured
+    assert ("dynamic-matmul-per-channel-8bit" in by_name) is (not vnni)
+    assert not any(r.mode == "static" for r in recipes)
+    assert any("token-id inputs" in n for n in notes)
+    # a float-input model keeps its static candidates
+    recipes, _ = auto_recipes(QuantizeOptions(mode="auto"), {"MatMul", "Gather", "Add"})
+    assert any(r.mode == "static" for r in recipes)

@@ -101,8 +101,14 @@ def auto_recipes(opts: QuantizeOptions, model_ops: set[str], *, takes_tokens: bo
             # cosine 0.978 vs 0.985 with 8 bits; docs/quantize.md; the fallback makes up for it)
             from ..environment import cpu_flags
 
+            vnni = cpu_flags()["vnni"]
             out.append(replace(base, name="dynamic-matmul-per-channel", op_types=("MatMul", "Gemm"),
-                               per_channel=True, reduce_range=not cpu_flags()["vnni"]))
+                               per_channel=True, reduce_range=not vnni))
+            if not vnni:
+                # ...and full 8-bit weights beside it: which costs less quality is the model's
+                # (and the kernels') business, so it is measured, not assumed
+                out.append(replace(base, name="dynamic-matmul-per-channel-8bit",
+                                   op_types=("MatMul", "Gemm"), per_channel=True))
     else:
         notes.append("dynamic candidates left out: --op-types names no op the dynamic quantizer handles")
     st_types = _restrict(opts.op_types, "static")

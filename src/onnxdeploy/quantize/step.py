@@ -29,10 +29,12 @@ from .report import CandidateResult, QuantizeReport
 
 FLOAT = "float"
 #: simplest first: ties within the noise go to the earlier one (dynamic < static QDQ < QOperator)
-SIMPLICITY = ("dynamic", "dynamic-matmul", "dynamic-matmul-per-channel", "static", "static-qdq",
+SIMPLICITY = ("dynamic", "dynamic-matmul", "dynamic-matmul-per-channel",
+              "dynamic-matmul-per-channel-8bit", "static", "static-qdq",
               "static-qdq-u8s8", "static-qoperator-u8s8")
 #: the dynamic MatMul recipes the mixed-precision fallback may start from
-FALLBACK_BASES = ("dynamic-matmul-per-channel", "dynamic-matmul", "dynamic")
+FALLBACK_BASES = ("dynamic-matmul-per-channel", "dynamic-matmul-per-channel-8bit", "dynamic-matmul",
+                  "dynamic")
 
 
 def quantize_model(
