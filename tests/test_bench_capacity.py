@@ -112,7 +112,11 @@ def test_search_stops_within_its_time_budget(server):
     searched = sum(r["elapsed_s"] for r in cap["runs"])
     # a probe that would end past the budget is not started; answers still in flight may add a little
     assert searched <= budget and report.search_s <= budget + 2 and wall <= budget + 15
-    assert len(cap["runs"]) == 2 and cap["limited_by"] == "time_budget" and "budget ran out" in cap["note"]
+    # two probes fit when each takes its 2.5 s; on a loaded machine a probe runs long and only one
+    # does: either way no further probe fit in what was left of the budget
+    assert len(cap["runs"]) in (1, 2), cap["runs"]
+    assert searched + 2.5 > budget
+    assert cap["limited_by"] == "time_budget" and "budget ran out" in cap["note"]
     assert cap["lower_bound"] and not cap["valid"]
 
 
