@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from ..data import DataSet, load_data
-from ..errors import DataError, ServerError
+from ..errors import DataError, OptionError, ServerError
 from ..modelfile import Signature, TensorSpec, load_model, metadata, signature, with_batch_axes
-from .bodies import RequestSet, build_requests
+from ..textdata import is_text_source, read_texts
+from ..tokenizer import has_tokenizer
+from .bodies import TEXTS, TOKENS, RequestSet, build_requests, build_text_requests
 from .httpclient import get_json, request, split_url
 
 _V2_DTYPES = {
@@ -32,6 +34,10 @@ class Target:
     sig: Signature | None = None
     data: DataSet | None = None
     requests: RequestSet | None = field(default=None, repr=False)
+    #: the model file's metadata_props (None for --url targets)
+    meta: dict | None = field(default=None, repr=False)
+    #: the data file's texts when the requests carry texts
+    texts: list[str] | None = field(default=None, repr=False)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -104,13 +110,39 @@ def _name_from_404(url: str) -> list[str]:
     return [match.group(1)] if match else []
 
 
-def prepare(target: Target, data_source: str | None, dims: dict[str, int]) -> None:
-    """Load the data for the target's signature and encode its requests once."""
+def send_mode(send: str, data_source: str | None, meta: dict | None) -> str:
+    """``texts`` or ``tokens``: what the requests carry for this model and data (``auto`` decides).
+
+    Texts need a text data file (.txt/.jsonl) and a model that carries a tokenizer; auto picks
+    them whenever both hold, since that is what a client of a text endpoint sends.
+    """
+    texts_possible = data_source is not None and is_text_source(data_source) and bool(meta) and has_tokenizer(meta)
+    if send == "auto":
+        return TEXTS if texts_possible else TOKENS
+    if send == TEXTS and not texts_possible:
+        why = ("a model file that carries a tokenizer" if data_source and is_text_source(data_source)
+               else f"--data a .txt/.jsonl text file (got {data_source or 'none'})")
+        raise OptionError(f"--send texts needs {why}; use --send tokens to send tensors")
+    if send not in (TEXTS, TOKENS):
+        raise OptionError(f"--send {send}: expected one of auto, texts, tokens")
+    return send
+
+
+def prepare(target: Target, data_source: str | None, dims: dict[str, int], send: str = "auto") -> None:
+    """Load the data for the target's signature and encode its requests once (texts or tensors)."""
     meta = None
     if target.model:  # a text data file needs the tokenizer the model carries
         meta = metadata(load_model(target.model, load_external_data=False))
+    target.meta = meta
+    mode = send_mode(send, data_source, meta)
     try:
         target.data = load_data(data_source, target.sig, dims=dims, meta=meta)
     except DataError as exc:
         raise DataError(f"{target.name}: {exc}") from exc
-    target.requests = build_requests(target.sig, target.data)
+    if mode == TEXTS:
+        # the same texts load_data tokenized, in the same order: row i of data is texts[i]
+        target.texts, _ = read_texts(data_source)
+        target.requests = build_text_requests(target.texts)
+    else:
+        target.texts = None
+        target.requests = build_requests(target.sig, target.data)
