@@ -158,3 +158,12 @@ def test_nearest_neighbour_agreement_counts_swaps_and_forgives_ties():
     assert nn_agreement(ref[:2], ref[:2]) is None
     cos = row_cosines(np.array([[1.0, 0.0], [0.0, 0.0]]), np.array([[1.0, 1.0], [1.0, 0.0]]))
     assert cos[0] == pytest.approx(2 ** -0.5) and np.isnan(cos[1])
+
+
+def test_quality_kind_follows_the_task_never_the_labels():
+    from onnxdeploy.bench.quality import quality_kind
+
+    for task in ("sentence-embedding", "feature-extraction"):  # labels on an embedding: still cosine
+        assert quality_kind({"onnxdeploy.task": task}, True) == "cosine"
+    assert quality_kind({"onnxdeploy.task": "text-classification"}, True) == "accuracy"
+    assert quality_kind(None, True) == "accuracy" and quality_kind({}, False) is None
