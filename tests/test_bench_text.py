@@ -19,6 +19,7 @@ from onnxdeploy.bench import BenchOptions, run_bench, write_outputs
 from onnxdeploy.bench.bodies import text_body
 from onnxdeploy.bench.httpclient import request
 from onnxdeploy.bench.quality import nn_agreement, row_cosines
+from onnxdeploy.bench.servers import ServerPool, ServerSpec, free_port
 from onnxdeploy.bench.verdict import make_verdict
 from onnxdeploy.cli import cli
 from onnxdeploy.measure.reference import build_reference
@@ -119,21 +120,24 @@ def test_classifier_accuracy_through_the_api_from_texts(tmp_path):
     src, _ = hf.exported("bert-classifier", "text-classification")
     data = _jsonl(tmp_path / "labelled.jsonl", TEXTS)
     expected = build_reference(src, data=str(data), threads=1).accuracy
-    result = CliRunner().invoke(cli, ["bench", str(src), "--data", str(data), "--concurrency", "2",
-                                      "--requests", "40", "--repeats", "1", "--warmup", "5", "--json"])
+    assert expected is not None
+    # a running server (--url): its v2 metadata lists the text input, so texts are sent as they are
+    with ServerPool() as pool:
+        (server,) = pool.start_all([ServerSpec(str(src), "clf", free_port(), threads=2)])
+        result = CliRunner().invoke(cli, ["bench", "--url", server.url, "--data", str(data), "--concurrency", "2",
+                                          "--requests", "40", "--repeats", "1", "--warmup", "5", "--json"])
     assert result.exit_code == 0, result.output
     d = json.loads(result.output)
-    assert d["send"] == "texts" and expected is not None
-    name = d["targets"][0]["name"]
-    assert d["accuracy"][name] == pytest.approx(expected, abs=1e-12)
-    assert d["quality"][name] == {"kind": "accuracy", "accuracy": d["accuracy"][name]}
+    assert d["send"] == "texts" and d["samples"] == len(TEXTS) and all(not r["errors"] for r in d["runs"])
+    assert d["accuracy"]["clf"] == pytest.approx(expected, abs=1e-12)
+    assert d["quality"]["clf"] == {"kind": "accuracy", "accuracy": d["accuracy"]["clf"]}
     # tokens mode still works: tensors in the bodies, the same accuracy through the API
-    tokens = run_bench(BenchOptions(models=[str(src)], data=str(data), send="tokens", **QUICK))
+    tokens = run_bench(BenchOptions(models=[str(src)], names=["clf"], data=str(data), send="tokens", **QUICK))
     assert tokens.send == "tokens" and tokens.targets[0].requests.kind == "tokens"
     first = json.loads(tokens.targets[0].requests.bodies[0])["inputs"]
     assert set(first) == {"input_ids", "attention_mask", "token_type_ids"}
     assert all(not r.errors for r in tokens.runs)
-    assert tokens.accuracy[name] == pytest.approx(expected, abs=1e-12)
+    assert tokens.accuracy["clf"] == pytest.approx(expected, abs=1e-12)
 
 
 def test_send_texts_user_errors_exit_2(tmp_path):

@@ -47,9 +47,13 @@ def batched_bodies(sig: Signature, data: DataSet, texts: list[str] | None, batch
             yield start, stop, predict_body(sig, data.slice(start, stop))
 
 
-def _predictions(answer: dict) -> np.ndarray | None:
+def _predictions(answer: dict, *, served_only: bool = False) -> np.ndarray | None:
+    """The answer's classes: its ``predictions``, else (unless ``served_only``) the top-1 of a
+    ``[batch, classes]`` output."""
     if "predictions" in answer:
         return np.asarray(answer["predictions"], dtype=np.int64)
+    if served_only:
+        return None
     outputs = {k: np.asarray(v, dtype=np.float64) for k, v in answer.get("outputs", {}).items()}
     return top1(outputs)
 
@@ -58,14 +62,16 @@ def api_accuracy(url: str, sig: Signature, data: DataSet, *, batch: int = BATCH,
                  texts: list[str] | None = None) -> float | None:
     """Top-1 accuracy of the served model on ``data`` (None without labels or class scores).
 
-    For a classifier only: the caller decides that (an embedding has no top-1).
+    For a classifier only: the caller decides that (an embedding has no top-1). With texts the
+    server must say it is a classifier (``predictions`` in its answer): a running server's model
+    could be an embedder whose vectors have no top-1.
     """
     if data.labels is None:
         return None
     correct = total = 0
     for start, stop, body in batched_bodies(sig, data, texts, batch):
         labels = data.labels[start:stop]
-        pred = _predictions(post_predict(url, body, "the accuracy pass"))
+        pred = _predictions(post_predict(url, body, "the accuracy pass"), served_only=texts is not None)
         if pred is None or len(pred) != len(labels):
             return None
         correct += int(np.sum(pred == labels))
