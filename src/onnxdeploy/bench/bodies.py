@@ -1,4 +1,9 @@
-"""Request bodies built once from ``--data`` (one sample a request), and their raw HTTP/1.1 bytes."""
+"""Request bodies built once from ``--data`` (one sample a request), and their raw HTTP/1.1 bytes.
+
+Two kinds: ``tokens`` (tensors, one row along each input's batch axis) and ``texts`` (for a model
+that carries a tokenizer and a .txt/.jsonl data file: ``{"inputs": ["a text"]}``, tokenized by
+the server, as a client of a text endpoint sends them).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,10 @@ from ..data import DataSet
 from ..modelfile import Signature
 
 PREDICT_PATH = "/predict"
+TOKENS = "tokens"
+TEXTS = "texts"
+#: what ``--send`` takes: texts for a text model with text data (auto), or forced either way
+SEND_MODES = ("auto", TEXTS, TOKENS)
 #: at most this many distinct bodies are kept; the engines cycle through them
 MAX_BODIES = 1024
 
@@ -32,6 +41,11 @@ def predict_body(sig: Signature, feeds: dict[str, np.ndarray]) -> bytes:
     if len(sig.inputs) == 1:
         return _dumps({"inputs": np.asarray(feeds[sig.inputs[0].name]).tolist()})
     return _dumps({"inputs": {name: np.asarray(arr).tolist() for name, arr in feeds.items()}})
+
+
+def text_body(texts: list[str]) -> bytes:
+    """The ``/predict`` JSON of some texts: ``{"inputs": ["a text", ...]}``."""
+    return _dumps({"inputs": list(texts)})
 
 
 def _sample_axis(sig: Signature, name: str, arr: np.ndarray) -> int:
@@ -72,6 +86,8 @@ class RequestSet:
 
     bodies: tuple[bytes, ...]
     path: str = PREDICT_PATH
+    #: ``tokens`` (tensors) or ``texts`` (strings the server tokenizes)
+    kind: str = TOKENS
 
     def __len__(self) -> int:
         return len(self.bodies)
@@ -82,6 +98,11 @@ def build_requests(sig: Signature, data: DataSet, *, limit: int = MAX_BODIES) ->
     n = min(sample_count(sig, data), limit)
     bodies = tuple(predict_body(sig, sample_feeds(sig, data, i)) for i in range(n))
     return RequestSet(bodies)
+
+
+def build_text_requests(texts: list[str], *, limit: int = MAX_BODIES) -> RequestSet:
+    """One body per text (the first ``limit`` texts), each a batch of one text."""
+    return RequestSet(tuple(text_body([t]) for t in texts[:limit]), kind=TEXTS)
 
 
 def http_request(method: str, path: str, host: str, body: bytes = b"") -> bytes:

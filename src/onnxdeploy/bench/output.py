@@ -57,9 +57,24 @@ def markdown(report: Any) -> str:
             share = "-" if s["compute_share"] is None else f"{100 * s['compute_share']:.0f}%"
             lines.append(f"| {s['target']} | {s['level']:g} | {_f(s['client_ms'], 3)} | {_f(s['server_ms'], 3)} | "
                          f"{_f(s['compute_ms'], 3)} | {_f(s['other_ms'], 3)} | {share} |")
+    lines += ["", "Requests carried " + ("**texts**, one a request (the server tokenized them)."
+                                         if report.send == "texts" else "**tensors** (token ids for a text model), "
+                                         "one sample a request.")]
     if report.accuracy:
         lines += ["", "Accuracy through the HTTP API: " + ", ".join(
             f"{k} {_f(None if v is None else 100 * v)}%" for k, v in report.accuracy.items())]
+    cosine = {k: q for k, q in report.quality.items() if q.get("kind") == "cosine"}
+    if cosine:
+        lines += ["", "Embedding quality through the HTTP API (cosine of each served embedding to the "
+                  "baseline's in-process one):", "",
+                  "| target | reference | samples | min cosine | mean cosine | nearest-neighbour agreement | within bound |",
+                  "|---|---|---|---|---|---|---|"]
+        for k, q in cosine.items():
+            nn = q.get("nn_agreement")
+            ok = "-" if q["passed"] is None else ("yes" if q["passed"] else "no")
+            lines.append(f"| {k} | {q['reference']} | {q['samples']} | {_f(q['min_cosine'], 4)} | "
+                         f"{_f(q['mean_cosine'], 4)} | {'-' if nn is None else f'{100 * nn:.1f}%'} | "
+                         f"{ok} (≥ {q['min_cosine_bound']:g}) |")
     lines += ["", f"Generator: engine `{gen['engine']}`, ceiling {_f(gen['ceiling_rps'], 0)} req/s against "
               f"`{gen['ceiling_endpoint']}`, CPU {_f(gen['cpu_percent'], 0)}% of one core while loading; "
               f"{gen['bound_runs']} run(s) at ≥ {100 * gen['bound_fraction']:.0f}% of the ceiling "

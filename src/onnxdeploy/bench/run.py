@@ -13,10 +13,13 @@ import numpy as np
 
 from ..environment import environment
 from ..errors import BenchFailed, OptionError, ServerError
+from ..measure.numeric import DEFAULT_MIN_COSINE
 from ..modelfile import model_size
 from . import engines
 from .accuracy import api_accuracy
+from .bodies import SEND_MODES
 from .httpclient import is_up
+from .quality import ACCURACY, COSINE, InProcess, embedding_quality, quality_kind
 from .runs import (
     Live,
     describe,
@@ -97,6 +100,10 @@ class BenchOptions:
     locust_master: str | None = None
     expect_workers: int | None = None
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
+    #: what the requests carry: ``auto`` (texts for a text model with .txt/.jsonl data), ``texts``, ``tokens``
+    send: str = "auto"
+    #: an embedding candidate whose min cosine to the baseline is below this does not ship
+    min_cosine: float = DEFAULT_MIN_COSINE
 
     def search_settings(self) -> SearchSettings | None:
         """The capacity search's settings, or None without ``--slo``."""
@@ -123,6 +130,10 @@ class BenchOptions:
                               "--requests/--duration do not apply")
         if self.slo and self.engine != "native":
             raise OptionError(f"--slo needs open-loop load (--engine native); {self.engine} is closed-loop only")
+        if self.send not in SEND_MODES:
+            raise OptionError(f"--send {self.send}: expected one of {', '.join(SEND_MODES)}")
+        if not 0 < self.min_cosine <= 1:
+            raise OptionError(f"--min-cosine {self.min_cosine}: expected a cosine in (0, 1]")
         if self.arrivals not in ARRIVALS:
             raise OptionError(f"--arrivals {self.arrivals}: expected one of {', '.join(ARRIVALS)}")
         if (self.locust_workers or self.locust_master or self.expect_workers) and self.engine != "locust":
@@ -175,6 +186,10 @@ class BenchReport:
     wall_s: float | None = None
     #: seconds the capacity search took (its probes, one target after the other)
     search_s: float | None = None
+    #: what the request bodies carried: ``texts`` (the server tokenized them) or ``tokens`` (tensors)
+    send: str = "tokens"
+    #: quality through the API per target: ``{kind: accuracy, accuracy}`` or ``{kind: cosine, ...}``
+    quality: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def server_split(self) -> list[dict[str, Any]]:
@@ -200,8 +215,10 @@ class BenchReport:
             "samples": self.samples,
             "runs": [r.to_dict() for r in self.runs],
             "aggregated": self.aggregated,
+            "send": self.send,
             "accuracy": self.accuracy,
             "accuracy_delta": self.accuracy_delta,
+            "quality": self.quality,
             "verdict": self.verdict,
             "generator": self.generator,
             "server_split": self.server_split,
@@ -246,7 +263,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = No
         names = list(options.names) or default_names(list(options.models))
         for model, name in zip(options.models, names):
             target = Target(name, "", str(model), sig=file_signature(model))
-            prepare(target, options.data, options.dims)  # bad data fails before any server starts
+            prepare(target, options.data, options.dims, options.send)  # bad data fails before any server starts
             targets.append(target)
     with signals_as_interrupt(), ServerPool(ready_timeout_s=options.ready_timeout_s) as pool:
         if options.models:
@@ -266,7 +283,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = No
                     raise ServerError(f"--url {url}: no answer 200 from {LIVE_PATH}; is the server running?")
                 served, sig = url_signature(url.rstrip("/"), options.names[i] if options.names else None)
                 target = Target(options.names[i] if options.names else served, url.rstrip("/"), None, sig=sig)
-                prepare(target, options.data, options.dims)
+                prepare(target, options.data, options.dims, options.send)
                 targets.append(target)
         previous_affinity = os.sched_getaffinity(0) if gen_cpus else None
         if gen_cpus:
@@ -323,14 +340,7 @@ def _measure(options: BenchOptions, targets: list[Target], say, live_sink, gen_c
             failure = "; ".join(
                 f"{n}: {len(rs)} of {failures[n]['runs']} runs had more than {100 * MAX_ERROR_RATE:g}% errors "
                 f"(worst: {describe(max(rs, key=lambda r: r.error_rate))})" for n, rs in bad)
-    accuracy: dict[str, float | None] = {}
-    if options.accuracy:
-        for target in targets:
-            if failures[target.name]["failed_runs"] and settings is None:
-                continue  # a target that fails its requests fails the accuracy pass too; said above
-            if target.data is not None and target.data.labels is not None:
-                say(f"accuracy of {target.name} through {target.url}/predict")
-                accuracy[target.name] = api_accuracy(target.url, target.sig, target.data)
+    accuracy, quality = _quality(options, targets, failures, say, searched=settings is not None)
     aggregated = aggregate(runs)
     verdict = None
     acc_delta = None
@@ -341,10 +351,10 @@ def _measure(options: BenchOptions, targets: list[Target], say, live_sink, gen_c
             verdict = _failed_verdict(names, failures, failure)
         elif settings is not None:
             verdict = capacity_verdict(capacity, names, accuracy, bounds_label=bounds, precision=settings.precision,
-                                       sizes=sizes, max_accuracy_drop=options.max_accuracy_drop)
+                                       sizes=sizes, max_accuracy_drop=options.max_accuracy_drop, quality=quality)
         else:
             verdict = make_verdict(aggregated, names, accuracy, sizes=sizes,
-                                   max_accuracy_drop=options.max_accuracy_drop)
+                                   max_accuracy_drop=options.max_accuracy_drop, quality=quality)
         acc_delta = verdict["accuracy_delta"]
     generator = {
         "engine": options.engine,
@@ -375,8 +385,39 @@ def _measure(options: BenchOptions, targets: list[Target], say, live_sink, gen_c
                   "time": time.strftime("%Y-%m-%dT%H:%M:%S")},
         capacity=capacity, slo=settings.to_dict() if settings is not None else None,
         failures=failures, failure=failure, environment=environment(options.ort_threads),
-        search_s=search_s,
+        search_s=search_s, send=targets[0].requests.kind, quality=quality,
     )
+
+
+def _quality(options: BenchOptions, targets: list[Target], failures: dict[str, dict], say, *, searched: bool
+             ) -> tuple[dict[str, float | None], dict[str, dict[str, Any]]]:
+    """Accuracy (classifiers) and quality (embeddings: cosine to the baseline in process) through the API."""
+    accuracy: dict[str, float | None] = {}
+    quality: dict[str, dict[str, Any]] = {}
+    if not options.accuracy:
+        return accuracy, quality
+    baseline = None
+    for target in targets:
+        if failures[target.name]["failed_runs"] and not searched:
+            continue  # a target that fails its requests fails the quality pass too; said above
+        if target.data is None:
+            continue
+        kind = quality_kind(target.meta, target.data.labels is not None)
+        if kind == ACCURACY:
+            say(f"accuracy of {target.name} through {target.url}/predict")
+            accuracy[target.name] = api_accuracy(target.url, target.sig, target.data, texts=target.texts)
+            quality[target.name] = {"kind": ACCURACY, "accuracy": accuracy[target.name]}
+        elif kind == COSINE and targets[0].model:
+            if baseline is None:  # the baseline (A) in process: every target is judged against it
+                say(f"running {targets[0].name} in process to judge served embeddings against it")
+                baseline = InProcess.build(targets[0].model, data=options.data, dims=options.dims,
+                                           threads=options.ort_threads, texts=target.texts is not None)
+            say(f"embedding quality of {target.name} through {target.url}/predict")
+            found = embedding_quality(target.url, target.sig, target.data, target.texts, baseline,
+                                      reference_name=targets[0].name, min_cosine=options.min_cosine)
+            if found is not None:
+                quality[target.name] = found
+    return accuracy, quality
 
 
 def _cpu_percent(runs: list[RunResult]) -> float | None:

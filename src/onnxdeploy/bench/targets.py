@@ -10,10 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from ..data import DataSet, load_data
-from ..errors import DataError, ServerError
+from ..errors import DataError, OptionError, ServerError
 from ..modelfile import Signature, TensorSpec, load_model, metadata, signature, with_batch_axes
-from .bodies import RequestSet, build_requests
+from ..textdata import is_text_source, read_texts
+from ..tokenizer import has_tokenizer
+from .bodies import TEXTS, TOKENS, RequestSet, build_requests, build_text_requests
 from .httpclient import get_json, request, split_url
+
+#: the input a server that tokenizes lists for a text model in v2 metadata (BYTES, shape [-1])
+TEXT_INPUT = "text"
 
 _V2_DTYPES = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
@@ -32,6 +37,10 @@ class Target:
     sig: Signature | None = None
     data: DataSet | None = None
     requests: RequestSet | None = field(default=None, repr=False)
+    #: the model file's metadata_props (None for --url targets)
+    meta: dict | None = field(default=None, repr=False)
+    #: the data file's texts when the requests carry texts
+    texts: list[str] | None = field(default=None, repr=False)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -104,13 +113,65 @@ def _name_from_404(url: str) -> list[str]:
     return [match.group(1)] if match else []
 
 
-def prepare(target: Target, data_source: str | None, dims: dict[str, int]) -> None:
-    """Load the data for the target's signature and encode its requests once."""
+def serves_text(sig: Signature | None) -> bool:
+    """True when a served model's v2 metadata lists the BYTES ``text`` input (the server tokenizes)."""
+    return sig is not None and any(s.name == TEXT_INPUT and s.dtype is None for s in sig.inputs)
+
+
+def send_mode(send: str, data_source: str | None, meta: dict | None, *, served_text: bool = False) -> str:
+    """``texts`` or ``tokens``: what the requests carry for this model and data (``auto`` decides).
+
+    Texts need a text data file (.txt/.jsonl) and a model that takes them: a model file that
+    carries a tokenizer, or (``--url``) a server whose metadata lists the ``text`` input. Auto picks
+    them whenever both hold, since that is what a client of a text endpoint sends.
+    """
+    text_file = data_source is not None and is_text_source(data_source)
+    texts_possible = text_file and ((bool(meta) and has_tokenizer(meta)) or served_text)
+    if send == "auto":
+        return TEXTS if texts_possible else TOKENS
+    if send == TEXTS and not texts_possible:
+        why = ("a model file that carries a tokenizer, or a server whose model takes texts (v2 input "
+               "'text', BYTES)" if text_file else f"--data a .txt/.jsonl text file (got {data_source or 'none'})")
+        raise OptionError(f"--send texts needs {why}; use --send tokens to send tensors")
+    if send not in (TEXTS, TOKENS):
+        raise OptionError(f"--send {send}: expected one of auto, texts, tokens")
+    return send
+
+
+def _served_labels(path: str, raw: list | None) -> np.ndarray | None:
+    """Class indices of a .jsonl for a running server (its label names are not known here)."""
+    if raw is None:
+        return None
+    for i, label in enumerate(raw):
+        if isinstance(label, bool) or not isinstance(label, int):
+            raise DataError(f"--data {path}: label {label!r} of text {i + 1}: with --url give class indices "
+                            "(label names need the model file)")
+    return np.asarray(raw, dtype=np.int64)
+
+
+def prepare(target: Target, data_source: str | None, dims: dict[str, int], send: str = "auto") -> None:
+    """Load the data for the target's signature and encode its requests once (texts or tensors)."""
     meta = None
     if target.model:  # a text data file needs the tokenizer the model carries
         meta = metadata(load_model(target.model, load_external_data=False))
+    target.meta = meta
+    served_text = target.model is None and serves_text(target.sig)
+    mode = send_mode(send, data_source, meta, served_text=served_text)
+    if served_text and mode == TEXTS:
+        # a running server that tokenizes: nothing to tokenize here, the texts are the data
+        target.texts, raw = read_texts(data_source)
+        target.data = DataSet(f"text:{Path(data_source).name}", {TEXT_INPUT: np.asarray(target.texts, dtype=object)},
+                              _served_labels(data_source, raw), frozenset({TEXT_INPUT}))
+        target.requests = build_text_requests(target.texts)
+        return
     try:
         target.data = load_data(data_source, target.sig, dims=dims, meta=meta)
     except DataError as exc:
         raise DataError(f"{target.name}: {exc}") from exc
-    target.requests = build_requests(target.sig, target.data)
+    if mode == TEXTS:
+        # the same texts load_data tokenized, in the same order: row i of data is texts[i]
+        target.texts, _ = read_texts(data_source)
+        target.requests = build_text_requests(target.texts)
+    else:
+        target.texts = None
+        target.requests = build_requests(target.sig, target.data)

@@ -5,6 +5,8 @@ Ratios stay in JSON as they were (``rps_ratio`` B/A, ``p50_ratio``/``p99_ratio``
 faster). Text uses words: "2.1x faster", "5.2x slower", "equal (within 6% noise)". Fewer than
 ``MIN_REPEATS`` repeats never rank two targets; a difference within the run-to-run spread is
 equal. Shipping: the smallest target within the accuracy bound and not slower beyond the noise.
+For an embedding model quality is the candidate's min cosine to the baseline's in-process
+embeddings (``quality``): below ``min_cosine`` it is out, as a candidate past the accuracy bound is.
 """
 
 from __future__ import annotations
@@ -39,23 +41,58 @@ def _size_words(sizes: dict[str, int | None], ship: str, other: str) -> str | No
     return f"{times(b / a)} smaller" if a < b else f"{times(a / b)} larger"
 
 
+def quality_miss(quality: dict[str, dict[str, Any]] | None, name: str) -> str | None:
+    """Why ``name`` misses its embedding-quality bound (min cosine to the baseline), else None."""
+    q = (quality or {}).get(name) or {}
+    if q.get("kind") != "cosine" or q.get("passed") is not False:
+        return None
+    return (f"{name}'s min cosine to {q['reference']} is {q['min_cosine']:.4f} "
+            f"(bound {q['min_cosine_bound']:g})")
+
+
+def _cosine_words(quality: dict[str, dict[str, Any]] | None, names: tuple[str, str]) -> str | None:
+    """"min cosine 0.9871 to float32 (mean 0.9958)" for the target that is not the reference."""
+    for name in names[::-1]:
+        q = (quality or {}).get(name) or {}
+        if q.get("kind") == "cosine" and q.get("min_cosine") is not None and q.get("reference") != name:
+            return (f"{name} min cosine {q['min_cosine']:.4f} to {q['reference']} (mean {q['mean_cosine']:.4f}"
+                    + (f", nearest neighbours {100 * q['nn_agreement']:.0f}% agree" if q.get("nn_agreement")
+                       is not None else "") + ")")
+    return None
+
+
+def _cosines(quality: dict[str, dict[str, Any]] | None) -> dict[str, float | None] | None:
+    found = {n: q.get("min_cosine") for n, q in (quality or {}).items() if q and q.get("kind") == "cosine"}
+    return found or None
+
+
+def _bound(quality: dict[str, dict[str, Any]] | None) -> str:
+    return "quality" if _cosines(quality) else "accuracy"
+
+
 def choose(names: tuple[str, str], *, b_speed: int, acc_delta: float | None, sizes: dict[str, int | None],
-           max_accuracy_drop: float) -> tuple[str, str]:
-    """``(ship, reason)``; ``b_speed`` is +1 (B faster beyond noise), -1 (slower) or 0 (equal/unranked)."""
+           max_accuracy_drop: float, quality_fail: str | None = None, bound: str = "accuracy") -> tuple[str, str]:
+    """``(ship, reason)``; ``b_speed`` is +1 (B faster beyond noise), -1 (slower) or 0 (equal/unranked).
+
+    ``quality_fail`` says why B misses a quality bound other than accuracy (an embedding's min
+    cosine): such a B is out exactly like one past the accuracy bound. ``bound`` names the bound
+    in the reason ("accuracy", or "quality" for embeddings).
+    """
     a_name, b_name = names
     acc_ok = acc_delta is None or acc_delta >= -max_accuracy_drop
     keep = [n for n, slower in ((a_name, b_speed > 0), (b_name, b_speed < 0)) if not slower]
-    if not acc_ok and b_name in keep:
+    if (not acc_ok or quality_fail) and b_name in keep:
         keep.remove(b_name)
+    miss = (quality_fail if quality_fail and acc_ok else
+            f"{b_name} loses {100 * -(acc_delta or 0):.1f} pp of accuracy (bound {100 * max_accuracy_drop:g} pp)")
     if not keep:
-        return a_name, f"{b_name} loses {100 * -acc_delta:.1f} pp of accuracy (bound {100 * max_accuracy_drop:g} pp)"
+        return a_name, miss
     big = float("inf")
     ship = min(keep, key=lambda n: (sizes.get(n) or big, n != a_name))
     if ship == a_name and b_name not in keep:
-        why = (f"{b_name} loses {100 * -acc_delta:.1f} pp of accuracy (bound {100 * max_accuracy_drop:g} pp)"
-               if not acc_ok else f"{b_name} is slower beyond the noise")
+        why = miss if (not acc_ok or quality_fail) else f"{b_name} is slower beyond the noise"
     elif sizes.get(a_name) and sizes.get(b_name) and sizes[a_name] != sizes[b_name]:
-        why = "smallest within the accuracy bound and not slower"
+        why = f"smallest within the {bound} bound and not slower"
     else:
         why = "the baseline; the other does not beat it beyond the noise"
     return ship, why
@@ -64,6 +101,7 @@ def choose(names: tuple[str, str], *, b_speed: int, acc_delta: float | None, siz
 def make_verdict(
     aggregated: list[dict[str, Any]], names: tuple[str, str], accuracy: dict[str, float | None],
     *, sizes: dict[str, int | None] | None = None, max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
+    quality: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """B against A at the highest common load level: ratios, speedups, which to ship and why."""
     a_name, b_name = names
@@ -73,9 +111,10 @@ def make_verdict(
     acc_a, acc_b = accuracy.get(a_name), accuracy.get(b_name)
     acc_delta = acc_b - acc_a if acc_a is not None and acc_b is not None else None
     if not levels:
-        ship, why = choose(names, b_speed=0, acc_delta=acc_delta, sizes=sizes, max_accuracy_drop=max_accuracy_drop)
+        ship, why = choose(names, b_speed=0, acc_delta=acc_delta, sizes=sizes, max_accuracy_drop=max_accuracy_drop,
+                           quality_fail=quality_miss(quality, b_name), bound=_bound(quality))
         return {"rps_ratio": None, "p50_ratio": None, "p99_ratio": None, "speedup": {}, "accuracy_delta": acc_delta,
-                "ship": ship, "within_noise": True, "ranked": False,
+                "min_cosine": _cosines(quality), "ship": ship, "within_noise": True, "ranked": False,
                 "text": f"Ship {ship}: {why}; no load level was measured for both targets."}
     level = levels[-1]
     a, b = by[(a_name, level)], by[(b_name, level)]
@@ -94,7 +133,8 @@ def make_verdict(
     where = f"rate {level:g}/s" if mode == "open" else f"concurrency {int(level)}"
     lead = speedup["p99"] if mode == "open" else rps_ratio
     b_speed = 0 if (not ranked or within_noise or lead is None) else (1 if lead > 1 else -1)
-    ship, why = choose(names, b_speed=b_speed, acc_delta=acc_delta, sizes=sizes, max_accuracy_drop=max_accuracy_drop)
+    ship, why = choose(names, b_speed=b_speed, acc_delta=acc_delta, sizes=sizes, max_accuracy_drop=max_accuracy_drop,
+                       quality_fail=quality_miss(quality, b_name), bound=_bound(quality))
     other = b_name if ship == a_name else a_name
     if not ranked:
         speed = f"not enough repeats to rank speed ({repeats} per target, {MIN_REPEATS} needed)"
@@ -104,7 +144,7 @@ def make_verdict(
         speed = f"{word} over HTTP ({what} at {where})"
     facts = [f for f in (_size_words(sizes, ship, other),
                          _pp(acc_delta if ship == b_name else -acc_delta) if acc_delta is not None else None,
-                         speed) if f]
+                         _cosine_words(quality, names), speed) if f]
     text = f"Ship {ship} ({why}): " + ", ".join(facts) + f" against {other}"
     share = b.get("compute_share")
     if share is not None:
@@ -113,7 +153,8 @@ def make_verdict(
         text += "; the load generator was near its own ceiling, so rates are a lower bound"
     return {
         "rps_ratio": rps_ratio, "p50_ratio": p50_ratio, "p99_ratio": p99_ratio, "speedup": speedup,
-        "accuracy_delta": acc_delta, "text": text + ".", "within_noise": within_noise or not ranked,
+        "accuracy_delta": acc_delta, "min_cosine": _cosines(quality), "text": text + ".",
+        "within_noise": within_noise or not ranked,
         "ranked": ranked and not within_noise, "noise": noise, "repeats": repeats, "ship": ship,
         "level": level, "mode": mode, "baseline": a_name, "candidate": b_name,
     }
@@ -122,7 +163,7 @@ def make_verdict(
 def capacity_verdict(
     capacity: dict[str, dict[str, Any]], names: tuple[str, str], accuracy: dict[str, float | None], *,
     bounds_label: str, precision: float, sizes: dict[str, int | None] | None = None,
-    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP, quality: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """B against A by the traffic each sustains within the SLO ("2.3x the traffic ... (840 vs 365 req/s)")."""
     a_name, b_name = names
@@ -141,7 +182,8 @@ def capacity_verdict(
     rankable = ratio is not None and not equal and (
         (ratio > 1 and not ca["lower_bound"]) or (ratio < 1 and not cb["lower_bound"]))
     b_speed = 0 if not rankable else (1 if ratio > 1 else -1)
-    ship, why = choose(names, b_speed=b_speed, acc_delta=acc_delta, sizes=sizes, max_accuracy_drop=max_accuracy_drop)
+    ship, why = choose(names, b_speed=b_speed, acc_delta=acc_delta, sizes=sizes, max_accuracy_drop=max_accuracy_drop,
+                       quality_fail=quality_miss(quality, b_name), bound=_bound(quality))
     figures = f"({fig(cb)} vs {fig(ca)} req/s)"
     if ratio is None:
         traffic = f"capacity at {bounds_label} could not be compared ({a_name} {fig(ca)}, {b_name} {fig(cb)} req/s)"
@@ -160,8 +202,10 @@ def capacity_verdict(
                    f"of {b_name} at {bounds_label} ({fig(ca)} vs {fig(cb)} req/s)")
     other = b_name if ship == a_name else a_name
     extra = [f for f in (_size_words(sizes, ship, other),
-                         _pp(acc_delta if ship == b_name else -acc_delta) if acc_delta is not None else None) if f]
+                         _pp(acc_delta if ship == b_name else -acc_delta) if acc_delta is not None else None,
+                         _cosine_words(quality, names)) if f]
     text = f"{traffic[0].upper()}{traffic[1:]}. Ship {ship} ({why}" + (": " + ", ".join(extra) if extra else "") + ")."
-    return {"capacity_ratio": ratio, "speedup": {"capacity": ratio}, "accuracy_delta": acc_delta, "ship": ship,
+    return {"capacity_ratio": ratio, "speedup": {"capacity": ratio}, "accuracy_delta": acc_delta,
+            "min_cosine": _cosines(quality), "ship": ship,
             "within_noise": not rankable, "ranked": rankable, "text": text, "baseline": a_name,
             "candidate": b_name, "mode": "slo", "rps_ratio": None, "p50_ratio": None, "p99_ratio": None}

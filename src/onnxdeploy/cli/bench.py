@@ -8,6 +8,20 @@ from ..errors import OptionError
 from ..report.terminal import console, kv_table
 from .common import data_options, emit, report_options
 
+#: what the request bodies carried, in words (report.json has ``send``)
+SEND_WORDS = {"texts": "one text a request (texts; the server tokenizes them)",
+              "tokens": "one sample a request (token ids / tensors)"}
+
+
+def cosine_words(q: dict) -> str:
+    """An embedding target's quality in words: min and mean cosine to the reference, neighbours."""
+    if q.get("min_cosine") is None:
+        return "-"
+    nn = q.get("nn_agreement")
+    return (f"cosine to {q['reference']} in process: min {q['min_cosine']:.4f}, mean {q['mean_cosine']:.4f}"
+            + (f", nearest neighbours {100 * nn:.1f}% agree" if nn is not None else "")
+            + f" ({q['samples']} samples, bound {q['min_cosine_bound']:g})")
+
 
 def _ints(value: str, what: str) -> list[int]:
     try:
@@ -115,8 +129,12 @@ def render(report) -> None:
         if f["error_count"]:
             rows.append((f"errors {name}", ", ".join(f"{k}={v}" for k, v in f["errors"].items())
                          + (f"; first: {f['first_error']}" if f["first_error"] else "")))
+    rows.append(("requests", SEND_WORDS.get(report.send, report.send)))
     for name, acc in report.accuracy.items():
         rows.append((f"accuracy {name}", "-" if acc is None else f"{100 * acc:.2f}%"))
+    for name, q in report.quality.items():
+        if q.get("kind") == "cosine":
+            rows.append((f"quality {name}", cosine_words(q)))
     if report.wall_s is not None:
         rows.append(("wall time", f"{report.wall_s:.0f} s" + (
             f" (capacity search {report.search_s:.0f} s)" if report.search_s is not None else "")))
@@ -199,7 +217,12 @@ class _Progress:
               help="Deprecated spelling of --http-threads.")
 @click.option("--ort-threads", type=click.IntRange(min=1), help="ORT intra-op threads per worker (passed to serve).")
 @click.option("--pin", is_flag=True, help="Pin the generator and the servers to different CPUs.")
-@click.option("--no-accuracy", is_flag=True, help="Skip the accuracy pass through the API.")
+@click.option("--no-accuracy", is_flag=True, help="Skip the quality pass through the API (accuracy, embedding cosine).")
+@click.option("--send", type=click.Choice(["auto", "texts", "tokens"]), default="auto", show_default=True,
+              help="What requests carry: texts (a model that carries a tokenizer, --data .txt/.jsonl; the "
+                   "server tokenizes) or tokens (tensors); auto sends texts whenever it can.")
+@click.option("--min-cosine", type=click.FloatRange(0, 1, min_open=True), default=0.99, show_default=True,
+              help="Embedding models: B does not ship when its min cosine to A's in-process embeddings is below this.")
 @click.option("--ready-timeout", type=click.FloatRange(min=1), default=60, show_default=True, help="Seconds to wait for a server to be ready.")
 @click.option("--write-locustfile", type=click.Path(dir_okay=False), help="Also write a locustfile sending the same requests (for your own Locust cluster).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write report.json, report.md and plots here.")
@@ -209,7 +232,7 @@ def command(models, urls, names, ports, host, concurrency, requests_, duration, 
             slo_precision, slo_budget, slo_start, slo_max_rate, slo_min_duration, slo_min_queries, engine,
             locust_workers, locust_master, expect_workers, csv_prefix, warmup, workers, threads,
             threads_deprecated, ort_threads, pin,
-            no_accuracy, ready_timeout, write_locustfile, out_dir, data, dims, as_json, report_path):
+            no_accuracy, send, min_cosine, ready_timeout, write_locustfile, out_dir, data, dims, as_json, report_path):
     """Load-test two served models side by side (latency, throughput, capacity at an SLO) and say which to ship."""
     from ..bench import BenchOptions, run_bench, write_outputs
     from ..bench.run import DEFAULT_CONCURRENCY
@@ -231,7 +254,8 @@ def command(models, urls, names, ports, host, concurrency, requests_, duration, 
         slo_max_rate=slo_max_rate, slo_min_duration_s=slo_min_duration, slo_min_queries=slo_min_queries,
         engine=engine, locust_workers=locust_workers, locust_master=locust_master, expect_workers=expect_workers,
         data=data, dims=dims, warmup=warmup, server_workers=workers, server_threads=threads,
-        ort_threads=ort_threads, pin=pin, accuracy=not no_accuracy, ready_timeout_s=ready_timeout)
+        ort_threads=ort_threads, pin=pin, accuracy=not no_accuracy, ready_timeout_s=ready_timeout,
+        send=send, min_cosine=min_cosine)
     opts.validate()  # every option checked before a server starts or a file is written
     shown = None if as_json else _Progress()
     failed = None
