@@ -63,5 +63,10 @@ def test_pipeline_on_a_hugging_face_directory_with_texts(tmp_path):
     assert rows["int8"]["min_cosine"] is not None and rows["int8"]["accuracy"] is None
     assert report["compare"]["outputs"][0]["kind"] == "embedding"
     assert report["verdict"]["ship"] in rows
-    # the served int8 model answered every request (token ids through the API)
+    # the served models answered every request, sent as texts, and their served embeddings
+    # are judged by cosine in the summary (never a "top-1" over an embedding)
     assert all(not r["errors"] for r in report["bench"]["runs"])
+    assert report["bench"]["send"] == "texts"
+    assert rows["float32"]["api_min_cosine"] > 0.9999 and rows["int8"]["api_min_cosine"] is not None
+    assert rows["int8"]["api_accuracy"] in (None, {})
+    assert "accuracy or min cosine (HTTP)" in (out / "report.md").read_text()

@@ -55,7 +55,7 @@ def summary_section(report: Any, plot: Path | None) -> Section:
             fmt_figure(lat.get("batch_1")),
             "-" if v["name"] == "float32" else (v.get("speed") or {}).get("batch_1", "-"),
             fmt_figure(lat.get(big)) if big in lat else "-",
-            fmt_pct(v.get("api_accuracy")),
+            fmt_quality({"accuracy": v.get("api_accuracy"), "min_cosine": v.get("api_min_cosine")}),
             "-" if v.get("rps") is None else f"{v['rps']:.0f}",
             _ms(v.get("p50_ms")), _ms(v.get("p99_ms")),
         ])
@@ -68,7 +68,7 @@ def summary_section(report: Any, plot: Path | None) -> Section:
             "Variants (in-process latency: median (min–max) over rounds, all variants in one "
             "interleaved measurement)",
             ["variant", "size", "accuracy or min cosine (in-process)", "latency b=1 (ms)", "vs float32 b=1",
-             "latency b=32 (ms)", "accuracy (HTTP)", f"req/s (c={conc})" if conc else "req/s",
+             "latency b=32 (ms)", "accuracy or min cosine (HTTP)", f"req/s (c={conc})" if conc else "req/s",
              "p50 (ms)", "p99 (ms)"],
             rows)],
     )

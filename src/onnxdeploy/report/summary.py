@@ -38,6 +38,8 @@ def served_figures(bench: dict[str, Any] | None, target: str) -> dict[str, Any]:
         "p50_ms": _median(_get(top, "latency_ms", "p50")),
         "p99_ms": _median(_get(top, "latency_ms", "p99")),
         "api_accuracy": _get(bench, "accuracy", target),
+        # an embedding model's served quality: min cosine to the baseline's in-process output
+        "api_min_cosine": _get(bench, "quality", target, "min_cosine"),
     }
 
 
