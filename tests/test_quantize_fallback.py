@@ -75,6 +75,9 @@ def test_fallback_keeps_the_costly_matmul_float_and_meets_the_bound(outlier_bert
     assert all(not t["admissible"] for t in fb["tries"] if t["kept_float"] < k)
     chosen = next(c for c in report.candidates if c.name == report.chosen)
     assert chosen.admissible and chosen.min_cosine >= 0.99
+    # embeddings are also judged by whether each text keeps its nearest neighbour in the set
+    emb = next(o for o in chosen.outputs if o["kind"] == "embedding")
+    assert 0.9 <= emb["nn_agreement"] <= 1.0
     assert report.passed and report.output == str(out)
     assert "kept" in fb["summary"] and culprit in fb["summary"]
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..data import DataSet
 from ..errors import ServerError
-from ..measure.numeric import DEFAULT_MIN_COSINE
+from ..measure.numeric import DEFAULT_MIN_COSINE, nn_agreement
 from ..measure.reference import Reference, build_reference
 from ..modelfile import Signature
 from ..outputkinds import EMBEDDING, EMBEDDING_TASKS, task_of
@@ -31,9 +31,7 @@ ACCURACY = "accuracy"
 COSINE = "cosine"
 #: the served neighbour counts as agreeing when it is this close (cosine) to the true nearest:
 #: duplicate texts tie exactly and rounding may pick either one
-NN_TIE = 1e-6
 #: nearest neighbours need at least this many samples to mean anything (two always agree)
-NN_MIN_SAMPLES = 3
 
 
 def quality_kind(meta: dict | None, labelled: bool) -> str | None:
@@ -81,29 +79,6 @@ def row_cosines(ref: np.ndarray, got: np.ndarray, batch_axis: int = 0) -> np.nda
     nx, ny = np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((nx > 0) & (ny > 0), np.sum(x * y, axis=1) / (nx * ny), np.nan)
-
-
-def nn_agreement(ref: np.ndarray, got: np.ndarray) -> float | None:
-    """Share of samples whose nearest neighbour (cosine, within the set) is the same in both.
-
-    Agreeing means the served neighbour is as near, in the reference, as the reference's own
-    nearest (within ``NN_TIE``): exact duplicates are interchangeable. None below 3 samples.
-    """
-    if len(ref) < NN_MIN_SAMPLES:
-        return None
-
-    def similarities(v: np.ndarray) -> np.ndarray:
-        v = np.asarray(v, dtype=np.float64).reshape(len(v), -1)
-        norm = np.linalg.norm(v, axis=1, keepdims=True)
-        u = v / np.where(norm > 0, norm, 1.0)
-        s = u @ u.T
-        np.fill_diagonal(s, -np.inf)
-        return s
-
-    r, g = similarities(ref), similarities(got)
-    served = g.argmax(axis=1)
-    rows = np.arange(len(r))
-    return float(np.mean(r[rows, served] >= r.max(axis=1) - NN_TIE))
 
 
 def _finite(values: np.ndarray) -> np.ndarray:

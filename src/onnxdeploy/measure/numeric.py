@@ -95,6 +95,8 @@ class OutputMetric:
     exercised: bool
     passed: bool | None = None
     failure: str = ""
+    #: embeddings ``[batch, dim]``: share of samples whose nearest neighbour within the set is kept
+    nn_agreement: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -120,6 +122,37 @@ def _cosines(x: np.ndarray, y: np.ndarray, batch_axis: int | None) -> tuple[floa
         return cos, None
     per = np.sum(xs[ok] * ys[ok], axis=1) / (nx[ok] * ny[ok])
     return cos, float(per.min())
+
+
+#: cosines within this of each other are the same neighbour (exact duplicates in the data)
+NN_TIE = 1e-6
+NN_MIN_SAMPLES = 3
+#: nearest-neighbour agreement compares all pairs: above this many samples it is left out
+NN_MAX_SAMPLES = 4096
+
+
+def nn_agreement(ref: np.ndarray, got: np.ndarray) -> float | None:
+    """Share of samples whose nearest neighbour (cosine, within the set) is the same in both.
+
+    Agreeing means the served neighbour is as near, in the reference, as the reference's own
+    nearest (within ``NN_TIE``): exact duplicates are interchangeable. None below 3 samples.
+    """
+    if len(ref) < NN_MIN_SAMPLES:
+        return None
+
+    def similarities(v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, dtype=np.float64).reshape(len(v), -1)
+        norm = np.linalg.norm(v, axis=1, keepdims=True)
+        u = v / np.where(norm > 0, norm, 1.0)
+        s = u @ u.T
+        np.fill_diagonal(s, -np.inf)
+        return s
+
+    r, g = similarities(ref), similarities(got)
+    served = g.argmax(axis=1)
+    rows = np.arange(len(r))
+    return float(np.mean(r[rows, served] >= r.max(axis=1) - NN_TIE))
+
 
 
 def metric(name: str, kind: str, ref: Any, got: Any, *, batch_axis: int | None = 0,
@@ -154,8 +187,12 @@ def metric(name: str, kind: str, ref: Any, got: Any, *, batch_axis: int | None =
         agreement = float(np.mean(np.argmax(x, axis=-1) == np.argmax(y, axis=-1)))
     elif kind == "labels":
         agreement = float(np.mean(x == y))
+    nn = None
+    if (kind == "embedding" and x.ndim == 2 and batch_axis == 0 and x.dtype.kind == "f"
+            and len(x) <= NN_MAX_SAMPLES and np.isfinite(yf).all()):
+        nn = nn_agreement(xf, yf)
     return OutputMetric(name, kind, float(d.max()), float(d.mean()), tol, rtol, close, cos, min_cos,
-                        snr, agreement, exercised)
+                        snr, agreement, exercised, nn_agreement=nn)
 
 
 @dataclass
