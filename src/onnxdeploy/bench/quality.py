@@ -29,9 +29,6 @@ from .accuracy import BATCH, batched_bodies, post_predict
 
 ACCURACY = "accuracy"
 COSINE = "cosine"
-#: the served neighbour counts as agreeing when it is this close (cosine) to the true nearest:
-#: duplicate texts tie exactly and rounding may pick either one
-#: nearest neighbours need at least this many samples to mean anything (two always agree)
 
 
 def quality_kind(meta: dict | None, labelled: bool) -> str | None:
