@@ -199,3 +199,20 @@ def test_auto_reads_the_exported_from_config(tmp_path):
         resolve("bert", model, {}, num_heads=5, hidden_size=384)
     s = resolve("bert", model, {"onnxdeploy.source": str(tmp_path / "gone")})
     assert (s.num_heads, s.hidden_size) == (0, 0) and "ORT detects" in s.source
+
+
+def test_a_failure_inside_ort_skips_the_step_with_a_warning(tmp_path, texts, monkeypatch):
+    import onnxruntime.transformers.optimizer as ort_optimizer
+
+    def broken(*args, **kwargs):
+        raise AssertionError("shape inference failed")
+
+    monkeypatch.setattr(ort_optimizer, "optimize_model", broken)
+    src, _ = hf.exported("bert-classifier")
+    report = optimize_model(src, tmp_path / "out.onnx", OptimizeOptions(
+        transformer="bert", data=str(texts), latency_rounds=0, threads=1))
+    (step,) = [p for p in report.passes if p.name == "transformer_bert"]
+    assert not step.changed and step.fusions == {} and step.nodes_before == step.nodes_after
+    assert step.note == "skipped: ORT's transformer optimizer failed (shape inference failed)"
+    assert any("failed (shape inference failed); the step was skipped" in w for w in report.warnings)
+    assert report.passed
