@@ -216,3 +216,22 @@ def test_a_failure_inside_ort_skips_the_step_with_a_warning(tmp_path, texts, mon
     assert step.note == "skipped: ORT's transformer optimizer failed (shape inference failed)"
     assert any("failed (shape inference failed); the step was skipped" in w for w in report.warnings)
     assert report.passed
+
+
+def test_what_ort_warned_or_printed_is_said(tmp_path, texts):
+    # the sentence-embedding export (mean pooling in the graph) breaks ORT's symbolic shape
+    # inference, which ORT's SkipLayerNormalization fusion needs; ORT only prints that
+    src, _ = hf.exported("st")
+    out = tmp_path / "fused.onnx"
+    report = optimize_model(src, out, OptimizeOptions(transformer="auto", data=str(texts),
+                                                      latency_rounds=0, threads=1))
+    (step,) = [p for p in report.passes if p.name == "transformer_bert"]
+    assert "SkipLayerNormalization" not in step.fusions and step.fusions["Attention"] == 0
+    (said,) = [w for w in report.warnings if w.startswith("transformer_bert: ORT warned")]
+    assert "symbolic shape inference" in said and "failed in shape inference" in said
+    assert "printed: failed in shape inference <class 'TypeError'>" in step.log
+    after, before = op_counts(load_model(out)), op_counts(load_model(src))
+    for op, n in step.fusions.items():
+        assert _count(after, op) - _count(before, op) == n
+    assert report.comparison["passed"] is True
+    assert report.comparison["outputs"][0]["kind"] == "embedding"

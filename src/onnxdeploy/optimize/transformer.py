@@ -138,6 +138,8 @@ class _Collect(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[tuple[str, int, str]] = []
+        #: what the tools printed (some failures are only printed, e.g. shape inference's)
+        self.printed: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno >= logging.INFO or record.name in _REASON_LOGGERS:
@@ -164,10 +166,13 @@ def _captured_ort_log() -> Iterator[_Collect]:
         lg.handlers = [handler]
         lg.propagate = False
         lg.setLevel(logging.DEBUG if n in _REASON_LOGGERS else logging.INFO)
+    out, err = io.StringIO(), io.StringIO()
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             yield handler
     finally:
+        handler.printed = [line.strip() for line in (out.getvalue() + err.getvalue()).splitlines()
+                           if line.strip()]
         for lg, level, propagate, handlers in saved:
             lg.handlers, lg.propagate = handlers, propagate
             lg.setLevel(level)
@@ -251,8 +256,15 @@ def fuse(model: onnx.ModelProto, settings: TransformerSettings, workdir: Path) -
             failure = first_line(exc, type(exc).__name__)
         else:
             failure = None
-    log = [f"{name} {logging.getLevelName(level)}: {msg}" for name, level, msg in captured.lines
-           if not msg.startswith(_PRODUCER_WARNING)][:_MAX_LOG]
+    log = ([f"{name} {logging.getLevelName(level)}: {msg}" for name, level, msg in captured.lines
+            if not msg.startswith(_PRODUCER_WARNING)] + [f"printed: {line}" for line in captured.printed])
+    log = log[:_MAX_LOG]
+    # what ORT warned or printed is why a fusion it usually does did not happen (SkipLayerNormalization
+    # needs ORT's symbolic shape inference, which only prints when it fails): the report says it
+    warned = list(dict.fromkeys(
+        [f"{msg} ({name})" for name, level, msg in captured.lines
+         if level >= logging.WARNING and not msg.startswith(_PRODUCER_WARNING)]
+        + [f"it printed {line!r}" for line in captured.printed]))
     if failure is not None:
         note = f"skipped: ORT's transformer optimizer failed ({failure})"
         return FusionResult(model, {}, False, note, log,
@@ -263,6 +275,10 @@ def fuse(model: onnx.ModelProto, settings: TransformerSettings, workdir: Path) -
     parts = [f"{n} {op}" for op, n in fusions.items() if n]
     note = ("fused " + ", ".join(parts)) if parts else "ORT fused nothing"
     warnings = []
+    if warned:
+        said = "ORT warned: " + "; ".join(warned[:4])
+        note += f"; {said}"
+        warnings.append(f"{STEP_PREFIX}{settings.model_type}: {said}")
     if not fused:
         reasons = [msg for name, _, msg in captured.lines
                    if name in _REASON_LOGGERS or ("num_heads" in msg or "hidden_size" in msg)]
