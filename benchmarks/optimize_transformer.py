@@ -12,6 +12,7 @@ medians and spread.
 
     python benchmarks/optimize_transformer.py [--model auto|random|DIR] [--batch 32] [--length 64]
                                               [--repeats 5] [--budget 20] [--json results.json]
+                                              [--onnx MODEL.onnx]  (an onnxdeploy export: skips exporting)
 """
 
 from __future__ import annotations
@@ -64,17 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timings after optimize's own one")
     parser.add_argument("--budget", type=float, default=20.0, help="seconds of timing per variant per repeat")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--onnx", type=Path, help="use this onnxdeploy export instead of exporting --model")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="onnxdeploy-bench-optimize-") as tmp:
         work = Path(tmp)
-        if args.model == "auto":
+        if args.onnx:
+            model_dir = args.onnx
+        elif args.model == "auto":
             model_dir = packaged_minilm() or random_minilm(work / "minilm-random")
         elif args.model == "random":
             model_dir = random_minilm(work / "minilm-random")
         else:
             model_dir = Path(args.model)
         weights = "random" if model_dir.is_relative_to(work) else "pretrained"
-        float_path = Path(export_model(str(model_dir), work / "model.onnx", ExportOptions()).onnx_path)
+        float_path = args.onnx or Path(export_model(str(model_dir), work / "model.onnx", ExportOptions()).onnx_path)
         data = token_data(float_path, work / "tokens.npz", samples=args.samples, length=args.length)
         reference = build_reference(float_path, data=str(data), threads=1, latency_batch=args.batch)
         fused = work / "model.fused.onnx"

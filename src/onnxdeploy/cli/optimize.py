@@ -94,9 +94,10 @@ def _list_passes(as_json: bool) -> None:
 @click.option("--ort-level", type=click.Choice(["basic", "extended", "all"]),
               help="Also save ONNX Runtime's offline-optimized graph at this level.")
 @click.option("--transformer", metavar="auto|bert", default=None,
-              help="Also run ONNX Runtime's transformer fusions (portable: ORT's own graph "
-                   "optimizations off) and count each fusion; auto reads the model type from the "
-                   "exported-from config or the graph.")
+              help="Also run ONNX Runtime's transformer fusions and count each one (ORT's own "
+                   "graph optimizations stay off, so the file is not tied to this CPU; it needs "
+                   "onnxruntime's contrib ops); auto reads the model type from the exported-from "
+                   "config or the graph.")
 @click.option("--num-heads", type=click.IntRange(min=0), default=0,
               help="Attention heads for --transformer [default: from the config, else ORT detects].")
 @click.option("--hidden-size", type=click.IntRange(min=0), default=0,
