@@ -55,14 +55,19 @@ def render(report) -> None:
         ("tolerance", f"{fmt_num(c['tolerance'])} abs" + (f" + {fmt_num(c['rtol'])} rel" if c["rtol"] else "")),
         ("verified", "PASSED" if c["passed"] else "FAILED"),
     ]
+    if report.transformer:
+        t = report.transformer
+        rows.append(("transformer", f"{t['model_type']}, num_heads {t['num_heads'] or 'detected'}, "
+                                    f"hidden_size {t['hidden_size'] or 'detected'} ({t['source']})"))
     if report.culprit:
         rows.append(("introduced by", report.culprit))
     if report.latency_ms:
         for key in report.latency_ms["before"]:
             rows.append((f"latency {key.replace('_', ' ')} (ms)",
                          f"{report.latency_ms['before'][key]:.3f} -> {report.latency_ms['after'][key]:.3f}"))
-    if report.recommended is not None:
-        rows.append(("recommended", ("yes: " if report.recommended else "NO: ") + report.recommendation))
+    if report.recommendation:
+        word = {True: "yes", False: "NO", None: "undecided"}[report.recommended]
+        rows.append(("recommended", f"{word}: {report.recommendation}"))
     out.print(kv_table("result", rows))
     for warning in report.warnings:
         out.print(f"[yellow]warning:[/yellow] {escape(warning)}")
