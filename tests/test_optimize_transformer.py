@@ -235,3 +235,21 @@ def test_what_ort_warned_or_printed_is_said(tmp_path, texts):
         assert _count(after, op) - _count(before, op) == n
     assert report.comparison["passed"] is True
     assert report.comparison["outputs"][0]["kind"] == "embedding"
+
+
+def test_the_attention_hint_names_what_softmax_feeds():
+    from onnxdeploy.optimize.transformer import attention_hint
+
+    def graph(*nodes):
+        x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 2])
+        y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 2])
+        return helper.make_model(helper.make_graph(list(nodes), "g", [x], [y]))
+
+    direct = graph(helper.make_node("Softmax", ["x"], ["s"]), helper.make_node("MatMul", ["s", "x"], ["y"]))
+    assert attention_hint(direct) is None
+    guarded = graph(helper.make_node("Softmax", ["x"], ["s"]), helper.make_node("IsNaN", ["s"], ["n"]),
+                    helper.make_node("Where", ["n", "x", "s"], ["w"]), helper.make_node("MatMul", ["w", "x"], ["y"]))
+    assert "Softmax feeds IsNaN/Where" in attention_hint(guarded) and "NaN rows" in attention_hint(guarded)
+    other = graph(helper.make_node("Softmax", ["x"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
+                  helper.make_node("MatMul", ["r", "x"], ["y"]))
+    assert "Softmax feeds Relu" in attention_hint(other) and "NaN" not in attention_hint(other)

@@ -151,7 +151,8 @@ def _captured_ort_log() -> Iterator[_Collect]:
     """Route the loggers of ORT's transformer tools into a list, and their prints nowhere.
 
     The tools import each other as top-level modules (``fusion_attention``, ``onnx_model``), so
-    their loggers are found by the folder their modules live in.
+    their loggers are found by the folder their modules live in. stdout/stderr are process-wide:
+    this is for the CLI and scripts, not for a thread of a server.
     """
     import onnxruntime.transformers.optimizer as ort_optimizer
 
@@ -215,9 +216,11 @@ def attention_hint(model: onnx.ModelProto) -> str | None:
                 seen.add("/".join(sorted(set(ops))) or "nothing")
     if not seen:
         return None
-    return (f"in this graph Softmax feeds {', '.join(sorted(seen))} rather than the MatMul with V "
-            "(torch's decomposed scaled_dot_product_attention guards it against NaN rows), and "
-            "every BERT attention pattern ORT matches has Softmax feeding that MatMul directly")
+    why = (" (torch's decomposed scaled_dot_product_attention guards it against NaN rows)"
+           if any("IsNaN" in ops for ops in seen) else "")
+    return (f"in this graph Softmax feeds {', '.join(sorted(seen))} rather than the MatMul with V"
+            f"{why}, and every BERT attention pattern ORT matches has Softmax feeding that MatMul "
+            "directly")
 
 
 def _attention_note(model: onnx.ModelProto, settings: TransformerSettings,
