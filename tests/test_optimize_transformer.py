@@ -253,3 +253,27 @@ def test_the_attention_hint_names_what_softmax_feeds():
     other = graph(helper.make_node("Softmax", ["x"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
                   helper.make_node("MatMul", ["r", "x"], ["y"]))
     assert "Softmax feeds Relu" in attention_hint(other) and "NaN" not in attention_hint(other)
+
+
+def test_a_fusion_that_changes_the_outputs_is_named_and_not_recommended(tmp_path, texts, monkeypatch):
+    src, _ = hf.exported("bert-classifier")
+    real_fuse = optimize_pkg.fuse
+
+    def wrong_fuse(model, settings, workdir):
+        result = real_fuse(model, settings, workdir)
+        g = result.model.graph
+        out = g.output[0].name
+        producer = next(n for n in g.node if out in n.output)
+        producer.output[list(producer.output).index(out)] = "pre_scale"
+        g.initializer.append(numpy_helper.from_array(np.array(1.1, np.float32), "scale"))
+        g.node.append(helper.make_node("Mul", ["pre_scale", "scale"], [out]))
+        return result
+
+    monkeypatch.setattr(optimize_pkg, "fuse", wrong_fuse)
+    out = tmp_path / "fused.onnx"
+    result = CliRunner().invoke(cli, ["optimize", str(src), "-o", str(out), "--transformer", "bert",
+                                      "--data", str(texts), "--latency-rounds", "0", "--json"])
+    assert result.exit_code == 1, result.output
+    d = json.loads(result.stdout)
+    assert d["comparison"]["passed"] is False and d["culprit"] == "transformer_bert"
+    assert d["recommended"] is False and "failed the check" in d["recommendation"] and out.exists()
