@@ -30,7 +30,7 @@ from onnxdeploy.export import ExportOptions, export_model
 from onnxdeploy.measure import build_reference
 from onnxdeploy.measure.latency import CONTROL
 from onnxdeploy.measure.variants import time_variants
-from onnxdeploy.optimize import OptimizeOptions, optimize_model
+from onnxdeploy.optimize import OptimizeOptions, optimize_model, recommendation
 from onnxdeploy.runtime import make_session
 from onnxdeploy.tokenizer import TextEncoder
 
@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             lat = time_variants(reference, {RESULT: make_session(fused, threads=1)}, budget_s=args.budget)
             latencies.append(lat.to_dict())
             timings.append(lat)
+        # what optimize's verdict would have said on each measurement alone
+        verdicts = [report.recommended] + [recommendation(report.passed, lat)[0] for lat in timings]
         per_repeat = []
         for lat in latencies:
             row = {"noise": round(lat["noise"], 4)}
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             "min_cosine": min((o["min_cosine"] for o in report.comparison["outputs"]
                                if o["min_cosine"] is not None), default=None),
             "nodes": report.nodes, "recommended": report.recommended,
-            "recommendation": report.recommendation,
+            "recommendation": report.recommendation, "recommended_per_measurement": verdicts,
             "speedup_fused_over_unfused": {k: spread(v) for k, v in fused_ratio.items()},
             "aa_ratio": {k: spread(v) for k, v in aa.items()},
             "per_repeat": per_repeat,
@@ -128,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
               f"over {len(latencies)} measurements; A/A median {a['median'] if a else 'n/a'} "
               f"({a['min'] if a else ''}-{a['max'] if a else ''})")
     print(f"optimize recommended: {report.recommended}: {report.recommendation}")
+    print(f"the verdict on each measurement alone: {verdicts}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

@@ -27,7 +27,9 @@ def recommendation(passed: bool | None, latency: Latency | None,
     if not speedups:
         return None, "verified; speed not measured, so not recommended either way"
     margin = latency.margin
-    where = ", ".join(f"{speed_words(s, margin)} at {k.replace('_', ' ')}" for k, s in speedups.items())
+    # the ratio itself always shows: "equal within the noise" must not hide a 0.89x
+    where = ", ".join(f"{s:.2f}x the input's speed at {k.replace('_', ' ')}: {speed_words(s, margin)}"
+                      for k, s in speedups.items())
     call = latency.speed(name)
     if latency.too_noisy and call not in ("slower", "mixed"):
         return None, (f"verified, but the timing was too noisy to tell the speeds apart (A/A noise "
