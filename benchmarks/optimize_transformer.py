@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             latencies.append(lat.to_dict())
             timings.append(lat)
         # what optimize's verdict would have said on each measurement alone
-        verdicts = [report.recommended] + [recommendation(report.passed, lat)[0] for lat in timings]
+        verdicts = [report.recommended] + [recommendation(report.comparison["passed"], lat)[0] for lat in timings]
         per_repeat = []
         for lat in latencies:
             row = {"noise": round(lat["noise"], 4)}
