@@ -31,7 +31,8 @@ def recommendation(passed: bool | None, latency: Latency | None,
         return None, "no output was exercised by this data, so nothing proves the result right"
     speedups = latency.speedup(name) if latency is not None else {}
     if not speedups:
-        return None, "verified; speed not measured (--latency-rounds 0), so not recommended either way"
+        return None, ("verified; speed not measured in this step (--latency-rounds 0; the pipeline "
+                      "times every variant later), so not recommended either way")
     margin = latency.margin
     # the ratio itself always shows: "equal within the noise" must not hide a 0.89x
     where = ", ".join(f"{s:.2f}x the input's speed at {k.replace('_', ' ')}: {speed_words(s, margin)}"
