@@ -1,4 +1,5 @@
-"""``onnxdeploy optimize IN.onnx -o OUT.onnx [--passes a,b,c] [--list-passes] [--ort-level LEVEL]``."""
+"""``onnxdeploy optimize IN.onnx -o OUT.onnx [--passes a,b,c] [--list-passes] [--ort-level LEVEL]
+[--transformer auto|bert]``."""
 
 from __future__ import annotations
 
@@ -35,7 +36,10 @@ def render(report) -> None:
         table.add_column("max abs diff")
     for p in report.passes:
         style = None if p.changed else "dim"
-        row = [p.name, f"{p.nodes_before} -> {p.nodes_after}", _delta_text(p.op_delta), p.note or ""]
+        note = p.note or ""
+        if p.fusions is not None:
+            note = ", ".join(f"{op} x{n}" for op, n in p.fusions.items()) + (f"\n{note}" if note else "")
+        row = [p.name, f"{p.nodes_before} -> {p.nodes_after}", _delta_text(p.op_delta), escape(note)]
         if show_diff:
             row.append(fmt_num(p.max_abs_diff))
         table.add_row(*row, style=style)
@@ -51,12 +55,19 @@ def render(report) -> None:
         ("tolerance", f"{fmt_num(c['tolerance'])} abs" + (f" + {fmt_num(c['rtol'])} rel" if c["rtol"] else "")),
         ("verified", "PASSED" if c["passed"] else "FAILED"),
     ]
+    if report.transformer:
+        t = report.transformer
+        rows.append(("transformer", f"{t['model_type']}, num_heads {t['num_heads'] or 'detected'}, "
+                                    f"hidden_size {t['hidden_size'] or 'detected'} ({t['source']})"))
     if report.culprit:
         rows.append(("introduced by", report.culprit))
     if report.latency_ms:
         for key in report.latency_ms["before"]:
             rows.append((f"latency {key.replace('_', ' ')} (ms)",
                          f"{report.latency_ms['before'][key]:.3f} -> {report.latency_ms['after'][key]:.3f}"))
+    if report.recommendation:
+        word = {True: "yes", False: "NO", None: "undecided"}[report.recommended]
+        rows.append(("recommended", f"{word}: {report.recommendation}"))
     out.print(kv_table("result", rows))
     for warning in report.warnings:
         out.print(f"[yellow]warning:[/yellow] {escape(warning)}")
@@ -87,6 +98,15 @@ def _list_passes(as_json: bool) -> None:
 @click.option("--list-passes", is_flag=True, help="List every available pass with a description and exit.")
 @click.option("--ort-level", type=click.Choice(["basic", "extended", "all"]),
               help="Also save ONNX Runtime's offline-optimized graph at this level.")
+@click.option("--transformer", metavar="auto|bert", default=None,
+              help="Also run ONNX Runtime's transformer fusions and count each one (ORT's own "
+                   "graph optimizations stay off, so the file is not tied to this CPU; it needs "
+                   "onnxruntime's contrib ops); auto reads the model type from the exported-from "
+                   "config or the graph.")
+@click.option("--num-heads", type=click.IntRange(min=0), default=0,
+              help="Attention heads for --transformer [default: from the config, else ORT detects].")
+@click.option("--hidden-size", type=click.IntRange(min=0), default=0,
+              help="Hidden size for --transformer [default: from the config, else ORT detects].")
 @click.option("--no-fold", is_flag=True, help="Do not fold constants the passes leave behind.")
 @data_options
 @click.option("--count", type=click.IntRange(min=1), help="Verify on at most this many samples.")
@@ -96,16 +116,20 @@ def _list_passes(as_json: bool) -> None:
               help="Relative tolerance added on top (|b - a| <= tolerance + rtol * |a|).")
 @click.option("--latency-rounds", type=click.IntRange(min=0), default=5, show_default=True,
               help="A/B rounds of in-process latency measurement (0 skips it).")
+@click.option("--latency-budget", type=click.FloatRange(min=0, min_open=True), default=3.0,
+              show_default=True, help="Seconds of latency timing per variant, over all batch sizes.")
 @ort_threads_option
 @input_options
 @report_options
 @click.pass_context
-def command(ctx, src, out, passes, list_passes, ort_level, no_fold, data, dims, count, tolerance,
-            rtol, latency_rounds, ort_threads, batch_axes, int_ranges, as_json, report_path):
+def command(ctx, src, out, passes, list_passes, ort_level, transformer, num_heads, hidden_size,
+            no_fold, data, dims, count, tolerance, rtol, latency_rounds, ort_threads, batch_axes,
+            int_ranges, latency_budget, as_json, report_path):
     """Optimize an ONNX graph pass by pass and prove the outputs did not change.
 
     Exits 1 (keeping the output) when the result differs from the input by more than the
-    tolerance, naming the step that introduced the difference.
+    tolerance, naming the step that introduced the difference. A verified result that measured
+    slower than the input is still written, with recommended: no and a warning (exit 0).
     """
     if list_passes:
         _list_passes(as_json)
@@ -115,8 +139,10 @@ def command(ctx, src, out, passes, list_passes, ort_level, no_fold, data, dims, 
     from ..optimize import OptimizeOptions, optimize_model
 
     opts = OptimizeOptions(
-        passes=passes, fold_constants=not no_fold, ort_level=ort_level, data=data, dims=dims,
-        count=count, tolerance=tolerance, rtol=rtol, latency_rounds=latency_rounds, threads=ort_threads,
+        passes=passes, fold_constants=not no_fold, ort_level=ort_level, transformer=transformer,
+        num_heads=num_heads, hidden_size=hidden_size, data=data, dims=dims,
+        count=count, tolerance=tolerance, rtol=rtol, latency_rounds=latency_rounds,
+        latency_budget_s=latency_budget, threads=ort_threads,
         batch_axes=batch_axes, int_ranges=int_ranges,
     )
     report = optimize_model(src, out, opts)

@@ -2,9 +2,11 @@
 
 Each onnxoptimizer pass runs on its own (``fixed_point`` off) so its effect can be counted;
 constants a pass leaves behind are folded right after it (see ``fold.py``) so the next fusion
-sees them and the graph does not grow; ``ort_level`` then saves ONNX Runtime's offline-optimized
-graph. The result runs against the input on the same data; when they differ by more than the
+sees them and the graph does not grow; ``transformer`` then runs ONNX Runtime's transformer
+optimizer (its fusions counted, see ``transformer.py``) and ``ort_level`` saves ONNX Runtime's
+offline-optimized graph. The result runs against the input on the same data; when they differ by more than the
 tolerance the steps are replayed one at a time to name the one that introduced the difference.
+The result is recommended only when it passed and did not measure slower (``verdict.py``).
 """
 
 from __future__ import annotations
@@ -47,10 +49,13 @@ from ..modelfile import (
 from ..runtime import make_session, run_dataset
 from .fold import fold_constants
 from .passes import DEFAULT_PASSES, available_passes, no_change_note, parse_passes
+from .transformer import STEP_PREFIX, TRANSFORMER_TYPES, TransformerSettings, fuse, resolve
+from .verdict import RESULT, recommendation
 
 __all__ = [
     "DEFAULT_PASSES", "DEFAULT_TOLERANCE", "ORT_LEVELS", "OptimizeOptions", "OptimizeReport",
-    "PassRecord", "available_passes", "optimize_model", "parse_passes",
+    "PassRecord", "TRANSFORMER_TYPES", "available_passes", "optimize_model", "parse_passes",
+    "recommendation",
 ]
 
 DEFAULT_TOLERANCE = 1e-4
@@ -68,6 +73,11 @@ class OptimizeOptions:
     passes: list[str] | tuple[str, ...] | str | None = DEFAULT_PASSES
     fold_constants: bool = True
     ort_level: str | None = None
+    #: ``auto`` or ``bert``: run ONNX Runtime's transformer fusions after the passes
+    transformer: str | None = None
+    #: 0 = taken from the exported-from config when it is still there, else ORT detects it
+    num_heads: int = 0
+    hidden_size: int = 0
     data: str | None = None
     dims: dict[str, int] = field(default_factory=dict)
     count: int | None = None
@@ -94,6 +104,10 @@ class PassRecord:
     note: str | None = None
     folded: dict[str, int] = field(default_factory=dict)
     max_abs_diff: float | None = None
+    #: the transformer step: nodes each ORT fusion created (Attention always listed)
+    fusions: dict[str, int] | None = None
+    #: the transformer step: what ORT's optimizer logged (INFO and up, attention match failures)
+    log: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +131,12 @@ class OptimizeReport:
     #: the interleaved figures with spread and the A/A noise, when latency was measured here
     latency: dict[str, Any] | None = None
     environment: dict[str, Any] = field(default_factory=dict)
+    #: False when the check failed or the result measured slower than the input; None when
+    #: nothing was measured to go on. ``-o`` is written either way.
+    recommended: bool | None = None
+    recommendation: str = ""
+    #: the transformer step's settings (model type, num_heads, hidden_size, where they came from)
+    transformer: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -205,15 +225,22 @@ def _ort_optimize(model: onnx.ModelProto, level: str, workdir: Path, threads: in
 
 
 def _apply(
-    model: onnx.ModelProto, step: str, *, fold: bool, meta: dict[str, str], ort_args: tuple
+    model: onnx.ModelProto, step: str, *, fold: bool, meta: dict[str, str], ort_args: tuple,
+    transformer: TransformerSettings | None = None,
 ) -> tuple[onnx.ModelProto, PassRecord, list[str]]:
-    """Run one step (a pass plus folding what it left, the pre-fold, or ORT) and account for it."""
+    """Run one step (a pass plus folding what it left, the pre-fold, ORT's transformer fusions,
+    or ORT) and account for it."""
     warnings: list[str] = []
     before = op_counts(model)
     print_before = _fingerprint(model)
     note = None
     folded: dict[str, int] = {}
-    if step == FOLD_STEP:
+    fusions, log = None, []
+    if step.startswith(STEP_PREFIX) and transformer is not None:
+        fused = fuse(model, transformer, ort_args[0])
+        new, note, log, fusions = fused.model, fused.note, fused.log, fused.fusions
+        warnings.extend(fused.warnings)
+    elif step == FOLD_STEP:
         result = fold_constants(model)
         new, folded = result.model, result.folded
         if result.warning:
@@ -251,7 +278,7 @@ def _apply(
         elif changed and before == after:
             note = "rewrote the graph without changing its op counts"
     record = PassRecord(step, sum(before.values()), sum(after.values()), _delta(before, after),
-                        changed, note, folded)
+                        changed, note, folded, fusions=fusions, log=log)
     return new, record, warnings
 
 
@@ -304,6 +331,9 @@ def _validate(opts: OptimizeOptions, src: Path, out: Path) -> list[str]:
         raise OptionError("--tolerance and --rtol must be non-negative numbers")
     if out.exists() and src.exists() and out.resolve() == src.resolve():
         raise OptionError(f"-o {out}: the output must not overwrite the input model")
+    if opts.transformer is not None and opts.transformer not in TRANSFORMER_TYPES:
+        raise OptionError(f"--transformer {opts.transformer!r}: expected one of "
+                          f"{', '.join(TRANSFORMER_TYPES)}")
     return steps
 
 
@@ -323,14 +353,21 @@ def optimize_model(
     model = load_model(src)
     check_model(src, name=src.name)
     meta = metadata(model)
+    settings = None
+    if opts.transformer is not None:
+        settings = resolve(opts.transformer, model, meta, num_heads=opts.num_heads,
+                           hidden_size=opts.hidden_size, name=src.name)
 
     steps = ([FOLD_STEP] if opts.fold_constants else []) + passes
+    if settings is not None:
+        steps.append(STEP_PREFIX + settings.model_type)
     if opts.ort_level:
         steps.append(f"ort_{opts.ort_level}")
     workdir = Path(tempfile.mkdtemp(prefix=".onnxdeploy-opt.", dir=out.parent if out.parent.exists() else None))
     try:
         def apply(m, step):
-            return _apply(m, step, fold=opts.fold_constants, meta=meta, ort_args=(workdir, opts.threads))
+            return _apply(m, step, fold=opts.fold_constants, meta=meta, ort_args=(workdir, opts.threads),
+                          transformer=settings)
 
         # the input must run on the data before anything is written
         if reference is None:
@@ -365,12 +402,17 @@ def optimize_model(
         if opts.fold_constants and sum(after.values()) > sum(before.values()):
             warnings.append(f"the result has more nodes than the input ({sum(after.values())} vs "
                             f"{sum(before.values())}) even after constant folding")
-        latency = timing = None
+        latency = timing = measured = None
         if opts.latency_rounds > 0 and problem is None:
-            measured = time_variants(reference, {"float32-opt": make_session(out, threads=opts.threads)},
+            measured = time_variants(reference, {RESULT: make_session(out, threads=opts.threads)},
                                      budget_s=opts.latency_budget_s)
-            latency = {"before": measured.median("float32"), "after": measured.median("float32-opt")}
+            latency = {"before": measured.median("float32"), "after": measured.median(RESULT)}
             timing = measured.to_dict()
+        recommended, sentence = recommendation(passed, measured)
+        # a warning only for slower beyond the run's margin: a ratio under the 5% floor inside
+        # a wide margin is said in `recommendation` (and the CLI's table), not shouted
+        if recommended is False and measured is not None and measured.speed(RESULT) in ("slower", "mixed"):
+            warnings.append(sentence)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -399,4 +441,7 @@ def optimize_model(
         warnings=warnings,
         latency=timing,
         environment=environment(opts.threads),
+        recommended=recommended,
+        recommendation=sentence,
+        transformer=None if settings is None else settings.to_dict(),
     )
