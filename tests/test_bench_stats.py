@@ -92,7 +92,8 @@ def test_metrics_split():
     split = server_split(before, after, client_mean_ms=4.0)
     assert split["server_ms"] == pytest.approx(2.0)
     assert split["compute_ms"] == pytest.approx(0.5)
-    assert split["compute_share"] == pytest.approx(0.125) and split["other_ms"] == pytest.approx(3.5)
+    # the share is of the time in the server's view (2.0 ms), not of the client's 4.0 ms (queueing)
+    assert split["compute_share"] == pytest.approx(0.25) and split["other_ms"] == pytest.approx(3.5)
     assert server_split(None, after, 1.0) == {}
 
 

@@ -108,7 +108,7 @@ def _sentence(best: Candidate, ref: Candidate, cands: list[Candidate], margin: f
     if served and best.http is not None:
         http = f"{best.http} speed over HTTP" if best.http == "equal" else f"{best.http} over HTTP"
         if compute_share is not None:
-            http += f" (model compute is {100 * compute_share:.0f}% of a request)"
+            http += f" (model compute is {100 * compute_share:.0f}% of a request's time in the server)"
         parts.append(http)
     return f"Ship {best.name}{label}: " + ", ".join(parts) + "."
 

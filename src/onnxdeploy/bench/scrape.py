@@ -59,8 +59,11 @@ def _mean_ms(before: dict, after: dict, hist: str, label_filter: str | None) -> 
 def server_split(before: dict | None, after: dict | None, client_mean_ms: float | None) -> dict[str, float | None]:
     """Mean ms per request in the server view, in model compute, in the batch queue, and the rest.
 
-    ``compute_share`` is model compute as a fraction of the latency the client saw; ``other_ms``
-    is everything else the client waited for (HTTP, JSON, queueing, the network stack).
+    ``compute_share`` is model compute as a fraction of a request's time in the app (its view),
+    else of the latency the client saw: at a saturating concurrency most of that latency is
+    waiting behind other requests, which says nothing about how much of the server's work per
+    request is the model. ``other_ms`` is everything else the client waited for (HTTP, JSON,
+    queueing, the network stack).
     """
     if before is None or after is None:
         return {}
@@ -75,6 +78,6 @@ def server_split(before: dict | None, after: dict | None, client_mean_ms: float 
         "client_ms": client_mean_ms,
     }
     if compute_ms is not None and client_mean_ms:
-        out["compute_share"] = min(1.0, compute_ms / client_mean_ms)
+        out["compute_share"] = min(1.0, compute_ms / (server_ms or client_mean_ms))
         out["other_ms"] = max(0.0, client_mean_ms - compute_ms)
     return out

@@ -148,7 +148,7 @@ def make_verdict(
     text = f"Ship {ship} ({why}): " + ", ".join(facts) + f" against {other}"
     share = b.get("compute_share")
     if share is not None:
-        text += f"; model compute is {100 * share:.0f}% of a request"
+        text += f"; model compute is {100 * share:.0f}% of a request's time in the server"
     if a.get("generator_bound") or b.get("generator_bound"):
         text += "; the load generator was near its own ceiling, so rates are a lower bound"
     return {
