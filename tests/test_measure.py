@@ -107,7 +107,7 @@ def test_verdict_ships_the_smallest_admissible_variant(share):
     assert ("model compute is 4% of a request's time in the server" in v["text"]) == (share is not None)
     cands[2].accuracy_ok = False
     v = decide(cands, margin=0.06, compute_share=share, served=True)
-    assert v["ship"] == REFERENCE and "int8 misses the accuracy bound" in v["text"]
+    assert v["ship"] == REFERENCE and "int8 misses the quality bound" in v["text"]
 
 
 def test_one_figure_under_two_names():

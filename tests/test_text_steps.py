@@ -70,3 +70,5 @@ def test_pipeline_on_a_hugging_face_directory_with_texts(tmp_path):
     assert rows["float32"]["api_min_cosine"] > 0.9999 and rows["int8"]["api_min_cosine"] is not None
     assert rows["int8"]["api_accuracy"] in (None, {})
     assert "accuracy or min cosine (HTTP)" in (out / "report.md").read_text()
+    # the served quality pass ran for the variant the verdict weighs
+    assert report["bench"]["quality"]["int8"]["passed"] is not None

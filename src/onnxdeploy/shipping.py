@@ -90,7 +90,7 @@ def _sentence(best: Candidate, ref: Candidate, cands: list[Candidate], margin: f
             if c.name == REFERENCE:
                 continue
             if not c.accuracy_ok:
-                reasons.append(f"{c.name} misses the accuracy bound")
+                reasons.append(f"{c.name} misses the quality bound (accuracy, or min cosine to float32)")
             elif c.in_process in ("slower", "mixed"):
                 reasons.append(f"{c.name} is slower in process")
             elif served and c.http == "slower":

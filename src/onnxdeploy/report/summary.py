@@ -85,6 +85,10 @@ def summarize(report: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         r = m.results[key]
         if name.startswith("int8"):
             ok[name] = quant_admissible(quant, key, r)
+        # quality measured through the API on the served model counts too: a variant whose
+        # served embeddings miss the bound does not ship, whatever the in-process check said
+        if _get(bench, "quality", name, "passed") is False:
+            ok[name] = False
     served = bool(bench)
     cands = candidates(_Renamed(m, names, latency), names, bench, ok,
                        {"int8": chosen or ""})
