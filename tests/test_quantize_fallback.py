@@ -80,6 +80,9 @@ def test_fallback_keeps_the_costly_matmul_float_and_meets_the_bound(outlier_bert
     assert 0.9 <= emb["nn_agreement"] <= 1.0
     assert report.passed and report.output == str(out)
     assert "kept" in fb["summary"] and culprit in fb["summary"]
+    # the two halves of the data agree on the chosen model far closer than its headroom: no warning
+    lo, hi = sorted(fb["halves_min_cosine"])
+    assert lo == pytest.approx(chosen.min_cosine) and hi >= lo and fb["warning"] is None
 
     # the written file: exactly the kept MatMuls are float, every other weight MatMul is int8
     ops = Counter(n.op_type for n in onnx.load(str(out)).graph.node)
@@ -148,3 +151,16 @@ def test_auto_candidates_for_a_transformer():
     # a float-input model keeps its static candidates
     recipes, _ = auto_recipes(QuantizeOptions(mode="auto"), {"MatMul", "Gather", "Add"})
     assert any(r.mode == "static" for r in recipes)
+
+
+def test_half_min_cosines_split_even_and_odd_samples():
+    from onnxdeploy.measure.numeric import half_min_cosines
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(8, 4))
+    got = ref.copy()
+    got[3] = -ref[3]  # an odd sample turned around: cosine -1 in the odd half only
+    halves = half_min_cosines({"e": ref}, {"e": got}, {"e": "embedding"}, {"e": 0})
+    assert halves[0] == pytest.approx(1.0) and halves[1] == pytest.approx(-1.0)
+    # class scores are judged otherwise: no halves
+    assert half_min_cosines({"s": ref}, {"s": got}, {"s": "class_scores"}, {"s": 0}) is None

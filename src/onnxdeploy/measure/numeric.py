@@ -155,6 +155,35 @@ def nn_agreement(ref: np.ndarray, got: np.ndarray) -> float | None:
 
 
 
+def half_min_cosines(ref: dict[str, Any], got: dict[str, Any], kinds: dict[str, str],
+                     batch_axes: dict[str, int | None]) -> tuple[float, float] | None:
+    """The smallest per-sample cosine over the even and over the odd samples (embeddings only).
+
+    How far the two halves of one data set differ is a measure of how much a minimum over data of
+    that size moves from one sample of texts to another.
+    """
+    lows: list[tuple[float, float]] = []
+    for name, kind in kinds.items():
+        axis = batch_axes.get(name)
+        if kind != "embedding" or axis is None or name not in ref or name not in got:
+            continue
+        x, y = as_array(ref[name]), as_array(got[name])
+        if x.dtype.kind != "f" or x.shape != y.shape or x.ndim < 2 or x.shape[axis] < 4:
+            continue
+        xs = np.moveaxis(x.astype(np.float64), axis, 0).reshape(x.shape[axis], -1)
+        ys = np.moveaxis(y.astype(np.float64), axis, 0).reshape(y.shape[axis], -1)
+        nx, ny = np.linalg.norm(xs, axis=1), np.linalg.norm(ys, axis=1)
+        ok = (nx > 0) & (ny > 0)
+        cos = np.full(len(xs), np.nan)
+        cos[ok] = np.sum(xs[ok] * ys[ok], axis=1) / (nx[ok] * ny[ok])
+        even, odd = cos[0::2], cos[1::2]
+        if np.isfinite(even).any() and np.isfinite(odd).any():
+            lows.append((float(np.nanmin(even)), float(np.nanmin(odd))))
+    if not lows:
+        return None
+    return min(a for a, _ in lows), min(b for _, b in lows)
+
+
 def metric(name: str, kind: str, ref: Any, got: Any, *, batch_axis: int | None = 0,
            rtol: float = RTOL, atol: float | None = None) -> OutputMetric:
     """Every metric of one output; ``passed`` is left for a criterion to decide."""

@@ -84,10 +84,14 @@ class Fallback:
     #: the full-int8 base candidate's quality, for "what keeping them float bought"
     base_min_cosine: float | None = None
     base_error: float | None = None
+    #: the chosen model's min cosine over the even and the odd samples, and what their gap says
+    halves_min_cosine: list[float] | None = None
+    warning: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"base": self.base, "base_min_cosine": self.base_min_cosine,
                 "base_error": self.base_error, "quantizable_matmuls": self.quantizable,
+                "halves_min_cosine": self.halves_min_cosine, "warning": self.warning or None,
                 "ranking": [c.to_dict() for c in self.ranking], "tries": [t.to_dict() for t in self.tries],
                 "kept_float": self.kept, "candidate": self.candidate, "summary": self.summary}
 

@@ -19,6 +19,7 @@ from ..environment import environment
 from ..errors import ModelLoadError, RuntimeFailure
 from ..measure import Measurement, Reference, Variant, build_reference, speed_words
 from ..measure.latency import CONTROL, REFERENCE
+from ..measure.numeric import half_min_cosines
 from ..measure.variants import evaluate, reference_result, time_variants
 from ..modelfile import copy_model, external_data_files, load_model, op_counts, save_model
 from . import fallback as mixed
@@ -129,7 +130,9 @@ def quantize_model(
         chosen, reason, passed = _choose(opts, results, measurement, criterion, tolerance)
         _explain_candidates(results, measurement)
         if search is not None:
-            _summarize_search(search, results, measurement)
+            _summarize_search(search, results, measurement, opts.min_cosine)
+            if search.warning:
+                warnings.append(search.warning)
 
         if chosen is None:
             output = None
@@ -217,7 +220,7 @@ def _mixed_precision(opts, recipes, results, ref: Reference, prepared: Path, wor
     return record, found
 
 
-def _summarize_search(record, results, m: Measurement) -> None:
+def _summarize_search(record, results, m: Measurement, bound: float) -> None:
     """The sentence saying which MatMuls stayed float and what that bought."""
     if record.candidate is None:
         return
@@ -239,6 +242,18 @@ def _summarize_search(record, results, m: Measurement) -> None:
             text += "; speed vs float: " + "; ".join(speeds)
     record.summary = text
     mixed_result.reason = (mixed_result.reason + "; " if mixed_result.reason else "") + text
+    ref = m.reference
+    halves = half_min_cosines(ref.outputs, m.results[record.candidate].outputs, ref.kinds,
+                              ref.output_batch_axes)
+    if halves is not None and mixed_result.min_cosine is not None:
+        record.halves_min_cosine = [round(h, 6) for h in halves]
+        spread, headroom = abs(halves[0] - halves[1]), mixed_result.min_cosine - bound
+        if spread > headroom:
+            record.warning = (
+                f"{record.candidate} passes the min-cosine bound {bound} by {headroom:.4f}, less than "
+                f"the {spread:.4f} by which the two halves of the data differ ({halves[0]:.4f} vs "
+                f"{halves[1]:.4f}): on other texts it may well land below the bound; judge it on "
+                "more, or more representative, data (bench re-checks served embeddings)")
 
 
 def _check_quantizable(name: str, ops: dict[str, int], opts: QuantizeOptions) -> None:
