@@ -119,3 +119,21 @@ def test_one_figure_under_two_names():
     named = lat.renamed({"int8-dynamic": "dynamic", "int8": "dynamic"})
     assert set(named.figures) == {REFERENCE, CONTROL, "int8-dynamic", "int8"}
     assert named.median("int8") == named.median("int8-dynamic") == {"batch_1": 1.0}
+
+
+def test_served_quality_below_the_bound_keeps_a_variant_from_shipping():
+    from types import SimpleNamespace
+
+    from onnxdeploy.report.summary import within_bounds
+
+    names = {"float32": REFERENCE, "int8": "dynamic-matmul-per-channel-mixed"}
+    results = {REFERENCE: SimpleNamespace(), "dynamic-matmul-per-channel-mixed": SimpleNamespace()}
+    reports = {"quantize": {"candidates": [{"name": "dynamic-matmul-per-channel-mixed", "admissible": True}]},
+               "bench": {"quality": {"float32": {"passed": True}, "int8": {"passed": True}}}}
+    assert within_bounds(reports, names, results)["int8"] is True
+    reports["bench"]["quality"]["int8"]["passed"] = False  # in process it passed; served it did not
+    ok = within_bounds(reports, names, results)
+    assert ok["int8"] is False and ok["float32"] is True
+    # without a served quality pass the in-process verdict stands
+    del reports["bench"]
+    assert within_bounds(reports, names, results)["int8"] is True

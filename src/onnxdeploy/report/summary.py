@@ -79,22 +79,30 @@ def summarize(report: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         rows.append(row)
     if m is None or latency is None:
         return rows, {"ship": "float32", "text": "Ship float32: no variant was measured against it."}
-    ok = {"float32": True, "float32-opt": (report.reports.get("optimize") or {}).get(
-        "comparison", {}).get("passed") is not False}
-    for name, key in names.items():
-        r = m.results[key]
-        if name.startswith("int8"):
-            ok[name] = quant_admissible(quant, key, r)
-        # quality measured through the API on the served model counts too: a variant whose
-        # served embeddings miss the bound does not ship, whatever the in-process check said
-        if _get(bench, "quality", name, "passed") is False:
-            ok[name] = False
+    ok = within_bounds(report.reports, names, m.results)
     served = bool(bench)
     cands = candidates(_Renamed(m, names, latency), names, bench, ok,
                        {"int8": chosen or ""})
     verdict = decide(cands, margin=latency.margin, compute_share=_compute_share(bench, "int8"),
                      served=served, too_noisy=latency.too_noisy)
     return rows, verdict
+
+
+def within_bounds(reports: dict[str, Any], names: dict[str, str], results: dict[str, Any]
+                  ) -> dict[str, bool]:
+    """Per variant: within its quality bound, in process and (when bench judged it) served."""
+    quant = reports.get("quantize") or {}
+    bench = reports.get("bench")
+    ok = {"float32": True, "float32-opt": (reports.get("optimize") or {}).get(
+        "comparison", {}).get("passed") is not False}
+    for name, key in names.items():
+        if name.startswith("int8"):
+            ok[name] = quant_admissible(quant, key, results[key])
+        # quality measured through the API on the served model counts too: a variant whose
+        # served embeddings miss the bound does not ship, whatever the in-process check said
+        if _get(bench, "quality", name, "passed") is False:
+            ok[name] = False
+    return ok
 
 
 def quant_admissible(quant: dict[str, Any], key: str, result: Any) -> bool:
