@@ -18,11 +18,10 @@ from click.testing import CliRunner
 from onnxdeploy.bench import BenchOptions, run_bench, write_outputs
 from onnxdeploy.bench.bodies import text_body
 from onnxdeploy.bench.httpclient import request
-from onnxdeploy.bench.quality import row_cosines
 from onnxdeploy.bench.servers import ServerPool, ServerSpec, free_port
 from onnxdeploy.bench.verdict import make_verdict
 from onnxdeploy.cli import cli
-from onnxdeploy.measure.numeric import nn_agreement
+from onnxdeploy.measure.numeric import nn_agreement, row_cosines
 from onnxdeploy.measure.reference import build_reference
 from onnxdeploy.runtime import make_session
 from onnxdeploy.tokenizer import TextEncoder

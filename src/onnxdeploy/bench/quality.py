@@ -20,7 +20,7 @@ import numpy as np
 
 from ..data import DataSet
 from ..errors import ServerError
-from ..measure.numeric import DEFAULT_MIN_COSINE, nn_agreement
+from ..measure.numeric import DEFAULT_MIN_COSINE, nn_agreement, row_cosines
 from ..measure.reference import Reference, build_reference
 from ..modelfile import Signature
 from ..outputkinds import EMBEDDING, EMBEDDING_TASKS, task_of
@@ -67,15 +67,6 @@ class InProcess:
         else:
             feeds = data.slice(start, stop)
         return run(self.reference.session, feeds)
-
-
-def row_cosines(ref: np.ndarray, got: np.ndarray, batch_axis: int = 0) -> np.ndarray:
-    """Cosine of every sample (rows along ``batch_axis``, flattened); rows of zero norm are NaN."""
-    x = np.moveaxis(np.asarray(ref, dtype=np.float64), batch_axis, 0).reshape(ref.shape[batch_axis], -1)
-    y = np.moveaxis(np.asarray(got, dtype=np.float64), batch_axis, 0).reshape(got.shape[batch_axis], -1)
-    nx, ny = np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((nx > 0) & (ny > 0), np.sum(x * y, axis=1) / (nx * ny), np.nan)
 
 
 def _finite(values: np.ndarray) -> np.ndarray:

@@ -102,10 +102,8 @@ def render(report) -> None:
         for c in report.candidates:
             out.print(f"  {escape(c.name)}: {escape(c.reason)}")
         if report.fallback is not None:
-            tries = ", ".join(f"{t['kept_float']} float: "
-                              + ("ok" if t["admissible"] else
-                                 (f"min cosine {t['min_cosine']:.4f}" if t["min_cosine"] is not None
-                                  else "failed"))
+            tries = "; ".join(f"{t['kept_float']} float: "
+                              + ("ok" if t["admissible"] else (t["failures"] or ["failed"])[0])
                               for t in report.fallback["tries"])
             out.print(f"mixed precision from {escape(report.fallback['base'])}: tries {escape(tries)}")
             if report.fallback["summary"]:

@@ -108,20 +108,23 @@ class OutputMetric:
         return out
 
 
+def row_cosines(ref: np.ndarray, got: np.ndarray, batch_axis: int = 0) -> np.ndarray:
+    """Cosine of every sample (rows along ``batch_axis``, flattened); rows of zero norm are NaN."""
+    x = np.moveaxis(np.asarray(ref, dtype=np.float64), batch_axis, 0).reshape(ref.shape[batch_axis], -1)
+    y = np.moveaxis(np.asarray(got, dtype=np.float64), batch_axis, 0).reshape(got.shape[batch_axis], -1)
+    nx, ny = np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((nx > 0) & (ny > 0), np.sum(x * y, axis=1) / (nx * ny), np.nan)
+
+
 def _cosines(x: np.ndarray, y: np.ndarray, batch_axis: int | None) -> tuple[float | None, float | None]:
     xf, yf = x.astype(np.float64).ravel(), y.astype(np.float64).ravel()
     na, nb = float(xf @ xf), float(yf @ yf)
     cos = float(xf @ yf / math.sqrt(na * nb)) if na > 0 and nb > 0 else None
     if batch_axis is None or x.ndim < 2:
         return cos, cos
-    xs = np.moveaxis(x.astype(np.float64), batch_axis, 0).reshape(x.shape[batch_axis], -1)
-    ys = np.moveaxis(y.astype(np.float64), batch_axis, 0).reshape(y.shape[batch_axis], -1)
-    nx, ny = np.linalg.norm(xs, axis=1), np.linalg.norm(ys, axis=1)
-    ok = (nx > 0) & (ny > 0)
-    if not ok.any():
-        return cos, None
-    per = np.sum(xs[ok] * ys[ok], axis=1) / (nx[ok] * ny[ok])
-    return cos, float(per.min())
+    per = row_cosines(x, y, batch_axis)
+    return cos, float(np.nanmin(per)) if np.isfinite(per).any() else None
 
 
 #: cosines within this of each other are the same neighbour (exact duplicates in the data)
@@ -170,12 +173,7 @@ def half_min_cosines(ref: dict[str, Any], got: dict[str, Any], kinds: dict[str, 
         x, y = as_array(ref[name]), as_array(got[name])
         if x.dtype.kind != "f" or x.shape != y.shape or x.ndim < 2 or x.shape[axis] < 4:
             continue
-        xs = np.moveaxis(x.astype(np.float64), axis, 0).reshape(x.shape[axis], -1)
-        ys = np.moveaxis(y.astype(np.float64), axis, 0).reshape(y.shape[axis], -1)
-        nx, ny = np.linalg.norm(xs, axis=1), np.linalg.norm(ys, axis=1)
-        ok = (nx > 0) & (ny > 0)
-        cos = np.full(len(xs), np.nan)
-        cos[ok] = np.sum(xs[ok] * ys[ok], axis=1) / (nx[ok] * ny[ok])
+        cos = row_cosines(x, y, axis)
         even, odd = cos[0::2], cos[1::2]
         if np.isfinite(even).any() and np.isfinite(odd).any():
             lows.append((float(np.nanmin(even)), float(np.nanmin(odd))))
@@ -323,7 +321,7 @@ def drift(ref: dict[str, Any], got: dict[str, Any], kinds: dict[str, str], *,
         elif m.min_cosine is not None:
             m.passed = m.min_cosine >= min_cosine
             if not m.passed:
-                m.failure = f"output '{name}': min cosine {m.min_cosine:.4f} is below {min_cosine}"
+                m.failure = f"output '{name}': min cosine {_below(m.min_cosine, min_cosine)} is below {min_cosine}"
         else:
             m.passed = m.allclose
             if not m.passed:
@@ -331,6 +329,15 @@ def drift(ref: dict[str, Any], got: dict[str, Any], kinds: dict[str, str], *,
         out.append(m)
     passed, failures = _decide(out)
     return Comparison(out, passed, failures)
+
+
+def _below(value: float, bound: float) -> str:
+    """``value`` with 4 decimals, or as many more as it takes not to read as the bound or above."""
+    for digits in range(4, 12):
+        text = f"{value:.{digits}f}"
+        if float(text) < bound:
+            return text
+    return repr(value)
 
 
 def predictions(outputs: dict[str, Any], kinds: dict[str, str]) -> np.ndarray | None:

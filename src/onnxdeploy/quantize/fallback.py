@@ -27,7 +27,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..data import DataSet
-from ..errors import RuntimeFailure
+from ..errors import RuntimeFailure, first_line
 from ..modelfile import load_model, save_model
 from ..runtime import make_session
 from .recipes import Recipe
@@ -184,7 +184,7 @@ def rank_matmuls(prepared: Path, recipe: Recipe, data: DataSet, workdir: Path,
         acts = dict(zip(names, session.run(names, feeds)))
     except Exception as exc:  # an exposed tensor ORT cannot return: no ranking, no fallback
         raise RuntimeFailure(f"could not measure the MatMuls layer by layer: {type(exc).__name__}: "
-                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+                             f"{first_line(exc, '')}") from exc
     finally:
         for p in workdir.glob("exposed.onnx*"):
             p.unlink(missing_ok=True)
@@ -205,20 +205,20 @@ def rank_matmuls(prepared: Path, recipe: Recipe, data: DataSet, workdir: Path,
 
 
 def search(base: Recipe, ranking: list[LayerCost], judge: Callable[[Recipe], Any],
-           max_float: int | None = None) -> tuple[Fallback, Recipe | None, Any]:
+           max_float: int | None = None) -> tuple[Fallback, Recipe | None]:
     """Keep the top-k MatMuls float for growing k, then bisect; ``judge(recipe)`` builds and
     scores one try and returns a CandidateResult-like object (``admissible``, ``min_cosine``,
-    ``error``, ``failures``). Returns the record, the passing recipe and its judged result."""
+    ``error``, ``failures``). Returns the record and the smallest passing recipe (or None)."""
     n = len(ranking)
     limit = max(1, int(n * MAX_FLOAT_SHARE)) if max_float is None else min(n, max_float)
     record = Fallback(base.name, n, ranking, [])
-    results: dict[int, Any] = {}
+    recipes: dict[int, Recipe] = {}
 
     def attempt(k: int):
         recipe = replace(base, name=base.name + MIXED_SUFFIX,
                          nodes_to_exclude=tuple(c.node for c in ranking[:k]))
         result = judge(recipe)
-        results[k] = (recipe, result)
+        recipes[k] = recipe
         record.tries.append(Try(k, bool(result.admissible), result.min_cosine, result.error,
                                 list(result.failures)))
         return result.admissible
@@ -233,14 +233,14 @@ def search(base: Recipe, ranking: list[LayerCost], judge: Callable[[Recipe], Any
     if high is None:
         record.summary = (f"keeping up to {limit} of {n} MatMuls float did not reach the bound; "
                           "no mixed-precision model")
-        return record, None, None
+        return record, None
     while high - low > 1:  # the smallest k that passes
         mid = (low + high) // 2
         if attempt(mid):
             high = mid
         else:
             low = mid
-    recipe, result = results[high]
+    recipe = recipes[high]
     record.kept = list(recipe.nodes_to_exclude)
     record.candidate = recipe.name
-    return record, recipe, result
+    return record, recipe

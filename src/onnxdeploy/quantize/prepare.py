@@ -92,6 +92,23 @@ def _constant_tensor(node: onnx.NodeProto) -> onnx.TensorProto | None:
     return None  # sparse or string constants: not weights, leave them be
 
 
+def name_unnamed_nodes(model: onnx.ModelProto) -> int:
+    """Give every unnamed top-level node a unique name (``<op>_<index>``): ORT's quantizer picks
+    nodes to leave float by name, and some converters write none."""
+    taken = {n.name for n in model.graph.node if n.name}
+    count = 0
+    for i, node in enumerate(model.graph.node):
+        if node.name:
+            continue
+        name = f"{node.op_type}_{i}"
+        while name in taken:
+            name += "_"
+        node.name = name
+        taken.add(name)
+        count += 1
+    return count
+
+
 def drop_value_info(model: onnx.ModelProto) -> int:
     """Remove intermediate shape annotations (shape inference recomputes them); returns the count."""
     count = len(model.graph.value_info)
@@ -162,6 +179,9 @@ def prepare(model: onnx.ModelProto, workdir: Path, name: str) -> Prepared:
     n = constants_to_initializers(work)
     if n:
         notes.append(f"converted {n} Constant node(s) to initializers so their weights can be quantized")
+    n = name_unnamed_nodes(work)
+    if n:
+        notes.append(f"named {n} unnamed node(s) so single nodes can be kept float")
     n = drop_value_info(work)
     if n:
         notes.append(f"dropped {n} stale value_info entries (shapes are inferred again)")

@@ -113,7 +113,7 @@ def quantize_model(
             search, found = _mixed_precision(opts, recipes, results, ref, prepared.path, work,
                                              criterion, tolerance, warnings, layers)
             if found is not None:
-                result, variant, vr, session, path = found
+                result, vr, session, path = found
                 results.append(result)
                 measured[result.name], sessions[result.name], paths[result.name] = vr, session, path
         for v in extra or []:
@@ -170,7 +170,7 @@ def _mixed_precision(opts, recipes, results, ref: Reference, prepared: Path, wor
                      criterion: str, tolerance: float, warnings: list[str], layers: dict[str, str]):
     """Run the fallback from the best dynamic MatMul candidate; ``(record, found or None)``.
 
-    ``found`` is ``(result, variant, variant result, session, path)`` of the passing try.
+    ``found`` is ``(result, variant result, session, path)`` of the passing try.
     """
     by_name = {r.name: r for r in results}
     bases = [r for r in results if r.name in FALLBACK_BASES and r.int8_ops and r.error is not None]
@@ -205,19 +205,13 @@ def _mixed_precision(opts, recipes, results, ref: Reference, prepared: Path, wor
         vr, session = evaluate(ref, variant, max_disagreement=tolerance, min_cosine=opts.min_cosine)
         _score(result, vr, ref, criterion, tolerance)
         if result.admissible:
-            built[k] = (result, variant, vr, session, path)
+            built[k] = (result, vr, session, path)
         return result
 
-    record, recipe, _ = mixed.search(base, ranking, judge, opts.max_float_matmuls)
+    record, recipe = mixed.search(base, ranking, judge, opts.max_float_matmuls)
     record.base_min_cosine = by_name[base.name].min_cosine
     record.base_error = by_name[base.name].error
-    if recipe is None:
-        return record, None
-    found = built[len(recipe.nodes_to_exclude)]
-    for k in list(built):  # sessions of the other passing tries are not timed
-        if k != len(recipe.nodes_to_exclude):
-            del built[k]
-    return record, found
+    return record, None if recipe is None else built[len(recipe.nodes_to_exclude)]
 
 
 def _summarize_search(record, results, m: Measurement, bound: float) -> None:
