@@ -11,24 +11,23 @@ bounds requests before they reach a view), Flask's own server (``--dev``) and th
 
 from __future__ import annotations
 
-import hmac
 import logging
 import threading
 import time
 from typing import Any
 
 from .. import __version__
-from ..errors import DataError, TextTooLongError
+from ..errors import DataError
 from ..runtime import default_threads
 from ..tokenizer import DEFAULT_MAX_CHARS
-from . import protocols, text
+from . import protocols
 from .batching import Executor
 from .docs import docs_blueprint
 from .metrics import Metrics
 from .model import SessionHolder, read_model_info
 from .openapi import openapi_spec
-from .text import Texts
-from .validation import ApiError, body_limit, check_feeds
+from .validation import ApiError, body_limit
+from .views import Inference, Reply, error_reply, json_reply
 
 log = logging.getLogger("onnxdeploy.serve")
 
@@ -84,7 +83,6 @@ def create_app(config: dict | None = None):
     inflight = threading.BoundedSemaphore(int(cfg["MAX_INFLIGHT"]))
     max_body = int(cfg["MAX_BODY_BYTES"] or body_limit(info.signature, int(cfg["MAX_BATCH"])))
     cfg["MAX_BODY_BYTES"] = max_body
-    api_key = cfg["API_KEY"].encode() if cfg["API_KEY"] else None
 
     app = Flask("onnxdeploy.serve")
     app.config.update(cfg)
@@ -95,22 +93,23 @@ def create_app(config: dict | None = None):
     app.extensions["onnxdeploy.executor"] = executor
     app.extensions["onnxdeploy.metrics"] = metrics
     app.extensions["onnxdeploy.info"] = info
+    views = Inference(info, holder, executor, metrics, max_batch=max_batch, max_chars=max_chars,
+                      api_key=cfg["API_KEY"])
+    app.extensions["onnxdeploy.views"] = views
 
     def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
-        return Response(protocols.dumps(obj), status=status, headers=headers,
-                        mimetype="application/json")
+        return reply_response(json_reply(obj, status, headers))
+
+    def reply_response(reply: Reply) -> Response:
+        return Response(reply.body, status=reply.status, headers=reply.headers)
 
     # ------------------------------------------------------------------ cross-cutting
 
     @app.before_request
     def _start():
         g.t0 = time.perf_counter()
-        if api_key is not None and request.endpoint not in PUBLIC_ENDPOINTS:
-            given = request.headers.get("Authorization", "")
-            scheme, _, token = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key):
-                raise ApiError(401, "missing or wrong API key; expected 'Authorization: Bearer <key>'",
-                               {"WWW-Authenticate": "Bearer"})
+        if request.endpoint not in PUBLIC_ENDPOINTS:
+            views.check_key(request.headers.get("Authorization"))
         length = request.content_length
         if length is not None and length > max_body:
             raise ApiError(413, f"request body is {length} bytes; expected at most {max_body} bytes")
@@ -134,13 +133,9 @@ def create_app(config: dict | None = None):
         return response
 
     @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError):
-        return json_response({"error": exc.message}, exc.status, exc.headers)
-
     @app.errorhandler(DataError)
-    def _data_error(exc: DataError):
-        status = 413 if isinstance(exc, TextTooLongError) else 400
-        return json_response({"error": str(exc)}, status)
+    def _refused(exc: Exception):
+        return reply_response(error_reply(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -160,18 +155,6 @@ def create_app(config: dict | None = None):
     def _unexpected(exc: Exception):
         log.exception("unhandled error in %s %s", request.method, request.path)
         return json_response({"error": "internal server error (details are in the server log)"}, 500)
-
-    def content_json() -> None:
-        mime = request.mimetype
-        if mime and mime != "application/json" and not mime.endswith("+json"):
-            raise ApiError(415, f"Content-Type {mime!r}; expected application/json")
-
-    def run_model(feeds) -> list:
-        if isinstance(feeds, Texts):  # tokenized here, in the request's thread
-            tokens = text.encode(holder.encoder(), feeds)
-            return executor.infer(tokens, len(feeds.items), padded=True)
-        rows = check_feeds(info.signature, feeds, max_batch=max_batch)
-        return executor.infer(feeds, rows)
 
     def body() -> bytes:
         # the granian front hands over the body it buffered: no second pass through a stream
@@ -209,11 +192,7 @@ def create_app(config: dict | None = None):
     @simple.post("/predict", endpoint="predict")
     @admitted
     def predict():
-        content_json()
-        payload = protocols.loads(body())
-        feeds = protocols.parse_predict(payload, info, max_batch=max_batch, max_chars=max_chars)
-        del payload  # the nested lists can be several times the body: free them before running
-        return json_response(protocols.predict_response(info, run_model(feeds)))
+        return reply_response(views.predict(request.headers.get("Content-Type"), body()))
 
     # ------------------------------------------------------------------ Open Inference Protocol
 
@@ -223,18 +202,9 @@ def create_app(config: dict | None = None):
     @v2.post("/models/<name>/versions/<version>/infer", endpoint="v2_infer")
     @admitted
     def v2_infer(name: str, version: str | None = None):
-        protocols.check_name(name, info)
-        protocols.check_version(version)
-        header_length = request.headers.get(protocols.BINARY_HEADER)
-        if header_length is None:
-            content_json()
-        payload, binary = protocols.split_binary(body(), header_length)
-        feeds, options = protocols.parse_v2(payload, binary, info, max_batch=max_batch,
-                                            max_chars=max_chars)
-        del payload
-        out, headers = protocols.v2_response(info, run_model(feeds), options)
-        mimetype = "application/octet-stream" if headers else "application/json"
-        return Response(out, headers=headers, mimetype=mimetype)
+        return reply_response(views.v2_infer(name, version, request.headers.get("Content-Type"),
+                                             request.headers.get(protocols.BINARY_HEADER),
+                                             body()))
 
     @v2.get("/health/live", endpoint="v2_live")
     def live():

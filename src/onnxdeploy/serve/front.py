@@ -63,6 +63,8 @@ RETRY_AFTER_S = "1"
 INLINE_BELOW_S = 0.001
 INLINE_ABOVE_S = 0.003
 PROBE_PATHS = ("/v2/health/live", "/v2/health/ready", "/metrics")
+#: request headers the inference views read (lower-case, as granian names them)
+VIEW_HEADERS = ("authorization", "content-type", "inference-header-content-length")
 _JSON = [("Content-Type", "application/json")]
 _SKIP_HEADERS = frozenset({"content-length", "content-type", "transfer-encoding"})
 _STATUS_CACHE: dict[str, int] = {}
@@ -161,6 +163,7 @@ class Front:
         self.app = create_app(self.config)
         self.holder = self.app.extensions["onnxdeploy"]
         self.metrics = self.app.extensions["onnxdeploy.metrics"]
+        self.views = self.app.extensions["onnxdeploy.views"]
         self.max_inflight = int(self.app.config["MAX_INFLIGHT"])
         self.max_body = int(self.app.config["MAX_BODY_BYTES"])
         self.body_timeout = float(self.config.get("BODY_TIMEOUT_S") or BODY_TIMEOUT_S)
@@ -236,11 +239,16 @@ class Front:
                 return self._refuse(proto, endpoint, 503, self._busy())
             self.inflight += 1
             try:
-                environ = self._environ(scope, headers, body)
+                args = self.views.route(endpoint, path)
+                if args is None:  # not a route the views answer directly: Flask's own 404
+                    request = (None, None, path, self._environ(scope, headers, body), body)
+                else:  # the headers the views read, taken here: granian's objects stay here
+                    request = (endpoint, args, path,
+                               {name: headers.get(name) for name in VIEW_HEADERS}, body)
                 if self.inline and self.inflight == 1:
-                    status, out_headers, out = self._timed_call(environ)
+                    status, out_headers, out = self._timed_call(request)
                 else:
-                    status, out_headers, out = await self.work.submit(environ)
+                    status, out_headers, out = await self.work.submit(request)
             finally:
                 self.inflight -= 1
         elif method in ("GET", "HEAD") and path in PROBE_PATHS:
@@ -354,10 +362,15 @@ class Front:
             environ[name] = environ[name] + "," + value if name in environ else value
         return environ
 
-    def _timed_call(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _timed_call(self, request: tuple) -> tuple[int, list[tuple[str, str]], bytes]:
+        """An admitted inference request: the views directly (``serve.views``), timed for the
+        inline decision; a path the views do not route goes through Flask."""
         t0 = time.perf_counter()
+        endpoint, args, path, headers, body = request
         try:
-            return self._call(environ)
+            if endpoint is None:
+                return self._call(headers)  # a WSGI environ
+            return self.views.direct(endpoint, args, path, headers.get, body)
         finally:
             took = time.perf_counter() - t0
             ewma = self.service_s
