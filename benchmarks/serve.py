@@ -5,7 +5,9 @@ Scenario ``tutorial``: digits-cnn, one sample a request, ``onnxdeploy serve`` (d
 ``benchmarks/tutorial_app.py`` (Flask's own server) at each concurrency; with ``--baseline-src
 DIR`` also the ``onnxdeploy serve`` of another checkout (e.g. ``git worktree add /tmp/serve-old
 main`` before the granian front: the gunicorn gthread server, which needs gunicorn installed),
-and with ``--granian-wsgi`` the same ``create_app`` under plain granian WSGI for reference.
+with ``--granian-wsgi`` the same ``create_app`` under plain granian WSGI for reference, and with
+``--floor`` a do-nothing RSGI app under granian (``benchmarks/floor_app.py``): what any Python app
+costs here before it does anything.
 Scenario ``batching``: digits-mlp, the same server with and without ``--max-batch-size`` (same
 thread settings), plus the default server for reference. Scenario ``overload``: one worker,
 ``--max-inflight 4``, a compute-heavy model (a chain of 1024x1024 MatMuls built here), a burst of
@@ -18,7 +20,7 @@ so compare ratios, not absolute numbers.
 
     python benchmarks/serve.py [--duration 5] [--repeats 3] [--scenarios tutorial,batching,overload]
                                [--burst 64] [--baseline-src /tmp/serve-old/src] [--granian-wsgi]
-                               [--json out.json]
+                               [--floor] [--json out.json]
 """
 
 from __future__ import annotations
@@ -146,6 +148,15 @@ def granian_wsgi(model: Path) -> Target:
            "--blocking-threads", "1", "--port", "{port}", "--factory", "--working-dir",
            str(HERE), "serve:wsgi_factory"]
     return Target("granian-wsgi (reference)", cli, env={"BENCH_SERVE_MODEL": str(model)})
+
+
+def floor() -> Target:
+    """A do-nothing RSGI app (benchmarks/floor_app.py) under granian, 2 workers, 1 runtime
+    thread each, as ``onnxdeploy serve`` runs: the transport's floor on this machine."""
+    cli = [sys.executable, "-m", "granian", "--interface", "rsgi", "--workers", "2",
+           "--runtime-threads", "1", "--no-ws", "--port", "{port}", "--working-dir", str(HERE),
+           "floor_app:app"]
+    return Target("do-nothing RSGI (floor)", cli)
 
 
 def wsgi_factory():
@@ -392,6 +403,8 @@ def main() -> int:
                    help="the src/ of another checkout whose onnxdeploy serve runs beside ours")
     p.add_argument("--granian-wsgi", action="store_true",
                    help="also run create_app under plain granian WSGI (reference)")
+    p.add_argument("--floor", action="store_true",
+                   help="also run a do-nothing RSGI app under granian (the transport's floor)")
     p.add_argument("--json", dest="json_path", help="write the results here")
     args = p.parse_args()
     # A killed benchmark must still stop its servers (the finally blocks in measure()).
@@ -414,6 +427,8 @@ def main() -> int:
             targets.append(baseline("previous onnxdeploy", args.baseline_src, cnn))
         if args.granian_wsgi:
             targets.append(granian_wsgi(cnn))
+        if args.floor:
+            targets.append(floor())
         tut = summarize(measure(targets, "digits-cnn", concurrencies, **kw))
         if 8 in concurrencies:
             ratios["cnn_c8_vs_tutorial"] = rps(tut, "onnxdeploy", 8) / rps(tut, "tutorial", 8)
@@ -453,8 +468,11 @@ def main() -> int:
         print(f"digits-cnn c=8: onnxdeploy / tutorial = {r:.2f}x (goal >= {GOAL_TUTORIAL_RATIO}x: "
               f"{verdict(r >= GOAL_TUTORIAL_RATIO)})")
         p99 = next(x["p99_ms"] for x in tut if x["target"] == "onnxdeploy" and x["concurrency"] == 8)
+        floor_p99 = [x["p99_ms"] for x in tut if x["target"].endswith("(floor)")
+                     and x["concurrency"] == 8]
         print(f"digits-cnn c=8: onnxdeploy p99 = {p99:.2f} ms (goal <= {GOAL_P99_C8_MS} ms: "
-              f"{verdict(p99 <= GOAL_P99_C8_MS)})")
+              f"{verdict(p99 <= GOAL_P99_C8_MS)})"
+              + (f"; a do-nothing RSGI app's p99 here: {floor_p99[0]:.2f} ms" if floor_p99 else ""))
     if "cnn_c8_vs_previous" in ratios:
         r = ratios["cnn_c8_vs_previous"]
         print(f"digits-cnn c=8: onnxdeploy / previous onnxdeploy = {r:.2f}x (goal >= "
