@@ -8,7 +8,7 @@
 - **directly from the granian front** (``Inference.direct``): the front has already parsed the
   request, capped and buffered the body and admitted it, so what Flask would add per request
   (a request context, URL matching, hooks, a ``Response`` object) is pure cost. Measured in
-  process on digits-cnn: ~360 us a request through Flask, ~125 us here, the model included
+  process on digits-cnn: ~360 us a request through Flask, ~160 us here, the model included
   (docs/serve.md). ``direct`` does what the Flask path does around the view, in the same order:
   API key, admission gauge, the view, the error answer, the request counter and timer.
 
