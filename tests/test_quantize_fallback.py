@@ -52,7 +52,8 @@ def _opts(data, **kw) -> QuantizeOptions:
 def test_fallback_keeps_the_costly_matmul_float_and_meets_the_bound(outlier_bert, tmp_path):
     path, data, culprit = outlier_bert
     out = tmp_path / "bert.int8.onnx"
-    report = quantize_model(path, out, _opts(data, allow_slower=True))
+    # the outlier split (tests/test_quantize_outliers.py) would keep this model in full int8
+    report = quantize_model(path, out, _opts(data, allow_slower=True, split_outliers=False))
     d = report.to_dict()
     full = [c for c in report.candidates if not c.name.endswith("-mixed")]
     assert full and not any(c.admissible for c in full), [(c.name, c.min_cosine) for c in full]
@@ -95,7 +96,7 @@ def test_fallback_keeps_the_costly_matmul_float_and_meets_the_bound(outlier_bert
 def test_no_fallback_writes_nothing_when_full_int8_misses(outlier_bert, tmp_path):
     path, data, _ = outlier_bert
     out = tmp_path / "none.onnx"
-    report = quantize_model(path, out, _opts(data, fallback=False))
+    report = quantize_model(path, out, _opts(data, fallback=False, split_outliers=False))
     assert report.to_dict()["fallback"] is None
     assert report.chosen is None and not report.passed and not out.exists()
 
@@ -145,6 +146,12 @@ def test_auto_candidates_for_a_transformer():
     assert pc.per_channel and pc.reduce_range is (not vnni) and pc.op_types == ("MatMul", "Gemm")
     # without VNNI the 7-bit and 8-bit weights differ, and both are measured
     assert ("dynamic-matmul-per-channel-8bit" in by_name) is (not vnni)
+    # the outlier split: per-channel, 7-bit without VNNI (8 bits saturate once outliers are gone)
+    split = by_name["dynamic-matmul-per-channel-outliers"]
+    assert split.split_outliers and split.per_channel and split.reduce_range is (not vnni)
+    recipes, _ = auto_recipes(QuantizeOptions(mode="auto", split_outliers=False),
+                              {"MatMul", "Gather", "Add"}, takes_tokens=True)
+    assert not any(r.split_outliers for r in recipes)
     assert not any(r.mode == "static" for r in recipes)
     assert any("token-id inputs" in n for n in notes)
     # a float-input model keeps its static candidates

@@ -152,6 +152,9 @@ def render(report) -> None:
 @click.option("--no-fallback", "no_fallback", is_flag=True,
               help="auto: when no full-int8 candidate keeps quality, do not search for the MatMuls "
                    "to keep float (mixed precision).")
+@click.option("--no-outlier-split", "no_outlier_split", is_flag=True,
+              help="auto: do not try per-channel int8 with the outlier channels of MatMul inputs "
+                   "computed in float.")
 @click.option("--max-float-matmuls", type=click.IntRange(min=1),
               help="auto: the most MatMuls the mixed-precision fallback may keep float "
                    "(default: half of them).")
@@ -161,7 +164,7 @@ def render(report) -> None:
 @click.pass_context
 def command(ctx, src, out, mode, weight_type, per_channel, reduce_range, op_types, data, dims, count,
             calibration_method, calibration_count, max_accuracy_drop, allow_slower, latency_batch,
-            latency_budget, rounds, min_cosine, task, no_fallback, max_float_matmuls, ort_threads,
+            latency_budget, rounds, min_cosine, task, no_fallback, no_outlier_split, max_float_matmuls, ort_threads,
             batch_axes, int_ranges, as_json, report_path):
     """Quantize an ONNX model to int8 and report size, accuracy and speed against the float model."""
     opts = QuantizeOptions(
@@ -171,7 +174,7 @@ def command(ctx, src, out, mode, weight_type, per_channel, reduce_range, op_type
         max_accuracy_drop=max_accuracy_drop, allow_slower=allow_slower, latency_batch=latency_batch,
         latency_budget_s=latency_budget, min_cosine=min_cosine, task=task, threads=ort_threads,
         batch_axes=batch_axes, int_ranges=int_ranges, fallback=not no_fallback,
-        max_float_matmuls=max_float_matmuls,
+        split_outliers=not no_outlier_split, max_float_matmuls=max_float_matmuls,
     )
     if rounds is not None:
         click.echo("note: --rounds is deprecated and has no effect; timing follows --latency-budget",

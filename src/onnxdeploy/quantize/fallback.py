@@ -157,17 +157,14 @@ def _value_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def rank_matmuls(prepared: Path, recipe: Recipe, data: DataSet, workdir: Path,
-                 threads: int | None, layers: dict[str, str] | None = None) -> list[LayerCost]:
-    """Every weight MatMul's simulated int8 cost on the first samples, costliest first.
-
-    ``layers`` names each node's source layer (from the model before pre-processing, which
-    drops the exporter's node metadata); node names survive pre-processing.
-    """
+def matmul_inputs(prepared: Path, data: DataSet, workdir: Path, threads: int | None
+                  ) -> tuple[list[tuple[onnx.NodeProto, np.ndarray]], dict[str, np.ndarray]]:
+    """One float run on the first ``RANK_SAMPLES`` samples with every weight MatMul's input
+    exposed: ``([(node, weight)], {input name: activation})``."""
     model = load_model(prepared)
     matmuls = weight_matmuls(model)
     if not matmuls:
-        return []
+        return [], {}
     names = list(dict.fromkeys(node.input[0] for node, _ in matmuls))
     known = {o.name for o in model.graph.output}
     types = _value_types(model)
@@ -182,12 +179,25 @@ def rank_matmuls(prepared: Path, recipe: Recipe, data: DataSet, workdir: Path,
         session = make_session(exposed, threads=threads)
         feeds = data.slice(0, min(len(data), RANK_SAMPLES)) if data.batched else data.inputs
         acts = dict(zip(names, session.run(names, feeds)))
-    except Exception as exc:  # an exposed tensor ORT cannot return: no ranking, no fallback
+    except Exception as exc:  # an exposed tensor ORT cannot return: no measurement
         raise RuntimeFailure(f"could not measure the MatMuls layer by layer: {type(exc).__name__}: "
                              f"{first_line(exc, '')}") from exc
     finally:
         for p in workdir.glob("exposed.onnx*"):
             p.unlink(missing_ok=True)
+    return matmuls, acts
+
+
+def rank_matmuls(prepared: Path, recipe: Recipe, data: DataSet, workdir: Path,
+                 threads: int | None, layers: dict[str, str] | None = None) -> list[LayerCost]:
+    """Every weight MatMul's simulated int8 cost on the first samples, costliest first.
+
+    ``layers`` names each node's source layer (from the model before pre-processing, which
+    drops the exporter's node metadata); node names survive pre-processing.
+    """
+    matmuls, acts = matmul_inputs(prepared, data, workdir, threads)
+    if not matmuls:
+        return []
     costs = []
     for node, weight in matmuls:
         a = np.asarray(acts[node.input[0]], dtype=np.float64)

@@ -44,6 +44,8 @@ class QuantizeOptions:
     threads: int | None = None
     #: auto: when no full-int8 candidate keeps quality, keep the costliest MatMuls float
     fallback: bool = True
+    #: auto: also try per-channel int8 with the MatMul inputs' outlier channels in float
+    split_outliers: bool = True
     #: the most MatMuls the fallback may keep float (None: half of them)
     max_float_matmuls: int | None = None
 

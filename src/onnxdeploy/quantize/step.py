@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from ..measure.numeric import half_min_cosines
 from ..measure.variants import evaluate, reference_result, time_variants
 from ..modelfile import copy_model, external_data_files, load_model, op_counts, save_model
 from . import fallback as mixed
+from . import outliers
 from .options import QuantizeOptions, supported_op_types, validate
 from .prepare import check_not_quantized, prepare
 from .recipes import Recipe, auto_recipes, recipe_for, run_recipe
@@ -31,7 +33,8 @@ from .report import CandidateResult, QuantizeReport
 FLOAT = "float"
 #: simplest first: ties within the noise go to the earlier one (dynamic < static QDQ < QOperator)
 SIMPLICITY = ("dynamic", "dynamic-matmul", "dynamic-matmul-per-channel",
-              "dynamic-matmul-per-channel-8bit", "static", "static-qdq",
+              "dynamic-matmul-per-channel-8bit", "dynamic-matmul-per-channel-outliers",
+              "static", "static-qdq",
               "static-qdq-u8s8", "static-qoperator-u8s8")
 #: the dynamic MatMul recipes the mixed-precision fallback may start from
 FALLBACK_BASES = ("dynamic-matmul-per-channel", "dynamic-matmul-per-channel-8bit", "dynamic-matmul",
@@ -85,6 +88,7 @@ def quantize_model(
             warnings += prepared.warnings
         results: list[CandidateResult] = []
         sessions, measured, paths = {}, {REFERENCE: reference_result(ref, float_variant)}, {}
+        layers = {n.name: mixed.layer_name(n) for n in model.graph.node if n.op_type == "MatMul"}
         for recipe in recipes:
             result = CandidateResult(recipe.name, recipe.settings())
             results.append(result)
@@ -92,7 +96,13 @@ def quantize_model(
             try:
                 if path is None:
                     path = work / f"{recipe.name}.onnx"
-                    run_recipe(recipe, prepared.path, path, calibration)
+                    source = prepared.path
+                    if recipe.split_outliers:
+                        source, recipe = _split(recipe, result, prepared.path, data, work, ref.threads,
+                                                layers)
+                        if source is None:
+                            continue
+                    run_recipe(recipe, source, path, calibration)
             except RuntimeFailure as exc:
                 if opts.mode != "auto":
                     raise
@@ -109,7 +119,6 @@ def quantize_model(
         if opts.mode == "auto" and opts.fallback and not any(r.admissible for r in results):
             if prepared is None:
                 prepared = prepare(model, work, src.name)
-            layers = {n.name: mixed.layer_name(n) for n in model.graph.node if n.op_type == "MatMul"}
             search, found = _mixed_precision(opts, recipes, results, ref, prepared.path, work,
                                              criterion, tolerance, warnings, layers)
             if found is not None:
@@ -164,6 +173,20 @@ def quantize_model(
     report.environment = environment(opts.threads)
     report.warnings = warnings + _result_warnings(report, chosen, measurement)
     return report
+
+
+def _split(recipe: Recipe, result: CandidateResult, prepared: Path, data: DataSet, work: Path,
+           threads: int | None, layers: dict[str, str]) -> tuple[Path | None, Recipe]:
+    """The outlier split of the prepared model for ``recipe`` (quantize/outliers.py): the model
+    to quantize and the recipe with the float products excluded; ``(None, recipe)`` and a reason
+    on ``result`` when no MatMul input has outlier channels."""
+    split_path = work / f"{recipe.name}.split.onnx"
+    split = outliers.split_outliers(prepared, split_path, data, work, threads, layers)
+    result.settings["outlier_split"] = split.to_dict()
+    if not split.layers:
+        result.reason = f"not built: {split.summary()}"
+        return None, recipe
+    return split_path, replace(recipe, nodes_to_exclude=tuple(split.float_nodes))
 
 
 def _mixed_precision(opts, recipes, results, ref: Reference, prepared: Path, work: Path,
