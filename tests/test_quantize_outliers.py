@@ -25,6 +25,7 @@ from onnxdeploy.quantize.outliers import (
     outlier_channels,
     split_outliers,
 )
+from onnxdeploy.quantize.prepare import prepare
 
 SPLIT = "dynamic-matmul-per-channel-outliers"
 
@@ -55,7 +56,9 @@ def test_the_split_is_exact_in_float_and_finds_the_outlier_matmul(outlier_bert, 
     model = onnx.load(str(path))
     ds = load_data(str(data), signature(model))
     out = tmp_path / "split.onnx"
-    split = split_outliers(path, out, ds, tmp_path, threads=1)
+    # as the step does it: on the pre-processed model (its biases are plain initializers)
+    prepared = prepare(model, tmp_path, path.name).path
+    split = split_outliers(prepared, out, ds, tmp_path, threads=1)
     assert culprit in [s.node for s in split.layers]
     layer = next(s for s in split.layers if s.node == culprit)
     assert 1 <= len(layer.channels) <= MAX_CHANNELS and max(layer.channel_max) > 6 * layer.median_max
@@ -66,8 +69,12 @@ def test_the_split_is_exact_in_float_and_finds_the_outlier_matmul(outlier_bert, 
     b = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feeds)
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    # torch writes MatMul then a bias Add: the outlier product is added after the bias, so ORT
+    # can still fuse the int8 MatMul with its bias
+    written = onnx.load(str(out))
+    assert any(n.name.endswith("/add_outliers") for n in written.graph.node)
     # the weight is stored once: the split MatMul's original weight is gone from the file
-    names = {i.name for i in onnx.load(str(out)).graph.initializer}
+    names = {i.name for i in written.graph.initializer}
     w = next(n.input[1] for n in model.graph.node if n.name == culprit)
     assert w not in names
 
@@ -92,3 +99,32 @@ def test_auto_keeps_the_outlier_model_in_full_int8_within_the_bound(outlier_bert
     assert len(outlier_products) == len(info["split"])
     float_before = Counter(n.op_type for n in onnx.load(str(path)).graph.node)["MatMul"]
     assert ops["MatMul"] == float_before - weights + len(info["split"])
+
+
+def test_a_matmul_without_a_bias_gets_its_sum_in_place_and_stays_exact(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxdeploy.data import DataSet
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((64, 48)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
+         helper.make_node("Relu", ["h"], ["y"], name="act")],
+        "no-bias", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 48])],
+        [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    src = tmp_path / "m.onnx"
+    onnx.save(model, str(src))
+    x = rng.standard_normal((16, 64)).astype(np.float32)
+    x[:, 5] *= 50.0  # one channel 50x the rest, in every row
+    ds = DataSet(name="t", inputs={"x": x}, labels=None, batched=frozenset({"x"}))
+    out = tmp_path / "split.onnx"
+    split = split_outliers(src, out, ds, tmp_path, threads=1)
+    assert [s.channels for s in split.layers] == [[5]]
+    nodes = {n.name: n for n in onnx.load(str(out)).graph.node}
+    assert "proj/sum" in nodes and nodes["proj/sum"].output[0] == "h"
+    a = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    b = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)

@@ -120,16 +120,47 @@ def split_outliers(prepared: Path, out: Path, data: DataSet, workdir: Path, thre
     return split
 
 
+def _bias_add(node: onnx.NodeProto, consumers: dict[str, list[onnx.NodeProto]], inits: dict,
+              outputs: set[str]) -> onnx.NodeProto | None:
+    """The ``Add`` of a constant bias that is the MatMul's only consumer, if there is one.
+
+    The outlier product is added after it, so ONNX Runtime can still fuse MatMul and bias into
+    one int8 kernel (``MatMulIntegerToFloat`` with its bias): one pass over the output less.
+    """
+    out = node.output[0]
+    users = consumers.get(out, [])
+    if out in outputs or len(users) != 1 or users[0].op_type != "Add":
+        return None
+    add = users[0]
+    other = add.input[1] if add.input[0] == out else add.input[0]
+    return add if other in inits and len(inits[other].dims) <= 1 else None
+
+
 def _rewrite(model: onnx.ModelProto, plan: dict[str, np.ndarray]) -> None:
     """Replace each planned MatMul by its int8 part, its float outlier part and their sum."""
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     uses: dict[str, int] = {}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:
             uses[name] = uses.get(name, 0) + 1
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    #: a bias Add (by its output: names are unique in a graph) -> the outlier product after it
+    after_bias: dict[str, tuple[str, str]] = {}
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
+        if node.op_type == "Add" and node.output and node.output[0] in after_bias:
+            y_outliers, prefix = after_bias[node.output[0]]
+            bias = onnx.NodeProto()
+            bias.CopyFrom(node)
+            final = list(bias.output)
+            del bias.output[:]
+            bias.output.append(f"{prefix}/y_rest_bias")
+            nodes += [bias, helper.make_node("Add", [f"{prefix}/y_rest_bias", y_outliers], final,
+                                             name=f"{node.name or prefix}/add_outliers")]
+            continue
         idx = plan.get(node.name)
         if idx is None:
             nodes.append(node)
@@ -147,7 +178,11 @@ def _rewrite(model: onnx.ModelProto, plan: dict[str, np.ndarray]) -> None:
             numpy_helper.from_array(rest, f"{p}/weight_rest"),
             numpy_helper.from_array(np.ascontiguousarray(weight[idx, :]), f"{p}/weight_outliers"),
         ])
-        main = helper.make_node("MatMul", [f"{p}/x_rest", f"{p}/weight_rest"], [f"{p}/y_rest"],
+        bias = _bias_add(node, consumers, inits, outputs)
+        # with a bias Add after it, the MatMul keeps its output name and the sum goes after the
+        # bias; without, the sum takes the MatMul's place
+        y_rest = node.output[0] if bias is not None else f"{p}/y_rest"
+        main = helper.make_node("MatMul", [f"{p}/x_rest", f"{p}/weight_rest"], [y_rest],
                                 name=node.name)
         main.metadata_props.extend(node.metadata_props)  # the layer name survives
         nodes += [
@@ -157,9 +192,12 @@ def _rewrite(model: onnx.ModelProto, plan: dict[str, np.ndarray]) -> None:
             main,
             helper.make_node("MatMul", [f"{p}/x_outliers", f"{p}/weight_outliers"],
                              [f"{p}/y_outliers"], name=node.name + OUTLIER_SUFFIX),
-            helper.make_node("Add", [f"{p}/y_rest", f"{p}/y_outliers"], list(node.output),
-                             name=f"{node.name}/sum"),
         ]
+        if bias is not None:
+            after_bias[bias.output[0]] = (f"{p}/y_outliers", p)
+        else:
+            nodes.append(helper.make_node("Add", [y_rest, f"{p}/y_outliers"], list(node.output),
+                                          name=f"{node.name}/sum"))
         uses[w_name] -= 1
     unused = {name for name, n in uses.items() if n == 0 and name in inits}
     kept = [i for i in graph.initializer if i.name not in unused]
