@@ -146,3 +146,9 @@ def test_a_bug_in_a_view_is_a_bare_500_on_both_paths(paths, monkeypatch, caplog)
     assert direct == via_flask
     assert direct[0] == 500 and b"x.cc" not in direct[2]
     assert "internal detail" in caplog.text  # the traceback went to the log
+
+
+def test_the_front_takes_the_headers_the_views_read():
+    from onnxdeploy.serve import front, views
+
+    assert front.HEADERS == views.HEADERS

@@ -154,7 +154,7 @@ def create_app(config: dict | None = None):
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return json_response({"error": "internal server error (details are in the server log)"}, 500)
+        return reply_response(error_reply(exc))
 
     def body() -> bytes:
         # the granian front hands over the body it buffered: no second pass through a stream

@@ -33,6 +33,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 try:  # the exceptions granian raises when a client is gone (public, in granian.rsgi)
@@ -46,6 +48,9 @@ except ImportError:  # pragma: no cover - the front only runs under granian
 
 log = logging.getLogger("onnxdeploy.serve")
 BODY_KEY = "onnxdeploy.body"  # as serve.app reads it (not imported: the app imports Flask)
+#: the request headers the inference views read (lower-case, as granian names them); as
+#: serve.views.HEADERS, which imports numpy and ORT's helpers (checked by a test)
+HEADERS = ("authorization", "content-type", "inference-header-content-length")
 
 CONFIG_ENV = "ONNXDEPLOY_SERVE_CONFIG"
 #: where a worker that cannot create its session writes why (the parent then exits 1)
@@ -63,8 +68,6 @@ RETRY_AFTER_S = "1"
 INLINE_BELOW_S = 0.001
 INLINE_ABOVE_S = 0.003
 PROBE_PATHS = ("/v2/health/live", "/v2/health/ready", "/metrics")
-#: request headers the inference views read (lower-case, as granian names them)
-VIEW_HEADERS = ("authorization", "content-type", "inference-header-content-length")
 _JSON = [("Content-Type", "application/json")]
 _SKIP_HEADERS = frozenset({"content-length", "content-type", "transfer-encoding"})
 _STATUS_CACHE: dict[str, int] = {}
@@ -241,10 +244,10 @@ class Front:
             try:
                 args = self.views.route(endpoint, path)
                 if args is None:  # not a route the views answer directly: Flask's own 404
-                    request = (None, None, path, self._environ(scope, headers, body), body)
+                    request = partial(self._call, self._environ(scope, headers, body))
                 else:  # the headers the views read, taken here: granian's objects stay here
-                    request = (endpoint, args, path,
-                               {name: headers.get(name) for name in VIEW_HEADERS}, body)
+                    request = partial(self.views.direct, endpoint, args, path,
+                                      {name: headers.get(name) for name in HEADERS}.get, body)
                 if self.inline and self.inflight == 1:
                     status, out_headers, out = self._timed_call(request)
                 else:
@@ -362,15 +365,12 @@ class Front:
             environ[name] = environ[name] + "," + value if name in environ else value
         return environ
 
-    def _timed_call(self, request: tuple) -> tuple[int, list[tuple[str, str]], bytes]:
-        """An admitted inference request: the views directly (``serve.views``), timed for the
-        inline decision; a path the views do not route goes through Flask."""
+    def _timed_call(self, request: Callable[[], tuple]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Answer an admitted inference request (the views directly, or Flask for a path they
+        do not route), timed for the inline decision."""
         t0 = time.perf_counter()
-        endpoint, args, path, headers, body = request
         try:
-            if endpoint is None:
-                return self._call(headers)  # a WSGI environ
-            return self.views.direct(endpoint, args, path, headers.get, body)
+            return request()
         finally:
             took = time.perf_counter() - t0
             ewma = self.service_s

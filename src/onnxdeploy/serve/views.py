@@ -36,6 +36,8 @@ log = logging.getLogger("onnxdeploy.serve")
 
 JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
+#: the request headers ``direct`` reads, lower-case
+HEADERS = ("authorization", "content-type", protocols.BINARY_HEADER.lower())
 #: the two v2 infer routes as Flask declares them (``<name>`` matches one path segment)
 _V2_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 
@@ -146,7 +148,8 @@ class Inference:
                header: Callable[[str], str | None], body: bytes) -> Reply:
         """Answer an admitted inference request without Flask.
 
-        ``args`` from ``route``; ``header(name)`` reads a request header by its lower-case name.
+        ``args`` from ``route``; ``header(name)`` reads a request header by its lower-case name
+        (one of ``HEADERS``).
         """
         t0 = time.perf_counter()
         gauge = self.metrics.inflight
@@ -156,8 +159,8 @@ class Inference:
             if not args:
                 reply = self.predict(header("content-type"), body)
             else:
-                reply = self.v2_infer(args[0], args[1], header("content-type"),
-                                      header(protocols.BINARY_HEADER.lower()), body)
+                reply = self.v2_infer(args[0], args[1], header("content-type"), header(HEADERS[2]),
+                                      body)
         except (ApiError, DataError) as exc:
             reply = error_reply(exc)
         except Exception as exc:  # a bug: the traceback to the log, a bare 500 to the client
