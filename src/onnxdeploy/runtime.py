@@ -29,11 +29,10 @@ def session_counts() -> dict[str, int]:
 
 
 def default_threads() -> int:
-    """Threads this process may use: its CPU affinity, not the host's core count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    """Threads this process may use: its CPU affinity capped by the cgroup CPU limit, not the host's cores."""
+    from .environment import usable_cores
+
+    return usable_cores()
 
 
 def make_session(

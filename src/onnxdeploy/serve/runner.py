@@ -62,10 +62,9 @@ def default_threads() -> int:
     The server's parent must never import onnxruntime: a worker forked after the import aborts
     at exit while ORT's static state tears down threads that exist only in the parent.
     """
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    from ..environment import usable_cores
+
+    return usable_cores()
 
 
 @dataclass
