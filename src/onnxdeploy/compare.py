@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 
 from .environment import environment
+from .judge import inprocess
+from .judge.words import speed_words
 from .measure import (
     DEFAULT_BUDGET_S,
     DEFAULT_LATENCY_BATCH,
     Reference,
     Variant,
     build_reference,
-    speed_words,
 )
 from .measure.latency import REFERENCE
 from .measure.numeric import DEFAULT_MIN_COSINE, as_array, output_kinds
@@ -151,7 +152,7 @@ def compare_models(
         latency_ms={"a": latency.median(REFERENCE), "b": latency.median(B_NAME)},
         min_cosine=cmp_.min_cosine, passed=cmp_.passed, failures=cmp_.failures,
         outputs=[m.to_dict() for m in cmp_.outputs], speedup=speedup,
-        speed=latency.speed(B_NAME),
+        speed=inprocess.speed(latency, B_NAME),
         speed_text=", ".join(f"{Path(b).name} {speed_words(s, latency.margin)} at {k.replace('_', ' ')}"
                              for k, s in speedup.items()),
         latency=latency.to_dict(),

@@ -184,7 +184,8 @@ class PipelineReport:
     out_dir: str
     options: dict[str, Any]
     steps: list[StepRecord] = field(default_factory=list)
-    reports: dict[str, Any] = field(default_factory=dict)
+    #: each step's typed report, serialized once, when the run's JSON is written
+    results: dict[str, Any] = field(default_factory=dict)
     #: the summary table: one row per variant
     rows: list[dict[str, Any]] = field(default_factory=list)
     #: ``variants[]`` of the contract: name, path, sha256, size_bytes, parent, produced_by
@@ -197,6 +198,13 @@ class PipelineReport:
     total_seconds: float = 0.0
     #: typed objects the steps hand each other (reference, variants, measurement); not serialized
     context: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def reports(self) -> dict[str, Any]:
+        """The step reports as JSON dicts (``to_dict`` of each typed report), keyed by step."""
+        from .report.jsonio import to_jsonable
+
+        return {step: to_jsonable(result) for step, result in self.results.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -226,8 +234,6 @@ def _noop(event: str, step: str, info: dict[str, Any]) -> None:
 
 def run_pipeline(options: PipelineOptions, progress: Progress | None = None) -> PipelineReport:
     """Run every step on one model; artifacts and reports go into ``options.out``."""
-    from .report.jsonio import to_jsonable
-
     notify = progress or _noop
     options.validate()
     out = Path(options.out)
@@ -253,7 +259,7 @@ def run_pipeline(options: PipelineOptions, progress: Progress | None = None) -> 
             raise PipelineError(step, exc) from exc
         seconds = time.perf_counter() - t0
         if result is not None:
-            report.reports[step] = to_jsonable(result)
+            report.results[step] = result
         report.steps.append(StepRecord(step, round(seconds, 2), summary))
         notify("done", step, {"seconds": seconds, "summary": summary})
     report.total_seconds = round(time.perf_counter() - started, 2)
@@ -383,25 +389,31 @@ def _step_quantize(options, out, report, detail):
     latency = m.latency.renamed({k: v for k, v in names.items() if k != "float32"})
     report.context["latency"] = latency
     report.latency = latency.to_dict()
-    _repeat_figures(report, latency)
-    from .measure import speed_words
+    _attach_latency(report, latency)
+    from .judge import inprocess
 
-    speeds = ", ".join(f"{speed_words(s, latency.margin)} at {k.replace('_', ' ')}"
-                       for k, s in latency.speedup("int8").items())
+    speeds = inprocess.speed_text(latency, "int8")
     return result, f"chose {chosen}: {result.size_ratio:.2f}x smaller, {speeds}; timing noise {100 * latency.noise:.1f}%"
 
 
-def _repeat_figures(report: PipelineReport, latency) -> None:
-    """Every section that shows a variant's latency shows the one measurement's figure."""
-    dyn = report.reports.get("quantize_dynamic")
+def _attach_latency(report: PipelineReport, latency) -> None:
+    """Every section that shows a variant's latency shows the one measurement's figure.
+
+    The typed step reports get it before anything is serialized; optimize's recommendation is
+    the judge's, on the same figure (optimize itself ran untimed in the pipeline).
+    """
+    from .judge.recommend import recommendation
+
+    dyn = report.results.get("quantize_dynamic")
     if dyn is not None and "int8-dynamic" in latency.figures:
-        dyn["latency_ms"] = {"before": latency.median("float32"), "after": latency.median("int8-dynamic")}
-        dyn["speedup"] = latency.speedup("int8-dynamic")
-        dyn["latency"] = latency.renamed({"int8-dynamic": "int8-dynamic"}).to_dict()
-    opt = report.reports.get("optimize")
+        dyn.latency_before = latency.median("float32")
+        dyn.latency_after = latency.median("int8-dynamic")
+        dyn.latency = latency.renamed({"int8-dynamic": "int8-dynamic"}).to_dict()
+    opt = report.results.get("optimize")
     if opt is not None and "float32-opt" in latency.figures:
-        opt["latency_ms"] = {"before": latency.median("float32"), "after": latency.median("float32-opt")}
-        opt["latency"] = latency.renamed({"float32-opt": "float32-opt"}).to_dict()
+        opt.latency_ms = {"before": latency.median("float32"), "after": latency.median("float32-opt")}
+        opt.latency = latency.renamed({"float32-opt": "float32-opt"}).to_dict()
+        opt.recommended, opt.recommendation = recommendation(opt.comparison.get("passed"), latency, "float32-opt")
 
 
 def _step_optimize(options, out, report, detail):
@@ -441,19 +453,74 @@ def _step_compare(options, out, report, detail):
     )
 
 
+#: variants the bench step serves at most (the float model, auto's int8, one more contender)
+MAX_SERVED = 3
+
+
+def _within_bounds(report: PipelineReport) -> dict[str, str]:
+    """Per variant: why it misses its quality bound ("" when within it), in process and served."""
+    names, m = report.context["names"], report.context["measurement"]
+    quant = report.results.get("quantize")
+    by_candidate = {c.name: c for c in (quant.candidates if quant is not None else [])}
+    opt = report.results.get("optimize")
+    why: dict[str, str] = {"float32": ""}
+    if opt is not None and opt.comparison.get("passed") is False:
+        why["float32-opt"] = "differs from float32 beyond the tolerance"
+    for name, key in names.items():
+        if name.startswith("int8"):
+            c = by_candidate.get(key)
+            result = m.results[key]
+            ok = c.admissible if c is not None else (
+                result.comparison is not None and result.comparison.passed is not False and result.int8_ops > 0)
+            if not ok:
+                why[name] = "misses its quality bound (" + ("; ".join(c.failures) if c and c.failures
+                                                            else "accuracy, agreement or min cosine") + ")"
+        why.setdefault(name, "")
+    bench = report.context.get("bench")
+    for name, q in ((bench.quality or {}) if bench is not None else {}).items():
+        # quality measured through the API counts too: served embeddings that miss the bound do not ship
+        if q and q.get("passed") is False:
+            why[name] = f"misses its quality bound served (min cosine {q.get('min_cosine'):.4f})"
+    return why
+
+
+def contenders_to_serve(report: PipelineReport) -> list[str]:
+    """float32, auto's int8, and the in-process contenders no other variant beats at every batch size.
+
+    Only a served variant can ship; serving costs a bench run per variant, so at most
+    ``MAX_SERVED``, the fastest at its worst batch size first.
+    """
+    from .judge import inprocess
+
+    latency, names = report.context["latency"], report.context["names"]
+    why = _within_bounds(report)
+    pool = [n for n in names if not why.get(n)]
+    front = [n for n in pool if not any(inprocess.dominates(latency, o, n) for o in pool if o != n)]
+    served = ["float32"] + (["int8"] if "int8" in names else [])
+    for name in sorted(front, key=lambda n: -inprocess.worst_speedup(latency, n)):
+        if name not in served and len(served) < MAX_SERVED:
+            served.append(name)
+    return served
+
+
 def _step_bench(options, out, report, detail):
     from .bench import BenchOptions, run_bench
 
     plan = options.bench_plan()
+    served = contenders_to_serve(report)
+    paths = {v.name: v.path for v in report.context["variants"].values()}
+    report.context["served"] = served
     bench_opts = BenchOptions(
-        models=[str(out / FLOAT_FILE), str(out / INT8_FILE)],
-        names=["float32", "int8"],
+        models=[str(paths[name]) for name in served],
+        names=served,
         concurrency=plan["concurrency"],
         requests=None if options.duration else plan["requests"],
         duration_s=options.duration,
         repeats=plan["repeats"],
         data=options.data,
         server_workers=options.workers,
+        # the pipeline decides once, for the whole run, in its verdict: bench reports findings
+        decide=False,
     )
     result = run_bench(bench_opts, progress=lambda message: detail({"message": message}))
     report.context["bench"] = result
@@ -462,8 +529,52 @@ def _step_bench(options, out, report, detail):
     written = write_outputs(result, out / "bench")
     for path in written:
         report.artifacts[f"bench/{Path(path).name}"] = str(path)
-    verdict = result.to_dict().get("verdict", {})
-    return result, verdict.get("text", "")
+    return result, (result.verdict or {}).get("text", "")
+
+
+def decide_verdict(report: PipelineReport) -> dict[str, Any]:
+    """The run's one verdict: the judge's shipping rule over the served variants."""
+    from .judge import inprocess
+    from .judge.http import Speed, same
+    from .judge.ship import Contender, decide
+
+    m, names, latency = report.context.get("measurement"), report.context.get("names", {}), report.context.get("latency")
+    if m is None or latency is None:
+        return {"ship": "float32", "text": "Ship float32: no variant was measured against it.",
+                "rested_on": "nothing measured", "speed": "undecided"}
+    bench = report.context.get("bench")
+    verdict = (bench.verdict or {}) if bench is not None else {}
+    comparisons = verdict.get("comparisons") or {}
+    served = report.context.get("served", [])
+    why = _within_bounds(report)
+    quant = report.results.get("quantize")
+    chosen = quant.chosen if quant is not None else None
+    ref_acc = m.reference.accuracy
+    contenders = []
+    repeats = max((c.get("repeats") or 0 for c in comparisons.values()), default=0)
+    base_speed = next(iter(comparisons.values()), None)
+    for entry in report.lineage:
+        name = entry["name"]
+        key = names.get(name)
+        result = m.results.get(key) if key else None
+        delta = None if ref_acc is None or result is None or result.accuracy is None else result.accuracy - ref_acc
+        if name == "float32":
+            speed = same(repeats, *((base_speed["what"], base_speed["where"]) if base_speed else ()))
+        else:
+            speed = Speed.from_dict(comparisons[name]) if name in comparisons else None
+        contenders.append(Contender(
+            name, entry["size_bytes"], admissible=not why.get(name), why_not=why.get(name, ""),
+            served=name in served and (name == "float32" or speed is not None), speed=speed,
+            in_process="" if name == "float32" else inprocess.short_text(latency, name),
+            label=chosen if name == "int8" and chosen else "", accuracy_delta=delta))
+    d = decide(contenders)
+    out = d.to_dict()
+    out["served"] = served
+    out["in_process"] = {c.name: inprocess.speed(latency, c.name) for c in contenders if c.name != "float32"}
+    if latency.too_noisy:
+        out["text"] += (f" In-process timing was noisy (A/A control {100 * latency.noise:.0f}% apart): "
+                        "in-process speed is undecided.")
+    return out
 
 
 def _step_report(options, out, report, detail):
@@ -473,7 +584,8 @@ def _step_report(options, out, report, detail):
     from .report.sections import build_sections
     from .report.summary import summarize
 
-    report.rows, report.verdict = summarize(report)
+    report.rows = summarize(report)
+    report.verdict = decide_verdict(report)
     report.total_seconds = round(sum(s.seconds for s in report.steps), 2)
     report.sessions = _session_counts(report)
     plot = summary_plot(out / "summary.png", report.rows)

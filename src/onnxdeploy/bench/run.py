@@ -25,6 +25,7 @@ from .runs import (
     describe,
     failures_by_target,
     fixed_runs,
+    repeat_while_undecided,
     requests_per_run,
     search,
     warm_up,
@@ -58,6 +59,8 @@ BOUND_FRACTION = 0.7
 CEILING_DURATION_S = 1.0
 ENGINES = ("native", "locust", "wrk")
 ARRIVALS = ("poisson", "uniform")
+#: seconds of extra repeats when the repeats spread too wide to rank the targets
+DEFAULT_RANK_BUDGET_S = 20.0
 
 
 @dataclass
@@ -104,6 +107,10 @@ class BenchOptions:
     send: str = "auto"
     #: an embedding candidate whose min cosine to the baseline is below this does not ship
     min_cosine: float = DEFAULT_MIN_COSINE
+    #: seconds of extra repeats bench may spend when the speed comparison is undecided (spread too wide)
+    rank_budget_s: float = DEFAULT_RANK_BUDGET_S
+    #: False: report findings only, no ``ship`` (the pipeline decides once for the whole run)
+    decide: bool = True
 
     def search_settings(self) -> SearchSettings | None:
         """The capacity search's settings, or None without ``--slo``."""
@@ -317,6 +324,7 @@ def _measure(options: BenchOptions, targets: list[Target], say, live_sink, gen_c
         search_s = time.monotonic() - t_search
     else:
         runs = fixed_runs(options, engine, targets, say, live, top_c)
+        runs = repeat_while_undecided(options, engine, targets, say, live, top_c, runs)
     # a second look after the load: the max of both is the ceiling (noise only ever lowers it)
     ceiling = max(ceiling, engine.ceiling(targets[0], concurrency=top_c, duration_s=CEILING_DURATION_S))
     for run in runs:
@@ -345,16 +353,17 @@ def _measure(options: BenchOptions, targets: list[Target], say, live_sink, gen_c
     verdict = None
     acc_delta = None
     sizes = {t.name: (model_size(t.model) if t.model else None) for t in targets}
-    if len(targets) == 2:
-        names = (targets[0].name, targets[1].name)
+    if len(targets) >= 2:
+        names = tuple(t.name for t in targets)
         if failure:
             verdict = _failed_verdict(names, failures, failure)
         elif settings is not None:
-            verdict = capacity_verdict(capacity, names, accuracy, bounds_label=bounds, precision=settings.precision,
+            verdict = capacity_verdict(capacity, names[:2], accuracy, bounds_label=bounds, precision=settings.precision,
                                        sizes=sizes, max_accuracy_drop=options.max_accuracy_drop, quality=quality)
         else:
             verdict = make_verdict(aggregated, names, accuracy, sizes=sizes,
-                                   max_accuracy_drop=options.max_accuracy_drop, quality=quality)
+                                   max_accuracy_drop=options.max_accuracy_drop, quality=quality,
+                                   decide_ship=options.decide)
         acc_delta = verdict["accuracy_delta"]
     generator = {
         "engine": options.engine,
@@ -428,8 +437,8 @@ def _cpu_percent(runs: list[RunResult]) -> float | None:
 
 def _failed_verdict(names: tuple[str, str], failures: dict[str, dict], failure: str) -> dict[str, Any]:
     """No speed verdict from failing runs: ship the target that did not fail (else the baseline)."""
-    a_name, b_name = names
-    ok = [n for n in names if not failures[n]["failed_runs"]]
+    a_name, b_name = names[:2]
+    ok = [n for n in (a_name, b_name) if not failures[n]["failed_runs"]]
     ship = ok[0] if len(ok) == 1 else a_name
     why = (f"{b_name if ship == a_name else a_name} failed its requests" if len(ok) == 1
            else "both failed their requests" if not ok else "the baseline")

@@ -127,6 +127,53 @@ def fixed_runs(options, engine, targets, say, live: Live, top_c: int) -> list[Ru
     return runs
 
 
+def repeat_while_undecided(options, engine, targets, say, live: Live, top_c: int,
+                           runs: list[RunResult]) -> list[RunResult]:
+    """More repeats at the top level while the judge cannot rank the targets, within a time budget.
+
+    The judge calls a comparison undecided when a target's repeats spread past its cap
+    (``judge/http.py``); a few more repeats often settle a spread that one slow moment caused.
+    Stops when every comparison is decided, when the next round would end past
+    ``options.rank_budget_s``, or after three times the planned repeats.
+    """
+    from ..judge import http as judge_http
+
+    if len(targets) < 2 or options.rank_budget_s <= 0:
+        return runs
+    open_loop = bool(options.rate)
+    level = max(options.rate) if open_loop else float(max(options.concurrency))
+    total = requests_per_run(options)
+    t0 = time.monotonic()
+    repeat = options.repeats
+    while repeat < 3 * options.repeats:
+        def values(name: str) -> list[float]:
+            mine = [r for r in runs if r.target == name and r.level == level]
+            return [r.latency_ms.get("p99") for r in mine] if open_loop else [r.rps for r in mine]
+
+        base = values(targets[0].name)
+        undecided = [t for t in targets[1:]
+                     if judge_http.compare(base, values(t.name), higher_is_better=not open_loop).word
+                     == judge_http.UNDECIDED]
+        if not undecided:
+            break
+        mine = [r.elapsed_s for r in runs if r.level == level]
+        per_round = (float(np.mean(mine)) if mine else 1.0) * len(targets)
+        if time.monotonic() - t0 + per_round > options.rank_budget_s:
+            say(f"speed still undecided after {repeat} repeats; the {options.rank_budget_s:g} s budget "
+                "for extra repeats is spent")
+            break
+        say(f"speed undecided (repeats spread too wide): extra repeat {repeat + 1}")
+        order = targets if repeat % 2 == 0 else targets[::-1]
+        for target in order:
+            live.label = f"  {target.name} extra repeat {repeat + 1}"
+            run = one_run(engine, target, level=level, open_loop=open_loop, top_c=top_c, total=total,
+                          duration_s=options.duration_s, options=options, live=live, seed=len(runs))
+            run.repeat = repeat
+            runs.append(run)
+        repeat += 1
+    return runs
+
+
 def search(options, engine, targets, say, live: Live, start: dict[str, float], ceiling: float
            ) -> tuple[list[RunResult], dict[str, CapacitySearch], SearchSettings]:
     """The capacity search of every target, one probe each in turn (alternating order)."""

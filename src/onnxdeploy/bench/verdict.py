@@ -1,27 +1,28 @@
-"""The verdict: which target to ship and why, in one sentence, never more confident than the data.
+"""Bench's findings and, for two targets, its verdict: the judge's rule on what bench measured.
 
 Ratios stay in JSON as they were (``rps_ratio`` B/A, ``p50_ratio``/``p99_ratio`` latency B/A);
-``speedup`` says the same the other way round (A time / B time, B rps / A rps: above 1 means B is
-faster). Text uses words: "2.1x faster", "5.2x slower", "equal (within 6% noise)". Fewer than
-``MIN_REPEATS`` repeats never rank two targets; a difference within the run-to-run spread is
-equal. Shipping: the smallest target within the accuracy bound and not slower beyond the noise.
-For an embedding model quality is the candidate's min cosine to the baseline's in-process
-embeddings (``quality``): below ``min_cosine`` it is out, as a candidate past the accuracy bound is.
+``speedup`` says the same the other way round (above 1 means B is faster). Whether B is faster,
+equal, slower or undecided is the judge's (``judge/http.py``: the repeats' spread is the noise,
+a spread past its cap is ``undecided``), and so is which target ships (``judge/ship.py``: the
+fastest admissible; within the noise, the smallest). For an embedding model quality is the
+candidate's min cosine to the baseline's in-process embeddings: below the bound it is out, as a
+candidate past the accuracy bound is. With ``decide=False`` (the pipeline, which decides once for
+the whole run) the verdict holds the findings and no ``ship``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..report.fmt import speed_phrase as speed_words
-from ..report.fmt import times
-from .stats import overlaps
+from ..judge import http as judge_http
+from ..judge.ship import Contender, decide
+from ..judge.words import UNDECIDED, times
 
 #: why a capacity is only a lower bound, in words
 LIMIT_WORDS = {"time_budget": "the time budget ran out", "generator": "the load generator's ceiling",
                "max_rate": "the --slo-max-rate cap"}
 #: runs per target and level a speed ranking needs
-MIN_REPEATS = 3
+MIN_REPEATS = judge_http.MIN_REPEATS
 #: the accuracy a smaller target may lose and still ship (a fraction: 0.01 is one point)
 DEFAULT_MAX_ACCURACY_DROP = 0.01
 
@@ -70,94 +71,121 @@ def _bound(quality: dict[str, dict[str, Any]] | None) -> str:
     return "quality" if _cosines(quality) else "accuracy"
 
 
-def choose(names: tuple[str, str], *, b_speed: int, acc_delta: float | None, sizes: dict[str, int | None],
-           max_accuracy_drop: float, quality_fail: str | None = None, bound: str = "accuracy") -> tuple[str, str]:
-    """``(ship, reason)``; ``b_speed`` is +1 (B faster beyond noise), -1 (slower) or 0 (equal/unranked).
-
-    ``quality_fail`` says why B misses a quality bound other than accuracy (an embedding's min
-    cosine): such a B is out exactly like one past the accuracy bound. ``bound`` names the bound
-    in the reason ("accuracy", or "quality" for embeddings).
-    """
-    a_name, b_name = names
-    acc_ok = acc_delta is None or acc_delta >= -max_accuracy_drop
-    keep = [n for n, slower in ((a_name, b_speed > 0), (b_name, b_speed < 0)) if not slower]
-    if (not acc_ok or quality_fail) and b_name in keep:
-        keep.remove(b_name)
-    miss = (quality_fail if quality_fail and acc_ok else
-            f"{b_name} loses {100 * -(acc_delta or 0):.1f} pp of accuracy (bound {100 * max_accuracy_drop:g} pp)")
-    if not keep:
-        return a_name, miss
-    big = float("inf")
-    ship = min(keep, key=lambda n: (sizes.get(n) or big, n != a_name))
-    if ship == a_name and b_name not in keep:
-        why = miss if (not acc_ok or quality_fail) else f"{b_name} is slower beyond the noise"
-    elif sizes.get(a_name) and sizes.get(b_name) and sizes[a_name] != sizes[b_name]:
-        why = f"smallest within the {bound} bound and not slower"
-    else:
-        why = "the baseline; the other does not beat it beyond the noise"
-    return ship, why
+def _contenders(names: tuple[str, ...], speeds: dict[str, judge_http.Speed], *, accuracy, sizes,
+                max_accuracy_drop: float, quality) -> list[Contender]:
+    """One Contender per target: the first is the baseline; quality and accuracy bounds decide who may ship."""
+    a_name = names[0]
+    acc_a = accuracy.get(a_name)
+    out = []
+    for name in names:
+        acc = accuracy.get(name)
+        delta = acc - acc_a if acc is not None and acc_a is not None else None
+        why = ""
+        if name != a_name:
+            miss = quality_miss(quality, name)
+            if miss:
+                why = f"misses its quality bound: {miss}"
+            elif delta is not None and delta < -max_accuracy_drop:
+                why = (f"loses {100 * -delta:.1f} pp of accuracy (bound {100 * max_accuracy_drop:g} pp)")
+        out.append(Contender(name, sizes.get(name), admissible=not why, why_not=why, served=True,
+                             speed=speeds.get(name), accuracy_delta=delta))
+    return out
 
 
 def make_verdict(
-    aggregated: list[dict[str, Any]], names: tuple[str, str], accuracy: dict[str, float | None],
+    aggregated: list[dict[str, Any]], names: tuple[str, ...], accuracy: dict[str, float | None],
     *, sizes: dict[str, int | None] | None = None, max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
-    quality: dict[str, dict[str, Any]] | None = None,
+    quality: dict[str, dict[str, Any]] | None = None, decide_ship: bool = True,
 ) -> dict[str, Any]:
-    """B against A at the highest common load level: ratios, speedups, which to ship and why."""
-    a_name, b_name = names
+    """Every target against the first at the highest common load level; with two targets and
+    ``decide_ship``, which to ship and why."""
+    a_name, b_name = names[0], names[1]
     sizes = sizes or {}
     by = {(e["target"], e.get("rate", e["concurrency"])): e for e in aggregated}
-    levels = sorted({lvl for (t, lvl) in by if t == a_name} & {lvl for (t, lvl) in by if t == b_name})
+    common = set.intersection(*({lvl for (t, lvl) in by if t == n} for n in names))
     acc_a, acc_b = accuracy.get(a_name), accuracy.get(b_name)
     acc_delta = acc_b - acc_a if acc_a is not None and acc_b is not None else None
-    if not levels:
-        ship, why = choose(names, b_speed=0, acc_delta=acc_delta, sizes=sizes, max_accuracy_drop=max_accuracy_drop,
-                           quality_fail=quality_miss(quality, b_name), bound=_bound(quality))
-        return {"rps_ratio": None, "p50_ratio": None, "p99_ratio": None, "speedup": {}, "accuracy_delta": acc_delta,
-                "min_cosine": _cosines(quality), "ship": ship, "within_noise": True, "ranked": False,
-                "text": f"Ship {ship}: {why}; no load level was measured for both targets."}
-    level = levels[-1]
+    if not common:
+        speeds = {n: judge_http.Speed(UNDECIDED, None, None, None, 0) for n in names[1:]}
+        speeds[a_name] = judge_http.same(0)
+        out = _decided(names, speeds, accuracy, sizes, max_accuracy_drop, quality, decide_ship,
+                       extra="no load level was measured for every target")
+        out.update({"rps_ratio": None, "p50_ratio": None, "p99_ratio": None, "speedup": {},
+                    "accuracy_delta": acc_delta, "min_cosine": _cosines(quality), "within_noise": True,
+                    "ranked": False})
+        return out
+    level = max(common)
     a, b = by[(a_name, level)], by[(b_name, level)]
+    mode = a["mode"]
+    # closed loop: requests/s tells the targets apart; open loop offers all the same rate, so p99 does
+    where = f"rate {level:g}/s" if mode == "open" else f"concurrency {int(level)}"
+    speeds: dict[str, judge_http.Speed] = {}
+    for name in names:
+        e = by[(name, level)]
+        if mode == "open":
+            speeds[name] = judge_http.compare(_values(a["latency_ms"]["p99"]), _values(e["latency_ms"]["p99"]),
+                                              higher_is_better=False, what="p99", where=where)
+        else:
+            speeds[name] = judge_http.compare(_values(a["rps"]), _values(e["rps"]), what="requests/s", where=where)
+    speeds[a_name] = judge_http.same(a["repeats"], speeds[a_name].what, where)
     rps_ratio = _ratio(b["rps"]["median"], a["rps"]["median"])
     p50_ratio = _ratio(b["latency_ms"]["p50"]["median"], a["latency_ms"]["p50"]["median"])
     p99_ratio = _ratio(b["latency_ms"]["p99"]["median"], a["latency_ms"]["p99"]["median"])
-    speedup = {"rps": rps_ratio, "p50": _ratio(1.0, p50_ratio), "p99": _ratio(1.0, p99_ratio)}
-    repeats = min(a["repeats"], b["repeats"])
-    ranked = repeats >= MIN_REPEATS
-    mode = a["mode"]
-    # closed loop: requests/s tells the two apart; open loop offers both the same rate, so p99 does
-    key_a, key_b = (a["latency_ms"]["p99"], b["latency_ms"]["p99"]) if mode == "open" else (a["rps"], b["rps"])
-    within_noise = overlaps(key_a, key_b)
-    spreads = [s for s in (key_a.get("rel_spread"), key_b.get("rel_spread")) if s is not None]
-    noise = max(spreads) if spreads else None
-    where = f"rate {level:g}/s" if mode == "open" else f"concurrency {int(level)}"
-    lead = speedup["p99"] if mode == "open" else rps_ratio
-    b_speed = 0 if (not ranked or within_noise or lead is None) else (1 if lead > 1 else -1)
-    ship, why = choose(names, b_speed=b_speed, acc_delta=acc_delta, sizes=sizes, max_accuracy_drop=max_accuracy_drop,
-                       quality_fail=quality_miss(quality, b_name), bound=_bound(quality))
-    other = b_name if ship == a_name else a_name
-    if not ranked:
-        speed = f"not enough repeats to rank speed ({repeats} per target, {MIN_REPEATS} needed)"
-    else:
-        word = speed_words(lead if ship == b_name else _ratio(1.0, lead), equal=b_speed == 0, noise=noise)
-        what = "p99" if mode == "open" else "requests/s"
-        speed = f"{word} over HTTP ({what} at {where})"
-    facts = [f for f in (_size_words(sizes, ship, other),
-                         _pp(acc_delta if ship == b_name else -acc_delta) if acc_delta is not None else None,
-                         _cosine_words(quality, names), speed) if f]
-    text = f"Ship {ship} ({why}): " + ", ".join(facts) + f" against {other}"
+    out = _decided(names, speeds, accuracy, sizes, max_accuracy_drop, quality, decide_ship)
+    sb = speeds[b_name]
     share = b.get("compute_share")
+    notes = []
     if share is not None:
-        text += f"; model compute is {100 * share:.0f}% of a request's time in the server"
-    if a.get("generator_bound") or b.get("generator_bound"):
-        text += "; the load generator was near its own ceiling, so rates are a lower bound"
-    return {
-        "rps_ratio": rps_ratio, "p50_ratio": p50_ratio, "p99_ratio": p99_ratio, "speedup": speedup,
-        "accuracy_delta": acc_delta, "min_cosine": _cosines(quality), "text": text + ".",
-        "within_noise": within_noise or not ranked,
-        "ranked": ranked and not within_noise, "noise": noise, "repeats": repeats, "ship": ship,
-        "level": level, "mode": mode, "baseline": a_name, "candidate": b_name,
-    }
+        notes.append(f"model compute is {100 * share:.0f}% of a request's time in the server")
+    if any(by[(n, level)].get("generator_bound") for n in names):
+        notes.append("the load generator was near its own ceiling, so rates are a lower bound")
+    if notes:
+        out["text"] = out["text"].rstrip(".") + "; " + "; ".join(notes) + "."
+    out.update({
+        "rps_ratio": rps_ratio, "p50_ratio": p50_ratio, "p99_ratio": p99_ratio,
+        "speedup": {"rps": rps_ratio, "p50": _ratio(1.0, p50_ratio), "p99": _ratio(1.0, p99_ratio)},
+        "accuracy_delta": acc_delta, "min_cosine": _cosines(quality),
+        "within_noise": sb.word != "faster" and sb.word != "slower",
+        "ranked": sb.word in ("faster", "slower"), "noise": sb.spread, "margin": sb.margin,
+        "repeats": min(by[(n, level)]["repeats"] for n in names), "level": level, "mode": mode,
+        "baseline": a_name, "candidate": b_name,
+    })
+    return out
+
+
+def _values(fig: dict[str, Any]) -> list[float]:
+    vals = fig.get("values")
+    if vals:
+        return list(vals)
+    return [v for v in (fig.get("median"),) if v is not None]
+
+
+def _decided(names, speeds, accuracy, sizes, max_accuracy_drop, quality, decide_ship, extra: str = ""):
+    """The judge's decision (two targets, ``decide_ship``) or the findings alone."""
+    cands = _contenders(names, speeds, accuracy=accuracy, sizes=sizes, max_accuracy_drop=max_accuracy_drop,
+                        quality=quality)
+    a_name = names[0]
+    comparisons = {c.name: c.speed.to_dict() for c in cands if c.speed is not None and c.name != a_name}
+    b_speed = speeds.get(names[1])
+    out: dict[str, Any] = {"speed": b_speed.word if b_speed else UNDECIDED, "comparisons": comparisons}
+    findings = []
+    for c in cands[1:]:
+        line = f"{c.name} {c.speed.text(a_name)}" if c.speed else f"{c.name} not compared"
+        if not c.admissible:
+            line += f"; {c.name} {c.why_not}"
+        findings.append(line)
+    cos = _cosine_words(quality, tuple(names[:2]))
+    if cos:
+        findings.append(cos)
+    if extra:
+        findings.append(extra)
+    if decide_ship and len(names) == 2:
+        d = decide(cands, baseline=a_name, simplicity=tuple(names))
+        out.update({"ship": d.ship, "rested_on": d.rested_on, "text": d.text + (f" ({extra})" if extra else "")})
+    else:
+        out["text"] = "; ".join(findings) + "."
+    out["findings"] = findings
+    return out
 
 
 def capacity_verdict(
@@ -181,12 +209,17 @@ def capacity_verdict(
     # a lower bound only ranks when it is the higher figure (the other one is a measured limit)
     rankable = ratio is not None and not equal and (
         (ratio > 1 and not ca["lower_bound"]) or (ratio < 1 and not cb["lower_bound"]))
-    b_speed = 0 if not rankable else (1 if ratio > 1 else -1)
-    ship, why = choose(names, b_speed=b_speed, acc_delta=acc_delta, sizes=sizes, max_accuracy_drop=max_accuracy_drop,
-                       quality_fail=quality_miss(quality, b_name), bound=_bound(quality))
+    word = "equal" if equal else (UNDECIDED if not rankable else ("faster" if ratio > 1 else "slower"))
+    where = f"capacity at {bounds_label}"
+    speed = judge_http.Speed(word, ratio, precision, None, min(len(ca.get("runs") or []), len(cb.get("runs") or [])) or 3,
+                             what="sustained req/s", where=bounds_label)
+    cands = _contenders(names, {a_name: judge_http.same(3, "sustained req/s", bounds_label), b_name: speed},
+                        accuracy=accuracy, sizes=sizes, max_accuracy_drop=max_accuracy_drop, quality=quality)
+    d = decide(cands, baseline=a_name, simplicity=tuple(names))
+    ship = d.ship
     figures = f"({fig(cb)} vs {fig(ca)} req/s)"
     if ratio is None:
-        traffic = f"capacity at {bounds_label} could not be compared ({a_name} {fig(ca)}, {b_name} {fig(cb)} req/s)"
+        traffic = f"{where} could not be compared ({a_name} {fig(ca)}, {b_name} {fig(cb)} req/s)"
     elif equal:
         traffic = (f"{b_name} and {a_name} sustain the same traffic at {bounds_label} within the search's "
                    f"{100 * precision:.0f}% precision {figures}")
@@ -204,8 +237,13 @@ def capacity_verdict(
     extra = [f for f in (_size_words(sizes, ship, other),
                          _pp(acc_delta if ship == b_name else -acc_delta) if acc_delta is not None else None,
                          _cosine_words(quality, names)) if f]
+    why = {"speed": "the fastest admissible", "size": "the smallest within the noise of the fastest",
+           "simplicity": "the baseline; the other does not beat it beyond the noise",
+           "size and quality": "speed undecided: rests on size and quality"}[d.rested_on]
+    if ship == a_name and not cands[1].admissible:
+        why = f"{b_name} {cands[1].why_not}"
     text = f"{traffic[0].upper()}{traffic[1:]}. Ship {ship} ({why}" + (": " + ", ".join(extra) if extra else "") + ")."
     return {"capacity_ratio": ratio, "speedup": {"capacity": ratio}, "accuracy_delta": acc_delta,
-            "min_cosine": _cosines(quality), "ship": ship,
+            "min_cosine": _cosines(quality), "ship": ship, "speed": word, "rested_on": d.rested_on,
             "within_noise": not rankable, "ranked": rankable, "text": text, "baseline": a_name,
             "candidate": b_name, "mode": "slo", "rps_ratio": None, "p50_ratio": None, "p99_ratio": None}

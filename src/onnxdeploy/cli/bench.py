@@ -184,6 +184,9 @@ class _Progress:
 @click.option("--requests", "requests_", type=click.IntRange(min=1), help="Requests per run (default 2000).")
 @click.option("--duration", type=click.FloatRange(min=0.1), help="Seconds per run, instead of --requests.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Runs per target and level, alternating targets.")
+@click.option("--rank-budget", type=click.FloatRange(min=0), default=20, show_default=True,
+              help="Seconds of extra repeats when the repeats spread too wide to rank the targets (0: none); "
+                   "still too wide after it, the speed is 'undecided' and the verdict rests on size and quality.")
 @click.option("--rate", default=None, help="Open loop: offered requests/s (comma list); latency from the scheduled send time.")
 @click.option("--arrivals", type=click.Choice(["poisson", "uniform"]), default="poisson", show_default=True,
               help="Open-loop schedule: Poisson arrivals or evenly spaced sends.")
@@ -228,7 +231,8 @@ class _Progress:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write report.json, report.md and plots here.")
 @data_options
 @report_options
-def command(models, urls, names, ports, host, concurrency, requests_, duration, repeats, rate, arrivals, slo,
+def command(models, urls, names, ports, host, concurrency, requests_, duration, repeats, rank_budget, rate,
+            arrivals, slo,
             slo_precision, slo_budget, slo_start, slo_max_rate, slo_min_duration, slo_min_queries, engine,
             locust_workers, locust_master, expect_workers, csv_prefix, warmup, workers, threads,
             threads_deprecated, ort_threads, pin,
@@ -255,7 +259,7 @@ def command(models, urls, names, ports, host, concurrency, requests_, duration, 
         engine=engine, locust_workers=locust_workers, locust_master=locust_master, expect_workers=expect_workers,
         data=data, dims=dims, warmup=warmup, server_workers=workers, server_threads=threads,
         ort_threads=ort_threads, pin=pin, accuracy=not no_accuracy, ready_timeout_s=ready_timeout,
-        send=send, min_cosine=min_cosine)
+        send=send, min_cosine=min_cosine, rank_budget_s=rank_budget)
     opts.validate()  # every option checked before a server starts or a file is written
     shown = None if as_json else _Progress()
     failed = None

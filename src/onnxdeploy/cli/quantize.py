@@ -6,7 +6,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from ..measure import speed_words
+from ..judge.words import speed_words
 from ..measure.numeric import TASKS
 from ..quantize import QuantizeOptions, quantize_model
 from ..quantize.options import (

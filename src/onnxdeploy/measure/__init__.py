@@ -1,7 +1,7 @@
 """The one measurement stage: a reference built once, variants with lineage, metrics by output
 kind, and interleaved latency with an A/A control and a time budget."""
 
-from .latency import DEFAULT_BUDGET_S, DEFAULT_LATENCY_BATCH, Figure, Latency, speed_words
+from .latency import DEFAULT_BUDGET_S, DEFAULT_LATENCY_BATCH, Figure, Latency
 from .numeric import Comparison, OutputMetric, drift, equivalence, output_kinds
 from .reference import Reference, build_reference
 from .variants import Measurement, Variant, VariantResult, is_int8_op, measure_variants
@@ -9,5 +9,5 @@ from .variants import Measurement, Variant, VariantResult, is_int8_op, measure_v
 __all__ = [
     "DEFAULT_BUDGET_S", "DEFAULT_LATENCY_BATCH", "Comparison", "Figure", "Latency", "Measurement",
     "OutputMetric", "Reference", "Variant", "VariantResult", "build_reference", "drift",
-    "equivalence", "is_int8_op", "measure_variants", "output_kinds", "speed_words",
+    "equivalence", "is_int8_op", "measure_variants", "output_kinds",
 ]

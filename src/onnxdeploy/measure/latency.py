@@ -1,8 +1,9 @@
 """In-process latency: every variant timed in one interleaved measurement, with an A/A control.
 
 The float model is timed twice, as two sessions of the same file (``control``). How far those two
-come apart is the noise of this machine right now, and any difference between variants smaller
-than that noise (or than ``MIN_MARGIN``) is called equal, everywhere a latency is compared.
+come apart is the noise of this machine right now; ``Latency.margin`` is the resolution that noise
+allows (no difference smaller than it, or than ``MIN_MARGIN``, is real). This module measures
+only: the words (faster, equal, slower, mixed, undecided) are the judge's (``judge/inprocess.py``).
 
 Timing has a budget: a round of a session lasts at least ``MIN_ROUND_MS`` (a model answering in
 20 µs is timed over hundreds of runs), the number of runs per round shrinks for slow models so a
@@ -120,25 +121,6 @@ class Latency:
             out[k] = statistics.median(pairs) if pairs else ref[k].median_ms / f.median_ms
         return out
 
-    def speed(self, name: str, reference: str = REFERENCE) -> str:
-        """``faster``, ``slower``, ``equal`` (within the margin at every batch size) or ``mixed``.
-
-        ``slower`` when slower beyond the margin at any batch size and faster at none.
-        """
-        calls = {_call(s, self.margin) for s in self.speedup(name, reference).values()}
-        if not calls:
-            return "equal"
-        if calls == {"equal"}:
-            return "equal"
-        if "slower" in calls and "faster" in calls:
-            return "mixed"
-        return "slower" if "slower" in calls else "faster"
-
-    def worst_speedup(self, name: str, reference: str = REFERENCE) -> float:
-        """The smallest speedup over the batch sizes: how this variant does at its worst."""
-        s = self.speedup(name, reference)
-        return min(s.values()) if s else 0.0
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": "median of per-round medians; all variants interleaved in one measurement, "
@@ -155,21 +137,6 @@ class Latency:
             "control": {k: f.to_dict() for k, f in self.figures.get(CONTROL, {}).items()},
             "notes": self.notes,
         }
-
-
-def _call(speedup: float, margin: float) -> str:
-    if abs(math.log(speedup)) <= math.log1p(margin):
-        return "equal"
-    return "faster" if speedup > 1 else "slower"
-
-
-def speed_words(speedup: float | None, margin: float) -> str:
-    """A speedup in words: "2.1x faster", "5.2x slower", "equal (within 6% noise)"."""
-    from ..report.fmt import speed_phrase
-
-    if speedup is None or speedup <= 0:
-        return "not measured"
-    return speed_phrase(speedup, equal=_call(speedup, margin) == "equal", noise=margin)
 
 
 #: untimed runs before each timed block: the session before it evicted this one's weights and

@@ -6,7 +6,7 @@ sees them and the graph does not grow; ``transformer`` then runs ONNX Runtime's 
 optimizer (its fusions counted, see ``transformer.py``) and ``ort_level`` saves ONNX Runtime's
 offline-optimized graph. The result runs against the input on the same data; when they differ by more than the
 tolerance the steps are replayed one at a time to name the one that introduced the difference.
-The result is recommended only when it passed and did not measure slower (``verdict.py``).
+The result is recommended only when it passed and did not measure slower (``judge/recommend.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import onnx
 from ..data import DataSet
 from ..environment import environment
 from ..errors import DataError, ModelLoadError, OptionError, first_line
+from ..judge import inprocess
+from ..judge.recommend import RESULT, recommendation
 from ..measure import (
     DEFAULT_BUDGET_S,
     DEFAULT_LATENCY_BATCH,
@@ -50,7 +52,6 @@ from ..runtime import make_session, run_dataset
 from .fold import fold_constants
 from .passes import DEFAULT_PASSES, available_passes, no_change_note, parse_passes
 from .transformer import STEP_PREFIX, TRANSFORMER_TYPES, TransformerSettings, fuse, resolve
-from .verdict import RESULT, recommendation
 
 __all__ = [
     "DEFAULT_PASSES", "DEFAULT_TOLERANCE", "ORT_LEVELS", "OptimizeOptions", "OptimizeReport",
@@ -411,7 +412,7 @@ def optimize_model(
         recommended, sentence = recommendation(passed, measured)
         # a warning only for slower beyond the run's margin: a ratio under the 5% floor inside
         # a wide margin is said in `recommendation` (and the CLI's table), not shouted
-        if recommended is False and measured is not None and measured.speed(RESULT) in ("slower", "mixed"):
+        if recommended is False and measured is not None and inprocess.speed(measured, RESULT) in ("slower", "mixed"):
             warnings.append(sentence)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

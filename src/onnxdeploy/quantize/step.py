@@ -18,7 +18,9 @@ import numpy as np
 from ..data import DIGITS, RANDOM, DataSet, digits_split
 from ..environment import environment
 from ..errors import ModelLoadError, RuntimeFailure
-from ..measure import Measurement, Reference, Variant, build_reference, speed_words
+from ..judge import inprocess
+from ..judge.choose import choose
+from ..measure import Measurement, Reference, Variant, build_reference
 from ..measure.latency import CONTROL, REFERENCE
 from ..measure.numeric import half_min_cosines
 from ..measure.variants import evaluate, reference_result, time_variants
@@ -370,7 +372,7 @@ def _add_latency(result: CandidateResult, latency) -> None:
     result.latency_ms = latency.median(result.name)
     result.latency = {k: f.to_dict() for k, f in latency.figures[result.name].items()}
     result.speedup = latency.speedup(result.name)
-    result.speed = latency.speed(result.name)
+    result.speed = inprocess.speed(latency, result.name)
 
 
 def _comparison(chosen, acc_before, criterion, tolerance, passed) -> dict:
@@ -394,25 +396,15 @@ def _comparison(chosen, acc_before, criterion, tolerance, passed) -> dict:
 # --------------------------------------------------------------------------- choice
 
 
-#: candidates of equal speed whose files are within this factor of the smallest count as a tie
-SIZE_TIE = 1.10
-
-
-def _rank(name: str) -> int:
-    return SIMPLICITY.index(name) if name in SIMPLICITY else len(SIMPLICITY)
-
-
 def _speed_text(m: Measurement, name: str) -> str:
-    lat = m.latency
-    return ", ".join(f"{speed_words(s, lat.margin)} at {k.replace('_', ' ')}"
-                     for k, s in lat.speedup(name).items())
+    return inprocess.speed_text(m.latency, name)
 
 
 def _choose(opts, results, m: Measurement, criterion, tolerance):
-    """``(chosen result or None, reason, passed)``.
+    """``(chosen result or None, reason, passed)``: the judge's choice (``judge/choose.py``).
 
-    Auto takes the fastest admissible int8 candidate; candidates within the noise of the fastest
-    tie, and ties go to the simplest. A candidate that quantized nothing is never admissible.
+    Auto takes the fastest candidate that is admissible and not slower than float at any batch
+    size; when none keeps pace, it keeps the float model unless slower models are allowed.
     """
     measured = [r for r in results if r.name in m.results]
     if opts.mode != "auto":
@@ -421,43 +413,21 @@ def _choose(opts, results, m: Measurement, criterion, tolerance):
         why = "" if ok else ("; ".join(r.failures) or
                              ("nothing was quantized (no int8 operator in the result)" if not r.int8_ops else ""))
         return r, why, ok
-    admissible = [r for r in measured if r.admissible]
-    if not admissible:
-        return None, (
-            f"no candidate kept {criterion.replace('_', ' ')} within {tolerance} with an int8 "
-            "operator in it; no model written"
-        ), False
-    lat = m.latency
-    if lat is None:
-        best = min(admissible, key=lambda r: _rank(r.name))
-        return best, f"Chose {best.name}, the simplest admissible candidate (latency not measured).", True
-    fastest = max(lat.worst_speedup(r.name) for r in admissible)
-    ties = [r for r in admissible if lat.worst_speedup(r.name) * (1 + lat.margin) >= fastest]
-    if lat.too_noisy:
-        # a ranking by speed would be a ranking by noise: every admissible candidate ties
-        ties = list(admissible)
-    # equal speed: a much larger file is no tie (MatMul-only int8 of a conv net keeps its convs
-    # float); among files of about the same size the simplest recipe wins
-    smallest = min((r.size_bytes or 0) for r in ties)
-    ties = [r for r in ties if (r.size_bytes or 0) <= smallest * SIZE_TIE] or ties
-    best = min(ties, key=lambda r: _rank(r.name))
-    tie_note = (f"; {len(ties)} candidates tie within the {100 * lat.margin:.0f}% noise, the simplest wins"
-                if len(ties) > 1 else "")
-    noisy = (f" Timing was too noisy to rank by speed (A/A control {100 * lat.noise:.0f}% apart): "
-             "every admissible candidate was treated as equally fast." if lat.too_noisy else "")
-    summary = (f"{best.name}, the fastest of {len(admissible)} admissible candidate(s){tie_note} "
-               f"({_speed_text(m, best.name)}, vs float)")
-    if lat.speed(best.name) in ("faster", "equal"):
-        return best, f"Chose {summary}.{noisy}", True
-    plain = f"No int8 candidate is as fast as the float model at every batch size (best: {summary})."
+    choice = choose(measured, m.latency, simplicity=SIMPLICITY, criterion=criterion, tolerance=tolerance)
+    if choice.name is None:
+        return None, choice.reason, False
+    best = next(r for r in measured if r.name == choice.name)
+    if choice.keeps_pace:
+        return best, choice.reason, True
     if opts.allow_slower:
-        return best, f"{plain} Took {best.name} anyway because slower models were allowed.{noisy}", True
+        return best, f"{choice.reason} Took {best.name} anyway because slower models were allowed.", True
+    lat = m.latency
     keep = CandidateResult(FLOAT, {"quantized": False}, latency_ms=lat.median(REFERENCE), max_abs_diff=0.0,
                            mean_abs_diff=0.0, error=0.0, admissible=True,
                            top1_agreement=None if best.top1_agreement is None else 1.0,
                            accuracy=m.reference.accuracy, reason="the input model, unchanged",
                            op_counts=m.results[REFERENCE].op_counts, min_cosine=1.0)
-    return keep, f"{plain} Kept the float model unchanged; pass --allow-slower to take {best.name}.{noisy}", True
+    return keep, f"{choice.reason} Kept the float model unchanged; pass --allow-slower to take {best.name}.", True
 
 
 def _explain_candidates(results, m: Measurement) -> None:
@@ -482,7 +452,7 @@ def _result_warnings(report: QuantizeReport, chosen, m: Measurement) -> list[str
         return []
     warnings = []
     lat = m.latency
-    slower = lat is not None and lat.speed(chosen.name) in ("slower", "mixed")
+    slower = lat is not None and inprocess.speed(lat, chosen.name) in ("slower", "mixed")
     conv_int = chosen.op_counts.get("ConvInteger", 0)
     if conv_int and slower:
         warnings.append(

@@ -51,17 +51,3 @@ def fmt_figure(fig: dict[str, Any] | None, digits: int = 3) -> str:
     if not fig:
         return "-"
     return f"{fig['median_ms']:.{digits}f} ({fig['min_ms']:.{digits}f}–{fig['max_ms']:.{digits}f})"
-
-
-def times(x: float) -> str:
-    """A factor for text: 2 significant digits near 1, one decimal above."""
-    return f"{x:.2f}x" if x < 1.1 else f"{x:.1f}x" if x < 10 else f"{x:.0f}x"
-
-
-def speed_phrase(speedup: float | None, *, equal: bool, noise: float | None) -> str:
-    """'2.1x faster', '5.2x slower' or 'equal (within 6% noise)' for B against A."""
-    if speedup is None:
-        return "speed unknown"
-    if equal:
-        return "equal" + (f" (within {100 * noise:.0f}% noise)" if noise is not None else " (within noise)")
-    return f"{times(speedup)} faster" if speedup >= 1 else f"{times(1 / speedup)} slower"

@@ -43,22 +43,18 @@ def served_figures(bench: dict[str, Any] | None, target: str) -> dict[str, Any]:
     }
 
 
-def _compute_share(bench: dict[str, Any] | None, target: str) -> float | None:
-    shares = [s.get("compute_share") for s in (bench or {}).get("server_split", [])
-              if s.get("target") == target and s.get("compute_share") is not None]
-    return max(shares) if shares else None
+def summarize(report: Any) -> list[dict[str, Any]]:
+    """Rows for every variant of the run: size, quality, the one latency measurement, served figures.
 
-
-def summarize(report: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows for every variant of the run, plus the verdict ``{ship, text, ...}``."""
-    from ..measure import speed_words
-    from ..shipping import candidates, decide
+    The verdict is not made here: the pipeline asks the judge (``pipeline.decide_verdict``).
+    """
+    from ..judge.words import speed_words
 
     ctx = report.context
     m, names, latency = ctx.get("measurement"), ctx.get("names", {}), ctx.get("latency")
     bench = report.reports.get("bench")
-    quant = report.reports.get("quantize") or {}
-    chosen = _get(quant, "chosen", "name")
+    quant = report.results.get("quantize")
+    chosen = quant.chosen if quant is not None else None
     rows = []
     for entry in report.lineage:
         name = entry["name"]
@@ -77,46 +73,4 @@ def summarize(report: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             row["speed"] = {k: speed_words(s, latency.margin) for k, s in row["speedup"].items()}
         row.update(served_figures(bench, name))
         rows.append(row)
-    if m is None or latency is None:
-        return rows, {"ship": "float32", "text": "Ship float32: no variant was measured against it."}
-    ok = within_bounds(report.reports, names, m.results)
-    served = bool(bench)
-    cands = candidates(_Renamed(m, names, latency), names, bench, ok,
-                       {"int8": chosen or ""})
-    verdict = decide(cands, margin=latency.margin, compute_share=_compute_share(bench, "int8"),
-                     served=served, too_noisy=latency.too_noisy)
-    return rows, verdict
-
-
-def within_bounds(reports: dict[str, Any], names: dict[str, str], results: dict[str, Any]
-                  ) -> dict[str, bool]:
-    """Per variant: within its quality bound, in process and (when bench judged it) served."""
-    quant = reports.get("quantize") or {}
-    bench = reports.get("bench")
-    ok = {"float32": True, "float32-opt": (reports.get("optimize") or {}).get(
-        "comparison", {}).get("passed") is not False}
-    for name, key in names.items():
-        if name.startswith("int8"):
-            ok[name] = quant_admissible(quant, key, results[key])
-        # quality measured through the API on the served model counts too: a variant whose
-        # served embeddings miss the bound does not ship, whatever the in-process check said
-        if _get(bench, "quality", name, "passed") is False:
-            ok[name] = False
-    return ok
-
-
-def quant_admissible(quant: dict[str, Any], key: str, result: Any) -> bool:
-    """An int8 variant is within the accuracy bound when auto found its candidate admissible."""
-    for c in quant.get("candidates") or []:
-        if c.get("name") == key:
-            return bool(c.get("admissible"))
-    return result.comparison is not None and result.comparison.passed is not False and result.int8_ops > 0
-
-
-class _Renamed:
-    """A measurement seen under the pipeline's variant names (latency already renamed)."""
-
-    def __init__(self, m: Any, names: dict[str, str], latency: Any):
-        self.reference = m.reference
-        self.results = {name: m.results[key] for name, key in names.items()}
-        self.latency = latency
+    return rows

@@ -1,11 +1,13 @@
-"""Whether optimize recommends its result: verified, and not measured slower than its input."""
+"""Optimize's recommendation: verified, and not measured slower than its input."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from ..measure import Latency, speed_words
 from ..measure.latency import MIN_MARGIN
+from . import inprocess
+from .words import speed_words
 
 #: the name optimize's result has in its latency measurement (the pipeline's name too)
 RESULT = "float32-opt"
@@ -15,7 +17,7 @@ RESULT = "float32-opt"
 SLOWER_THAN = 1 / (1 + MIN_MARGIN)
 
 
-def recommendation(passed: bool | None, latency: Latency | None,
+def recommendation(passed: bool | None, latency: Any | None,
                    name: str = RESULT) -> tuple[bool | None, str]:
     """``(recommended, sentence)``: False when the check failed or the result measured slower.
 
@@ -40,7 +42,7 @@ def recommendation(passed: bool | None, latency: Latency | None,
     worst_key = min(speedups, key=speedups.get)
     worst = speedups[worst_key]
     at = worst_key.replace("_", " ")
-    if latency.speed(name) in ("slower", "mixed"):
+    if inprocess.speed(latency, name) in ("slower", "mixed"):
         return False, f"the optimized model measured {worst:.2f}x the input's speed at {at} ({where}); keep the input"
     if worst < SLOWER_THAN and not math.isclose(worst, SLOWER_THAN):
         return False, (f"the optimized model measured {worst:.2f}x the input's speed at {at}: inside "
