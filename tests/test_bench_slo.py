@@ -19,8 +19,9 @@ from onnxdeploy.bench.slo import (
     parse_slo,
 )
 from onnxdeploy.bench.stats import RunResult, aggregate
-from onnxdeploy.bench.verdict import capacity_verdict, make_verdict, speed_words
+from onnxdeploy.bench.verdict import capacity_verdict, make_verdict
 from onnxdeploy.errors import OptionError
+from onnxdeploy.judge.words import speed_words
 
 
 @pytest.mark.parametrize("text, key, ms", [
@@ -186,16 +187,17 @@ def _agg_runs(a_rps, b_rps):
 
 def test_verdict_never_ranks_on_too_few_repeats_and_says_slower_in_words():
     one = make_verdict(_agg_runs([1000], [5200]), ("a", "b"), {})
-    assert not one["ranked"] and "not enough repeats to rank" in one["text"] and one["ship"] == "a"
+    assert not one["ranked"] and "3 needed to rank" in one["text"] and one["ship"] == "a"
+    assert one["speed"] == "undecided" and one["rested_on"] == "size and quality"
     # more data can make it more confident, never the other way round
     three = make_verdict(_agg_runs([1000, 1010, 990], [5200, 5150, 5230]), ("a", "b"), {})
     assert three["ranked"] and "5.2x faster" in three["text"] and three["ship"] == "b"
     slow = make_verdict(_agg_runs([5200, 5150, 5230], [1000, 1010, 990]), ("a", "b"), {})
-    assert slow["ship"] == "a" and slow["ranked"] and "5.2x faster" in slow["text"]  # a against b
+    assert slow["ship"] == "a" and slow["ranked"] and "b 5.2x slower than a" in slow["text"]
     assert not re.search(r"0\.\d+x (faster|slower)", slow["text"] + three["text"])
-    assert speed_words(0.19, equal=False, noise=0.06) == "5.3x slower"
-    assert speed_words(2.1, equal=False, noise=0.06) == "2.1x faster"
-    assert speed_words(1.3, equal=True, noise=0.06) == "equal (within 6% noise)"
+    assert speed_words(0.19, 0.06) == "5.3x slower"
+    assert speed_words(2.1, 0.06) == "2.1x faster"
+    assert speed_words(1.03, 0.06) == "equal (within 6% noise)"
 
 
 def test_smaller_target_ships_unless_accuracy_or_speed_says_no():

@@ -10,7 +10,7 @@ from builders import mlp_classifier
 
 from onnxdeploy.bench.bodies import build_requests, http_request
 from onnxdeploy.bench.scrape import parse_prometheus, server_split
-from onnxdeploy.bench.stats import RunResult, aggregate, latency_summary, overlaps, spread
+from onnxdeploy.bench.stats import RunResult, aggregate, latency_summary, spread
 from onnxdeploy.bench.verdict import make_verdict
 from onnxdeploy.data import load_data
 from onnxdeploy.modelfile import signature
@@ -34,11 +34,10 @@ def test_latency_summary_empty():
     assert latency_summary([]) == {"p50": None, "p90": None, "p95": None, "p99": None, "p99.9": None, "max": None}
 
 
-def test_spread_and_overlap():
+def test_spread_keeps_the_repeats_in_run_order():
     s = spread([100.0, 120.0, 110.0])
-    assert s == {"median": 110.0, "min": 100.0, "max": 120.0, "rel_spread": pytest.approx(20 / 110)}
-    assert overlaps(s, spread([115.0, 130.0]))
-    assert not overlaps(s, spread([121.0, 130.0]))
+    assert s == {"median": 110.0, "min": 100.0, "max": 120.0, "rel_spread": pytest.approx(20 / 110),
+                 "values": [100.0, 120.0, 110.0]}
 
 
 def _run(target, conc, rps, p99, repeat):
@@ -66,8 +65,26 @@ def test_verdict_within_noise():
     runs = [_run("a", 4, r, p, i) for i, (r, p) in enumerate(((1000, 3.0), (1100, 3.4), (950, 2.9)))]
     runs += [_run("b", 4, r, p, i) for i, (r, p) in enumerate(((1050, 3.1), (980, 3.3), (1120, 2.8)))]
     v = make_verdict(aggregate(runs), ("a", "b"), {})
-    assert v["within_noise"] and not v["ranked"] and "equal (within 15% noise)" in v["text"]
+    # 15% spread: inside the judge's cap, so the margin is the repeats' spread and the 0.98x is equal
+    assert v["speed"] == "equal" and v["within_noise"] and not v["ranked"] and "equal to a" in v["text"]
+    assert v["margin"] == pytest.approx((150 / 1000 + 140 / 1050) / 2)
     assert v["ship"] == "a" and "faster" not in v["text"] and "slower" not in v["text"]
+    # the same sizes: the tie goes to the baseline; a smaller b within the noise ships instead
+    v = make_verdict(aggregate(runs), ("a", "b"), {}, sizes={"a": 400, "b": 100})
+    assert v["ship"] == "b" and v["rested_on"] == "size" and "4.0x smaller" in v["text"]
+
+
+def test_verdict_undecided_when_the_repeats_spread_too_wide():
+    runs = [_run("a", 4, r, 3.0, i) for i, r in enumerate((1000, 1800, 900))]
+    runs += [_run("b", 4, r, 3.0, i) for i, r in enumerate((1050, 950, 1000))]
+    v = make_verdict(aggregate(runs), ("a", "b"), {}, sizes={"a": 400, "b": 100})
+    assert v["speed"] == "undecided" and not v["ranked"]
+    assert "undecided (spread 90%" in v["text"] and "within" not in v["text"].split("undecided")[1][:20]
+    # it rests on size and quality, and says so
+    assert v["ship"] == "b" and v["rested_on"] == "size and quality" and "rests on size and quality" in v["text"]
+    # the findings alone, when the caller decides (the pipeline)
+    f = make_verdict(aggregate(runs), ("a", "b"), {}, decide_ship=False)
+    assert "ship" not in f and "Ship" not in f["text"] and f["speed"] == "undecided"
 
 
 def test_requests_are_one_sample_each():

@@ -16,12 +16,12 @@ from onnx import helper, numpy_helper
 import onnxdeploy.optimize as optimize_pkg
 from onnxdeploy.cli import cli
 from onnxdeploy.errors import OptionError
+from onnxdeploy.judge.recommend import RESULT
 from onnxdeploy.measure import Figure, Latency
 from onnxdeploy.measure.latency import CONTROL, REFERENCE
 from onnxdeploy.modelfile import load_model, metadata, op_counts
 from onnxdeploy.optimize import OptimizeOptions, optimize_model, recommendation
 from onnxdeploy.optimize.transformer import fusion_counts, resolve
-from onnxdeploy.optimize.verdict import RESULT
 
 TEXTS = ["the quick brown fox jumps over the lazy dog", "hello world",
          "onnx runtime runs exported transformer models on a cpu",

@@ -43,18 +43,21 @@ def _assert_int8(path) -> dict[str, int]:
 
 
 def _expected_choice(report):
-    """What auto must choose, recomputed from its own measurement: fastest admissible, ties within
-    the noise to the simplest, float kept when the best is slower beyond the noise."""
+    """What auto must choose, recomputed from its own measurement by the judge's rule: among the
+    admissible candidates not slower at any batch size, the ones no other beats at every batch
+    size; then the smallest, then the simplest; float kept when none keeps pace."""
+    from onnxdeploy.judge import inprocess
+    from onnxdeploy.judge.choose import SIZE_TIE, ship_admissible
+
     lat = report.measurement.latency
     admissible = [c for c in report.candidates if c.admissible]
-    fastest = max(lat.worst_speedup(c.name) for c in admissible)
-    ties = [c for c in admissible if lat.worst_speedup(c.name) * (1 + lat.margin) >= fastest]
-    if lat.too_noisy:
-        ties = admissible
-    smallest = min(c.size_bytes for c in ties)
-    ties = [c for c in ties if c.size_bytes <= smallest * qstep.SIZE_TIE]
-    best = min(ties, key=lambda c: qstep.SIMPLICITY.index(c.name))
-    return best.name if lat.speed(best.name) in ("faster", "equal") else "float"
+    pool = [c for c in admissible if ship_admissible(lat, c.name)]
+    if not pool:
+        return "float"
+    front = [c for c in pool if not any(inprocess.dominates(lat, o.name, c.name) for o in pool if o is not c)]
+    smallest = min(c.size_bytes for c in front)
+    ties = [c for c in front if c.size_bytes <= smallest * SIZE_TIE]
+    return min(ties, key=lambda c: qstep.SIMPLICITY.index(c.name)).name
 
 
 # --------------------------------------------------------------------------- built-ins, every mode
@@ -180,7 +183,7 @@ def test_auto_choice_rules():
              _cand("static-qdq"), _cand("static-qoperator-u8s8")]
     chosen, reason, passed = qstep._choose(opts, cands, _measured(lat, *cands), "accuracy_drop", 0.01)
     assert (chosen.name, passed) == ("dynamic", True)
-    assert reason.startswith("Chose dynamic") and "tie within" in reason
+    assert reason.startswith("Chose dynamic") and "not separable by speed" in reason
 
     # on a noisy machine (A/A 20% apart) the 1.5x faster QOperator model still wins over a slow
     # dynamic, but nothing within 20% of it is called different

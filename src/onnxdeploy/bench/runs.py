@@ -138,8 +138,8 @@ def repeat_while_undecided(options, engine, targets, say, live: Live, top_c: int
     """
     from ..judge import http as judge_http
 
-    if len(targets) < 2 or options.rank_budget_s <= 0:
-        return runs
+    if len(targets) < 2 or options.rank_budget_s <= 0 or any(r.failed for r in runs):
+        return runs  # failing runs decide nothing: bench fails on them, more repeats would not help
     open_loop = bool(options.rate)
     level = max(options.rate) if open_loop else float(max(options.concurrency))
     total = requests_per_run(options)

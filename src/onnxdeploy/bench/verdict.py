@@ -87,8 +87,9 @@ def _contenders(names: tuple[str, ...], speeds: dict[str, judge_http.Speed], *, 
                 why = f"misses its quality bound: {miss}"
             elif delta is not None and delta < -max_accuracy_drop:
                 why = (f"loses {100 * -delta:.1f} pp of accuracy (bound {100 * max_accuracy_drop:g} pp)")
+        cos = _cosine_words(quality, (a_name, name)) if name != a_name else None
         out.append(Contender(name, sizes.get(name), admissible=not why, why_not=why, served=True,
-                             speed=speeds.get(name), accuracy_delta=delta))
+                             speed=speeds.get(name), accuracy_delta=delta, quality=cos or ""))
     return out
 
 
