@@ -10,7 +10,7 @@ the client and this server both stall now and then and a stall's backlog arrives
 a short window (it was the last 100 arrivals) such a burst read as a rate above R during a run
 scheduled at 0.94 R and moved the measured crossing, while over the run it averages out. The
 count is cleared by ``GET /metrics``, which bench does before every run, so one run's overload does
-not leak into the next. ``fast``: always at once. ``slow S``: always after S seconds. ``reject``: 400
+not leak into the next. ``fast``: always at once. ``slow S``: always after S seconds. ``stall S``: after ``STALL_BASE_S``, and in every other run the first request waits S seconds more. ``reject``: 400
 to every /predict. It speaks enough of onnxdeploy serve's API for ``bench --url``.
 """
 
@@ -25,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 #: arrivals needed before the threshold server judges the rate (~0.3 s at R = 300)
 MIN_ARRIVALS = 100
 SLOW_S = 0.3
+#: the stall server's answer time outside its stalls
+STALL_BASE_S = 0.005
 META = {"name": "m", "platform": "onnx_onnxv1",
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
         "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]}
@@ -35,6 +37,8 @@ class State:
     arg = 0.0
     count = 0
     first = 0.0
+    runs = 0
+    stall_pending = False
     lock = threading.Lock()
 
 
@@ -51,6 +55,13 @@ def delay() -> float:
         return SLOW_S if rate > State.arg else 0.0
     if State.mode == "slow":
         return State.arg
+    if State.mode == "stall":
+        # STALL_BASE_S each, and in every other run (runs are counted by GET /metrics, which bench
+        # sends before each) the first request of the run stalls ``arg`` seconds: a fixed schedule
+        with State.lock:
+            first = State.stall_pending
+            State.stall_pending = False
+        return STALL_BASE_S + (State.arg if first else 0.0)
     return 0.0
 
 
@@ -75,6 +86,10 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/metrics":
             with State.lock:
                 State.count = 0
+                State.runs += 1
+                # bench scrapes before and after each run: the 3rd, 7th, ... scrape starts runs 1, 3, ...
+                if State.runs % 4 == 3:
+                    State.stall_pending = True
             self.answer(404, {"error": "no metrics here"})
         elif self.path.startswith("/v2/models/"):  # any name: tests give each target its own
             self.answer(200, {**META, "name": self.path.rsplit("/", 1)[1]})

@@ -238,3 +238,37 @@ def test_workers_from_elsewhere_join_the_master_with_the_written_locustfile(serv
         worker.terminate()
         worker.wait(timeout=10)
     assert run.errors == {} and run.requests >= 200 and run.latency_ms["p50"] >= 2.0
+
+
+# --------------------------------------------------------------------------- the HTTP judge's controls
+
+
+def _judge_bench(a: str, b: str, *extra: str) -> dict:
+    res = CliRunner().invoke(cli, [
+        "bench", "--url", a, "--url", b, "--name", "a", "--name", "b", "--concurrency", "4",
+        "--requests", "160", "--repeats", "3", "--warmup", "8", "--no-accuracy", "--data", "random",
+        "--json", *extra])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def test_http_judge_controls(server):
+    """Deterministic servers: an A/A pair is equal, 5 ms against 10 ms is faster (by about 2x, a
+    margin no busy machine closes), and a server that stalls in every other run is undecided,
+    with the verdict resting on size and quality and saying so (exit 0: not a failed check)."""
+    fast, fast2, slow = server("slow", 0.005), server("slow", 0.005), server("slow", 0.010)
+    aa = _judge_bench(fast, fast2)["verdict"]
+    assert aa["speed"] == "equal" and aa["ship"] == "a" and aa["rested_on"] == "simplicity", aa["text"]
+    assert "undecided" not in aa["text"]
+    v = _judge_bench(slow, fast)["verdict"]
+    assert v["speed"] == "faster" and v["ship"] == "b" and v["rested_on"] == "speed", v["text"]
+    assert 1.5 < v["speedup"]["rps"] < 2.5 and v["text"].startswith("Ship b: ")
+    stall = server("stall", 0.6)
+    d = _judge_bench(fast, stall, "--rank-budget", "3")
+    u = d["verdict"]
+    assert u["speed"] == "undecided" and u["rested_on"] == "size and quality", u["text"]
+    assert "undecided (spread" in u["text"] and "rests on size and quality" in u["text"]
+    assert "equal" not in u["text"]
+    # the budget bought extra repeats (the schedule keeps stalling, so they did not settle it)
+    top = [e for e in d["aggregated"] if e["target"] == "b"]
+    assert max(e["repeats"] for e in top) > 3
