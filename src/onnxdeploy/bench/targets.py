@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data import DataSet, load_data
+from ..data.text import is_text_source, read_texts
 from ..errors import DataError, OptionError, ServerError
 from ..modelfile import Signature, TensorSpec, load_model, metadata, signature, with_batch_axes
-from ..textdata import is_text_source, read_texts
 from ..tokenizer import has_tokenizer
 from .bodies import TEXTS, TOKENS, RequestSet, build_requests, build_text_requests
 from .httpclient import get_json, request, split_url
