@@ -140,7 +140,7 @@ def test_sentence_transformers_pooling_and_normalization_are_in_the_graph(embedd
     (("cls",), False), (("max",), False), (("mean", "max"), False), (("mean_sqrt_len",), False),
     (("weightedmean",), False), (("lasttoken",), False), (("cls", "mean"), True)])
 def test_pooling_modes_match_sentence_transformers_definitions(modes, normalize):
-    from onnxdeploy.hfsource import _pool
+    from onnxdeploy.sources.hf import _pool
 
     torch.manual_seed(0)
     hidden = torch.randn(3, 6, 4)

@@ -34,7 +34,7 @@ from . import modelfile
 from .errors import ModelSourceError, OptionError, require
 from .inputspec import InputSpec
 from .runtime import make_session
-from .torchsource import LoadedModel, describe_args, load_source
+from .sources import LoadedModel, describe_args, load_source
 
 DEFAULT_EXPORTER = "dynamo"
 EXPORTERS = ("dynamo", "torchscript")
