@@ -15,7 +15,7 @@ from onnxdeploy.cli import cli
 from onnxdeploy.data import digits_split
 from onnxdeploy.export import ExportOptions, export_model
 from onnxdeploy.modelfile import classifier_info, external_data_files, signature
-from onnxdeploy.runtime import make_session
+from onnxdeploy.runtimes import make_session
 
 USER = Path(__file__).parent / "data" / "user_model.py"
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from onnxdeploy.cli import cli
 from onnxdeploy.errors import DataError, TextTooLongError
 from onnxdeploy.modelfile import classifier_info, metadata, signature
-from onnxdeploy.runtime import make_session
+from onnxdeploy.runtimes import make_session
 from onnxdeploy.tokenizer import META_TEXT, META_TOKENIZER, TextEncoder, has_tokenizer, pad_feeds
 
 TEXTS = ["good great wonderful", "the quick brown fox jumps over the lazy dog again and again",

@@ -33,7 +33,7 @@ import onnx
 from . import modelfile
 from .errors import ModelSourceError, OptionError, require
 from .inputspec import InputSpec
-from .runtime import make_session
+from .runtimes import make_session
 from .sources import LoadedModel, describe_args, load_source
 
 DEFAULT_EXPORTER = "dynamo"
@@ -381,7 +381,7 @@ def _onnx_accuracy(src: LoadedModel, path: Path) -> dict[str, float] | None:
         return None
     from .compare import accuracy
     from .data import load_data
-    from .runtime import run_dataset
+    from .runtimes import run_dataset
 
     data = load_data("digits", modelfile.signature(modelfile.load_model(path)))
     onnx_acc = accuracy(run_dataset(make_session(path), data), data.labels)

@@ -139,7 +139,7 @@ class DataSet:
         """Which of ``sizes`` the model can take; the others are skipped with the reason.
 
         ``probe`` runs the model on a feed and raises ``DataError`` when it refuses it (e.g.
-        ``lambda f: runtime.run(session, f)``); it is the reliable test. Without it the rule is
+        ``lambda f: runtimes.run(session, f)``); it is the reliable test. Without it the rule is
         static: no batch axis anywhere means one fixed feed; an input of rank >= 2 without a
         batch axis but with a dim of 1 (a state exported at batch 1) means batch 1 only.
         """

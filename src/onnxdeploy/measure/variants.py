@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import DataError
 from ..modelfile import external_data_files, load_model, model_size, op_counts, signature
-from ..runtime import make_session, run_dataset
+from ..runtimes import make_session, run_dataset
 from .latency import CONTROL, DEFAULT_BUDGET_S, REFERENCE, Latency, measure
 from .numeric import DEFAULT_MIN_COSINE, Comparison, accuracy, drift
 from .reference import Reference
