@@ -379,10 +379,10 @@ def _onnx_accuracy(src: LoadedModel, path: Path) -> dict[str, float] | None:
     """For built-ins: test accuracy of the trained network and of the exported file."""
     if src.train_info is None:
         return None
-    from .compare import accuracy
     from .data import load_data
+    from .measure.numeric import top1_accuracy
     from .runtimes import run_dataset
 
     data = load_data("digits", modelfile.signature(modelfile.load_model(path)))
-    onnx_acc = accuracy(run_dataset(make_session(path), data), data.labels)
+    onnx_acc = top1_accuracy(run_dataset(make_session(path), data), data.labels)
     return {"torch": src.train_info.accuracy, "onnx": onnx_acc}
