@@ -217,14 +217,6 @@ def test_no_import_circles():
     assert not found, "import circles:\n" + "\n".join(found)
 
 
-def test_the_layers_say_where_the_big_moves_went():
-    graph = import_graph(SRC)
-    assert "onnxdeploy.runtimes" in graph and "onnxdeploy.runtime" not in graph
-    assert {"onnxdeploy.data.dataset", "onnxdeploy.data.load", "onnxdeploy.data.text"} <= set(graph)
-    assert {"onnxdeploy.sources.model", "onnxdeploy.sources.torch", "onnxdeploy.sources.hf"} <= set(graph)
-    assert "onnxdeploy.bench.run" not in graph["onnxdeploy.bench.runs"]
-
-
 # --------------------------------------------------------------------------- the checker itself
 
 
