@@ -31,7 +31,7 @@ from onnxdeploy.measure import build_reference
 from onnxdeploy.measure.latency import CONTROL
 from onnxdeploy.measure.variants import time_variants
 from onnxdeploy.optimize import OptimizeOptions, optimize_model, recommendation
-from onnxdeploy.runtime import make_session
+from onnxdeploy.runtimes import make_session
 from onnxdeploy.tokenizer import TextEncoder
 
 sys.path.insert(0, str(Path(__file__).parent))

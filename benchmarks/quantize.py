@@ -33,7 +33,7 @@ from onnxdeploy.measure.latency import MIN_MARGIN
 from onnxdeploy.measure.variants import time_variants
 from onnxdeploy.quantize import QuantizeOptions, quantize_model
 from onnxdeploy.report.jsonio import write_json
-from onnxdeploy.runtime import make_session
+from onnxdeploy.runtimes import make_session
 from onnxdeploy.zoo import NAMES
 
 BATCHES = (1, 32)

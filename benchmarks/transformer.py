@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxdeploy.export import ExportOptions, export_model
-from onnxdeploy.runtime import make_session
+from onnxdeploy.runtimes import make_session
 from onnxdeploy.tokenizer import TextEncoder
 
 WORDS = ("the model runs fast on a small cpu and the server answers every request with one vector "

@@ -25,7 +25,7 @@ from onnxdeploy.compare import accuracy
 from onnxdeploy.data import load_data
 from onnxdeploy.errors import ServerError
 from onnxdeploy.modelfile import signature
-from onnxdeploy.runtime import make_session, run
+from onnxdeploy.runtimes import make_session, run
 
 pytestmark = pytest.mark.slow
 

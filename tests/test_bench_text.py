@@ -23,7 +23,7 @@ from onnxdeploy.bench.verdict import make_verdict
 from onnxdeploy.cli import cli
 from onnxdeploy.measure.numeric import nn_agreement, row_cosines
 from onnxdeploy.measure.reference import build_reference
-from onnxdeploy.runtime import make_session
+from onnxdeploy.runtimes import make_session
 from onnxdeploy.tokenizer import TextEncoder
 
 TEXTS = hf.CORPUS[:9] + ["a cat and a dog", "the server answers with one vector each"]

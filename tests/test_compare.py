@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from onnxdeploy.cli import cli
 from onnxdeploy.compare import CompareOptions, compare_models, diff_outputs
 from onnxdeploy.data import digits_split
-from onnxdeploy.runtime import make_session, run
+from onnxdeploy.runtimes import make_session, run
 
 
 def test_identical_models_agree_exactly(mlp_path, tmp_path):

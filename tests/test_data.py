@@ -293,7 +293,7 @@ def test_disagreeing_batch_counts_are_refused_at_construction():
 
 
 def test_run_dataset_joins_each_output_along_its_batch_axis():
-    from onnxdeploy.runtime import make_session, run_dataset
+    from onnxdeploy.runtimes import make_session, run_dataset
 
     data = load_data("random", signature(_state_model()), count=7)
     out = run_dataset(make_session(_state_model(), threads=1), data, batch_size=3)
@@ -344,7 +344,7 @@ def test_cli_options_parse_batch_axes_and_int_ranges():
 def test_run_dataset_keeps_an_output_that_does_not_follow_the_batch():
     from onnx import numpy_helper
 
-    from onnxdeploy.runtime import make_session, run_dataset
+    from onnxdeploy.runtimes import make_session, run_dataset
 
     model = _model([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3]),

@@ -15,7 +15,7 @@ from onnxdeploy.cli import cli
 from onnxdeploy.data import digits_split
 from onnxdeploy.export import ExportOptions, export_model
 from onnxdeploy.modelfile import classifier_info, external_data_files, signature
-from onnxdeploy.runtime import make_session
+from onnxdeploy.runtimes import make_session
 
 USER = Path(__file__).parent / "data" / "user_model.py"
 
@@ -253,7 +253,7 @@ def test_int_and_bool_inputs_with_a_dynamic_sequence_export_and_match_torch(tmp_
 
 
 def test_integer_inputs_draw_below_the_embedding_they_feed():
-    from onnxdeploy.torchsource import load_source
+    from onnxdeploy.sources import load_source
 
     src = load_source(f"{TOKENS}:make_token_model", input_specs=TOKEN_SPECS[1::2])
     assert src.int_ranges == {"input_ids": (0, 100), "segment": (0, 3)}

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from onnxdeploy.cli import cli
 from onnxdeploy.errors import DataError, TextTooLongError
 from onnxdeploy.modelfile import classifier_info, metadata, signature
-from onnxdeploy.runtime import make_session
+from onnxdeploy.runtimes import make_session
 from onnxdeploy.tokenizer import META_TEXT, META_TOKENIZER, TextEncoder, has_tokenizer, pad_feeds
 
 TEXTS = ["good great wonderful", "the quick brown fox jumps over the lazy dog again and again",
@@ -140,7 +140,7 @@ def test_sentence_transformers_pooling_and_normalization_are_in_the_graph(embedd
     (("cls",), False), (("max",), False), (("mean", "max"), False), (("mean_sqrt_len",), False),
     (("weightedmean",), False), (("lasttoken",), False), (("cls", "mean"), True)])
 def test_pooling_modes_match_sentence_transformers_definitions(modes, normalize):
-    from onnxdeploy.hfsource import _pool
+    from onnxdeploy.sources.hf import _pool
 
     torch.manual_seed(0)
     hidden = torch.randn(3, 6, 4)

@@ -20,7 +20,7 @@ from onnxdeploy.modelfile import (
     save_model,
     signature,
 )
-from onnxdeploy.runtime import make_session, run
+from onnxdeploy.runtimes import make_session, run
 
 
 def test_missing_file_names_path(tmp_path):

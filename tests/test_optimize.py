@@ -37,7 +37,7 @@ from onnxdeploy.optimize import (
     parse_passes,
 )
 from onnxdeploy.optimize.passes import UNKNOWN_DESCRIPTION
-from onnxdeploy.runtime import make_session, run
+from onnxdeploy.runtimes import make_session, run
 
 FAST = {"latency_rounds": 0}
 

@@ -26,7 +26,7 @@ from onnxdeploy.quantize import QuantizeOptions, quantize_model
 from onnxdeploy.quantize import step as qstep
 from onnxdeploy.quantize.prepare import check_not_quantized, is_quantized_op, quantized_ops
 from onnxdeploy.quantize.report import CandidateResult
-from onnxdeploy.runtime import make_session, run_dataset
+from onnxdeploy.runtimes import make_session, run_dataset
 
 #: latency is not what these tests check; keep its measurement short
 FAST = {"latency_budget_s": 0.3}

@@ -11,10 +11,10 @@ import pytest
 from builders import mlp_classifier
 
 from onnxdeploy.compare import accuracy
+from onnxdeploy.data.text import is_text_source, load_text_data, read_texts
 from onnxdeploy.errors import DataError, TextTooLongError
 from onnxdeploy.modelfile import metadata, signature
-from onnxdeploy.runtime import make_session, run_dataset
-from onnxdeploy.textdata import is_text_source, load_text_data, read_texts
+from onnxdeploy.runtimes import make_session, run_dataset
 from onnxdeploy.tokenizer import TextEncoder
 
 TEXTS = ["good great wonderful", "bad awful", "the quick brown fox jumps over the lazy dog",

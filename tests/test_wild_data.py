@@ -8,7 +8,7 @@ import wild
 
 from onnxdeploy.data import load_data
 from onnxdeploy.modelfile import signature
-from onnxdeploy.runtime import make_session, run, run_dataset
+from onnxdeploy.runtimes import make_session, run, run_dataset
 
 
 @pytest.fixture(scope="module")

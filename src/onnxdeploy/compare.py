@@ -12,8 +12,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .environment import environment
 from .judge import inprocess
 from .judge.words import speed_words
@@ -25,13 +23,15 @@ from .measure import (
     build_reference,
 )
 from .measure.latency import REFERENCE
-from .measure.numeric import DEFAULT_MIN_COSINE, as_array, output_kinds
+from .measure.numeric import DEFAULT_MIN_COSINE, output_kinds, top1, top1_accuracy
 from .measure.variants import evaluate, time_variants
 
 __all__ = ["DEFAULT_LATENCY_BATCH", "CompareOptions", "CompareReport", "OutputDiff", "accuracy",
            "compare_models", "diff_outputs", "top1"]
 
 B_NAME = "b"
+#: top-1 accuracy without output kinds (``measure.numeric.top1_accuracy``), under its old name here
+accuracy = top1_accuracy
 
 
 @dataclass
@@ -43,26 +43,6 @@ class OutputDiff:
     cosine_similarity: float | None
     top1_agreement: float | None
     per_output: dict[str, float] = field(default_factory=dict)
-
-
-def top1(outputs: dict[str, np.ndarray]) -> np.ndarray | None:
-    """Predicted classes from the first ``[batch, classes]`` float output, else None.
-
-    For callers that know the model is a classifier (bench's accuracy through the API).
-    """
-    for value in outputs.values():
-        arr = as_array(value)
-        if arr.ndim == 2 and arr.shape[1] > 1 and arr.dtype.kind == "f":
-            return np.argmax(arr, axis=1)
-    return None
-
-
-def accuracy(outputs: dict[str, np.ndarray], labels: np.ndarray | None) -> float | None:
-    """Top-1 accuracy in [0, 1] of a classifier's outputs, or None without labels or class scores."""
-    pred = top1(outputs)
-    if pred is None or labels is None or len(pred) != len(labels):
-        return None
-    return float(np.mean(pred == labels))
 
 
 def diff_outputs(a: dict[str, Any], b: dict[str, Any]) -> OutputDiff:

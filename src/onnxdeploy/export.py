@@ -33,8 +33,8 @@ import onnx
 from . import modelfile
 from .errors import ModelSourceError, OptionError, require
 from .inputspec import InputSpec
-from .runtime import make_session
-from .torchsource import LoadedModel, describe_args, load_source
+from .runtimes import make_session
+from .sources import LoadedModel, describe_args, load_source
 
 DEFAULT_EXPORTER = "dynamo"
 EXPORTERS = ("dynamo", "torchscript")
@@ -379,10 +379,10 @@ def _onnx_accuracy(src: LoadedModel, path: Path) -> dict[str, float] | None:
     """For built-ins: test accuracy of the trained network and of the exported file."""
     if src.train_info is None:
         return None
-    from .compare import accuracy
     from .data import load_data
-    from .runtime import run_dataset
+    from .measure.numeric import top1_accuracy
+    from .runtimes import run_dataset
 
     data = load_data("digits", modelfile.signature(modelfile.load_model(path)))
-    onnx_acc = accuracy(run_dataset(make_session(path), data), data.labels)
+    onnx_acc = top1_accuracy(run_dataset(make_session(path), data), data.labels)
     return {"torch": src.train_info.accuracy, "onnx": onnx_acc}

@@ -106,8 +106,6 @@ def _constant_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
 
 def inspect_model(path: str | os.PathLike) -> InspectReport:
     """Read ``path`` (not its external data) and report its signature, ops, size and metadata."""
-    from .quantize.prepare import quantized_ops
-
     p = Path(path)
     model = modelfile.load_model(p, load_external_data=False)
     sig = modelfile.signature(model)
@@ -122,7 +120,7 @@ def inspect_model(path: str | os.PathLike) -> InspectReport:
     model_bytes = p.stat().st_size
     total = modelfile.model_size(p)
     constants = [t for t in _constant_tensors(model) if _size(t) > 1]
-    found = quantized_ops(model)
+    found = modelfile.quantized_ops(model)
 
     shown, truncated = {}, []
     for key, value in meta.items():

@@ -484,6 +484,29 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+#: operators that make a model int8 (``com.microsoft.`` prefixes allowed)
+_INT8_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+    "QGemm", "QAttention", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "DynamicQuantizeLSTM",
+    "QEmbedLayerNormalization", "MatMulNBits",
+})
+
+
+def is_int8_op(op_type: str) -> bool:
+    """True for an int8 operator (``com.microsoft.`` prefixes allowed, as in ``op_counts``)."""
+    op = op_type.rsplit(".", 1)[-1]
+    return op in _INT8_OPS or op.startswith("QLinear")
+
+
+def quantized_ops(model: onnx.ModelProto) -> dict[str, int]:
+    """The int8 operators a model already holds (empty for a float model)."""
+    found: dict[str, int] = {}
+    for node in iter_nodes(model.graph):
+        if is_int8_op(node.op_type):
+            found[node.op_type] = found.get(node.op_type, 0) + 1
+    return dict(sorted(found.items()))
+
+
 def opset_version(model: onnx.ModelProto) -> int:
     """The default-domain opset the model imports."""
     for entry in model.opset_import:

@@ -284,7 +284,7 @@ def _write_config(path: Path, options: PipelineOptions) -> None:
 
 def _session_counts(report: PipelineReport) -> dict[str, int]:
     """Sessions this run made per variant (by file), so a step that reloads a model shows up."""
-    from .runtime import session_counts
+    from .runtimes import session_counts
 
     counts = session_counts()
     base = report.context.get("sessions_at_start", {})
@@ -312,7 +312,7 @@ def _reference(options: PipelineOptions, report: PipelineReport):
 
 def _step_export(options: PipelineOptions, out: Path, report: PipelineReport, detail):
     from .export import ExportOptions, export_model
-    from .runtime import session_counts
+    from .runtimes import session_counts
 
     report.context["sessions_at_start"] = session_counts()
     result = export_model(

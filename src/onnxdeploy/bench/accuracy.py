@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..compare import top1
 from ..data import DataSet
 from ..errors import ServerError
+from ..measure.numeric import top1
 from ..modelfile import Signature
 from .bodies import PREDICT_PATH, predict_body, text_body
 from .httpclient import request

@@ -24,7 +24,7 @@ from ..measure.numeric import DEFAULT_MIN_COSINE, nn_agreement, row_cosines
 from ..measure.reference import Reference, build_reference
 from ..modelfile import Signature
 from ..outputkinds import EMBEDDING, EMBEDDING_TASKS, task_of
-from ..runtime import run
+from ..runtimes import run
 from .accuracy import BATCH, batched_bodies, post_predict
 
 ACCURACY = "accuracy"

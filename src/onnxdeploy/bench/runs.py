@@ -17,7 +17,7 @@ from .stats import RunResult
 from .targets import Target
 
 if TYPE_CHECKING:
-    from .run import BenchOptions
+    from .options import BenchOptions
 
 #: requests per fixed run when neither --requests nor --duration is given
 DEFAULT_REQUESTS = 2000

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data import DataSet, load_data
+from ..data.text import is_text_source, read_texts
 from ..errors import DataError, OptionError, ServerError
 from ..modelfile import Signature, TensorSpec, load_model, metadata, signature, with_batch_axes
-from ..textdata import is_text_source, read_texts
 from ..tokenizer import has_tokenizer
 from .bodies import TEXTS, TOKENS, RequestSet, build_requests, build_text_requests
 from .httpclient import get_json, request, split_url
@@ -69,7 +69,7 @@ def signature_from_metadata(meta: dict) -> Signature:
     def spec(t: dict) -> TensorSpec:
         dtype = _V2_DTYPES.get(str(t.get("datatype", "")).upper())
         # -1 is the protocol's "variable"; '?' says the same (dynamic, unnamed) in a form every
-        # consumer of a Signature reads as dynamic today (data.py's random data took -1 as a size)
+        # consumer of a Signature reads as dynamic today (data/load.py's random data took -1 as a size)
         shape = tuple("?" if int(d) < 0 else int(d) for d in t.get("shape", []))
         return TensorSpec(t["name"], None if dtype is None else np.dtype(dtype), shape)
 

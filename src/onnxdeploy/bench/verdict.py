@@ -180,7 +180,7 @@ def _decided(names, speeds, accuracy, sizes, max_accuracy_drop, quality, decide_
         findings.append(cos)
     if extra:
         findings.append(extra)
-    if decide_ship and len(names) == 2:
+    if decide_ship:
         d = decide(cands, baseline=a_name, simplicity=tuple(names))
         out.update({"ship": d.ship, "rested_on": d.rested_on, "text": d.text + (f" ({extra})" if extra else "")})
     else:

@@ -239,7 +239,7 @@ def command(models, urls, names, ports, host, concurrency, requests_, duration, 
             no_accuracy, send, min_cosine, ready_timeout, write_locustfile, out_dir, data, dims, as_json, report_path):
     """Load-test two served models side by side (latency, throughput, capacity at an SLO) and say which to ship."""
     from ..bench import BenchOptions, run_bench, write_outputs
-    from ..bench.run import DEFAULT_CONCURRENCY
+    from ..bench.options import DEFAULT_CONCURRENCY
 
     if threads_deprecated is not None:
         click.echo("note: --threads is deprecated; use --http-threads (server request threads)", err=True)

@@ -12,8 +12,8 @@ from ..export import (
     ExportOptions,
     export_model,
 )
-from ..hfsource import TASKS
 from ..report.terminal import console, fmt_bytes, fmt_num, fmt_pct, kv_table
+from ..sources.hf import TASKS
 from .common import emit, output_file, report_options
 
 

@@ -354,3 +354,24 @@ def accuracy(outputs: dict[str, Any], labels: np.ndarray | None, kinds: dict[str
     if pred is None or labels is None or len(pred) != len(labels):
         return None
     return float(np.mean(pred == labels))
+
+
+def top1(outputs: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Predicted classes from the first ``[batch, classes]`` float output, else None.
+
+    For callers that know the model is a classifier without output kinds (export's check of a
+    built-in, bench's accuracy through the API).
+    """
+    for value in outputs.values():
+        arr = as_array(value)
+        if arr.ndim == 2 and arr.shape[1] > 1 and arr.dtype.kind == "f":
+            return np.argmax(arr, axis=1)
+    return None
+
+
+def top1_accuracy(outputs: dict[str, np.ndarray], labels: np.ndarray | None) -> float | None:
+    """Top-1 accuracy in [0, 1] of a classifier's outputs, or None without labels or class scores."""
+    pred = top1(outputs)
+    if pred is None or labels is None or len(pred) != len(labels):
+        return None
+    return float(np.mean(pred == labels))

@@ -18,7 +18,7 @@ from ..data import DataSet, load_data
 from ..errors import OptionError
 from ..modelfile import Signature, load_model, metadata, signature
 from ..outputkinds import task_of
-from ..runtime import make_session, run, run_dataset
+from ..runtimes import make_session, run, run_dataset
 from .latency import DEFAULT_LATENCY_BATCH
 from .numeric import TASKS, accuracy, output_kinds
 

@@ -14,24 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from ..modelfile import external_data_files, load_model, model_size, op_counts, signature
-from ..runtime import make_session, run_dataset
+from ..modelfile import (
+    external_data_files,
+    is_int8_op,
+    load_model,
+    model_size,
+    op_counts,
+    signature,
+)
+from ..runtimes import make_session, run_dataset
 from .latency import CONTROL, DEFAULT_BUDGET_S, REFERENCE, Latency, measure
 from .numeric import DEFAULT_MIN_COSINE, Comparison, accuracy, drift
 from .reference import Reference
-
-#: operators that make a model int8 (``com.microsoft.`` prefixes allowed)
-_INT8_OPS = frozenset({
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
-    "QGemm", "QAttention", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "DynamicQuantizeLSTM",
-    "QEmbedLayerNormalization", "MatMulNBits",
-})
-
-
-def is_int8_op(op_type: str) -> bool:
-    """True for an int8 operator (``com.microsoft.`` prefixes allowed, as in ``op_counts``)."""
-    op = op_type.rsplit(".", 1)[-1]
-    return op in _INT8_OPS or op.startswith("QLinear")
 
 
 def sha256_of(path: str | os.PathLike) -> str:

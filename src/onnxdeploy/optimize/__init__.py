@@ -48,7 +48,7 @@ from ..modelfile import (
     save_model,
     set_metadata,
 )
-from ..runtime import make_session, run_dataset
+from ..runtimes import make_session, run_dataset
 from .fold import fold_constants
 from .passes import DEFAULT_PASSES, available_passes, no_change_note, parse_passes
 from .transformer import STEP_PREFIX, TRANSFORMER_TYPES, TransformerSettings, fuse, resolve

@@ -29,7 +29,7 @@ from onnx import numpy_helper
 from ..data import DataSet
 from ..errors import RuntimeFailure, first_line
 from ..modelfile import load_model, save_model
-from ..runtime import make_session
+from ..runtimes import make_session
 from .recipes import Recipe
 
 #: samples whose activations rank the layers (one batch: the ranking needs a sample, not all)

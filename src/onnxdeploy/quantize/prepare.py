@@ -20,8 +20,13 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import ModelLoadError, first_line
-from ..measure.variants import is_int8_op
-from ..modelfile import EXTERNAL_THRESHOLD, iter_nodes, opset_version, save_model
+from ..modelfile import (
+    EXTERNAL_THRESHOLD,
+    is_int8_op,
+    opset_version,
+    quantized_ops,
+    save_model,
+)
 
 #: QDQ per-channel needs the ``axis`` attribute of QuantizeLinear (opset 13); dynamic needs >= 11
 MIN_OPSET = 13
@@ -29,15 +34,6 @@ MIN_OPSET = 13
 def is_quantized_op(op_type: str) -> bool:
     """True for an int8 operator (``com.microsoft.`` prefixes allowed, as in ``op_counts``)."""
     return is_int8_op(op_type)
-
-
-def quantized_ops(model: onnx.ModelProto) -> dict[str, int]:
-    """The int8 operators a model already holds (empty for a float model)."""
-    found: dict[str, int] = {}
-    for node in iter_nodes(model.graph):
-        if is_quantized_op(node.op_type):
-            found[node.op_type] = found.get(node.op_type, 0) + 1
-    return dict(sorted(found.items()))
 
 
 def check_not_quantized(model: onnx.ModelProto, name: str) -> None:

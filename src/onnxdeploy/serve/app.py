@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import DataError
-from ..runtime import default_threads
+from ..runtimes import default_threads
 from ..tokenizer import DEFAULT_MAX_CHARS
 from . import protocols
 from .batching import Executor

@@ -86,7 +86,7 @@ class SessionHolder:
         with self._lock:
             if self.ready:
                 return self._session
-            from ..runtime import make_session
+            from ..runtimes import make_session
 
             self._encoder = self._make_encoder()
             # One session per process here, so ORT's spinning pool threads steal from nobody;

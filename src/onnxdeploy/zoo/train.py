@@ -19,7 +19,7 @@ import numpy as np
 
 from ..atomic import atomic_path, atomic_write
 from ..data import digits_split
-from . import ZooEntry
+from .entry import ZooEntry
 
 
 @dataclass

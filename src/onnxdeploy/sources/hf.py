@@ -33,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelSourceError, OptionError, require
-from .inputspec import InputSpec
-from .modelfile import META_SOURCE, META_TASK, classifier_metadata
-from .tokenizer import FIELDS, TextEncoder, text_metadata
+from ..errors import ModelSourceError, OptionError, require
+from ..inputspec import InputSpec
+from ..modelfile import META_SOURCE, META_TASK, classifier_metadata
+from ..tokenizer import FIELDS, TextEncoder, text_metadata
+from .model import LoadedModel, ParityRound
 
 TASKS = ("feature-extraction", "sentence-embedding", "text-classification")
 #: the task vocabulary of metadata (DESIGN: text-classification is classification with a tokenizer)
@@ -195,8 +196,6 @@ def _text_module(model, task: str, modes: tuple[str, ...] | None, normalize: boo
 
 def load_hf(ref: str, *, task: str | None = None, seed: int = 0):
     """A LoadedModel for the Hugging Face directory ``ref`` (see the module docstring)."""
-    from .torchsource import LoadedModel
-
     if task is not None and task not in TASKS:
         raise OptionError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
     # before transformers is imported: nothing may try the network, weights come from DIR only
@@ -344,8 +343,6 @@ def _tensors(feeds: dict[str, np.ndarray], names: list[str]) -> tuple:
 def _rounds(tokenizer, encoder: TextEncoder, names: list[str], texts: tuple[str, ...],
             max_length: int):
     """Parity rounds (batch 1, 2 with padding, 8 with a truncated text) and the tokenizer check."""
-    from .torchsource import ParityRound
-
     groups = [[texts[0]], [texts[4], texts[2]], list(texts)]
     rounds, agrees = [], True
     for group in groups:

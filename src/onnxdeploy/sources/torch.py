@@ -1,6 +1,7 @@
 """PyTorch model sources for export: a built-in name, ``path/to/file.py:fn`` or ``package.module:fn``.
 
-``load_source`` turns a reference into a ``LoadedModel``: the ``nn.Module`` in eval mode with its
+``load_torch`` (``sources.load_source`` hands it every reference that is not a Hugging Face
+directory) turns a reference into a ``LoadedModel``: the ``nn.Module`` in eval mode with its
 checkpoint applied, the example input shapes (checked by running the model once), input and
 output names, and the inputs parity uses (digits for built-ins, seeded random for the rest).
 Every way a reference can be wrong raises ``ModelSourceError`` (``ModelLoadError`` for an
@@ -15,153 +16,25 @@ import importlib.util
 import inspect
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from . import zoo
-from .data import digits_split
-from .errors import ModelSourceError, OptionError, require
-from .inputspec import (
+from .. import zoo
+from ..errors import ModelSourceError, OptionError, require
+from ..inputspec import (
     DEFAULT_INT_HIGH,
     EXPORT_BATCH,
     PARITY_BATCHES,
     InputSpec,
-    dim_size,
     parse_int_ranges,
-    random_array,
 )
-from .modelfile import META_SOURCE, classifier_metadata
+from .model import LoadedModel, ParityRound
 
 #: a factory module may set this to the example input shape(s) used when --input-shape is absent
 DEFAULT_SHAPE_ATTR = "INPUT_SHAPE"
 _CHECKPOINT_WRAPPERS = ("state_dict", "model_state_dict", "model")
 _MAX_KEYS_SHOWN = 5
-
-
-@dataclass
-class ParityRound:
-    """One set of parity inputs: a label for the report, its batch size, the forward arguments."""
-
-    label: str
-    batch: int
-    args: tuple
-
-
-@dataclass
-class LoadedModel:
-    """A model ready to export: module, input specs, names, and where its test inputs come from."""
-
-    ref: str
-    kind: str  # "builtin", "factory" or "huggingface"
-    module: Any  # torch.nn.Module in eval mode
-    specs: list[InputSpec]
-    output_names: list[str]
-    train_info: Any = None  # zoo.train.TrainInfo for built-ins
-    entry: Any = None  # zoo.ZooEntry for built-ins
-    #: integer inputs: [low, high) of the values parity draws
-    int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
-    #: output name -> {axis: dim name}, for the TorchScript exporter (dynamo infers them)
-    output_axes: dict[str, dict[int, str]] = field(default_factory=dict)
-    #: symbolic dim -> largest size it may take (e.g. a sequence bounded by position embeddings)
-    dim_max: dict[str, int] = field(default_factory=dict)
-    #: a source's own inputs (a user's .npz, tokenized text): export example and parity rounds
-    example: tuple | None = None
-    rounds: list[ParityRound] | None = None
-    data_label: str | None = None
-    extra_metadata: dict[str, str] = field(default_factory=dict)
-    #: facts a source adds to the export report (task, pooling, tokenizer check ...)
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def input_names(self) -> list[str]:
-        return [s.name for s in self.specs]
-
-    @property
-    def shapes(self) -> list[tuple[int, ...]]:
-        """Example shapes (symbolic dims at their export size)."""
-        return [s.shape for s in self.specs]
-
-    @property
-    def batch_dims(self) -> set[str]:
-        """Symbolic dims that sit on axis 0 of some input: they take the batch sizes."""
-        return {s.dims[0] for s in self.specs if s.dims and isinstance(s.dims[0], str)}
-
-    @property
-    def data_name(self) -> str:
-        """The data parity runs on: ``digits`` for built-ins, ``random`` for drawn inputs."""
-        if self.data_label:
-            return self.data_label
-        return "digits" if self.entry is not None else "random"
-
-    def _shape(self, spec: InputSpec, round_index: int | None) -> tuple[int, ...]:
-        return tuple(d if isinstance(d, int) else dim_size(d, round_index, d in self.batch_dims)
-                     for d in spec.dims)
-
-    def _digits(self) -> bool:
-        return self.entry is not None and len(self.shapes) == 1 and int(np.prod(self.shapes[0][1:])) == 64
-
-    def example_inputs(self, batch: int, *, seed: int = 0, offset: int = 0) -> tuple:
-        """Input tensors with every batch dim set to ``batch`` (other dims at their export size)."""
-        torch = require("torch", "torch")
-        if self._digits():
-            _, _, x_te, _ = digits_split()
-            rows = (np.arange(batch) + offset) % len(x_te)
-            arr = np.array(x_te[rows], dtype=np.float32).reshape(batch, *self.shapes[0][1:])
-            return (torch.from_numpy(arr),)
-        rng = np.random.default_rng(seed)
-        arrays = []
-        for spec in self.specs:
-            shape = tuple(batch if d in self.batch_dims else s
-                          for d, s in zip(spec.dims, self._shape(spec, None)))
-            arrays.append(self._draw(rng, spec, shape))
-        return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
-
-    def _draw(self, rng: np.random.Generator, spec: InputSpec, shape: tuple[int, ...]) -> np.ndarray:
-        arr = random_array(rng, spec.dtype, shape, self.int_ranges.get(spec.name, (0, DEFAULT_INT_HIGH)))
-        return arr.reshape(shape)  # keeps 0-d inputs 0-d
-
-    def export_example(self, seed: int = 0) -> tuple:
-        """The forward arguments the exporter traces with."""
-        if self.example is not None:
-            return self.example
-        return self.example_inputs(EXPORT_BATCH, seed=seed)
-
-    def parity_rounds(self, seed: int = 0) -> list[ParityRound]:
-        """Parity inputs: batch 1, the traced batch and one never traced; other dims vary too."""
-        if self.rounds is not None:
-            return self.rounds
-        torch = require("torch", "torch")
-        out = []
-        for i, batch in enumerate(PARITY_BATCHES):
-            if self._digits():
-                args = self.example_inputs(batch, seed=seed + 1 + i, offset=sum(PARITY_BATCHES[:i]))
-                out.append(ParityRound(str(batch), batch, args))
-                continue
-            rng = np.random.default_rng(seed + 1 + i)
-            arrays = [self._draw(rng, spec, self._shape(spec, i)) for spec in self.specs]
-            args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
-            sizes = {d: dim_size(d, i, d in self.batch_dims) for s in self.specs for d in s.dims
-                     if isinstance(d, str)}
-            only_batch = set(sizes) <= self.batch_dims
-            label = str(batch) if only_batch else ",".join(f"{k}={v}" for k, v in sizes.items())
-            if self.batch_dims:
-                actual = sizes[next(iter(self.batch_dims))]
-            else:  # no dynamic batch: the rounds differ in values only
-                actual = int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 1
-                label = f"round {i + 1}"
-            out.append(ParityRound(label, actual, args))
-        return out
-
-    def metadata(self) -> dict[str, str]:
-        """``metadata_props`` for the export: classifier facts for built-ins, the source otherwise."""
-        if self.entry is None:
-            return {META_SOURCE: self.ref, **self.extra_metadata}
-        return classifier_metadata(labels=list(self.entry.labels),
-                                   input_scaling=dict(self.entry.input_scaling),
-                                   source=f"onnxdeploy.zoo:{self.entry.name}")
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -175,27 +48,11 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
-def load_source(ref: str, *, checkpoint=None, input_shape=None, input_specs=None,
-                example_inputs=None, int_ranges=None, task=None, cache_dir=None, seed: int = 0,
-                progress: bool = False) -> LoadedModel:
-    """Resolve ``ref`` into a LoadedModel, training a built-in when it is not cached yet.
-
-    ``ref`` may also be a local Hugging Face directory (see ``hfsource``); ``input_specs``
-    (``InputSpec`` or ``NAME:DIMS:DTYPE`` strings) and ``example_inputs`` (an ``.npz`` path)
-    describe a factory's forward arguments beyond float ``input_shape``.
-    """
-    require("torch", "torch")
-    from . import hfsource
-
-    if hfsource.is_hf_dir(ref):
-        if checkpoint is not None or input_shape or input_specs or example_inputs:
-            raise OptionError(f"{ref}: a Hugging Face directory takes its inputs from its "
-                              "tokenizer and its weights from the directory; drop --checkpoint, "
-                              "--input-shape, --input-spec and --example-inputs")
-        return hfsource.load_hf(ref, task=task, seed=seed)
-    if task is not None:
-        raise OptionError(f"--task {task}: only for a Hugging Face model directory; {ref} is not "
-                          "one (a directory with config.json or modules.json)")
+def load_torch(ref: str, *, checkpoint=None, input_shape=None, input_specs=None,
+               example_inputs=None, int_ranges=None, cache_dir=None, seed: int = 0,
+               progress: bool = False) -> LoadedModel:
+    """A built-in name, ``path/to/file.py:fn`` or ``package.module:fn`` as a LoadedModel (see
+    ``sources.load_source``, which hands every reference that is not a Hugging Face directory here)."""
     given = sum(bool(x) for x in (input_shape, input_specs, example_inputs))
     if given > 1:
         raise OptionError("give one of --input-shape, --input-spec, --example-inputs")
@@ -316,7 +173,7 @@ def _builtin(name, checkpoint, shapes, cache_dir, seed, progress) -> LoadedModel
     if checkpoint is None:
         module, info = zoo.load_trained(name, cache_dir=cache_dir, seed=seed, progress=progress)
     else:
-        from .zoo.train import TrainInfo, count_params, evaluate
+        from ..zoo.train import TrainInfo, count_params, evaluate
 
         module = entry.build()
         load_checkpoint(module, checkpoint, ref=name)

@@ -1,4 +1,5 @@
-"""ONNX Runtime sessions: made with a CPU budget, run with errors mapped to ours.
+"""ONNX Runtime sessions: made with a CPU budget, run with errors mapped to ours (the default
+runtime behind ``onnxdeploy.runtimes``).
 
 Timing lives in ``measure/latency.py``: one place measures.
 """
@@ -14,9 +15,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .data import DataSet
-from .errors import DataError, ModelLoadError, first_line
-from .modelfile import TensorSpec, with_batch_axes
+from ..data import DataSet
+from ..errors import DataError, ModelLoadError, first_line
+from ..modelfile import TensorSpec, with_batch_axes
 
 #: sessions made by this process, by model file (resolved path) or "<in-memory>": the pipeline
 #: reports how many sessions each model got, so a step that loads a model twice shows up
@@ -30,7 +31,7 @@ def session_counts() -> dict[str, int]:
 
 def default_threads() -> int:
     """Threads this process may use: its CPU affinity capped by the cgroup CPU limit, not the host's cores."""
-    from .environment import usable_cores
+    from ..environment import usable_cores
 
     return usable_cores()
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from .data import DataSet
-from .errors import DataError
-from .modelfile import META_LABELS, Signature
-from .tokenizer import TextEncoder, _metadata_of, has_tokenizer
+from ..errors import DataError
+from ..modelfile import META_LABELS, Signature
+from ..tokenizer import TextEncoder, _metadata_of, has_tokenizer
+from .dataset import DataSet
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 
