@@ -3,7 +3,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint unit bench clean browser
+.PHONY: venv demo test lint unit bench clean browser test-avx2 test-under-load
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +44,15 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
+
+# The quantize tests on an emulated AVX2 CPU without AVX-512 or VNNI (qemu-user's Haswell model):
+# int8 numerics (u8 x s8 saturation) and our CPUID-read flags both follow the emulated CPU.
+AVX2_TESTS := tests/test_env.py tests/test_quantize_fallback.py tests/test_quantize_outliers.py tests/test_quantize.py
+test-avx2: $(STAMP)
+	@command -v qemu-x86_64 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user >/dev/null 2>&1; } \
+	  || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user >/dev/null 2>&1; }
+	qemu-x86_64 -cpu Haswell $(BIN)/python -m pytest -q -p no:cacheprovider $(AVX2_TESTS)
+
+# make test while CPU hogs keep every core busy (scripts/test-under-load starts and stops them)
+test-under-load: $(STAMP)
+	scripts/test-under-load $(MAKE) test
