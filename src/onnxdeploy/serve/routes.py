@@ -126,21 +126,23 @@ class Router:
     def match(self, method: str, path: str) -> Match:
         """The route answering ``method path``; ``NOT_FOUND``, ``NOT_ALLOWED`` or ``OPTIONS``
         when no route takes this method on this path."""
+        want = "GET" if method == "HEAD" else method
         static = self._static.get(path)
+        others: list[Route] = []
         if static is not None:
-            candidates = [(route, {}) for route in static]
-        else:
-            candidates = []
+            for route in static:
+                if route.method == want:
+                    return Match(route, {})
+                others.append(route)
+        else:  # the rules of one method never overlap: the first that matches is the route
             for pattern, route in self._dynamic:
                 m = pattern.fullmatch(path)
                 if m is not None:
-                    candidates.append((route, {k: v for k, v in m.groupdict().items()
-                                               if v is not None}))
-            if not candidates:
-                return Match(NOT_FOUND, {})
-        want = "GET" if method == "HEAD" else method
-        for route, args in candidates:
-            if route.method == want:
-                return Match(route, args)
-        allowed = tuple(dict.fromkeys(m for route, _ in candidates for m in route.methods))
+                    if route.method == want:
+                        return Match(route, {k: v for k, v in m.groupdict().items()
+                                             if v is not None})
+                    others.append(route)
+        if not others:
+            return Match(NOT_FOUND, {})
+        allowed = tuple(dict.fromkeys(m for route in others for m in route.methods))
         return Match(OPTIONS if method == "OPTIONS" else NOT_ALLOWED, {"allowed": allowed})
