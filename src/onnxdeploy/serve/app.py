@@ -27,8 +27,8 @@ def create_app(test_config: dict[str, Any] | None = None):
     set), then ``test_config``. The keys are ``Service``'s; ``LOAD_ON_START`` creates the
     session now rather than on first use. ``app.extensions["onnxdeploy"]`` is the ``Service``.
     """
-    from flask import Blueprint, Flask, Response, request
-    from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
+    from flask import Blueprint, Flask, request
+    from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
     deployed = json.loads(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else {}
     service = Service({**deployed, **(test_config or {})})
@@ -39,40 +39,10 @@ def create_app(test_config: dict[str, Any] | None = None):
     app.url_map.merge_slashes = False  # as the front's router: "//predict" is no route
     app.extensions["onnxdeploy"] = service
 
-    def respond(reply) -> Response:
-        return Response(reply.body, status=reply.status, headers=reply.headers)
-
-    def current(body: bytes = b"") -> Request:
-        headers = {name: request.headers.get(name) for name in HEADERS}
-        return Request(request.method, request.path, headers.get, body)
-
-    def body() -> bytes:
-        cap = service.max_body
-        if (request.content_length or 0) > cap:
-            raise ApiError(413, f"request body is {request.content_length} bytes; expected at "
-                                f"most {cap} bytes")
-        try:
-            data = request.get_data(cache=False)
-        except RequestEntityTooLarge:  # chunked, stopped at the cap
-            data = None
-        if data is None or len(data) > cap:
-            raise ApiError(413, f"request body is over {cap} bytes; expected at most {cap} bytes")
-        return data
-
-    def view_of(route: Route):
-        def view(**args):
-            try:
-                data = body()
-            except ApiError as exc:
-                return respond(service.refuse(route.endpoint, exc))
-            return respond(service.handle(Match(route, args), current(data)))
-
-        return view
-
     blueprints: dict[str, Blueprint] = {}
     for route in service.routes:
         bp = blueprints.setdefault(route.blueprint, Blueprint(route.blueprint, __name__))
-        view = view_of(route)
+        view = _view(service, route)
         for rule in route.rules:
             bp.add_url_rule(rule, route.endpoint, view, methods=[route.method],
                             provide_automatic_options=False)
@@ -84,16 +54,56 @@ def create_app(test_config: dict[str, Any] | None = None):
         if isinstance(exc, (NotFound, MethodNotAllowed)):
             # Flask's URL map found no rule for this method (404, 405, OPTIONS): the router
             # says which, as it does under the front
-            return respond(service.handle(service.router.match(request.method, request.path),
-                                          current()))
-        return respond(service.refuse(NOT_FOUND.endpoint,
-                                      ApiError(exc.code or 400, exc.description or exc.name)))
+            match = service.router.match(request.method, request.path)
+            return _response(service.handle(match, _request(request, b"")))
+        error = ApiError(exc.code or 400, exc.description or exc.name)
+        return _response(service.refuse(NOT_FOUND.endpoint, error))
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):  # a bug in this module: JSON all the same, never HTML
         app.logger.exception("unhandled error in %s %s", request.method, request.path)
-        return respond(service.refuse(NOT_FOUND.endpoint, exc))
+        return _response(service.refuse(NOT_FOUND.endpoint, exc))
 
     if service.config["LOAD_ON_START"]:
         service.holder.load()
     return app
+
+
+def _view(service: Service, route: Route):
+    """The Flask view of a route: read the body, hand the request to the service."""
+    from flask import request
+
+    def view(**args):
+        try:
+            body = _body(request, service.max_body)
+        except ApiError as exc:
+            return _response(service.refuse(route.endpoint, exc))
+        return _response(service.handle(Match(route, args), _request(request, body)))
+
+    return view
+
+
+def _request(request, body: bytes) -> Request:
+    headers = {name: request.headers.get(name) for name in HEADERS}
+    return Request(request.method, request.path, headers.get, body)
+
+
+def _body(request, cap: int) -> bytes:
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    if (request.content_length or 0) > cap:
+        raise ApiError(413, f"request body is {request.content_length} bytes; expected at most "
+                            f"{cap} bytes")
+    try:
+        data = request.get_data(cache=False)
+    except RequestEntityTooLarge:  # chunked, stopped at the cap
+        data = None
+    if data is None or len(data) > cap:
+        raise ApiError(413, f"request body is over {cap} bytes; expected at most {cap} bytes")
+    return data
+
+
+def _response(reply):
+    from flask import Response
+
+    return Response(reply.body, status=reply.status, headers=reply.headers)
