@@ -170,7 +170,7 @@ def test_schemathesis_finds_no_server_error(server, tmp_path):
          "--checks", "not_a_server_error", "--seed", str(FUZZ_SEED),
          "--max-examples", str(FUZZ_EXAMPLES), "--workers", "1", "--no-shrink",
          "--request-timeout", "10", "--report", "har", "--report-har-path", str(har)],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)  # its cache stays there
     entries = json.loads(har.read_text())["log"]["entries"]
     statuses = Counter(e["response"]["status"] for e in entries)
     errors = [(e["request"]["method"], e["request"]["url"], e["response"]["status"])
