@@ -252,3 +252,31 @@ def test_body_cap_follows_the_signature_and_max_batch(paths):
     c = _client(paths["mlp"], MAX_BODY_BYTES=None, MAX_BATCH=2)
     r = c.post("/predict", data=b"[" * 100_000, content_type="application/json")
     assert r.status_code == 413 and "expected at most" in r.get_json()["error"]
+
+
+def _totals(client) -> dict[tuple[str, str], float]:
+    families = text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
+    return {(s.labels["endpoint"], s.labels["status"]): s.value for f in families
+            for s in f.samples if s.name == "onnxdeploy_requests_total"}
+
+
+@pytest.mark.parametrize("name", ["数字", "dégits"])
+def test_non_ascii_model_name_through_flask(paths, name):
+    from urllib.parse import quote
+
+    c = _client(paths["mlp"], MODEL_NAME=name)
+    for suffix in ("", "/ready", "/versions/1", "/versions/1/ready"):
+        r = c.get(f"/v2/models/{quote(name)}{suffix}")
+        assert r.status_code in (200, 503) and r.get_json()["name"] == name, suffix
+    r = c.post(f"/v2/models/{quote(name)}/infer", json=V2_MLP)
+    assert r.status_code == 200 and r.get_json()["model_name"] == name
+
+
+@pytest.mark.parametrize(("path", "endpoint"), [
+    ("/x%ff", "unmatched"), ("/docs/static/%c0%ae%c0%ae/x", "static"),
+    ("/v2/models/mlp%ff/ready", "v2_model_ready")])
+def test_a_path_that_is_not_utf8_is_a_counted_400_through_flask(paths, path, endpoint):
+    c = _client(paths["mlp"])
+    r = c.get(path)
+    assert r.status_code == 400 and "not valid UTF-8" in r.get_json()["error"]
+    assert _totals(c)[(endpoint, "400")] == 1

@@ -1,7 +1,10 @@
-"""The inference views are reached two ways (Flask's routes, and the granian front directly):
-the same request must get the same answer and be counted the same way on both."""
+"""One request path, two ways in: Flask's test client (blueprints calling ``Service.handle``)
+and the granian front's direct call (``Router.match`` then ``Service.answer``, no Flask). The same
+request must get the same answer and be counted the same way on both."""
 
 from __future__ import annotations
+
+from urllib.parse import unquote
 
 import numpy as np
 import orjson
@@ -10,6 +13,7 @@ from builders import mlp_classifier, save, two_input_int_model
 from prometheus_client.parser import text_string_to_metric_families
 
 from onnxdeploy.serve.app import create_app
+from onnxdeploy.serve.routes import ROUTES, Request
 
 KEY = "s3cret"
 JSON = "application/json"
@@ -26,26 +30,29 @@ def _app(path, **config):
     return create_app({"MODEL_PATH": str(path), "ORT_THREADS": 1, "MAX_BATCH": 8, **config})
 
 
-def _direct(app, path: str, body: bytes, headers: dict[str, str]):
-    """What the front does for an admitted inference request."""
-    endpoint = "predict" if path == "/predict" else "v2_infer"
-    views = app.extensions["onnxdeploy.views"]
-    args = views.route(endpoint, path)
-    if args is None:
-        return None
+def _direct(app, path: str, body: bytes, headers: dict[str, str], method: str = "POST"):
+    """What the front does with a request: granian percent-decodes the path (invalid UTF-8 as
+    U+FFFD), the router finds the route, inference takes an admission slot, the service answers."""
+    service = app.extensions["onnxdeploy"]
+    path = unquote(path, errors="replace")
+    match = service.router.match(method, path)
     lower = {k.lower(): v for k, v in headers.items()}
-    reply = views.direct(endpoint, args, path, lower.get, body)
+    assert service.admission.enter()
+    try:
+        reply = service.answer(match, Request(method, path, lower.get, body))
+    finally:
+        service.admission.leave()
     return reply.status, dict(reply.headers), reply.body
 
 
-def _flask(app, path: str, body: bytes, headers: dict[str, str]):
-    r = app.test_client().post(path, data=body, headers=headers)
+def _flask(app, path: str, body: bytes, headers: dict[str, str], method: str = "POST"):
+    r = app.test_client().open(path, method=method, data=body, headers=headers)
     out = {k: v for k, v in r.headers.items() if k != "Content-Length"}
     return r.status_code, out, r.get_data()
 
 
 def _counts(app) -> dict[tuple[str, str], float]:
-    text, _ = app.extensions["onnxdeploy.metrics"].render()
+    text, _ = app.extensions["onnxdeploy"].metrics.render()
     out = {}
     for family in text_string_to_metric_families(text.decode()):
         for s in family.samples:
@@ -94,19 +101,47 @@ CASES = {
                              {**AUTH, "Inference-Header-Content-Length": "x"}),
     "v2 shape holding true": ("/v2/models/mlp/infer", orjson.dumps(
         {"inputs": [{"name": "x", "shape": [True, 64], "datatype": "FP32", "data": [0] * 64}]}), AUTH),
+    "v2 impossible shape": ("/v2/models/mlp/infer", orjson.dumps(
+        {"inputs": [{"name": "x", "shape": [0, 2**63 - 1], "datatype": "FP32", "data": []}]}), AUTH),
+    "v2 name with a slash": ("/v2/models/a%2Fb/infer", b"{}", AUTH),
+    "v2 name not UTF-8": ("/v2/models/mlp%ff/infer", b"{}", AUTH),
+    "predict, GET": ("/predict", b"", AUTH, "GET"),
+    "predict, OPTIONS": ("/predict", b"", AUTH, "OPTIONS"),
+    "v2 server": ("/v2", b"", AUTH, "GET"),
+    "v2 server, trailing slash": ("/v2/", b"", AUTH, "GET"),
+    "live, no key": ("/v2/health/live", b"", {}, "GET"),
+    "live, HEAD": ("/v2/health/live", b"", {}, "HEAD"),
+    "ready, no key": ("/v2/health/ready", b"", {}, "GET"),
+    "ready": ("/v2/health/ready", b"", AUTH, "GET"),
+    "model metadata": ("/v2/models/mlp", b"", AUTH, "GET"),
+    "model metadata, version": ("/v2/models/mlp/versions/1", b"", AUTH, "GET"),
+    "model metadata, POST": ("/v2/models/mlp", b"{}", AUTH),
+    "model ready, version 0.1.0": ("/v2/models/mlp/versions/0.1.0/ready", b"", AUTH, "GET"),
+    "model, non-ASCII name": ("/v2/models/%E6%95%B0%E5%AD%97/ready", b"", AUTH, "GET"),
+    "model, fuzzer name": ("/v2/models/%C2%85%F1%85%A7%A8%29", b"", AUTH, "GET"),
+    "openapi": ("/openapi.json", b"", AUTH, "GET"),
+    "openapi, no key": ("/openapi.json", b"", {}, "GET"),
+    "docs page": ("/docs", b"", {}, "GET"),
+    "docs asset": ("/docs/static/swagger-ui.css", b"", {}, "GET"),
+    "docs asset, missing": ("/docs/static/nothing.js", b"", {}, "GET"),
+    "docs asset, dot-dot": ("/docs/static/../docs.py", b"", {}, "GET"),
+    "docs asset, not UTF-8": ("/docs/static/%c0%ae%c0%ae/x", b"", {}, "GET"),
+    "no such path, no key": ("/x%ff", b"", {}, "GET"),
+    "no such path": ("/nowhere", b"", AUTH, "GET"),
+    "no such path, DELETE": ("/nowhere", b"", AUTH, "DELETE"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_direct_answers_as_flask_does(paths, case):
-    path, body, headers = CASES[case]
+    path, body, headers, *method = CASES[case]
     a, b = _app(paths["mlp"], API_KEY=KEY), _app(paths["mlp"], API_KEY=KEY)
-    via_flask = _flask(a, path, body, headers)
-    direct = _direct(b, path, body, headers)
-    assert direct is not None
+    via_flask = _flask(a, path, body, headers, *method)
+    direct = _direct(b, path, body, headers, *method)
     assert direct[0] == via_flask[0], (direct, via_flask)
+    assert direct[0] < 500 or direct[0] == 503, direct  # 503: the session is not loaded yet
     assert direct[1] == via_flask[1]
-    if via_flask[1].get("Content-Type") == JSON and via_flask[0] == 200:
+    if via_flask[1].get("Content-Type") == JSON and via_flask[0] == 200 and via_flask[2]:
         # same numbers; the JSON text is the same bytes as well
         assert orjson.loads(direct[2]) == orjson.loads(via_flask[2])
     assert direct[2] == via_flask[2]
@@ -114,14 +149,23 @@ def test_direct_answers_as_flask_does(paths, case):
     assert _counts(a) == _counts(b)
 
 
-def test_paths_only_flask_routes_are_left_to_flask(paths):
-    views = _app(paths["mlp"]).extensions["onnxdeploy.views"]
-    assert views.route("predict", "/predict") == ()
-    assert views.route("v2_infer", "/v2/models/mlp/infer") == ("mlp", None)
-    assert views.route("v2_infer", "/v2/models/mlp/versions/1/infer") == ("mlp", "1")
-    # a name with a slash in it (granian decodes %2F) is not a route: Flask answers its 404
-    assert views.route("v2_infer", "/v2/models/a/b/infer") is None
-    assert views.route("v2_infer", "/v2/models//infer") is None
+def test_the_router_finds_routes_as_flask_rules_do(paths):
+    router = _app(paths["mlp"]).extensions["onnxdeploy"].router
+    match = router.match("POST", "/v2/models/mlp/versions/1/infer")
+    assert (match.route.endpoint, match.args) == ("v2_infer", {"name": "mlp", "version": "1"})
+    assert router.match("POST", "/predict").route.endpoint == "predict"
+    assert router.match("HEAD", "/metrics").route.endpoint == "metrics"
+    # a name with a slash in it (granian decodes %2F) is no route; nor is an empty segment
+    assert router.match("POST", "/v2/models/a/b/infer").route.view == "not_found"
+    assert router.match("POST", "/v2/models//infer").route.view == "not_found"
+    assert router.match("POST", "//predict").route.view == "not_found"  # as Flask: no merging
+    refused = router.match("GET", "/v2/models/mlp/infer")
+    assert refused.route.view == "not_allowed" and refused.args == {"allowed": ("POST", "OPTIONS")}
+    assert router.match("OPTIONS", "/v2").args == {"allowed": ("GET", "HEAD", "OPTIONS")}
+    # every route has a view
+    from onnxdeploy.serve.views import Views
+
+    assert all(callable(getattr(Views, route.view)) for route in ROUTES)
 
 
 def test_two_input_int_model_direct_matches_flask(paths):
@@ -140,15 +184,9 @@ def test_a_bug_in_a_view_is_a_bare_500_on_both_paths(paths, monkeypatch, caplog)
     for app in (a, b):
         def boom(feeds, rows, **kw):
             raise RuntimeError("internal detail /src/x.cc")
-        monkeypatch.setattr(app.extensions["onnxdeploy.executor"], "infer", boom)
+        monkeypatch.setattr(app.extensions["onnxdeploy"].executor, "infer", boom)
     body, headers = orjson.dumps({"inputs": X.tolist()}), {"Content-Type": JSON}
     direct, via_flask = _direct(b, "/predict", body, headers), _flask(a, "/predict", body, headers)
     assert direct == via_flask
     assert direct[0] == 500 and b"x.cc" not in direct[2]
     assert "internal detail" in caplog.text  # the traceback went to the log
-
-
-def test_the_front_takes_the_headers_the_views_read():
-    from onnxdeploy.serve import front, views
-
-    assert front.HEADERS == views.HEADERS

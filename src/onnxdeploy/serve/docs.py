@@ -1,5 +1,8 @@
 """``GET /docs``: Swagger UI over ``/openapi.json``, its assets served from the installed
 ``swagger-ui-py`` package (no CDN: the page works on a machine without internet access).
+
+The page and the assets are answered by ``serve.views`` (``docs_page``, ``docs_static``) like
+every other route; without the package both routes are left out of the table (404).
 """
 
 from __future__ import annotations
@@ -38,20 +41,3 @@ def assets_dir() -> Path | None:
     except (ImportError, ModuleNotFoundError, TypeError):
         return None
     return root if (root / "swagger-ui-bundle.js").is_file() else None
-
-
-def docs_blueprint():
-    """The /docs blueprint, or None (with a log line) when the assets are missing."""
-    from flask import Blueprint, Response
-
-    root = assets_dir()
-    if root is None:
-        log.warning("swagger-ui-py is not installed: /docs is off (install onnxdeploy[serve])")
-        return None
-    bp = Blueprint("docs", __name__, static_folder=str(root), static_url_path="/docs/static")
-
-    @bp.get("/docs", endpoint="page")
-    def page():
-        return Response(PAGE, mimetype="text/html")
-
-    return bp

@@ -6,25 +6,25 @@ headers never reach Python. This module is the RSGI application of each worker p
 - **bodies first**: the body is read here, in the worker's event loop, with a size cap
   (``413`` from ``Content-Length`` before reading, or as soon as a chunked body passes the cap)
   and a deadline (``408``). A slow body holds a coroutine, never a request thread.
-- **admission**: only then does an inference request take a slot. At most ``MAX_INFLIGHT``
-  inference requests per worker are queued or running in the work lane; more are answered
-  ``503`` + ``Retry-After`` at once from the event loop (before their body is read when the
-  worker is already full). Nothing here depends on a server's internals: the bound is a counter
-  in this module.
-- **lanes**: the Flask app (``create_app``) runs unchanged in bounded thread pools: the work lane
-  (``--http-threads``) for inference, a probe lane for liveness, readiness and ``/metrics`` (so
-  they answer during any burst) and a lane for the rest (metadata, ``/openapi.json``, ``/docs``).
+- **admission**: only then does an inference request take a slot (``service.Admission``, a
+  counter: nothing here depends on a server's internals). At most ``MAX_INFLIGHT`` inference
+  requests per worker are queued or running in the work lane; more are answered ``503`` +
+  ``Retry-After`` at once from the event loop (before their body is read when the worker is
+  already full).
+- **lanes**: requests are answered by the one request path (``service.Service.answer``, the
+  same code Flask's blueprints call) in bounded thread pools: the work lane (``--http-threads``)
+  for inference, a probe lane for liveness, readiness and ``/metrics`` (so they answer during any
+  burst) and a lane for the rest (metadata, ``/openapi.json``, ``/docs``). A quick model runs
+  inline in the loop instead (below). Flask's request machinery is never involved here.
 
-Each request becomes a WSGI environ with the buffered body, so the views, error handlers and
-metrics are the app's own. Refusals made here (413, 408, 400 for a broken body, 503) are JSON
-and counted in the app's metrics under the endpoint they were meant for.
+Refusals made here (413, 408, 400 for a broken body, 503) are JSON and counted in the metrics
+under the endpoint they were meant for, through ``Service.refuse``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import io
 import json
 import logging
 import os
@@ -46,11 +46,9 @@ except ImportError:  # pragma: no cover - the front only runs under granian
     class ProtocolError(Exception):  # noqa: N818
         pass
 
+from .routes import HEADERS, PROBE, WORK, Request, Router
+
 log = logging.getLogger("onnxdeploy.serve")
-BODY_KEY = "onnxdeploy.body"  # as serve.app reads it (not imported: the app imports Flask)
-#: the request headers the inference views read (lower-case, as granian names them); as
-#: serve.views.HEADERS, which imports numpy and ORT's helpers (checked by a test)
-HEADERS = ("authorization", "content-type", "inference-header-content-length")
 
 CONFIG_ENV = "ONNXDEPLOY_SERVE_CONFIG"
 #: where a worker that cannot create its session writes why (the parent then exits 1)
@@ -61,27 +59,12 @@ MISC_THREADS = 2
 BODY_TIMEOUT_S = 10.0
 #: body cap for endpoints that take no body (metadata, health, docs)
 SMALL_BODY_BYTES = 64 * 1024
-RETRY_AFTER_S = "1"
 #: an inference request whose view takes less than this on average (EWMA) runs in the event
 #: loop's own thread when it is the only one in flight; above INLINE_ABOVE_S it goes back to
 #: the work lane, so a slow model never holds the loop that answers probes and 503s
 INLINE_BELOW_S = 0.001
 INLINE_ABOVE_S = 0.003
-PROBE_PATHS = ("/v2/health/live", "/v2/health/ready", "/metrics")
 _JSON = [("Content-Type", "application/json")]
-_SKIP_HEADERS = frozenset({"content-length", "content-type", "transfer-encoding"})
-_STATUS_CACHE: dict[str, int] = {}
-
-
-def inference_endpoint(method: str, path: str) -> str | None:
-    """The endpoint name of an inference request (``predict``, ``v2_infer``), else None."""
-    if method != "POST":
-        return None
-    if path == "/predict":
-        return "predict"
-    if path.startswith("/v2/models/") and path.endswith("/infer"):
-        return "v2_infer"
-    return None
 
 
 class Lane:
@@ -140,35 +123,41 @@ def _fail(future: asyncio.Future, exc: BaseException) -> None:
 
 
 class _BodyError(Exception):
+    """A body the front refuses before any view runs."""
+
     def __init__(self, status: int, message: str):
         super().__init__(message)
-        self.status = status
-        self.message = message
+        self.error = _api_error(status, message)
+
+
+def _api_error(status: int, message: str):
+    from .validation import ApiError  # imported by then: the worker built its service
+
+    return ApiError(status, message)
 
 
 class Front:
-    """The RSGI application of one worker: ``__rsgi_init__`` builds the app and its lanes."""
+    """The RSGI application of one worker: ``__rsgi_init__`` builds the service and its lanes."""
 
     def __init__(self, config: dict[str, Any]):
         self.config = config
-        self.app = None
+        self.service = None
         self.loop = None
-        self.inflight = 0
+        self.router = Router()
 
     # ------------------------------------------------------------------ lifecycle (per worker)
 
     def __rsgi_init__(self, loop) -> None:
-        from .app import create_app
         from .metrics import forget_dead_workers
+        from .service import Admission, Service
 
         self.loop = loop
         forget_dead_workers()  # a replaced worker's gauges must not linger in the sums
-        self.app = create_app(self.config)
-        self.holder = self.app.extensions["onnxdeploy"]
-        self.metrics = self.app.extensions["onnxdeploy.metrics"]
-        self.views = self.app.extensions["onnxdeploy.views"]
-        self.max_inflight = int(self.app.config["MAX_INFLIGHT"])
-        self.max_body = int(self.app.config["MAX_BODY_BYTES"])
+        self.service = service = Service(self.config)
+        self.router = service.router
+        self.holder = service.holder
+        self.admission = service.admission
+        self.max_body = service.max_body
         self.body_timeout = float(self.config.get("BODY_TIMEOUT_S") or BODY_TIMEOUT_S)
         threads = int(self.config.get("HTTP_THREADS") or 1)
         self.work = Lane(loop, self._timed_call, threads, "serve-work")
@@ -176,12 +165,12 @@ class Front:
         # (one thread hop less a request); see INLINE_BELOW_S. Never with batching: a request
         # waiting for its batch must not hold the loop.
         self.inline_allowed = (bool(self.config.get("INLINE", True))
-                               and int(self.app.config["MAX_BATCH_SIZE"]) <= 1)
+                               and int(service.config["MAX_BATCH_SIZE"]) <= 1)
         self.inline = False
         self.service_s = None
-        self.probe = Lane(loop, self._call, PROBE_THREADS, "serve-probe")
-        self.misc = Lane(loop, self._call, MISC_THREADS, "serve-misc")
-        self.misc_inflight = 0
+        self.probe = Lane(loop, _call, PROBE_THREADS, "serve-probe")
+        self.misc = Lane(loop, _call, MISC_THREADS, "serve-misc")
+        self.misc_admission = Admission(self.admission.limit)
         try:
             self.holder.load()  # this worker's own session, created here, before serving
         except Exception as exc:
@@ -195,7 +184,7 @@ class Front:
                     f.write(str(exc).strip()[:2000])
             os.kill(os.getppid(), signal.SIGTERM)
             raise
-        # Everything allocated so far (Flask, numpy, onnxruntime, the app) lives as long as the
+        # Everything allocated so far (numpy, onnxruntime, the service) lives as long as the
         # worker: move it out of the collector's reach, so a full collection during serving
         # walks only what requests allocate (a full pass over ~10^5 long-lived objects is a
         # tail-latency spike of milliseconds).
@@ -224,53 +213,43 @@ class Front:
                 pass
 
     async def _handle(self, scope, proto) -> None:
-        method, path = scope.method, scope.path
-        endpoint = inference_endpoint(method, path)
-        headers = scope.headers
-        if endpoint is not None:
-            if self.inflight >= self.max_inflight:  # full already: refuse before reading the body
-                return self._refuse(proto, endpoint, 503, self._busy())
+        method, path, headers = scope.method, scope.path, scope.headers
+        match = self.router.match(method, path)
+        route = match.route
+        if route.lane == WORK:
+            if self.admission.full:  # full already: refuse before reading the body
+                return self._refuse(proto, route.endpoint, self.admission.busy())
             cap = self.max_body
         else:
             cap = SMALL_BODY_BYTES
         try:
             body = await self._read_body(proto, headers, cap)
         except _BodyError as exc:
-            return self._refuse(proto, endpoint or "unmatched", exc.status, exc.message)
-        if endpoint is not None:
-            if self.inflight >= self.max_inflight:
-                return self._refuse(proto, endpoint, 503, self._busy())
-            self.inflight += 1
+            return self._refuse(proto, route.endpoint, exc.error)
+        # the headers the views read, taken here: granian's objects stay in the loop's thread
+        request = Request(method, path, {name: headers.get(name) for name in HEADERS}.get, body)
+        call = partial(self.service.answer, match, request)
+        if route.lane == WORK:
+            admission = self.admission
+            if not admission.enter():
+                return self._refuse(proto, route.endpoint, admission.busy())
             try:
-                args = self.views.route(endpoint, path)
-                if args is None:  # not a route the views answer directly: Flask's own 404
-                    request = partial(self._call, self._environ(scope, headers, body))
-                else:  # the headers the views read, taken here: granian's objects stay here
-                    request = partial(self.views.direct, endpoint, args, path,
-                                      {name: headers.get(name) for name in HEADERS}.get, body)
-                if self.inline and self.inflight == 1:
-                    status, out_headers, out = self._timed_call(request)
+                if self.inline and admission.count == 1:
+                    reply = self._timed_call(call)
                 else:
-                    status, out_headers, out = await self.work.submit(request)
+                    reply = await self.work.submit(call)
             finally:
-                self.inflight -= 1
-        elif method in ("GET", "HEAD") and path in PROBE_PATHS:
-            status, out_headers, out = await self.probe.submit(
-                self._environ(scope, headers, body))
+                admission.leave()
+        elif route.lane == PROBE:
+            reply = await self.probe.submit(call)
         else:
-            if self.misc_inflight >= self.max_inflight:
-                return self._refuse(proto, "unmatched", 503, "server busy; retry later")
-            self.misc_inflight += 1
+            if not self.misc_admission.enter():
+                return self._refuse(proto, route.endpoint, self.misc_admission.busy())
             try:
-                status, out_headers, out = await self.misc.submit(
-                    self._environ(scope, headers, body))
+                reply = await self.misc.submit(call)
             finally:
-                self.misc_inflight -= 1
-        proto.response_bytes(status, out_headers, out)
-
-    def _busy(self) -> str:
-        return (f"server busy: {self.max_inflight} requests in flight in this worker; "
-                "retry later")
+                self.misc_admission.leave()
+        proto.response_bytes(reply.status, reply.headers, reply.body)
 
     async def _read_body(self, proto, headers, cap: int) -> bytes:
         length = headers.get("content-length")
@@ -322,55 +301,17 @@ class Front:
             if timer is not None:
                 timer.cancel()
 
-    def _refuse(self, proto, endpoint: str, status: int, message: str) -> None:
-        headers = list(_JSON)
-        if status == 503:
-            headers.append(("Retry-After", RETRY_AFTER_S))
+    def _refuse(self, proto, endpoint: str, error) -> None:
+        status, headers, body = self.service.refuse(endpoint, error)
         if status in (400, 408, 413):
-            headers.append(("Connection", "close"))  # the rest of the body is not read
-        try:
-            self.metrics.requests.labels(endpoint, str(status)).inc()
-        except Exception:  # pragma: no cover - metrics must never break a refusal
-            log.exception("could not count a refusal")
-        proto.response_bytes(status, headers, json.dumps({"error": message}).encode())
+            headers = [*headers, ("Connection", "close")]  # the rest of the body is not read
+        proto.response_bytes(status, headers, body)
 
-    def _environ(self, scope, headers, body: bytes) -> dict[str, Any]:
-        host, _, port = scope.server.rpartition(":")
-        environ = {
-            "REQUEST_METHOD": scope.method,
-            "SCRIPT_NAME": "",
-            "PATH_INFO": scope.path,
-            "QUERY_STRING": scope.query_string,
-            "SERVER_NAME": host,
-            "SERVER_PORT": port,
-            "SERVER_PROTOCOL": "HTTP/" + scope.http_version,
-            "REMOTE_ADDR": scope.client.rpartition(":")[0],
-            "CONTENT_LENGTH": str(len(body)),
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": scope.scheme,
-            "wsgi.input": io.BytesIO(body),
-            BODY_KEY: body,
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": True,
-            "wsgi.run_once": False,
-        }
-        content_type = headers.get("content-type")
-        if content_type is not None:
-            environ["CONTENT_TYPE"] = content_type
-        for key, value in headers.items():
-            if key in _SKIP_HEADERS:
-                continue
-            name = "HTTP_" + key.upper().replace("-", "_")
-            environ[name] = environ[name] + "," + value if name in environ else value
-        return environ
-
-    def _timed_call(self, request: Callable[[], tuple]) -> tuple[int, list[tuple[str, str]], bytes]:
-        """Answer an admitted inference request (the views directly, or Flask for a path they
-        do not route), timed for the inline decision."""
+    def _timed_call(self, call: Callable[[], Any]):
+        """Answer an admitted inference request, timed for the inline decision."""
         t0 = time.perf_counter()
         try:
-            return request()
+            return call()
         finally:
             took = time.perf_counter() - t0
             ewma = self.service_s
@@ -381,29 +322,9 @@ class Front:
                 elif not self.inline and self.service_s < INLINE_BELOW_S:
                     self.inline = True
 
-    def _call(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
-        started: list[Any] = []
 
-        def start_response(status, headers, exc_info=None):
-            started[:] = [status, headers]
-            return _no_write
-
-        result = self.app(environ, start_response)
-        try:
-            body = b"".join(result)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-        status_line, headers = started
-        status = _STATUS_CACHE.get(status_line)
-        if status is None:
-            status = _STATUS_CACHE.setdefault(status_line, int(status_line[:3]))
-        return status, [(k, v) for k, v in headers if k.lower() != "content-length"], body
-
-
-def _no_write(data: bytes) -> None:  # pragma: no cover - Flask never calls write()
-    raise RuntimeError("write() is not supported; return the body")
+def _call(call: Callable[[], Any]):
+    return call()
 
 
 def load_front(config: dict[str, Any] | None = None) -> Front:

@@ -16,7 +16,7 @@ from ..tokenizer import DEFAULT_MAX_CHARS
 from . import text
 from .model import ModelInfo
 from .text import Texts
-from .validation import ApiError, array_from_json, check_finite, is_shape, v2_array
+from .validation import ApiError, array_from_json, check_finite, check_v2_shape, v2_array
 
 BINARY_HEADER = "Inference-Header-Content-Length"
 PLATFORM = "onnx_onnxv1"
@@ -210,7 +210,7 @@ def parse_v2(payload: Any, binary: bytes, info: ModelInfo, *, max_batch: int = 1
         if chunk is None:
             feeds[name] = v2_array(spec, item, V2_TO_NUMPY[want])
         else:
-            feeds[name] = _binary_array(spec.name, item.get("shape"), V2_TO_NUMPY[want], chunk)
+            feeds[name] = _binary_array(spec, item.get("shape"), V2_TO_NUMPY[want], chunk)
     if offset != len(binary):
         raise ApiError(400, f"{len(binary) - offset} bytes of binary data left over; expected the "
                             "sum of the inputs' binary_data_size")
@@ -238,9 +238,9 @@ def _binary_chunk(name: str, item: dict, binary: bytes, offset: int) -> tuple[by
     return chunk, offset + size
 
 
-def _binary_array(name: str, shape: Any, dtype: np.dtype, chunk: bytes) -> np.ndarray:
-    if not is_shape(shape):
-        raise ApiError(400, f"input '{name}': 'shape' must be a list of non-negative integers")
+def _binary_array(spec, shape: Any, dtype: np.dtype, chunk: bytes) -> np.ndarray:
+    name = spec.name
+    shape = check_v2_shape(spec, shape)
     need = math.prod(shape) * dtype.itemsize
     if len(chunk) != need:
         raise ApiError(400, f"input '{name}': {len(chunk)} bytes of binary data but shape {shape} "

@@ -4,9 +4,10 @@ Choices (measured on 2 shared cores, digits-cnn, one sample a request; docs/serv
 the runs and the alternatives tried):
 - granian's RSGI interface with ``serve.front.Front`` as the application: HTTP is parsed in Rust
   (headers with a deadline), bodies are buffered in the worker's event loop with a cap and a
-  deadline, and only then does a request take an inference slot; the Flask app runs unchanged
-  in bounded thread pools. Admission (``--max-inflight``) is a counter in ``serve.front``: no
-  server internals.
+  deadline, and only then does a request take an inference slot; the one request path
+  (``serve.service``) answers it in bounded thread pools, without Flask. Admission
+  (``--max-inflight``) is a counter (``service.Admission``): no server internals. ``--dev``
+  runs the Flask app (``serve.app.create_app``), whose blueprints call the same path.
 - one worker per core and one ORT intra-op thread per worker by default: small models are
   dominated by HTTP and JSON work, which only more processes parallelize; the budget keeps
   workers x ORT threads <= the CPUs this process may use.

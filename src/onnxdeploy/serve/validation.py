@@ -27,6 +27,9 @@ INPUT_OVERHEAD_BYTES = 1024
 MIN_BODY_BYTES = 64 * 1024
 #: the cap when the signature cannot bound a request (a dynamic non-batch dim, unknown rank)
 FALLBACK_BODY_BYTES = 8 * 2**20
+#: the most values a v2 shape may describe (numpy refuses shapes past ~2**63 bytes, even empty
+#: ones; no body a server takes comes near this)
+MAX_TENSOR_VALUES = 2**31 - 1
 
 
 class ApiError(Exception):
@@ -145,21 +148,27 @@ def _describe(dtype: np.dtype) -> str:
 
 def check_shape(spec: TensorSpec, arr: np.ndarray) -> None:
     """Rank and fixed dims must match; dynamic dims take any size (the batch axis at least 1)."""
+    check_dims(spec, arr.shape)
+
+
+def check_dims(spec: TensorSpec, shape) -> None:
+    """``check_shape`` on a shape alone (before any array is made of it)."""
     if spec.shape is None:
         return
-    if arr.ndim != len(spec.shape):
+    got = [int(d) for d in shape]
+    if len(got) != len(spec.shape):
         raise ApiError(
-            400, f"input '{spec.name}': got shape {list(arr.shape)} (rank {arr.ndim}); "
+            400, f"input '{spec.name}': got shape {got} (rank {len(got)}); "
             f"expected {fmt_shape(spec.shape)} (rank {len(spec.shape)})"
         )
-    for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
+    for axis, (want, size) in enumerate(zip(spec.shape, got)):
         if is_fixed_dim(want):
-            if int(want) != got:
+            if int(want) != size:
                 raise ApiError(
-                    400, f"input '{spec.name}': got shape {list(arr.shape)}; expected "
+                    400, f"input '{spec.name}': got shape {got}; expected "
                     f"{fmt_shape(spec.shape)} (axis {axis} must be {want})"
                 )
-        elif axis == spec.batch_axis and got < 1:
+        elif axis == spec.batch_axis and size < 1:
             raise ApiError(
                 400, f"input '{spec.name}': batch axis {axis} is empty; expected at least 1 row"
             )
@@ -199,6 +208,20 @@ def check_feeds(sig: Signature, feeds: Mapping[str, np.ndarray], *, max_batch: i
     return batch
 
 
+def check_v2_shape(spec: TensorSpec, shape: Any) -> list[int]:
+    """A v2 ``shape`` the input can take, checked before any array is made of it: non-negative
+    integers, the input's rank and fixed dims, and a number of values an array can hold (a
+    shape like ``[0, 2**63 - 1]`` describes no data, yet no array can have it)."""
+    if not is_shape(shape):
+        raise ApiError(400, f"input '{spec.name}': 'shape' must be a list of non-negative integers")
+    check_dims(spec, shape)
+    values = math.prod(d for d in shape if d)
+    if values > MAX_TENSOR_VALUES or any(d > MAX_TENSOR_VALUES for d in shape):
+        raise ApiError(400, f"input '{spec.name}': shape {shape} is too large; expected at most "
+                            f"{MAX_TENSOR_VALUES} values along its non-empty axes")
+    return shape
+
+
 def is_shape(shape: Any) -> bool:
     """A v2 shape: a list of non-negative ints (booleans are not ints here)."""
     return isinstance(shape, list) and all(
@@ -207,9 +230,7 @@ def is_shape(shape: Any) -> bool:
 
 def v2_array(spec: TensorSpec, item: Mapping[str, Any], datatype_dtype: np.dtype) -> np.ndarray:
     """A v2 JSON input (``shape`` + flat or nested ``data``) as an array, shape checked against data."""
-    shape = item.get("shape")
-    if not is_shape(shape):
-        raise ApiError(400, f"input '{spec.name}': 'shape' must be a list of non-negative integers")
+    shape = check_v2_shape(spec, item.get("shape"))
     if "data" not in item:
         raise ApiError(400, f"input '{spec.name}': no 'data'; expected 'data' or binary_data_size")
     flat = array_from_json(

@@ -1,45 +1,33 @@
-"""The inference views, as plain functions of a request's headers and body.
+"""The views: plain functions of a ``Request`` that return a ``Reply`` (status, headers, bytes).
 
-``/predict`` and the v2 ``infer`` route are written once, here, and reached two ways:
-
-- **through Flask**: the app's routes (``serve.app``) call ``Inference.predict`` and
-  ``Inference.v2_infer``; Flask's hooks check the API key and count the request, and its error
-  handlers answer what they raise. This is the path under ``--dev`` and the test client.
-- **directly from the granian front** (``Inference.direct``): the front has already parsed the
-  request, capped and buffered the body and admitted it, so what Flask would add per request
-  (a request context, URL matching, hooks, a ``Response`` object) is pure cost. Measured in
-  process on digits-cnn: ~360 us a request through Flask, ~160 us here, the model included
-  (docs/serve.md). ``direct`` does what the Flask path does around the view, in the same order:
-  API key, admission gauge, the view, the error answer, the request counter and timer.
-
-Everything a view raises is an ``ApiError`` or a ``DataError``; ``error_reply`` turns either into
-the JSON answer both paths give.
+Each answers one route of ``serve.routes.ROUTES`` (``Route.view`` names the method) and knows
+nothing about the server that parsed the request: the API key, admission, the error answer and
+the metrics are ``serve.service``'s, around every view alike. A view refuses by raising an
+``ApiError`` (or a ``DataError`` about the input); ``error_reply`` turns either into the JSON
+answer.
 """
 
 from __future__ import annotations
 
-import hmac
-import logging
-import re
-import time
-from collections.abc import Callable
+import mimetypes
+from pathlib import Path
 from typing import Any, NamedTuple
 
+from .. import __version__
 from ..errors import DataError, TextTooLongError
 from . import protocols, text
 from .batching import Executor
+from .docs import PAGE
 from .model import ModelInfo, SessionHolder
+from .openapi import openapi_spec
+from .routes import Request
 from .text import Texts
 from .validation import ApiError, check_feeds
 
-log = logging.getLogger("onnxdeploy.serve")
-
 JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
-#: the request headers ``direct`` reads, lower-case
-HEADERS = ("authorization", "content-type", protocols.BINARY_HEADER.lower())
-#: the two v2 infer routes as Flask declares them (``<name>`` matches one path segment)
-_V2_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+RETRY_AFTER_S = "1"
+_BINARY_HEADER = protocols.BINARY_HEADER.lower()
 
 
 class Reply(NamedTuple):
@@ -51,6 +39,7 @@ class Reply(NamedTuple):
 
 
 def json_reply(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
+    """``obj`` as JSON with its status and extra headers."""
     out = [("Content-Type", JSON_TYPE)]
     if headers:
         out.extend(headers.items())
@@ -72,54 +61,46 @@ def mimetype(content_type: str | None) -> str:
 
 
 def check_json(content_type: str | None) -> None:
+    """A 415 unless the body is declared JSON (or not declared at all)."""
     mime = mimetype(content_type)
     if mime and mime != JSON_TYPE and not mime.endswith("+json"):
         raise ApiError(415, f"Content-Type {mime!r}; expected application/json")
 
 
-class Inference:
-    """The inference views of one served model, and the API key check they share."""
+def not_found_error(request: Request) -> ApiError:
+    return ApiError(404, f"no such endpoint {request.method} {request.path}; "
+                         "see GET /openapi.json")
+
+
+class Views:
+    """The views of one served model."""
 
     def __init__(self, info: ModelInfo, holder: SessionHolder, executor: Executor, metrics, *,
-                 max_batch: int, max_chars: int, api_key: str | None):
+                 max_batch: int, max_chars: int, docs_root: Path | None = None):
         self.info, self.holder, self.executor, self.metrics = info, holder, executor, metrics
         self.max_batch, self.max_chars = max_batch, max_chars
-        self.api_key = api_key.encode() if api_key else None
-        self._counters: dict[tuple[str, int], Any] = {}  # labelled children, made once
-        self._timers = {name: metrics.request_seconds.labels(name)
-                        for name in ("predict", "v2_infer")}
+        self.docs_root = docs_root.resolve() if docs_root is not None else None
+        self._openapi: bytes | None = None
 
-    # ------------------------------------------------------------------ checks
+    # ------------------------------------------------------------------ inference
 
-    def check_key(self, authorization: str | None) -> None:
-        """401 unless ``Authorization: Bearer <key>`` carries the key (when one is set)."""
-        if self.api_key is None:
-            return
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                                 self.api_key):
-            raise ApiError(401, "missing or wrong API key; expected 'Authorization: Bearer <key>'",
-                           {"WWW-Authenticate": "Bearer"})
-
-    # ------------------------------------------------------------------ the views
-
-    def predict(self, content_type: str | None, body: bytes) -> Reply:
+    def predict(self, request: Request) -> Reply:
         """``POST /predict``."""
-        check_json(content_type)
-        payload = protocols.loads(body)
+        check_json(request.header("content-type"))
+        payload = protocols.loads(request.body)
         feeds = protocols.parse_predict(payload, self.info, max_batch=self.max_batch,
                                         max_chars=self.max_chars)
         del payload  # the nested lists can be several times the body: free them before running
         return json_reply(protocols.predict_response(self.info, self.run(feeds)))
 
-    def v2_infer(self, name: str, version: str | None, content_type: str | None,
-                 binary_length: str | None, body: bytes) -> Reply:
+    def v2_infer(self, request: Request, name: str, version: str | None = None) -> Reply:
         """``POST /v2/models/{name}[/versions/{version}]/infer``, JSON or binary extension."""
         protocols.check_name(name, self.info)
         protocols.check_version(version)
+        binary_length = request.header(_BINARY_HEADER)
         if binary_length is None:
-            check_json(content_type)
-        payload, binary = protocols.split_binary(body, binary_length)
+            check_json(request.header("content-type"))
+        payload, binary = protocols.split_binary(request.body, binary_length)
         feeds, options = protocols.parse_v2(payload, binary, self.info, max_batch=self.max_batch,
                                             max_chars=self.max_chars)
         del payload
@@ -134,45 +115,76 @@ class Inference:
         rows = check_feeds(self.info.signature, feeds, max_batch=self.max_batch)
         return self.executor.infer(feeds, rows)
 
-    # ------------------------------------------------------------------ the front's path
+    # ------------------------------------------------------------------ Open Inference Protocol
 
-    def route(self, endpoint: str, path: str) -> tuple[str | None, ...] | None:
-        """The view arguments of an inference path: ``()`` for ``/predict``, ``(name, version)``
-        for a v2 infer route; None for a path only Flask can answer (its 404)."""
-        if endpoint == "predict":
-            return ()
-        match = _V2_INFER.fullmatch(path)
-        return None if match is None else match.groups()
+    def live(self, request: Request) -> Reply:
+        return json_reply({"live": True})
 
-    def direct(self, endpoint: str, args: tuple[str | None, ...], path: str,
-               header: Callable[[str], str | None], body: bytes) -> Reply:
-        """Answer an admitted inference request without Flask.
+    def ready(self, request: Request) -> Reply:
+        if self.holder.ready:
+            return json_reply({"ready": True})
+        return json_reply({"ready": False, "error": "model session not created yet"}, 503,
+                          {"Retry-After": RETRY_AFTER_S})
 
-        ``args`` from ``route``; ``header(name)`` reads a request header by its lower-case name
-        (one of ``HEADERS``).
-        """
-        t0 = time.perf_counter()
-        gauge = self.metrics.inflight
-        gauge.inc()
-        try:
-            self.check_key(header("authorization"))
-            if not args:
-                reply = self.predict(header("content-type"), body)
-            else:
-                reply = self.v2_infer(args[0], args[1], header("content-type"), header(HEADERS[2]),
-                                      body)
-        except (ApiError, DataError) as exc:
-            reply = error_reply(exc)
-        except Exception as exc:  # a bug: the traceback to the log, a bare 500 to the client
-            log.exception("unhandled error in POST %s", path)
-            reply = error_reply(exc)
-        finally:
-            gauge.dec()
-        key = (endpoint, reply.status)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self.metrics.requests.labels(endpoint,
-                                                                         str(reply.status))
-        counter.inc()
-        self._timers[endpoint].observe(time.perf_counter() - t0)
-        return reply
+    def server_metadata(self, request: Request) -> Reply:
+        return json_reply({"name": "onnxdeploy", "version": __version__,
+                           "extensions": ["binary_tensor_data"]})
+
+    def model_metadata(self, request: Request, name: str, version: str | None = None) -> Reply:
+        protocols.check_name(name, self.info)
+        protocols.check_version(version)
+        return json_reply(protocols.model_metadata(self.info, max_chars=self.max_chars))
+
+    def model_ready(self, request: Request, name: str, version: str | None = None) -> Reply:
+        protocols.check_name(name, self.info)
+        protocols.check_version(version)
+        return json_reply({"name": self.info.name, "ready": self.holder.ready},
+                          200 if self.holder.ready else 503)
+
+    # ------------------------------------------------------------------ operations
+
+    def metrics_text(self, request: Request) -> Reply:
+        body, content_type = self.metrics.render()
+        return Reply(200, [("Content-Type", content_type)], body)
+
+    def openapi(self, request: Request) -> Reply:
+        if self._openapi is None:  # the model does not change while it is served
+            self._openapi = protocols.dumps(openapi_spec(self.info, max_batch=self.max_batch,
+                                                         max_chars=self.max_chars))
+        return Reply(200, [("Content-Type", JSON_TYPE)], self._openapi)
+
+    def docs_page(self, request: Request) -> Reply:
+        return Reply(200, [("Content-Type", "text/html; charset=utf-8")], PAGE.encode())
+
+    def docs_static(self, request: Request, filename: str) -> Reply:
+        """A Swagger UI asset from the installed package (never a file outside it)."""
+        root = self.docs_root
+        parts = filename.split("/")
+        if root is None or any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
+            raise not_found_error(request)
+        path = root.joinpath(*parts).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise not_found_error(request)
+        stat = path.stat()
+        etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+        kind = mimetypes.guess_type(path.name)[0] or BINARY_TYPE
+        if kind.startswith("text/"):
+            kind += "; charset=utf-8"
+        headers = [("Content-Type", kind), ("Cache-Control", "no-cache"), ("ETag", etag)]
+        if request.header("if-none-match") == etag:
+            return Reply(304, headers[1:], b"")
+        return Reply(200, headers, path.read_bytes())
+
+    # ------------------------------------------------------------------ the router's own answers
+
+    def not_found(self, request: Request) -> Reply:
+        raise not_found_error(request)
+
+    def not_allowed(self, request: Request, allowed: tuple[str, ...]) -> Reply:
+        expected = ", ".join(m for m in allowed if m not in ("HEAD", "OPTIONS"))
+        raise ApiError(405, f"method {request.method} not allowed on {request.path}; expected "
+                            f"{expected}", {"Allow": ", ".join(allowed)})
+
+    def options(self, request: Request, allowed: tuple[str, ...]) -> Reply:
+        return Reply(200, [("Content-Type", "text/plain; charset=utf-8"),
+                           ("Allow", ", ".join(allowed))], b"")

@@ -1,0 +1,210 @@
+"""The one request path: every request, through either server, is answered here.
+
+Two servers hand requests in:
+
+- **the granian front** (``serve.front``): it parses HTTP in Rust, buffers the body with a cap
+  and a deadline, finds the route (``Router.match``), takes an admission slot for inference
+  before queueing the request, and calls ``Service.answer`` in one of its lanes (or inline).
+  No Flask request machinery: measured in process on digits-cnn, a request cost ~360 us through
+  Flask and ~160 us called directly, the model included (docs/serve.md).
+- **Flask** (``serve.app.create_app``: ``--dev``, the test client, any WSGI server): thin
+  blueprints registered from the same route table read the body and call ``Service.handle``,
+  which takes the admission slot itself.
+
+What happens to a request is written once, here, in this order: the URL path is checked (bytes
+that are not UTF-8 are a 400), the API key (unless the route is public), the in-flight gauge
+around inference, the view (``serve.views``), the JSON error answer for what it raised (a bug:
+the traceback to the log, a bare 500 to the client), then the request counter by endpoint and
+status and the latency histogram. Refusals made before a view can run (a body over the cap,
+too slow, malformed; a full worker) go through ``refuse`` and are counted the same way.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import DataError
+from ..tokenizer import DEFAULT_MAX_CHARS
+from .batching import Executor
+from .docs import assets_dir
+from .metrics import Metrics
+from .model import SessionHolder, read_model_info
+from .routes import BAD_PATH_CHAR, DOCS_BLUEPRINT, ROUTES, WORK, Match, Request, Router
+from .validation import ApiError, body_limit
+from .views import RETRY_AFTER_S, Reply, Views, error_reply
+
+log = logging.getLogger("onnxdeploy.serve")
+
+DEFAULTS: dict[str, Any] = {
+    "MODEL_PATH": None,
+    "MODEL_NAME": None,
+    "ORT_THREADS": None,
+    "MAX_INFLIGHT": 64,
+    "MAX_BATCH": 1024,
+    "MAX_BODY_BYTES": None,
+    "MAX_BATCH_SIZE": 0,
+    "BATCH_TIMEOUT_MS": 2.0,
+    "API_KEY": None,
+    "LOAD_ON_START": False,
+    "MAX_TEXT_CHARS": DEFAULT_MAX_CHARS,
+}
+
+
+class Admission:
+    """At most ``limit`` requests in flight (queued or running) per worker; the rest are shed.
+
+    Shedding at once (503 + Retry-After) rather than queueing without bound keeps the latency of
+    what is accepted. The front takes a slot in its event loop before a request is queued for a
+    thread; ``Service.handle`` takes one around the view under any other server.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.count = 0
+        self._lock = threading.Lock()
+
+    @property
+    def full(self) -> bool:
+        return self.count >= self.limit
+
+    def enter(self) -> bool:
+        """Take a slot; False when none is free."""
+        with self._lock:
+            if self.count >= self.limit:
+                return False
+            self.count += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.count -= 1
+
+    def busy(self) -> ApiError:
+        """The refusal of a request that found every slot taken."""
+        return ApiError(503, f"server busy: {self.limit} requests in flight in this worker; "
+                             "retry later", {"Retry-After": RETRY_AFTER_S})
+
+
+class Service:
+    """A served model's request path: routes, checks, views, errors and metrics."""
+
+    def __init__(self, config: dict[str, Any]):
+        """``config`` keys (defaults in ``DEFAULTS``): ``MODEL_PATH`` (required, the .onnx
+        file), ``MODEL_NAME`` (default: the file's stem), ``ORT_THREADS`` (intra-op threads per
+        process, default: the CPUs this process may use), ``MAX_INFLIGHT`` (inference requests
+        handled at once per process; more get 503 + Retry-After), ``MAX_BATCH`` (rows per
+        request), ``MAX_BODY_BYTES`` (413 above it; default: derived from the signature and
+        ``MAX_BATCH``, see ``validation.body_limit``), ``MAX_BATCH_SIZE`` (dynamic batching:
+        rows per merged run, 0 = off), ``BATCH_TIMEOUT_MS`` (longest wait for a batch to fill),
+        ``API_KEY`` (require ``Authorization: Bearer <key>`` except on public routes: liveness
+        and the docs page), ``MAX_TEXT_CHARS`` (a text model: longer texts get 413).
+        ``LOAD_ON_START`` is the app factory's (the front loads the session in each worker).
+        """
+        from ..runtimes import default_threads
+
+        cfg = {**DEFAULTS, **config}
+        if not cfg["MODEL_PATH"]:
+            raise ValueError("the server needs config['MODEL_PATH']")
+        self.info = info = read_model_info(cfg["MODEL_PATH"], cfg["MODEL_NAME"])
+        max_batch, max_chars = int(cfg["MAX_BATCH"]), int(cfg["MAX_TEXT_CHARS"])
+        self.max_body = int(cfg["MAX_BODY_BYTES"] or body_limit(info.signature, max_batch))
+        cfg["MAX_BODY_BYTES"] = self.max_body
+        self.config = cfg
+        self.holder = SessionHolder(info, ort_threads=int(cfg["ORT_THREADS"] or default_threads()),
+                                    max_chars=max_chars)
+        self.metrics = Metrics(batching=int(cfg["MAX_BATCH_SIZE"]) > 1)
+        self.executor = Executor(self.holder, self.metrics,
+                                 max_batch_size=int(cfg["MAX_BATCH_SIZE"]),
+                                 timeout_ms=float(cfg["BATCH_TIMEOUT_MS"]))
+        self.admission = Admission(int(cfg["MAX_INFLIGHT"]))
+        self.api_key = cfg["API_KEY"].encode() if cfg["API_KEY"] else None
+        docs = assets_dir()
+        if docs is None:
+            log.warning("swagger-ui-py is not installed: /docs is off (install onnxdeploy[serve])")
+        self.routes = tuple(r for r in ROUTES if docs is not None or r.blueprint != DOCS_BLUEPRINT)
+        self.router = Router(self.routes)
+        self.views = Views(info, self.holder, self.executor, self.metrics, max_batch=max_batch,
+                           max_chars=max_chars, docs_root=docs)
+        self._counters: dict[tuple[str, int], Any] = {}  # labelled children, made once
+        self._timers: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ the path
+
+    def handle(self, match: Match, request: Request) -> Reply:
+        """Answer a request, taking an admission slot for inference (any server but the front,
+        which takes its slot before queueing and calls ``answer``)."""
+        if match.route.lane != WORK:
+            return self.answer(match, request)
+        if not self.admission.enter():
+            return self.refuse(match.route.endpoint, self.admission.busy())
+        try:
+            return self.answer(match, request)
+        finally:
+            self.admission.leave()
+
+    def answer(self, match: Match, request: Request) -> Reply:
+        """Check, run the view, turn what it raised into JSON, count and time the request."""
+        t0 = time.perf_counter()
+        route = match.route
+        try:
+            if BAD_PATH_CHAR in request.path:
+                raise ApiError(400, "the URL path is not valid UTF-8 once percent-decoded; "
+                                    "expected UTF-8 (percent-encoded) names")
+            if not route.public:
+                self.check_key(request.header("authorization"))
+            view: Callable[..., Reply] = getattr(self.views, route.view)
+            if route.lane == WORK:
+                gauge = self.metrics.inflight
+                gauge.inc()
+                try:
+                    reply = view(request, **match.args)
+                finally:
+                    gauge.dec()
+            else:
+                reply = view(request, **match.args)
+        except (ApiError, DataError) as exc:
+            reply = error_reply(exc)
+        except Exception as exc:  # a bug: the traceback to the log, a bare 500 to the client
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            reply = error_reply(exc)
+        if request.method == "HEAD":
+            reply = reply._replace(body=b"")
+        self._count(route.endpoint, reply.status, t0)
+        return reply
+
+    def refuse(self, endpoint: str, exc: Exception) -> Reply:
+        """A refusal made before any view could run, answered and counted like the rest."""
+        reply = error_reply(exc)
+        self._count(endpoint, reply.status, None)
+        return reply
+
+    def check_key(self, authorization: str | None) -> None:
+        """401 unless ``Authorization: Bearer <key>`` carries the key (when one is set)."""
+        if self.api_key is None:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
+                                                                 self.api_key):
+            raise ApiError(401, "missing or wrong API key; expected 'Authorization: Bearer <key>'",
+                           {"WWW-Authenticate": "Bearer"})
+
+    def _count(self, endpoint: str, status: int, t0: float | None) -> None:
+        try:
+            key = (endpoint, status)
+            counter = self._counters.get(key)
+            if counter is None:
+                counter = self._counters[key] = self.metrics.requests.labels(endpoint, str(status))
+            counter.inc()
+            if t0 is not None:
+                timer = self._timers.get(endpoint)
+                if timer is None:
+                    timer = self._timers[endpoint] = self.metrics.request_seconds.labels(endpoint)
+                timer.observe(time.perf_counter() - t0)
+        except Exception:  # pragma: no cover - metrics must never break an answer
+            log.exception("could not count a request")
+
