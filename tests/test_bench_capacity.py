@@ -87,9 +87,9 @@ def test_search_finds_the_crossing_within_its_precision(server, tmp_path):
     assert d["mode"] == "slo" and d["slo"]["precision"] == 0.1 and d["slo"]["min_queries"] == 300
     missed = [r for r in cap["runs"] if not r["passed"]]
     assert missed and all(r["rate"] > cap["rps"] for r in missed)
-    # a run past the bound stops early instead of sending all its queries
-    assert any(r["early_stop"] and r["requests"] + sum(r["errors"].values()) < r["scheduled"] + 1
-               and r["scheduled"] < 300 for r in missed)
+    # a run that stopped early sent no more than it had scheduled (that a probe past the bound
+    # does stop early is asserted where it cannot depend on timing: the always-slow server below)
+    assert all(r["requests"] + sum(r["errors"].values()) <= r["scheduled"] for r in missed if r["early_stop"])
     assert d["environment"]["cores"] >= 1 and d["failure"] is None
     assert (out / "latency_vs_rate.png").read_bytes()[:4] == b"\x89PNG"
     assert "Capacity at **p99 ≤ 100 ms**" in (out / "report.md").read_text()
@@ -246,24 +246,25 @@ def test_workers_from_elsewhere_join_the_master_with_the_written_locustfile(serv
 def _judge_bench(a: str, b: str, *extra: str) -> dict:
     res = CliRunner().invoke(cli, [
         "bench", "--url", a, "--url", b, "--name", "a", "--name", "b", "--concurrency", "4",
-        "--requests", "160", "--repeats", "3", "--warmup", "8", "--no-accuracy", "--data", "random",
+        "--requests", "200", "--repeats", "3", "--warmup", "8", "--no-accuracy", "--data", "random",
         "--json", *extra])
     assert res.exit_code == 0, res.output
     return json.loads(res.stdout)
 
 
 def test_http_judge_controls(server):
-    """Deterministic servers: an A/A pair is equal, 5 ms against 10 ms is faster (by about 2x, a
-    margin no busy machine closes), and a server that stalls in every other run is undecided,
-    with the verdict resting on size and quality and saying so (exit 0: not a failed check)."""
-    fast, fast2, slow = server("slow", 0.005), server("slow", 0.005), server("slow", 0.010)
+    """Deterministic servers: an A/A pair is equal, 10 ms against 20 ms is faster (by about 2x, a
+    margin no busy machine closes: the servers sleep, so a busy CPU adds little), and a server
+    that stalls in every other run is undecided, with the verdict resting on size and quality and
+    saying so (exit 0: not a failed check)."""
+    fast, fast2, slow = server("slow", 0.010), server("slow", 0.010), server("slow", 0.020)
     aa = _judge_bench(fast, fast2)["verdict"]
     assert aa["speed"] == "equal" and aa["ship"] == "a" and aa["rested_on"] == "simplicity", aa["text"]
     assert "undecided" not in aa["text"]
     v = _judge_bench(slow, fast)["verdict"]
     assert v["speed"] == "faster" and v["ship"] == "b" and v["rested_on"] == "speed", v["text"]
     assert 1.5 < v["speedup"]["rps"] < 2.5 and v["text"].startswith("Ship b: ")
-    stall = server("stall", 0.6)
+    stall = server("stall", 1.0)
     d = _judge_bench(fast, stall, "--rank-budget", "3")
     u = d["verdict"]
     assert u["speed"] == "undecided" and u["rested_on"] == "size and quality", u["text"]

@@ -151,9 +151,10 @@ def repeat_while_undecided(options, engine, targets, say, live: Live, top_c: int
             return [r.latency_ms.get("p99") for r in mine] if open_loop else [r.rps for r in mine]
 
         base = values(targets[0].name)
+        # only a spread too wide to rank earns more repeats; too few repeats is what was asked for
         undecided = [t for t in targets[1:]
-                     if judge_http.compare(base, values(t.name), higher_is_better=not open_loop).word
-                     == judge_http.UNDECIDED]
+                     if (s := judge_http.compare(base, values(t.name), higher_is_better=not open_loop)).word
+                     == judge_http.UNDECIDED and s.repeats >= judge_http.MIN_REPEATS]
         if not undecided:
             break
         mine = [r.elapsed_s for r in runs if r.level == level]
