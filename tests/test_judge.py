@@ -151,3 +151,35 @@ def test_undecided_rests_on_size_and_quality_and_says_so():
     assert d.ship == "int8" and d.rested_on == "size and quality" and d.speed == "undecided"
     assert "undecided (spread 80%" in d.text and "rests on size and quality" in d.text
     assert "equal" not in d.text
+
+
+def test_the_demo_case_end_to_end_the_pipeline_ships_what_auto_chose():
+    """Auto's choice (static-qdq-u8s8, never slower) is served as int8 and, equal to float32 over
+    HTTP and 2.7x smaller, is what the pipeline's one verdict ships; the mixed static-qdq never is."""
+    from onnxdeploy.pipeline import decide_verdict
+
+    lat = _latency(**{"static-qdq": {"batch_1": 1.07, "batch_32": 7.0},
+                      "static-qdq-u8s8": {"batch_1": 1.0, "batch_32": 6.9}})
+    choice = choose([_cand("static-qdq"), _cand("static-qdq-u8s8")], lat, simplicity=SIMPLE)
+    named = lat.renamed({"int8": choice.name})
+
+    def result(acc):
+        return SimpleNamespace(accuracy=acc, comparison=SimpleNamespace(min_cosine=None), int8_ops=3)
+
+    m = SimpleNamespace(reference=SimpleNamespace(accuracy=0.99),
+                        results={REFERENCE: result(0.99), choice.name: result(0.99)})
+    quant = SimpleNamespace(chosen=choice.name, candidates=[
+        SimpleNamespace(name=choice.name, admissible=True, failures=[])])
+    equal = {"speed": "equal", "speedup": 1.02, "margin": 0.08, "spread": 0.1, "repeats": 3,
+             "what": "requests/s", "where": "concurrency 8"}
+    bench = SimpleNamespace(verdict={"comparisons": {"int8": equal}}, quality={})
+    report = SimpleNamespace(
+        context={"measurement": m, "names": {"float32": REFERENCE, "int8": choice.name}, "latency": named,
+                 "bench": bench, "served": ["float32", "int8"]},
+        results={"quantize": quant},
+        lineage=[{"name": "float32", "size_bytes": 2700}, {"name": "int8", "size_bytes": 1000}])
+    v = decide_verdict(report)
+    assert v["ship"] == "int8" and v["rested_on"] == "size" and v["speed"] == "equal"
+    assert v["text"].startswith("Ship int8 (static-qdq-u8s8): equal to float32 over HTTP")
+    assert "2.7x smaller" in v["text"] and "in process equal at batch 1, 1.4x faster at batch 32" in v["text"]
+    assert v["text"].count("Ship") == 1
