@@ -131,3 +131,150 @@ def test_nothing_outside_runtimes_imports_openvino():
             if any(n == "openvino" or n.startswith("openvino.") for n in names):
                 offenders.append(str(path.relative_to(src)))
     assert offenders == []
+
+
+# --------------------------------------------------------------------------- 2. variants
+
+
+def test_a_variant_is_file_runtime_precision(tmp_path, models, builtin_onnx):
+    from onnxdeploy.measure import Variant
+    from onnxdeploy.modelfile import (
+        META_PRECISION,
+        META_RUNTIME,
+        load_model,
+        metadata,
+        save_model,
+        write_variant,
+    )
+
+    plain = save_model(models("multi-output"), tmp_path / "m.onnx")
+    v = Variant.of("float32", plain, parent=None, produced_by={})
+    assert (v.runtime, v.precision) == ("onnxruntime", "fp32")
+    written = write_variant(plain, tmp_path / "model.bf16-openvino.onnx", runtime="openvino", precision="bf16")
+    assert metadata(load_model(written)) == {META_RUNTIME: "openvino", META_PRECISION: "bf16"}
+    d = Variant.of("bf16-openvino", written, parent="float32", produced_by={}).to_dict()
+    assert (d["runtime"], d["precision"]) == ("openvino", "bf16")
+    # an int8 file is precision int8 without being told
+    from onnxdeploy.quantize import QuantizeOptions, quantize_model
+
+    int8 = tmp_path / "m.int8.onnx"
+    quantize_model(builtin_onnx("digits-mlp"), int8, QuantizeOptions(mode="dynamic"), measure_latency=False)
+    assert Variant.of("int8", int8, parent="float32", produced_by={}).precision == "int8"
+
+
+_AVX512_BF16 = dict(vendor="AuthenticAMD", model="EPYC (test)", avx2=True, avx512=True, avx512_vnni=True,
+                    avx512_bf16=True)
+_AVX2 = dict(vendor="GenuineIntel", model="Haswell (test)", avx2=True)
+
+
+@pytest.mark.parametrize("cpu, expected", [
+    (_AVX512_BF16, ["float32-openvino", "bf16-openvino"]),
+    (_AVX2, ["float32-openvino"]),
+], ids=["avx512-vnni-bf16", "avx2"])
+def test_the_bf16_variant_is_there_only_on_cpus_with_bf16(monkeypatch, cpu, expected):
+    from onnxdeploy import environment
+    from onnxdeploy.measure import runtime_variants
+
+    monkeypatch.setattr(environment, "cpu_features", lambda: environment.CpuFeatures(**cpu))
+    assert [name for name, _, _ in runtime_variants()] == expected
+    assert all(runtime == "openvino" for _, runtime, _ in runtime_variants())
+
+
+# --------------------------------------------------------------------------- 3. the pipeline
+
+
+@pytest.fixture(scope="module")
+def measured_run(tmp_path_factory, builtin_onnx):
+    """The pipeline's steps up to compare on digits-mlp (no HTTP): one measurement of every variant."""
+    import shutil
+
+    from onnxdeploy import pipeline as P
+
+    out = tmp_path_factory.mktemp("ov-pipeline")
+    shutil.copy(builtin_onnx("digits-mlp"), out / P.FLOAT_FILE)
+    opts = P.PipelineOptions(model="digits-mlp", out=str(out))
+    report = P.PipelineReport(model=opts.model, out_dir=str(out), options=opts.to_dict())
+    report.artifacts["float"] = str(out / P.FLOAT_FILE)
+    P._variant(report, "float32", out / P.FLOAT_FILE, "pytorch:digits-mlp", {"step": "export"})
+    for step in ("optimize", "quantize_dynamic", "quantize", "compare"):
+        result, _ = P._STEP_FUNCS[step](opts, out, report, lambda info: None)
+        if result is not None:
+            report.results[step] = result
+    return out, report
+
+
+def test_the_pipeline_measures_the_float_model_on_openvino(measured_run):
+    from onnxdeploy.environment import cpu_flags
+    from onnxdeploy.modelfile import load_model, metadata
+
+    out, report = measured_run
+    expected = ["float32-openvino"] + (["bf16-openvino"] if cpu_flags()["bf16"] else [])
+    lineage = {v["name"]: v for v in report.lineage}
+    assert [v["name"] for v in report.lineage][-len(expected):] == expected
+    for name in expected:
+        v = lineage[name]
+        assert v["runtime"] == "openvino" and v["parent"] == "float32"
+        assert Path(v["path"]).name == f"model.{name}.onnx"
+        meta = metadata(load_model(v["path"], load_external_data=False))
+        assert meta["onnxdeploy.runtime"] == "openvino" and meta["onnxdeploy.precision"] == v["precision"]
+        # the precision OpenVINO reports it used, not only what was asked
+        assert v["precision_used"] == v["precision"]
+    for name in ("float32", "float32-opt", "int8-dynamic"):
+        assert lineage[name]["runtime"] == "onnxruntime"
+    assert lineage["int8"]["precision"] == "int8" and lineage["float32-opt"]["precision"] == "fp32"
+    # the one measurement times them with the rest, and judges their outputs by kind
+    latency, m = report.context["latency"], report.context["measurement"]
+    for name in expected:
+        assert set(latency.figures[name]) == set(latency.figures["float32"])
+        assert m.results[name].comparison.passed is True
+    assert m.results["float32-openvino"].comparison.top1_agreement == 1.0
+
+
+def test_openvino_variants_are_judged_but_not_served_until_serve_can(measured_run, monkeypatch):
+    from onnxdeploy import pipeline as P
+
+    _, report = measured_run
+    monkeypatch.setattr(P, "SERVED_RUNTIMES", ("onnxruntime",))
+    served = P.contenders_to_serve(report)
+    assert "float32-openvino" not in served and "bf16-openvino" not in served
+    report.context["served"] = served
+    verdict = P.decide_verdict(report)
+    considered = {c["name"]: c for c in verdict["considered"]}
+    assert considered["float32-openvino"]["served"] is False
+    assert verdict["ship"] in served
+    assert "float32-openvino was not served" in verdict["text"]
+
+
+# --------------------------------------------------------------------------- the judge's rule
+
+
+def _speed(word, speedup):
+    from onnxdeploy.judge.http import Speed
+
+    return Speed(word, speedup, 0.05, 0.02, 3, "requests/s", "concurrency 8")
+
+
+def test_a_faster_runtime_variant_that_misses_its_bound_never_ships():
+    from onnxdeploy.judge.http import same
+    from onnxdeploy.judge.ship import Contender, decide
+
+    base = Contender("float32", 4000, speed=same(3))
+    fp32 = Contender("float32-openvino", 4000, speed=_speed("faster", 1.2))
+    bf16 = Contender("bf16-openvino", 4000, speed=_speed("faster", 2.2), admissible=False,
+                     why_not="misses its quality bound (min cosine 0.97 < 0.99)")
+    d = decide([base, fp32, bf16])
+    assert d.ship == "float32-openvino" and "bf16-openvino misses its quality bound" in d.text
+
+
+def test_ties_go_to_the_simpler_ort_before_openvino():
+    from onnxdeploy.judge.http import same
+    from onnxdeploy.judge.ship import Contender, decide
+
+    base = Contender("float32", 4000, speed=same(3))
+    opt = Contender("float32-opt", 4000, speed=_speed("faster", 1.50))
+    ov_fp32 = Contender("float32-openvino", 4000, speed=_speed("faster", 1.52))
+    d = decide([base, ov_fp32, opt])
+    assert d.ship == "float32-opt" and d.rested_on == "simplicity"
+    # an equal OpenVINO variant loses to the baseline itself
+    d = decide([base, Contender("bf16-openvino", 4000, speed=_speed("equal", 1.01))])
+    assert d.ship == "float32"

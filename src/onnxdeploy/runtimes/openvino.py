@@ -136,16 +136,19 @@ class OpenVINOSession:
         if unknown or missing:
             raise ValueError(f"inputs {', '.join(unknown) or 'none'} unknown, {', '.join(missing) or 'none'} "
                              f"missing; the model takes {', '.join(self._in_ports)}")
-        values = {}
+        import openvino as ov
+
+        request = self._request()
         for arg in self._inputs:
             value = np.asarray(feeds[arg.name])
             if arg.dtype is not None and value.dtype != np.dtype(arg.dtype):
                 raise ValueError(f"input '{arg.name}' has dtype {value.dtype}; expected {np.dtype(arg.dtype)}")
             _check_shape(arg, value.shape)
-            # not np.ascontiguousarray: it makes a 0-d input 1-d
-            values[self._in_ports[arg.name]] = value if value.flags.c_contiguous else value.copy()
-        request = self._request()
-        request.infer(values)
+            if not value.flags.c_contiguous:  # not np.ascontiguousarray: it makes a 0-d input 1-d
+                value = value.copy()
+            # set_tensor on a shared buffer, then infer(): a dict to infer() cost ~0.3 ms a call
+            request.set_tensor(self._in_ports[arg.name], ov.Tensor(value, shared_memory=True))
+        request.infer()
         names = [a.name for a in self._outputs] if output_names is None else list(output_names)
         by_name = {a.name: a for a in self._outputs}
         out = []
