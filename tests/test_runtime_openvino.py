@@ -230,7 +230,19 @@ def test_the_pipeline_measures_the_float_model_on_openvino(measured_run):
     assert m.results["float32-openvino"].comparison.top1_agreement == 1.0
 
 
-def test_openvino_variants_are_judged_but_not_served_until_serve_can(measured_run, monkeypatch):
+def test_the_pipeline_may_serve_openvino_contenders(measured_run):
+    from onnxdeploy import pipeline as P
+
+    _, report = measured_run
+    assert "openvino" in P.SERVED_RUNTIMES
+    served = P.contenders_to_serve(report)
+    assert served[:2] == ["float32", "int8"] and len(served) <= P.MAX_SERVED
+    # the third slot goes to the in-process contender no other beats at every batch size,
+    # whichever runtime it runs on: which one wins depends on this CPU and its load
+    assert all(name in {v["name"] for v in report.lineage} for name in served)
+
+
+def test_a_variant_serve_cannot_run_is_judged_but_not_served(measured_run, monkeypatch):
     from onnxdeploy import pipeline as P
 
     _, report = measured_run
@@ -278,3 +290,53 @@ def test_ties_go_to_the_simpler_ort_before_openvino():
     # an equal OpenVINO variant loses to the baseline itself
     d = decide([base, Contender("bf16-openvino", 4000, speed=_speed("equal", 1.01))])
     assert d.ship == "float32"
+
+
+# --------------------------------------------------------------------------- 4. serve
+
+
+def _serve_client(path, **config):
+    from onnxdeploy.serve.app import create_app
+
+    app = create_app({"MODEL_PATH": str(path), "ORT_THREADS": 1, "MAX_BATCH": 8, "LOAD_ON_START": True,
+                      **config})
+    return app, app.test_client()
+
+
+def test_serve_runs_a_variant_on_the_runtime_its_metadata_names(tmp_path):
+    from builders import mlp_classifier, save
+
+    from onnxdeploy.modelfile import write_variant
+
+    plain = save(mlp_classifier(), tmp_path / "mlp.onnx")
+    written = write_variant(plain, tmp_path / "model.float32-openvino.onnx", runtime="openvino",
+                            precision="fp32")
+    x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+    (want,) = make_session(plain, threads=1).run(None, {"x": x})
+    answers = {}
+    for label, path, config in (("from metadata", written, {}), ("--runtime openvino", plain, {"RUNTIME": "openvino"}),
+                                ("--runtime onnxruntime", written, {"RUNTIME": "onnxruntime"})):
+        app, client = _serve_client(path, **config)
+        r = client.post("/predict", json={"inputs": x.tolist()})
+        assert r.status_code == 200, (label, r.get_json())
+        np.testing.assert_allclose(np.array(r.get_json()["outputs"]["logits"]), want, rtol=1e-5, atol=1e-5)
+        answers[label] = r.get_json()["predictions"]
+        # the bad-input contract is the runtime's too: a wrong shape is the client's 400
+        bad = client.post("/predict", json={"inputs": np.ones((2, 63)).tolist()})
+        assert bad.status_code == 400, (label, bad.get_json())
+    assert len({str(a) for a in answers.values()}) == 1
+
+
+def test_serve_refuses_an_unknown_runtime_in_metadata(tmp_path):
+    from builders import mlp_classifier, save
+
+    from onnxdeploy.errors import OptionError
+    from onnxdeploy.modelfile import write_variant
+    from onnxdeploy.serve.model import read_model_info
+
+    plain = save(mlp_classifier(), tmp_path / "mlp.onnx")
+    odd = write_variant(plain, tmp_path / "odd.onnx", runtime="tensorrt", precision="fp16")
+    with pytest.raises(OptionError, match="tensorrt"):
+        read_model_info(odd)
+    info = read_model_info(odd, runtime="openvino")
+    assert (info.runtime, info.precision) == ("openvino", None)

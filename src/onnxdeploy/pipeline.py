@@ -534,8 +534,8 @@ def _within_bounds(report: PipelineReport) -> dict[str, str]:
     return why
 
 
-#: runtimes ``serve`` can run a variant on
-SERVED_RUNTIMES = ("onnxruntime",)
+#: runtimes ``serve`` can run a variant on (it reads ``onnxdeploy.runtime`` from the file)
+SERVED_RUNTIMES = ("onnxruntime", "openvino")
 
 
 def _servable(report: PipelineReport, name: str) -> bool:

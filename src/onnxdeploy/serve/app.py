@@ -72,7 +72,7 @@ def create_app(config: dict | None = None):
     cfg = {**DEFAULTS, **(config or {})}
     if not cfg["MODEL_PATH"]:
         raise ValueError("create_app needs config['MODEL_PATH']")
-    info = read_model_info(cfg["MODEL_PATH"], cfg["MODEL_NAME"])
+    info = read_model_info(cfg["MODEL_PATH"], cfg["MODEL_NAME"], runtime=cfg.get("RUNTIME"))
     max_chars = int(cfg["MAX_TEXT_CHARS"])
     max_batch = int(cfg["MAX_BATCH"])
     holder = SessionHolder(info, ort_threads=int(cfg["ORT_THREADS"] or default_threads()),
