@@ -340,3 +340,23 @@ def test_serve_refuses_an_unknown_runtime_in_metadata(tmp_path):
         read_model_info(odd)
     info = read_model_info(odd, runtime="openvino")
     assert (info.runtime, info.precision) == ("openvino", None)
+
+
+def test_compare_measures_a_on_openvino_with_runtimes(tmp_path):
+    from builders import mlp_classifier, save
+
+    from onnxdeploy.compare import CompareOptions, compare_models
+    from onnxdeploy.environment import cpu_flags
+
+    a = save(mlp_classifier(), tmp_path / "a.onnx")
+    plain = compare_models(a, a, CompareOptions(latency_budget_s=0.2, count=64))
+    assert plain.runtimes == {}
+    report = compare_models(a, a, CompareOptions(runtimes=True, latency_budget_s=0.2, count=64))
+    expected = ["float32-openvino"] + (["bf16-openvino"] if cpu_flags()["bf16"] else [])
+    assert list(report.runtimes) == expected
+    fp32 = report.runtimes["float32-openvino"]
+    assert (fp32["runtime"], fp32["precision"], fp32["precision_used"]) == ("openvino", "fp32", "fp32")
+    assert fp32["passed"] is True and fp32["top1_agreement"] == 1.0
+    assert set(fp32["speedup"]) == set(report.latency_ms["a"])
+    assert fp32["speed"] in ("faster", "equal", "slower", "mixed", "undecided")
+    assert set(report.latency["variants"]) >= {"float32", "b", *expected}
