@@ -14,6 +14,7 @@ import yaml
 from browser import CHROMIUM, probe_page
 
 from onnxdeploy.errors import OptionError
+from onnxdeploy.measure import runtime_variants
 from onnxdeploy.pipeline import (
     FLOAT_FILE,
     INT8_FILE,
@@ -23,6 +24,8 @@ from onnxdeploy.pipeline import (
 )
 
 SHORT = ["--concurrency", "1,4", "--requests", "150", "--repeats", "1"]
+#: the float model on other runtimes the pipeline adds here (OpenVINO FP32, BF16 on BF16 CPUs)
+RUNTIME_NAMES = {name for name, _, _ in runtime_variants()}
 
 
 def _serve_processes(marker: str = "") -> set[int]:
@@ -104,7 +107,7 @@ def test_every_section_shows_the_one_latency_measurement(run_dir):
     out, _ = run_dir
     report = json.loads((out / "report.json").read_text())
     lat = report["latency"]
-    names = {"float32", "int8-dynamic", "int8", "float32-opt"}
+    names = {"float32", "int8-dynamic", "int8", "float32-opt"} | RUNTIME_NAMES
     assert set(lat["variants"]) == names
     for figs in lat["variants"].values():
         for f in figs.values():
@@ -129,13 +132,14 @@ def test_lineage_verdict_environment_sessions(run_dir):
     out, _ = run_dir
     report = json.loads((out / "report.json").read_text())
     lineage = {v["name"]: v for v in report["variants"]}
-    assert set(lineage) == {"float32", "int8-dynamic", "int8", "float32-opt"}
+    assert set(lineage) == {"float32", "int8-dynamic", "int8", "float32-opt"} | RUNTIME_NAMES
     assert lineage["float32"]["parent"] == "pytorch:digits-cnn"
     for name, v in lineage.items():
         assert v["sha256"] == hashlib.sha256(Path(v["path"]).read_bytes()).hexdigest()
         assert v["size_bytes"] == Path(v["path"]).stat().st_size
         if name != "float32":
-            assert v["parent"] == "float32" and v["produced_by"]["step"] in ("quantize", "optimize")
+            assert v["parent"] == "float32" and v["produced_by"]["step"] in ("quantize", "optimize", "runtime")
+        assert v["runtime"] == ("openvino" if name in RUNTIME_NAMES else "onnxruntime")
     assert report["verdict"]["ship"] in lineage and report["verdict"]["text"].startswith("Ship ")
     assert report["summary"]["verdict"] == report["verdict"]["text"]
     env = report["environment"]

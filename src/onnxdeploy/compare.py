@@ -21,6 +21,7 @@ from .measure import (
     Reference,
     Variant,
     build_reference,
+    runtime_variants,
 )
 from .measure.latency import REFERENCE
 from .measure.numeric import DEFAULT_MIN_COSINE, output_kinds, top1, top1_accuracy
@@ -70,6 +71,9 @@ class CompareOptions:
     batch_axes: dict[str, int | None] = field(default_factory=dict)
     int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     threads: int | None = None
+    #: also measure A on the other runtimes (``measure.runtime_variants``: OpenVINO FP32, and
+    #: BF16 on CPUs with BF16) in the same measurement; ``runtimes`` in the report
+    runtimes: bool = False
 
 
 @dataclass
@@ -95,6 +99,9 @@ class CompareReport:
     speed_text: str = ""
     latency: dict[str, Any] | None = None
     environment: dict[str, Any] = field(default_factory=dict)
+    #: A on other runtimes (``--runtimes``): name -> runtime, precision asked and used, the check
+    #: against A on ORT, speedup and speed words against A
+    runtimes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,8 +124,15 @@ def compare_models(
     variant = Variant.of(B_NAME, b, parent=REFERENCE, produced_by={"step": "compare"})
     result, session = evaluate(ref, variant, max_disagreement=opts.max_disagreement,
                                min_cosine=opts.min_cosine)
+    on_runtimes = {}
+    for name, runtime, precision in (runtime_variants() if opts.runtimes else []):
+        v = Variant.of(name, a, parent=REFERENCE, produced_by={"step": "compare"}, runtime=runtime,
+                       precision=precision)
+        on_runtimes[name] = evaluate(ref, v, max_disagreement=opts.max_disagreement,
+                                     min_cosine=opts.min_cosine)
     if latency is None:
-        latency = time_variants(ref, {B_NAME: session}, budget_s=opts.latency_budget_s)
+        latency = time_variants(ref, {B_NAME: session, **{n: s for n, (_, s) in on_runtimes.items()}},
+                                budget_s=opts.latency_budget_s)
     cmp_ = result.comparison
     acc = None
     if ref.labels is not None and ref.accuracy is not None:
@@ -137,4 +151,14 @@ def compare_models(
                              for k, s in speedup.items()),
         latency=latency.to_dict(),
         environment=environment(opts.threads),
+        runtimes={name: _on_runtime(r, latency) for name, (r, _) in on_runtimes.items()},
     )
+
+
+def _on_runtime(result, latency) -> dict[str, Any]:
+    v, cmp_ = result.variant, result.comparison
+    return {"runtime": v.runtime, "precision": v.precision, "precision_used": v.precision_used,
+            "passed": cmp_.passed, "failures": cmp_.failures, "max_abs_diff": cmp_.max_abs_diff,
+            "min_cosine": cmp_.min_cosine, "top1_agreement": cmp_.top1_agreement,
+            "latency_ms": latency.median(v.name), "speedup": latency.speedup(v.name),
+            "speed": inprocess.speed(latency, v.name)}

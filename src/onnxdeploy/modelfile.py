@@ -30,6 +30,10 @@ META_TASK = "onnxdeploy.task"
 META_LABELS = "onnxdeploy.labels"
 META_INPUT_SCALING = "onnxdeploy.input_scaling"
 META_SOURCE = "onnxdeploy.source"
+#: a written variant's runtime (``onnxruntime`` | ``openvino``) and precision (``fp32``, ``bf16``,
+#: ``fp16``, ``int8``): serve runs the file on that runtime unless ``--runtime`` says otherwise
+META_RUNTIME = "onnxdeploy.runtime"
+META_PRECISION = "onnxdeploy.precision"
 
 
 # --------------------------------------------------------------------------- loading / saving
@@ -430,6 +434,15 @@ def set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:
     for key, value in current.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
+
+
+def write_variant(src: str | os.PathLike, dst: str | os.PathLike, *, runtime: str,
+                  precision: str) -> Path:
+    """Write ``src`` to ``dst`` (the same file when they are one path) with the variant's runtime
+    and precision in its metadata; external data stays external."""
+    model = load_model(src)
+    set_metadata(model, {META_RUNTIME: runtime, META_PRECISION: precision})
+    return save_model(model, dst, external_data=bool(external_data_files(src)) or None)
 
 
 def classifier_metadata(

@@ -65,6 +65,9 @@ class PipelineOptions:
     repeats: int | None = None
     workers: int | None = None
     seed: int = 0
+    #: also measure the float model on other runtimes (OpenVINO FP32, and BF16 on CPUs with
+    #: BF16), when their extra is installed: ``model.float32-openvino.onnx`` ...
+    runtimes: bool = True
 
     def bench_plan(self) -> dict[str, Any]:
         """Concurrency levels, requests and repeats: short by default, longer with ``full``."""
@@ -292,10 +295,11 @@ def _session_counts(report: PipelineReport) -> dict[str, int]:
     return {name: counts.get(path, 0) - base.get(path, 0) for path, name in by_path.items()}
 
 
-def _variant(report: PipelineReport, name: str, path: Path, parent: str, produced_by: dict[str, Any]):
+def _variant(report: PipelineReport, name: str, path: Path, parent: str, produced_by: dict[str, Any],
+             *, runtime: str | None = None, precision: str | None = None):
     from .measure import Variant
 
-    v = Variant.of(name, path, parent=parent, produced_by=produced_by)
+    v = Variant.of(name, path, parent=parent, produced_by=produced_by, runtime=runtime, precision=precision)
     report.context.setdefault("variants", {})[name] = v
     report.lineage = [x.to_dict() for x in report.context["variants"].values()]
     return v
@@ -359,9 +363,40 @@ def _step_quantize_dynamic(options, out, report, detail):
     # no timing here: auto's measurement times this very file as its "dynamic" candidate
     result = _quantize(options, out, report, INT8_DYNAMIC_FILE, "dynamic", measure_latency=False)
     report.artifacts["int8_dynamic"] = str(out / INT8_DYNAMIC_FILE)
+    _stamp(out / INT8_DYNAMIC_FILE, "int8")
     _variant(report, "int8-dynamic", out / INT8_DYNAMIC_FILE, "float32",
              {"step": "quantize", "mode": "dynamic", "settings": result.settings})
     return result, f"{result.size_ratio:.2f}x smaller (timed with every variant in the next step)"
+
+
+def _stamp(path: Path, precision: str, runtime: str = "onnxruntime") -> None:
+    """A written variant carries its runtime and precision in its metadata (serve reads them)."""
+    from .modelfile import write_variant
+
+    write_variant(path, path, runtime=runtime, precision=precision)
+
+
+def variant_file(name: str) -> str:
+    """``model.<variant>.onnx``: where the pipeline writes a variant it adds (runtime variants)."""
+    return f"model.{name}.onnx"
+
+
+def _runtime_variants(options: PipelineOptions, out: Path, report: PipelineReport) -> list:
+    """The float model on other runtimes (OpenVINO FP32, BF16 where the CPU has it), written as
+    copies of ``model.onnx`` that carry their runtime and precision; [] without the extra."""
+    from .measure import runtime_variants
+    from .modelfile import write_variant
+
+    if not options.runtimes:
+        return []
+    made = []
+    for name, runtime, precision in runtime_variants():
+        path = write_variant(out / FLOAT_FILE, out / variant_file(name), runtime=runtime, precision=precision)
+        report.artifacts[name] = str(path)
+        made.append(_variant(report, name, path, "float32",
+                             {"step": "runtime", "runtime": runtime, "precision": precision},
+                             runtime=runtime, precision=precision))
+    return made
 
 
 def _step_quantize(options, out, report, detail):
@@ -369,20 +404,29 @@ def _step_quantize(options, out, report, detail):
 
     variants = report.context["variants"]
     extra = [variants["float32-opt"]] if "float32-opt" in variants else []
+    on_runtimes = _runtime_variants(options, out, report)
     prebuilt = {"dynamic": out / INT8_DYNAMIC_FILE} if "int8-dynamic" in variants else {}
-    result = _quantize(options, out, report, INT8_FILE, "auto", prebuilt=prebuilt, extra=extra)
+    result = _quantize(options, out, report, INT8_FILE, "auto", prebuilt=prebuilt,
+                       extra=extra + on_runtimes)
     if result.output is None:
         raise VerificationError(result.reason)
     report.artifacts["int8"] = str(out / INT8_FILE)
     m = result.measurement
     chosen = result.chosen
+    _stamp(out / INT8_FILE, "int8" if chosen != "float32" else "fp32")
     _variant(report, "int8", out / INT8_FILE, "float32",
              {"step": "quantize", "mode": "auto", "chosen": chosen, "settings": result.settings})
+    # the lineage lists the runtime variants after the int8 ones
+    for v in on_runtimes:
+        report.context["variants"][v.name] = report.context["variants"].pop(v.name)
+    report.lineage = [x.to_dict() for x in report.context["variants"].values()]
     names = {"float32": REFERENCE, "int8": chosen}
     if prebuilt:
         names["int8-dynamic"] = "dynamic"
     if extra:
         names["float32-opt"] = "float32-opt"
+    for v in on_runtimes:
+        names[v.name] = v.name
     names = {k: v for k, v in names.items() if v in m.results}
     report.context["measurement"] = m
     report.context["names"] = names
@@ -431,6 +475,7 @@ def _step_optimize(options, out, report, detail):
             f"{out / OPT_FILE} kept for inspection"
         )
     report.artifacts["optimized"] = str(out / OPT_FILE)
+    _stamp(out / OPT_FILE, "fp32")
     _variant(report, "float32-opt", out / OPT_FILE, "float32",
              {"step": "optimize", "passes": [p["name"] for p in d["passes"]], "ort_level": d["ort_level"]})
     before = sum(d["op_counts"]["before"].values())
@@ -475,6 +520,11 @@ def _within_bounds(report: PipelineReport) -> dict[str, str]:
             if not ok:
                 why[name] = "misses its quality bound (" + ("; ".join(c.failures) if c and c.failures
                                                             else "accuracy, agreement or min cosine") + ")"
+        elif name not in why and (result := m.results.get(key)) is not None and result.comparison is not None \
+                and result.comparison.passed is False:
+            # a runtime variant (float32-openvino, bf16-openvino): judged by output kind like int8
+            why[name] = "misses its quality bound (" + ("; ".join(result.comparison.failures)
+                                                        or "accuracy, agreement or min cosine") + ")"
         why.setdefault(name, "")
     bench = report.context.get("bench")
     for name, q in ((bench.quality or {}) if bench is not None else {}).items():
@@ -482,6 +532,15 @@ def _within_bounds(report: PipelineReport) -> dict[str, str]:
         if q and q.get("passed") is False:
             why[name] = f"misses its quality bound served (min cosine {q.get('min_cosine'):.4f})"
     return why
+
+
+#: runtimes ``serve`` can run a variant on (it reads ``onnxdeploy.runtime`` from the file)
+SERVED_RUNTIMES = ("onnxruntime", "openvino")
+
+
+def _servable(report: PipelineReport, name: str) -> bool:
+    v = report.context.get("variants", {}).get(name)
+    return v is None or v.runtime in SERVED_RUNTIMES
 
 
 def contenders_to_serve(report: PipelineReport) -> list[str]:
@@ -494,7 +553,7 @@ def contenders_to_serve(report: PipelineReport) -> list[str]:
 
     latency, names = report.context["latency"], report.context["names"]
     why = _within_bounds(report)
-    pool = [n for n in names if not why.get(n)]
+    pool = [n for n in names if not why.get(n) and _servable(report, n)]
     front = [n for n in pool if not any(inprocess.dominates(latency, o, n) for o in pool if o != n)]
     served = ["float32"] + (["int8"] if "int8" in names else [])
     for name in sorted(front, key=lambda n: -inprocess.worst_speedup(latency, n)):

@@ -40,6 +40,11 @@ def render(report) -> None:
                      f"{fmt_figure(figs.get('float32', {}).get(key))} / {fmt_figure(figs.get('b', {}).get(key))}"))
     if report.speed_text:
         rows.append(("speed", report.speed_text))
+    for name, r in (report.runtimes or {}).items():
+        check = {True: "ok", False: "FAILED", None: "not exercised"}[r["passed"]]
+        speeds = ", ".join(f"{fmt_num(s, 2)}x at {k.replace('_', ' ')}" for k, s in r["speedup"].items())
+        rows.append((f"A on {name}", f"{r['speed']} ({speeds}); precision used {r['precision_used']}; "
+                                     f"check {check}"))
     if lat:
         rows.append(("timing noise", f"A/A control {100 * lat['noise']:.1f}% apart"))
     console().print(kv_table(f"compare {report.a} vs {report.b}", rows))
@@ -61,12 +66,15 @@ def render(report) -> None:
               help="Class/label outputs: the largest share of differing top-1 decisions accepted.")
 @click.option("--min-cosine", type=click.FloatRange(0, 1, min_open=True), default=0.99, show_default=True,
               help="Other float outputs: the smallest per-sample cosine similarity accepted.")
+@click.option("--runtimes", is_flag=True,
+              help="Also measure A on OpenVINO (FP32, and BF16 on CPUs with BF16) in the same "
+                   "measurement, when the openvino extra is installed.")
 @ort_threads_option
 @input_options
 @report_options
 @click.pass_context
 def command(ctx, a, b, data, dims, count, latency_batch, latency_budget, task, max_disagreement,
-            min_cosine, ort_threads, batch_axes, int_ranges, as_json, report_path):
+            min_cosine, runtimes, ort_threads, batch_axes, int_ranges, as_json, report_path):
     """Compare two ONNX models on the same data: outputs, accuracy, in-process latency.
 
     A is the reference. Each output is judged by what it is (top-1 for class scores, cosine
@@ -75,7 +83,7 @@ def command(ctx, a, b, data, dims, count, latency_batch, latency_budget, task, m
     opts = CompareOptions(data=data, dims=dims, count=count, latency_batch=latency_batch,
                           latency_budget_s=latency_budget, task=task, max_disagreement=max_disagreement,
                           min_cosine=min_cosine, threads=ort_threads, batch_axes=batch_axes,
-                          int_ranges=int_ranges)
+                          int_ranges=int_ranges, runtimes=runtimes)
     report = compare_models(a, b, opts)
     emit(report, as_json=as_json, report_path=report_path, render=render)
     if report.passed is False:

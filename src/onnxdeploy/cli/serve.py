@@ -26,6 +26,9 @@ from ..errors import require
               help="Deprecated: use --http-threads.")
 @click.option("--ort-threads", type=click.IntRange(min=1),
               help="ONNX Runtime intra-op threads per worker (default: CPUs / workers).")
+@click.option("--runtime", type=click.Choice(["onnxruntime", "openvino"]),
+              help="Runtime that runs the model (default: the model's onnxdeploy.runtime "
+                   "metadata, else onnxruntime); openvino needs pip install 'onnxdeploy[openvino]'.")
 @click.option("--max-batch-size", type=click.IntRange(min=0), default=0, show_default=True,
               help="Dynamic batching: merge concurrent requests up to this many rows (0 = off).")
 @click.option("--batch-timeout-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
@@ -47,7 +50,7 @@ from ..errors import require
 @click.option("--body-timeout", type=click.FloatRange(min=0.1), default=10, show_default=True,
               help="Seconds a client may take to send a request body (408 after).")
 @click.option("--dev", is_flag=True, help="Run Flask's development server instead of granian.")
-def command(model, name, host, port, workers, http_threads, legacy_threads, ort_threads,
+def command(model, name, host, port, workers, http_threads, legacy_threads, ort_threads, runtime,
             max_batch_size, batch_timeout_ms, max_inflight, max_body_mb, max_batch, api_key_env,
             graceful_timeout, body_timeout, dev):
     """Serve an ONNX model over HTTP: /predict, the Open Inference Protocol, /metrics, /docs.
@@ -67,7 +70,8 @@ def command(model, name, host, port, workers, http_threads, legacy_threads, ort_
     try:
         run_server(ServeOptions(
             model=model, name=name, host=host, port=port, workers=workers,
-            http_threads=http_threads, ort_threads=ort_threads, max_batch_size=max_batch_size,
+            http_threads=http_threads, ort_threads=ort_threads, runtime=runtime,
+            max_batch_size=max_batch_size,
             batch_timeout_ms=batch_timeout_ms, max_inflight=max_inflight, max_body_mb=max_body_mb,
             max_batch=max_batch, api_key_env=api_key_env, dev=dev,
             graceful_timeout=graceful_timeout, body_timeout=body_timeout,

@@ -15,17 +15,23 @@ from typing import Any
 
 from ..errors import DataError
 from ..modelfile import (
+    META_PRECISION,
+    META_RUNTIME,
     external_data_files,
     is_int8_op,
     load_model,
+    metadata,
     model_size,
     op_counts,
     signature,
 )
-from ..runtimes import make_session, run_dataset
+from ..runtimes import make_session, precision_of, run_dataset
 from .latency import CONTROL, DEFAULT_BUDGET_S, REFERENCE, Latency, measure
 from .numeric import DEFAULT_MIN_COSINE, Comparison, accuracy, drift
 from .reference import Reference
+
+#: the runtime of a variant whose file does not say otherwise
+DEFAULT_RUNTIME = "onnxruntime"
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -41,7 +47,12 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 @dataclass
 class Variant:
-    """One model file in a run and where it came from."""
+    """One model file in a run, the runtime and precision it runs at, and where it came from.
+
+    A variant is (file, runtime, precision): the same float file on OpenVINO at bf16 is a variant
+    of its own (``bf16-openvino``). ``precision_used`` is what the runtime reported it ran at
+    (OpenVINO reads it back from the compiled model), set once the variant was measured.
+    """
 
     name: str
     path: Path
@@ -49,17 +60,37 @@ class Variant:
     produced_by: dict[str, Any]
     sha256: str = ""
     size_bytes: int = 0
+    runtime: str = DEFAULT_RUNTIME
+    precision: str = "fp32"
+    precision_used: str | None = None
 
     @classmethod
     def of(cls, name: str, path: str | os.PathLike, *, parent: str | None,
-           produced_by: dict[str, Any]) -> Variant:
-        """A variant of a file on disk, hashed and sized now."""
+           produced_by: dict[str, Any], runtime: str | None = None,
+           precision: str | None = None) -> Variant:
+        """A variant of a file on disk, hashed and sized now.
+
+        Runtime and precision, when not given, come from the file's metadata
+        (``onnxdeploy.runtime``, ``onnxdeploy.precision``), else ONNX Runtime, and ``int8`` for a
+        file with int8 operators, ``fp32`` otherwise.
+        """
         p = Path(path)
-        return cls(name, p, parent, dict(produced_by), sha256_of(p), model_size(p))
+        if runtime is None or precision is None:
+            model = load_model(p, load_external_data=False)
+            meta = metadata(model)
+            runtime = runtime or meta.get(META_RUNTIME) or DEFAULT_RUNTIME
+            if precision is None:
+                precision = meta.get(META_PRECISION) or (
+                    "int8" if any(is_int8_op(op) for op in op_counts(model)) else "fp32")
+        return cls(name, p, parent, dict(produced_by), sha256_of(p), model_size(p), runtime, precision)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "path": str(self.path), "sha256": self.sha256,
-                "size_bytes": self.size_bytes, "parent": self.parent, "produced_by": self.produced_by}
+        out = {"name": self.name, "path": str(self.path), "sha256": self.sha256,
+               "size_bytes": self.size_bytes, "parent": self.parent, "produced_by": self.produced_by,
+               "runtime": self.runtime, "precision": self.precision}
+        if self.precision_used is not None:
+            out["precision_used"] = self.precision_used
+        return out
 
 
 @dataclass
@@ -100,6 +131,27 @@ class Measurement:
                 "latency": None if self.latency is None else self.latency.to_dict()}
 
 
+#: the float model on other runtimes: (variant name, runtime, precision, the CPU flag it needs)
+RUNTIME_VARIANTS = (("float32-openvino", "openvino", "fp32", None),
+                    ("bf16-openvino", "openvino", "bf16", "bf16"))
+
+
+def runtime_variants(flags: dict[str, bool] | None = None) -> list[tuple[str, str, str]]:
+    """``(name, runtime, precision)`` of the float variants worth measuring here.
+
+    On OpenVINO when its extra is installed: FP32 always, BF16 only on a CPU whose flags say
+    bf16 (``environment.cpu_flags``; elsewhere OpenVINO would run it at FP32 anyway).
+    """
+    from ..environment import cpu_flags
+    from ..runtimes import openvino_available
+
+    if not openvino_available():
+        return []
+    flags = cpu_flags() if flags is None else flags
+    return [(name, runtime, precision) for name, runtime, precision, needs in RUNTIME_VARIANTS
+            if needs is None or flags.get(needs)]
+
+
 def check_same_inputs(reference: Reference, path: Path) -> None:
     """Raise DataError when a variant takes other inputs than the reference."""
     sig = signature(load_model(path, load_external_data=False))
@@ -118,7 +170,9 @@ def evaluate(reference: Reference, variant: Variant, *, max_disagreement: float,
              min_cosine: float = DEFAULT_MIN_COSINE, session=None) -> tuple[VariantResult, Any]:
     """Outputs, drift and accuracy of one variant; returns the result and its session."""
     check_same_inputs(reference, variant.path)
-    sess = session or make_session(variant.path, threads=reference.threads)
+    sess = session or make_session(variant.path, threads=reference.threads, runtime=variant.runtime,
+                                   precision=variant.precision)
+    variant.precision_used = precision_of(sess) or variant.precision_used
     outs = run_dataset(sess, reference.data, specs={s.name: s for s in reference.signature.outputs})
     cmp_ = drift(reference.outputs, outs, reference.kinds, max_disagreement=max_disagreement,
                  min_cosine=min_cosine, batch_axes=reference.output_batch_axes)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import modelfile
 from ..data import load_data
-from ..errors import DataError, MissingDependencyError
+from ..errors import DataError, MissingDependencyError, OptionError
 from ..tokenizer import DEFAULT_MAX_CHARS
 from .text import TextInfo, text_info
 
@@ -40,6 +40,10 @@ class ModelInfo:
     classifier: modelfile.ClassifierInfo | None
     opset: int
     text: TextInfo | None = None  # set when the model carries a tokenizer
+    #: the runtime the session runs on and the precision asked of it: ``--runtime``, else the
+    #: file's ``onnxdeploy.runtime`` / ``onnxdeploy.precision``, else ONNX Runtime as written
+    runtime: str = "onnxruntime"
+    precision: str | None = None
 
     @property
     def output_names(self) -> list[str]:
@@ -47,18 +51,36 @@ class ModelInfo:
         return [o.name for o in self.signature.outputs]
 
 
-def read_model_info(path: str | os.PathLike, name: str | None = None) -> ModelInfo:
-    """Parse the file (never executing anything in it) and collect signature and metadata."""
+def read_model_info(path: str | os.PathLike, name: str | None = None, *,
+                    runtime: str | None = None) -> ModelInfo:
+    """Parse the file (never executing anything in it) and collect signature and metadata.
+
+    ``runtime`` (``--runtime``) overrides the file's ``onnxdeploy.runtime``; the file's precision
+    applies only on the runtime it was written for.
+    """
     model = modelfile.load_model(path, load_external_data=False)
     sig = modelfile.signature(model)
+    meta = modelfile.metadata(model)
+    written = meta.get(modelfile.META_RUNTIME) or "onnxruntime"
+    chosen = runtime or written
+    if chosen not in RUNTIMES:
+        raise OptionError(f"runtime {chosen!r}{'' if runtime else f' (in {Path(path).name} metadata)'}: "
+                          f"expected one of {', '.join(RUNTIMES)}")
     return ModelInfo(
         name=name or Path(path).stem,
         path=Path(path),
         signature=sig,
         classifier=modelfile.classifier_info(model),
         opset=modelfile.opset_version(model),
-        text=text_info(modelfile.metadata(model), [s.name for s in sig.inputs]),
+        text=text_info(meta, [s.name for s in sig.inputs]),
+        runtime=chosen,
+        precision=meta.get(modelfile.META_PRECISION) if chosen == written else None,
     )
+
+
+#: what ``serve --runtime`` takes (``runtimes.RUNTIMES``, named here so the parent process never
+#: imports the runtimes package)
+RUNTIMES = ("onnxruntime", "openvino")
 
 
 class SessionHolder:
@@ -92,13 +114,16 @@ class SessionHolder:
             # One session per process here, so ORT's spinning pool threads steal from nobody;
             # measured on one worker with 2 ORT threads under a 128-connection burst, spinning
             # off cut the share of fast 503s from ~40% to ~10% and doubled health latency.
-            session = make_session(self.info.path, threads=self.ort_threads, spinning=True)
+            session = make_session(self.info.path, threads=self.ort_threads, spinning=True,
+                                   runtime=self.info.runtime, precision=self.info.precision)
             t0 = time.perf_counter()
             self._warm_up(session)
             self.warmup_seconds = time.perf_counter() - t0
             self._session, self._pid = session, os.getpid()
-            log.info("worker %d: session ready for %s (%d ORT threads, warm-up %.1f ms)",
-                     os.getpid(), self.info.path.name, self.ort_threads, self.warmup_seconds * 1e3)
+            log.info("worker %d: session ready for %s (%s, %d threads%s, warm-up %.1f ms)",
+                     os.getpid(), self.info.path.name, self.info.runtime, self.ort_threads,
+                     f", precision {session.precision}" if hasattr(session, "precision") else "",
+                     self.warmup_seconds * 1e3)
             return session
 
     def encoder(self):
@@ -131,9 +156,15 @@ class SessionHolder:
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """All outputs in graph order; ORT refusing valid-looking input becomes DataError."""
+        session = self.load()
+        if self.info.runtime == "openvino":
+            try:
+                return session.run(None, feeds)
+            except (RuntimeError, ValueError) as exc:  # ValueError: our own dtype/shape checks
+                log.warning("openvino refused a request: %s", str(exc).strip())
+                raise DataError(f"the model rejected the input: {client_message(str(exc))}") from exc
         import onnxruntime as ort
 
-        session = self.load()
         state = ort.capi.onnxruntime_pybind11_state
         try:
             return session.run(None, feeds)

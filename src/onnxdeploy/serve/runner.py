@@ -79,6 +79,8 @@ class ServeOptions:
     workers: int | None = None
     http_threads: int | None = None
     ort_threads: int | None = None
+    #: ``onnxruntime`` or ``openvino``; None: the model's ``onnxdeploy.runtime``, else ONNX Runtime
+    runtime: str | None = None
     max_batch_size: int = 0
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS
     max_inflight: int = DEFAULT_MAX_INFLIGHT
@@ -123,6 +125,7 @@ def app_config(options: ServeOptions, ort_threads: int) -> dict:
         "MODEL_PATH": str(Path(options.model)),
         "MODEL_NAME": options.name or Path(options.model).stem,
         "ORT_THREADS": ort_threads,
+        "RUNTIME": options.runtime,
         "MAX_INFLIGHT": options.max_inflight,
         "MAX_BATCH": options.max_batch,
         "MAX_BODY_BYTES": (None if options.max_body_mb is None
@@ -160,13 +163,26 @@ def check_bind(host: str, port: int) -> None:
                               "address of this machine, e.g. 127.0.0.1 or 0.0.0.0") from None
 
 
+def _require_openvino() -> None:
+    """MissingDependencyError with the pip hint, found without importing openvino here."""
+    import importlib.util
+
+    from ..errors import MissingDependencyError
+
+    if importlib.util.find_spec("openvino") is None:
+        raise MissingDependencyError("openvino is not installed; install it with: "
+                                     "pip install 'onnxdeploy[openvino]'")
+
+
 def run_server(options: ServeOptions) -> None:
     """Serve in the foreground until SIGTERM (returns) or SIGINT (raises Interrupted)."""
     from .model import read_model_info
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
-    info = read_model_info(options.model, options.name)  # a bad file fails here, before any fork
+    info = read_model_info(options.model, options.name, runtime=options.runtime)  # fails before any fork
+    if info.runtime == "openvino":
+        _require_openvino()
     check_bind(options.host, options.port)
     workers, ort_threads = thread_budget(options.workers, options.ort_threads)
     if workers * ort_threads > default_threads():

@@ -43,6 +43,8 @@ log = logging.getLogger("onnxdeploy.serve")
 DEFAULTS: dict[str, Any] = {
     "MODEL_PATH": None,
     "MODEL_NAME": None,
+    #: ``--runtime``: None runs the file as its metadata says (ONNX Runtime when it says nothing)
+    "RUNTIME": None,
     "ORT_THREADS": None,
     "MAX_INFLIGHT": 64,
     "MAX_BATCH": 1024,
@@ -110,7 +112,7 @@ class Service:
         cfg = {**DEFAULTS, **config}
         if not cfg["MODEL_PATH"]:
             raise ValueError("the server needs config['MODEL_PATH']")
-        self.info = info = read_model_info(cfg["MODEL_PATH"], cfg["MODEL_NAME"])
+        self.info = info = read_model_info(cfg["MODEL_PATH"], cfg["MODEL_NAME"], runtime=cfg.get("RUNTIME"))
         max_batch, max_chars = int(cfg["MAX_BATCH"]), int(cfg["MAX_TEXT_CHARS"])
         self.max_body = int(cfg["MAX_BODY_BYTES"] or body_limit(info.signature, max_batch))
         cfg["MAX_BODY_BYTES"] = self.max_body
