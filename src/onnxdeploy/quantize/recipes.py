@@ -29,7 +29,7 @@ class Recipe:
     activation_type: str = "int8"  # static only; dynamic activations are always uint8
     quant_format: str = "qdq"  # static only: "qdq" | "qoperator"
     calibration_method: str = "minmax"
-    #: MatMuls kept float (the mixed-precision fallback); empty: every supported node is quantized
+    #: nodes kept float (the partial-int8 search); empty: every supported node is quantized
     nodes_to_exclude: tuple[str, ...] = ()
     #: split the outlier channels of MatMul inputs off into float first (quantize/outliers.py)
     split_outliers: bool = False
@@ -197,6 +197,7 @@ def run_recipe(recipe: Recipe, src: Path, out: Path, calibration: DataSet | None
                         "entropy": CalibrationMethod.Entropy,
                         "percentile": CalibrationMethod.Percentile,
                     }[recipe.calibration_method],
+                    nodes_to_exclude=list(recipe.nodes_to_exclude) or None,
                 )
     except RuntimeFailure:
         raise
