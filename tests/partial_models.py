@@ -89,7 +89,7 @@ def vad_lstm(outlier: float = 10000.0, seed: int = 0) -> onnx.ModelProto:
     with torch.no_grad():
         module.proj.bias[0] = 1.0 * outlier  # channel 0 rides `outlier` above the rest
         # the input drives the state (a VAD's state follows the audio, not its own past)
-        module.lstm.weight_ih_l0.mul_(4.0)
+        module.lstm.weight_ih_l0.mul_(12.0)
         module.lstm.weight_ih_l0[:, 0] /= outlier
     args = (torch.randn(3, CHUNK), torch.zeros(2, 3, HIDDEN), torch.tensor(SAMPLE_RATE))
     model = _export(module, args, ["input", "state", "sr"], ["output", "stateN"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -172,7 +174,8 @@ def run_recipe(recipe: Recipe, src: Path, out: Path, calibration: DataSet | None
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     op_types = list(recipe.op_types) if recipe.op_types else None
     try:
-        with quiet_quantizer(), working_directory(out.parent):
+        # entropy and percentile calibration print progress to stdout: keep --json output clean
+        with quiet_quantizer(), working_directory(out.parent), contextlib.redirect_stdout(io.StringIO()):
             if recipe.mode == "dynamic":
                 if op_types and "Gemm" in op_types and "MatMul" not in op_types:
                     op_types.append("MatMul")  # the dynamic quantizer rewrites Gemm to MatMul first

@@ -249,8 +249,11 @@ def _search_bases(opts, results: list[CandidateResult], ref: Reference, sessions
                                                           for k, v in prelim.speedup(r.name).items()})
     eligible = [r for r in missed if opts.allow_slower or ship_admissible(prelim, r.name)]
     if admissible:
-        best = max(worst[r.name] for r in admissible)
-        eligible = [r for r in eligible if worst[r.name] > best * (1 + prelim.margin)]
+        # worth searching: faster than the fastest admissible candidate at some batch size
+        best = max(admissible, key=lambda r: worst[r.name])
+        eligible = [r for r in eligible
+                    if any(v > prelim.speedup(best.name).get(k, float("inf"))
+                           for k, v in prelim.speedup(r.name).items())]
     elif not eligible:
         eligible = missed
     bases = []
