@@ -249,10 +249,13 @@ def _search_bases(opts, results: list[CandidateResult], ref: Reference, sessions
                                                           for k, v in prelim.speedup(r.name).items()})
     eligible = [r for r in missed if opts.allow_slower or ship_admissible(prelim, r.name)]
     if admissible:
-        # worth searching: faster than the fastest admissible candidate at some batch size
+        # worth searching: faster than the fastest admissible candidate at some batch size by
+        # more than the noise (capped at 25%: a 2x-faster static candidate is searched even on
+        # a busy machine; one within a few percent of the admissible one is not)
         best = max(admissible, key=lambda r: worst[r.name])
+        cut = 1 + min(prelim.margin, 0.25)
         eligible = [r for r in eligible
-                    if any(v > prelim.speedup(best.name).get(k, float("inf"))
+                    if any(v > prelim.speedup(best.name).get(k, float("inf")) * cut
                            for k, v in prelim.speedup(r.name).items())]
     elif not eligible:
         eligible = missed
