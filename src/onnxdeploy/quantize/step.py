@@ -145,8 +145,10 @@ def quantize_model(
                         results.append(result)
                         measured[result.name], sessions[result.name], paths[result.name] = vr, session, path
             elif prelim is not None and any(not r.admissible for r in results if r.name in sessions):
-                warnings.append("partial int8 not searched: no candidate that missed the bound is "
-                                "faster than the admissible ones")
+                warnings.append("partial int8 not searched: " + (
+                    f"timing too noisy to rank the candidates (A/A {100 * prelim.noise:.0f}% apart)"
+                    if prelim.too_noisy else
+                    "no candidate that missed the bound is faster than the admissible ones"))
             search = searches[0] if searches else None
         for v in extra or []:
             measured[v.name], sessions[v.name] = evaluate(ref, v, max_disagreement=tolerance,
@@ -252,6 +254,8 @@ def _search_bases(opts, results: list[CandidateResult], ref: Reference, sessions
         # worth searching: faster than the fastest admissible candidate at some batch size by
         # more than the noise (capped at 25%: a 2x-faster static candidate is searched even on
         # a busy machine; one within a few percent of the admissible one is not)
+        if prelim.too_noisy:  # the timing cannot rank them: the admissible candidates stand
+            return [], prelim
         best = max(admissible, key=lambda r: worst[r.name])
         cut = 1 + min(prelim.margin, 0.25)
         eligible = [r for r in eligible
