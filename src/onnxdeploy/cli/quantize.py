@@ -16,9 +16,11 @@ from ..quantize.options import (
     DEFAULT_LATENCY_BUDGET_S,
     DEFAULT_MAX_ACCURACY_DROP,
     DEFAULT_MIN_COSINE,
+    DEFAULT_SEARCH_BUDGET_S,
     MODES,
     WEIGHT_TYPES,
     parse_op_types,
+    parse_state,
 )
 from ..report.terminal import console, fmt_bytes, fmt_num, fmt_pct, kv_table
 from .common import (
@@ -105,7 +107,7 @@ def render(report) -> None:
             tries = "; ".join(f"{t['kept_float']} float: "
                               + ("ok" if t["admissible"] else (t["failures"] or ["failed"])[0])
                               for t in report.fallback["tries"])
-            out.print(f"mixed precision from {escape(report.fallback['base'])}: tries {escape(tries)}")
+            out.print(f"partial int8 from {escape(report.fallback['base'])}: tries {escape(tries)}")
             if report.fallback["summary"]:
                 out.print(f"  {escape(report.fallback['summary'])}")
         out.print(escape(report.reason))
@@ -156,15 +158,22 @@ def render(report) -> None:
               help="auto: do not try per-channel int8 with the outlier channels of MatMul inputs "
                    "computed in float.")
 @click.option("--max-float-matmuls", type=click.IntRange(min=1),
-              help="auto: the most MatMuls the mixed-precision fallback may keep float "
-                   "(default: half of them).")
+              help="auto: the most nodes (a Conv with its Relu counts once) the partial-int8 search "
+                   "may keep float (default: half of them).")
+@click.option("--state", "state", multiple=True, metavar="IN:OUT",
+              help="A state input and the output that carries it to the next step (repeatable); "
+                   "judged over chained steps. Default: paired by name and shape (state->stateN, "
+                   "h0->hn, c0->cn).")
+@click.option("--search-budget", "search_budget", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_SEARCH_BUDGET_S, show_default=True,
+              help="auto: seconds the partial-int8 search (calibration grid and tries) may spend.")
 @ort_threads_option
 @input_options
 @report_options
 @click.pass_context
 def command(ctx, src, out, mode, weight_type, per_channel, reduce_range, op_types, data, dims, count,
             calibration_method, calibration_count, max_accuracy_drop, allow_slower, latency_batch,
-            latency_budget, rounds, min_cosine, task, no_fallback, no_outlier_split, max_float_matmuls, ort_threads,
+            latency_budget, rounds, min_cosine, task, no_fallback, no_outlier_split, max_float_matmuls, state, search_budget, ort_threads,
             batch_axes, int_ranges, as_json, report_path):
     """Quantize an ONNX model to int8 and report size, accuracy and speed against the float model."""
     opts = QuantizeOptions(
@@ -175,6 +184,7 @@ def command(ctx, src, out, mode, weight_type, per_channel, reduce_range, op_type
         latency_budget_s=latency_budget, min_cosine=min_cosine, task=task, threads=ort_threads,
         batch_axes=batch_axes, int_ranges=int_ranges, fallback=not no_fallback,
         split_outliers=not no_outlier_split, max_float_matmuls=max_float_matmuls,
+        state=parse_state(state), search_budget_s=search_budget,
     )
     if rounds is not None:
         click.echo("note: --rounds is deprecated and has no effect; timing follows --latency-budget",

@@ -1,5 +1,9 @@
-"""Mixed precision: when every full-int8 candidate misses the quality bound, keep the MatMuls
-whose quantization costs the most in float, and quantize the rest.
+"""Mixed precision: when every full-int8 candidate misses the quality bound (or the fastest ones
+do), keep the nodes whose quantization costs the most in float, and quantize the rest.
+
+The ranking of nodes of any kind (Conv, Gemm, LSTM, Gather ... and their fused activations) is
+``quantize/partial.py``; this module holds the search both use and its record. ``rank_matmuls``
+below is the MatMul-only ranking the outlier split reads its activations with.
 
 Two measurements, both on the run's own data:
 
@@ -17,6 +21,7 @@ Two measurements, both on the run's own data:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,26 +53,43 @@ class LayerCost:
     snr_db: float  # signal-to-noise of the simulated int8 product against the float one
     #: the source module when the exporter recorded it (torch's name scopes), else the weight's name
     layer: str = ""
+    #: every node kept float with this one (a Conv and its fused Relu); empty: just ``node``
+    nodes: list[str] = field(default_factory=list)
+    op_type: str = "MatMul"
+    #: how the cost was measured: "simulated" (the node alone on fake-quantized inputs) or
+    #: "quantized" (the real quantizer on that node alone, the whole model compared)
+    method: str = "simulated"
+
+    @property
+    def members(self) -> list[str]:
+        return self.nodes or [self.node]
 
     def to_dict(self) -> dict[str, Any]:
         snr = float(self.snr_db)
         return {"node": self.node, "layer": self.layer, "weight_shape": self.weight_shape,
+                "op_type": self.op_type, "nodes": self.members, "method": self.method,
                 "snr_db": round(snr, 2) if np.isfinite(snr) else None}  # None: exact in int8
 
 
 @dataclass
 class Try:
-    """One end-to-end try: the top ``kept_float`` MatMuls float, the rest int8."""
+    """One end-to-end try: the top ``kept_float`` units float, the rest int8."""
 
     kept_float: int
     admissible: bool
     min_cosine: float | None
     error: float | None
     failures: list[str] = field(default_factory=list)
+    #: the nodes that try kept float (a unit may be several nodes), and the seconds it took
+    nodes: list[str] = field(default_factory=list)
+    seconds: float | None = None
+    #: state outputs over chained steps ({output: min cosine}), when the model carries a state
+    chained: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"kept_float": self.kept_float, "admissible": self.admissible,
-                "min_cosine": self.min_cosine, "error": self.error, "failures": self.failures}
+                "min_cosine": self.min_cosine, "error": self.error, "failures": self.failures,
+                "nodes": self.nodes, "seconds": self.seconds, "chained_min_cosine": self.chained}
 
 
 @dataclass
@@ -87,13 +109,26 @@ class Fallback:
     #: the chosen model's min cosine over the even and the odd samples, and what their gap says
     halves_min_cosine: list[float] | None = None
     warning: str = ""
+    #: the kept units (head node, layer, op type), their count, how the ranking measured
+    kept_units: list[dict[str, Any]] = field(default_factory=list)
+    #: the base's speed when the search started (worst speedup vs float over the batch sizes)
+    base_speedup: dict[str, float] = field(default_factory=dict)
+    #: the base's calibration (static bases): method and samples
+    calibration: dict[str, Any] | None = None
+    seconds: float = 0.0
+    stopped: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        ops = sorted({c.op_type for c in self.ranking})
         return {"base": self.base, "base_min_cosine": self.base_min_cosine,
                 "base_error": self.base_error, "quantizable_matmuls": self.quantizable,
+                "quantizable_units": self.quantizable, "op_types": ops,
+                "methods": sorted({c.method for c in self.ranking}),
+                "base_speedup": self.base_speedup, "calibration": self.calibration,
                 "halves_min_cosine": self.halves_min_cosine, "warning": self.warning or None,
                 "ranking": [c.to_dict() for c in self.ranking], "tries": [t.to_dict() for t in self.tries],
-                "kept_float": self.kept, "candidate": self.candidate, "summary": self.summary}
+                "kept_float": self.kept, "kept_units": self.kept_units, "candidate": self.candidate,
+                "summary": self.summary, "seconds": round(self.seconds, 2), "stopped": self.stopped or None}
 
 
 def weight_matmuls(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, np.ndarray]]:
@@ -215,36 +250,54 @@ def rank_matmuls(prepared: Path, recipe: Recipe, data: DataSet, workdir: Path,
 
 
 def search(base: Recipe, ranking: list[LayerCost], judge: Callable[[Recipe], Any],
-           max_float: int | None = None) -> tuple[Fallback, Recipe | None]:
-    """Keep the top-k MatMuls float for growing k, then bisect; ``judge(recipe)`` builds and
+           max_float: int | None = None, *, budget_s: float | None = None,
+           noun: str = "MatMuls") -> tuple[Fallback, Recipe | None]:
+    """Keep the top-k units float for growing k, then bisect; ``judge(recipe)`` builds and
     scores one try and returns a CandidateResult-like object (``admissible``, ``min_cosine``,
-    ``error``, ``failures``). Returns the record and the smallest passing recipe (or None)."""
+    ``error``, ``failures``). Returns the record and the smallest passing recipe (or None).
+
+    A unit is every node of ``LayerCost.members`` (a Conv and its fused Relu go together).
+    ``budget_s``: no new try starts after this many seconds; the best passing k so far stands.
+    """
     n = len(ranking)
     limit = max(1, int(n * MAX_FLOAT_SHARE)) if max_float is None else min(n, max_float)
     record = Fallback(base.name, n, ranking, [])
     recipes: dict[int, Recipe] = {}
+    start = time.monotonic()
+
+    def out_of_time() -> bool:
+        if budget_s is not None and time.monotonic() - start > budget_s:
+            record.stopped = f"time budget of {budget_s:g} s spent after {len(record.tries)} tries"
+            return True
+        return False
 
     def attempt(k: int):
-        recipe = replace(base, name=base.name + MIXED_SUFFIX,
-                         nodes_to_exclude=tuple(c.node for c in ranking[:k]))
+        nodes = tuple(dict.fromkeys(m for c in ranking[:k] for m in c.members))
+        recipe = replace(base, name=base.name + MIXED_SUFFIX, nodes_to_exclude=nodes)
+        t0 = time.monotonic()
         result = judge(recipe)
         recipes[k] = recipe
         record.tries.append(Try(k, bool(result.admissible), result.min_cosine, result.error,
-                                list(result.failures)))
+                                list(result.failures), list(nodes), round(time.monotonic() - t0, 2),
+                                getattr(result, "chained", None)))
         return result.admissible
 
     low, high, k = 0, None, 1
     while k <= limit:
+        if out_of_time():
+            break
         if attempt(k):
             high = k
             break
         low = k
         k = limit if k < limit < 2 * k else 2 * k
     if high is None:
-        record.summary = (f"keeping up to {limit} of {n} MatMuls float did not reach the bound; "
+        record.summary = (f"keeping up to {min(k, limit) if record.stopped else limit} of {n} {noun} "
+                          f"float did not reach the bound{'; ' + record.stopped if record.stopped else ''}; "
                           "no mixed-precision model")
+        record.seconds = time.monotonic() - start
         return record, None
-    while high - low > 1:  # the smallest k that passes
+    while high - low > 1 and not out_of_time():  # the smallest k that passes
         mid = (low + high) // 2
         if attempt(mid):
             high = mid
@@ -252,5 +305,8 @@ def search(base: Recipe, ranking: list[LayerCost], judge: Callable[[Recipe], Any
             low = mid
     recipe = recipes[high]
     record.kept = list(recipe.nodes_to_exclude)
+    record.kept_units = [{"node": c.node, "layer": c.layer, "op_type": c.op_type, "nodes": c.members,
+                          "method": c.method} for c in ranking[:high]]
     record.candidate = recipe.name
+    record.seconds = time.monotonic() - start
     return record, recipe

@@ -17,6 +17,8 @@ DEFAULT_LATENCY_BATCH = 32
 DEFAULT_LATENCY_BUDGET_S = 3.0
 #: non-class outputs (embeddings, maps): the smallest per-sample cosine to float allowed
 DEFAULT_MIN_COSINE = 0.99
+#: seconds auto's partial-int8 search may spend (``--search-budget``)
+DEFAULT_SEARCH_BUDGET_S = 300.0
 
 
 @dataclass
@@ -46,8 +48,12 @@ class QuantizeOptions:
     fallback: bool = True
     #: auto: also try per-channel int8 with the MatMul inputs' outlier channels in float
     split_outliers: bool = True
-    #: the most MatMuls the fallback may keep float (None: half of them)
+    #: the most units (nodes with their fused activations) the search may keep float (None: half)
     max_float_matmuls: int | None = None
+    #: state input -> state output pairs (``--state IN:OUT``); empty: paired by name and shape
+    state: dict[str, str] = field(default_factory=dict)
+    #: seconds the partial-int8 search (calibration grid and tries) may spend before it stops
+    search_budget_s: float = DEFAULT_SEARCH_BUDGET_S
 
 
 def supported_op_types(mode: str) -> frozenset[str]:
@@ -98,6 +104,20 @@ def validate(opts: QuantizeOptions) -> None:
         raise OptionError(f"--latency-budget must be > 0 seconds, got {opts.latency_budget_s}")
     if opts.max_float_matmuls is not None and opts.max_float_matmuls < 1:
         raise OptionError(f"--max-float-matmuls must be at least 1, got {opts.max_float_matmuls}")
+    if not opts.search_budget_s > 0:
+        raise OptionError(f"--search-budget must be > 0 seconds, got {opts.search_budget_s}")
     for name in ("calibration_count", "latency_batch"):
         if getattr(opts, name) < 1:
             raise OptionError(f"{name.replace('_', '-')} must be at least 1, got {getattr(opts, name)}")
+
+
+def parse_state(pairs: tuple[str, ...] | list[str] | None) -> dict[str, str]:
+    """``("state:stateN", "h0:hn")`` -> ``{"state": "stateN", "h0": "hn"}``."""
+    out: dict[str, str] = {}
+    for item in pairs or ():
+        name, sep, output = item.partition(":")
+        if not sep or not name.strip() or not output.strip():
+            raise OptionError(f"--state {item!r}: expected IN:OUT, a state input and the output "
+                              "that carries it to the next step (e.g. state:stateN)")
+        out[name.strip()] = output.strip()
+    return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ class Recipe:
     activation_type: str = "int8"  # static only; dynamic activations are always uint8
     quant_format: str = "qdq"  # static only: "qdq" | "qoperator"
     calibration_method: str = "minmax"
-    #: MatMuls kept float (the mixed-precision fallback); empty: every supported node is quantized
+    #: nodes kept float (the partial-int8 search); empty: every supported node is quantized
     nodes_to_exclude: tuple[str, ...] = ()
     #: split the outlier channels of MatMul inputs off into float first (quantize/outliers.py)
     split_outliers: bool = False
@@ -172,7 +174,8 @@ def run_recipe(recipe: Recipe, src: Path, out: Path, calibration: DataSet | None
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     op_types = list(recipe.op_types) if recipe.op_types else None
     try:
-        with quiet_quantizer(), working_directory(out.parent):
+        # entropy and percentile calibration print progress to stdout: keep --json output clean
+        with quiet_quantizer(), working_directory(out.parent), contextlib.redirect_stdout(io.StringIO()):
             if recipe.mode == "dynamic":
                 if op_types and "Gemm" in op_types and "MatMul" not in op_types:
                     op_types.append("MatMul")  # the dynamic quantizer rewrites Gemm to MatMul first
@@ -197,6 +200,7 @@ def run_recipe(recipe: Recipe, src: Path, out: Path, calibration: DataSet | None
                         "entropy": CalibrationMethod.Entropy,
                         "percentile": CalibrationMethod.Percentile,
                     }[recipe.calibration_method],
+                    nodes_to_exclude=list(recipe.nodes_to_exclude) or None,
                 )
     except RuntimeFailure:
         raise

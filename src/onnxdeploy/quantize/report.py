@@ -34,6 +34,9 @@ class CandidateResult:
     speedup: dict[str, float] = field(default_factory=dict)
     speed: str = ""
     sha256: str = ""
+    #: state outputs: {output: {one_step_min_cosine, chained_min_cosine, steps}} (models with state)
+    state: dict[str, Any] | None = None
+    chained: dict[str, float] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +58,7 @@ class CandidateResult:
             "speed": self.speed,
             "outputs": self.outputs,
             "failures": self.failures,
+            "state": self.state,
         }
 
 
@@ -89,6 +93,8 @@ class QuantizeReport:
     environment: dict[str, Any] = field(default_factory=dict)
     #: the mixed-precision search (fallback.Fallback.to_dict) when auto ran it
     fallback: dict[str, Any] | None = None
+    #: the state input -> output pairs judged over chained steps (None: the model has none)
+    state: dict[str, Any] | None = None
 
     @property
     def size_ratio(self) -> float | None:
@@ -126,4 +132,6 @@ class QuantizeReport:
             out["candidates"] = [c.to_dict() for c in self.candidates]
             out["chosen"] = {"name": self.chosen, "reason": self.reason}
             out["fallback"] = self.fallback
+        if self.state is not None:
+            out["state"] = self.state
         return out

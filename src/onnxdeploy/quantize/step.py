@@ -17,17 +17,17 @@ import numpy as np
 
 from ..data import DIGITS, RANDOM, DataSet, digits_split
 from ..environment import environment
-from ..errors import ModelLoadError, RuntimeFailure
+from ..errors import ModelLoadError, OptionError, RuntimeFailure
 from ..judge import inprocess
-from ..judge.choose import choose
+from ..judge.choose import choose, ship_admissible
 from ..measure import Measurement, Reference, Variant, build_reference
 from ..measure.latency import CONTROL, REFERENCE
 from ..measure.numeric import half_min_cosines
 from ..measure.variants import evaluate, reference_result, time_variants
 from ..modelfile import copy_model, external_data_files, load_model, op_counts, save_model
 from . import fallback as mixed
-from . import outliers
-from .options import QuantizeOptions, supported_op_types, validate
+from . import outliers, partial
+from .options import CALIBRATION_METHODS, QuantizeOptions, supported_op_types, validate
 from .prepare import check_not_quantized, prepare
 from .recipes import Recipe, auto_recipes, recipe_for, run_recipe
 from .report import CandidateResult, QuantizeReport
@@ -41,6 +41,8 @@ SIMPLICITY = ("dynamic", "dynamic-matmul", "dynamic-matmul-per-channel",
 #: the dynamic MatMul recipes the mixed-precision fallback may start from
 FALLBACK_BASES = ("dynamic-matmul-per-channel", "dynamic-matmul-per-channel-8bit", "dynamic-matmul",
                   "dynamic")
+#: at most this many candidates (one a mode) are searched for nodes to keep float
+MAX_BASES = 2
 
 
 def quantize_model(
@@ -82,6 +84,12 @@ def quantize_model(
     calibration = _calibration_set(data, opts.calibration_count) if any(r.mode == "static" for r in recipes) else None
     criterion, tolerance = _criterion(ref, opts)
     float_variant = Variant.of(REFERENCE, src, parent=None, produced_by={"step": "input"})
+    layers = {n.name: partial.source_layer(n) for n in model.graph.node}
+    state = _StateCheck(ref, opts)
+    if state.pairs:
+        warnings.append(state.note())
+        if calibration is not None:
+            calibration = state.calibration(calibration)
 
     with tempfile.TemporaryDirectory(prefix="onnxdeploy-quantize-") as tmp:
         work = Path(tmp)
@@ -90,7 +98,6 @@ def quantize_model(
             warnings += prepared.warnings
         results: list[CandidateResult] = []
         sessions, measured, paths = {}, {REFERENCE: reference_result(ref, float_variant)}, {}
-        layers = {n.name: mixed.layer_name(n) for n in model.graph.node if n.op_type == "MatMul"}
         for recipe in recipes:
             result = CandidateResult(recipe.name, recipe.settings())
             results.append(result)
@@ -117,16 +124,32 @@ def quantize_model(
             measured[recipe.name] = vr
             paths[recipe.name] = path
             _score(result, vr, ref, criterion, tolerance)
+            state.judge(result, sessions[recipe.name])
         search = None
-        if opts.mode == "auto" and opts.fallback and not any(r.admissible for r in results):
-            if prepared is None:
-                prepared = prepare(model, work, src.name)
-            search, found = _mixed_precision(opts, recipes, results, ref, prepared.path, work,
-                                             criterion, tolerance, warnings, layers)
-            if found is not None:
-                result, vr, session, path = found
-                results.append(result)
-                measured[result.name], sessions[result.name], paths[result.name] = vr, session, path
+        searches: list = []
+        if opts.mode == "auto" and opts.fallback:
+            bases, prelim = _search_bases(opts, results, ref, sessions)
+            if bases:
+                if prepared is None:
+                    prepared = prepare(model, work, src.name)
+                for base_result in bases:
+                    base = _recipe_named(recipes, base_result.name)
+                    record, found = _partial(opts, base, base_result, results, ref, prepared.path, work,
+                                             criterion, tolerance, warnings, layers, calibration,
+                                             state, prelim, sessions, measured, paths)
+                    if record is None:
+                        continue
+                    searches.append(record)
+                    if found is not None:
+                        result, vr, session, path = found
+                        results.append(result)
+                        measured[result.name], sessions[result.name], paths[result.name] = vr, session, path
+            elif prelim is not None and any(not r.admissible for r in results if r.name in sessions):
+                warnings.append("partial int8 not searched: " + (
+                    f"timing too noisy to rank the candidates (A/A {100 * prelim.noise:.0f}% apart)"
+                    if prelim.too_noisy else
+                    "no candidate that missed the bound is faster than the admissible ones"))
+            search = searches[0] if searches else None
         for v in extra or []:
             measured[v.name], sessions[v.name] = evaluate(ref, v, max_disagreement=tolerance,
                                                           min_cosine=opts.min_cosine)
@@ -140,10 +163,14 @@ def quantize_model(
         measurement = Measurement(ref, measured, latency)
         chosen, reason, passed = _choose(opts, results, measurement, criterion, tolerance)
         _explain_candidates(results, measurement)
-        if search is not None:
-            _summarize_search(search, results, measurement, opts.min_cosine)
-            if search.warning:
-                warnings.append(search.warning)
+        for record in searches:
+            _summarize_search(record, results, measurement, opts.min_cosine)
+            if record.warning:
+                warnings.append(record.warning)
+        if searches:
+            chosen_search = next((r for r in searches if chosen is not None and r.candidate == chosen.name),
+                                 None)
+            search = chosen_search or next((r for r in searches if r.candidate), searches[0])
 
         if chosen is None:
             output = None
@@ -171,6 +198,9 @@ def quantize_model(
     )
     report.measurement = measurement
     report.fallback = None if search is None else search.to_dict()
+    if report.fallback is not None:
+        report.fallback["searches"] = [r.to_dict() for r in searches]
+    report.state = state.to_dict()
     report.latency = None if latency is None else latency.to_dict()
     report.environment = environment(opts.threads)
     report.warnings = warnings + _result_warnings(report, chosen, measurement)
@@ -191,52 +221,273 @@ def _split(recipe: Recipe, result: CandidateResult, prepared: Path, data: DataSe
     return split_path, replace(recipe, nodes_to_exclude=tuple(split.float_nodes))
 
 
-def _mixed_precision(opts, recipes, results, ref: Reference, prepared: Path, work: Path,
-                     criterion: str, tolerance: float, warnings: list[str], layers: dict[str, str]):
-    """Run the fallback from the best dynamic MatMul candidate; ``(record, found or None)``.
+def _recipe_named(recipes: list[Recipe], name: str) -> Recipe:
+    return next(r for r in recipes if r.name == name)
 
-    ``found`` is ``(result, variant result, session, path)`` of the passing try.
+
+def _search_bases(opts, results: list[CandidateResult], ref: Reference, sessions: dict
+                  ) -> tuple[list[CandidateResult], object]:
+    """The candidates the partial search starts from, and the timing that ordered them.
+
+    Those that missed the bound, fastest first (a preliminary interleaved timing of the full-int8
+    candidates), not slower than float at any batch size (unless slower models are allowed),
+    and, when some candidate is admissible, faster than the fastest admissible one by more than
+    the noise. At most one a mode (dynamic, static): within a mode, among those as fast as its
+    fastest within the noise, the one with the smallest error. When none is fast enough and
+    nothing is admissible, the search still runs from the most accurate (choose() then refuses
+    a result slower than float).
     """
+    missed = [r for r in results if r.name in sessions and not r.admissible and r.int8_ops
+              and r.error is not None]
+    if not missed:
+        return [], None
+    admissible = [r for r in results if r.name in sessions and r.admissible]
+    named = {r.name: sessions[r.name] for r in results if r.name in sessions}
+    prelim = time_variants(ref, named, budget_s=max(0.1, opts.latency_budget_s / 2))
+    worst = {r.name: inprocess.worst_speedup(prelim, r.name) for r in results if r.name in sessions}
+    for r in results:
+        if r.name in sessions:
+            r.settings.setdefault("preliminary_speedup", {k: round(v, 3)
+                                                          for k, v in prelim.speedup(r.name).items()})
+    eligible = [r for r in missed if opts.allow_slower or ship_admissible(prelim, r.name)]
+    if admissible:
+        # worth searching: faster than the fastest admissible candidate at some batch size by
+        # more than the noise (capped at 25%: a 2x-faster static candidate is searched even on
+        # a busy machine; one within a few percent of the admissible one is not)
+        if prelim.too_noisy:  # the timing cannot rank them: the admissible candidates stand
+            return [], prelim
+        best = max(admissible, key=lambda r: worst[r.name])
+        cut = 1 + min(prelim.margin, 0.25)
+        eligible = [r for r in eligible
+                    if any(v > prelim.speedup(best.name).get(k, float("inf")) * cut
+                           for k, v in prelim.speedup(r.name).items())]
+    elif not eligible:
+        eligible = missed
+    bases = []
+    for mode in ("static", "dynamic"):
+        pool = [r for r in eligible if r.settings.get("mode") == mode]
+        if not pool:
+            continue
+        top = max(worst[r.name] for r in pool)
+        near = [r for r in pool if worst[r.name] * (1 + prelim.margin) >= top]
+        bases.append(min(near, key=lambda r: (r.error, SIMPLICITY.index(r.name)
+                                              if r.name in SIMPLICITY else len(SIMPLICITY))))
+    bases.sort(key=lambda r: -worst[r.name])
+    return bases[:MAX_BASES], prelim
+
+
+def _partial(opts, base: Recipe, base_result: CandidateResult, results, ref: Reference, prepared: Path,
+             work: Path, criterion: str, tolerance: float, warnings: list[str], layers: dict[str, str],
+             calibration: DataSet | None, state, prelim, sessions, measured, paths):
+    """Calibration grid (static bases), ranking and search from one base; ``(record, found)``."""
+    import time
+
+    start = time.monotonic()
+    deadline = start + opts.search_budget_s
     by_name = {r.name: r for r in results}
-    bases = [r for r in results if r.name in FALLBACK_BASES and r.int8_ops and r.error is not None]
-    if not bases:
-        warnings.append("no candidate kept quality, and none is a dynamic MatMul quantization the "
-                        "mixed-precision fallback can start from")
+    calib = calibration
+    tried: list[dict] = []
+
+    def build(recipe: Recipe, path: Path, calib_set, extra: dict | None = None):
+        result = CandidateResult(recipe.name, recipe.settings())
+        t0 = time.monotonic()
+        try:
+            run_recipe(recipe, prepared, path, calib_set)
+        except RuntimeFailure as exc:
+            result.failures = [str(exc)]
+            return result, None, None
+        variant = Variant.of(recipe.name, path, parent=REFERENCE,
+                             produced_by={"step": "quantize", "recipe": recipe.settings(),
+                                          "partial_from": base.name, **(extra or {})})
+        vr, session = evaluate(ref, variant, max_disagreement=tolerance, min_cosine=opts.min_cosine)
+        _score(result, vr, ref, criterion, tolerance)
+        state.judge(result, session)
+        result.settings["build_seconds"] = round(time.monotonic() - t0, 2)
+        return result, vr, session
+
+    if base.mode == "static" and calibration is not None:
+        best_recipe, best_result = base, base_result
+        for method, count in calibration_grid(base, len(calibration), len(calibration)):
+            if time.monotonic() > deadline:
+                break
+            name = f"{base.name}-{method}" + ("" if count >= len(calibration) else f"-{count}")
+            recipe = replace(base, name=name, calibration_method=method)
+            subset = calibration if count >= len(calibration) else calibration.head(count)
+            path = work / f"{name}.onnx"
+            result, vr, session = build(recipe, path, subset, {"calibration_samples": count})
+            result.settings["calibration_samples"] = len(subset)
+            tried.append({"method": method, "samples": len(subset), "min_cosine": result.min_cosine,
+                          "error": result.error, "admissible": result.admissible,
+                          "seconds": result.settings.get("build_seconds"),
+                          "failures": result.failures})
+            if vr is None:
+                continue
+            # a calibration is part of the candidate only where it changes the result: it meets
+            # the bound, or cuts the error by a tenth (the rest stay in the grid's record)
+            better = (best_result.error is not None and result.error is not None
+                      and result.error < 0.9 * best_result.error)
+            if result.admissible or better:
+                results.append(result)
+                measured[name], sessions[name], paths[name] = vr, session, path
+                best_recipe, best_result, calib = recipe, result, subset
+            if result.admissible:
+                break
+        base_result.settings["calibration_grid"] = tried
+        if best_result.admissible:
+            # a calibration alone met the bound: it is a full-int8 candidate, no partial needed
+            return None, None
+        base = best_recipe
+    if time.monotonic() > deadline:
+        warnings.append(f"partial int8 from {base.name} not searched: the search budget "
+                        f"({opts.search_budget_s:g} s) was spent on calibration")
         return None, None
-    best = min(bases, key=lambda r: (r.error, FALLBACK_BASES.index(r.name)))
-    base = next(r for r in recipes if r.name == best.name)
+
+    def quantize_one(exclude: list[str]) -> float:
+        path = work / f"{base.name}-one.onnx"
+        try:
+            run_recipe(replace(base, nodes_to_exclude=tuple(exclude)), prepared, path, calib)
+            from ..runtimes import make_session, run_dataset
+
+            outs = run_dataset(make_session(path, threads=ref.threads), ref.data.head(partial.RANK_SAMPLES))
+            want = {k: v for k, v in ref.outputs.items()}
+            head = {k: np.asarray(v)[:partial.RANK_SAMPLES] if ref.output_batch_axes.get(k) == 0 else v
+                    for k, v in want.items()}
+            return partial.output_snr(head, outs)
+        except Exception:
+            return float("inf")
+
     try:
-        ranking = mixed.rank_matmuls(prepared, base, ref.data, work, ref.threads, layers)
+        ranking = partial.rank_units(prepared, base, ref.data, work, ref.threads, layers,
+                                     quantize_one=quantize_one,
+                                     budget_s=max(0.0, deadline - time.monotonic()))
     except RuntimeFailure as exc:
         warnings.append(f"mixed-precision fallback skipped: {exc}")
         return None, None
     if not ranking:
-        warnings.append("mixed-precision fallback skipped: the model has no MatMul with a constant weight")
+        warnings.append(f"mixed-precision fallback skipped: {base.name} quantizes no node with a "
+                        "constant weight in this model")
         return None, None
     built: dict[int, tuple] = {}
 
     def judge(recipe: Recipe) -> CandidateResult:
         k = len(recipe.nodes_to_exclude)
-        result = CandidateResult(recipe.name, recipe.settings())
-        path = work / f"{recipe.name}-{k}.onnx"
-        try:
-            run_recipe(recipe, prepared, path, None)
-        except RuntimeFailure as exc:
-            result.failures = [str(exc)]
-            return result
-        variant = Variant.of(recipe.name, path, parent=REFERENCE,
-                             produced_by={"step": "quantize", "recipe": recipe.settings(),
-                                          "fallback_from": base.name})
-        vr, session = evaluate(ref, variant, max_disagreement=tolerance, min_cosine=opts.min_cosine)
-        _score(result, vr, ref, criterion, tolerance)
+        result, vr, session = build(recipe, work / f"{recipe.name}-{k}.onnx", calib)
         if result.admissible:
-            built[k] = (result, vr, session, path)
+            built[k] = (result, vr, session, work / f"{recipe.name}-{k}.onnx")
         return result
 
-    record, recipe = mixed.search(base, ranking, judge, opts.max_float_matmuls)
-    record.base_min_cosine = by_name[base.name].min_cosine
-    record.base_error = by_name[base.name].error
+    record, recipe = mixed.search(base, ranking, judge, opts.max_float_matmuls,
+                                  budget_s=max(1.0, deadline - time.monotonic()), noun="nodes")
+    record.quantizable_matmuls = sum(1 for c in ranking if c.op_type in ("MatMul", "Gemm"))
+    src_result = by_name.get(base.name) or base_result
+    record.base_min_cosine = src_result.min_cosine
+    record.base_error = src_result.error
+    record.base_speedup = {k: round(v, 3) for k, v in prelim.speedup(base_result.name).items()}
+    if base.mode == "static":
+        record.calibration = {"method": base.calibration_method,
+                              "samples": None if calib is None else len(calib), "grid": tried}
+    record.seconds = time.monotonic() - start
     return record, None if recipe is None else built[len(recipe.nodes_to_exclude)]
+
+
+def calibration_grid(base: Recipe, available: int, count: int) -> list[tuple[str, int]]:
+    """The calibrations tried when a static candidate misses: the other methods on the same
+    samples, then the base's method and the best others on a quarter of them (cheaper; where
+    the ranges settle early it changes nothing, and the report shows it)."""
+    full = min(available, count)
+    grid = [(m, full) for m in CALIBRATION_METHODS if m != base.calibration_method]
+    if full >= 64:
+        grid.append((base.calibration_method, full // 4))
+    return grid
+
+
+class _StateCheck:
+    """State outputs judged as what they are: over chained steps, each step's state output fed
+    back as the next state input, besides the one-step figure every output gets."""
+
+    def __init__(self, ref: Reference, opts) -> None:
+        self.ref = ref
+        self.bound = opts.min_cosine
+        sig = ref.signature
+        known_in = {s.name for s in sig.inputs}
+        known_out = {s.name for s in sig.outputs}
+        for i, o in (opts.state or {}).items():
+            if i not in known_in or o not in known_out:
+                raise OptionError(f"--state {i}:{o}: the model has inputs {', '.join(sorted(known_in))} "
+                                  f"and outputs {', '.join(sorted(known_out))}")
+        self.pairs = partial.state_pairs(sig.inputs, sig.outputs, opts.state)
+        self.given = bool(opts.state)
+        self._feeds = None
+        self._float = None
+        self.figures: dict[str, dict] = {}
+
+    def note(self) -> str:
+        how = "as given by --state" if self.given else "paired by name and shape"
+        shown = ", ".join(f"{i} -> {o}" for i, o in self.pairs)
+        return (f"state outputs ({how}): {shown}; judged one step and over "
+                f"{partial.CHAIN_STEPS} chained steps (each step's state output fed back)")
+
+    def _reference(self):
+        if self._float is None:
+            data = self.ref.data
+            self._feeds = data.slice(0, min(len(data), partial.CHAIN_SAMPLES)) if data.batched else data.inputs
+            self._float = partial.chained_outputs(self.ref.session, self._feeds, self.pairs,
+                                                  data.batch_axes)
+        return self._float
+
+    def calibration(self, data: DataSet) -> DataSet:
+        """Static calibration that sees the states a stream reaches: the calibration samples
+        again with the state inputs each chained float step produced (a state calibrated only
+        on the data's own states clips the ones the model feeds itself)."""
+        feeds = data.slice(0, min(len(data), partial.CHAIN_SAMPLES)) if data.batched else data.inputs
+        parts = [data.inputs]
+        current = dict(feeds)
+        for _ in range(partial.CHAIN_STEPS - 1):
+            from ..runtimes import run
+
+            out = run(self.ref.session, current)
+            current = {**current, **{i: out[o] for i, o in self.pairs}}
+            parts.append(dict(current))
+        from ..data.dataset import concat_batches
+
+        try:
+            inputs = concat_batches(parts, data.batch_axes)
+        except Exception:
+            return data
+        return replace(data, inputs=inputs, batched=frozenset(), name=f"{data.name} + chained states")
+
+    def judge(self, result: CandidateResult, session) -> None:
+        if not self.pairs or session is None:
+            return
+        ref_out = self._reference()
+        try:
+            got = partial.chained_outputs(session, self._feeds, self.pairs, self.ref.data.batch_axes)
+        except Exception as exc:  # a variant that cannot be chained says so, it does not crash
+            result.failures.append(f"state chaining failed: {type(exc).__name__}")
+            result.admissible = False
+            return
+        axes = self.ref.output_batch_axes
+        one = {o["name"]: o.get("min_cosine") for o in result.outputs}
+        chained = {}
+        for _, out in self.pairs:
+            chained[out] = round(partial.per_sample_min_cosine(ref_out[out], got[out], axes.get(out)), 6)
+        result.settings.setdefault("state", {})
+        result.state = {out: {"one_step_min_cosine": one.get(out), "chained_min_cosine": c,
+                              "steps": partial.CHAIN_STEPS} for out, c in chained.items()}
+        result.chained = chained
+        for out, c in chained.items():
+            if c < self.bound:
+                result.failures.append(f"state {out} after {partial.CHAIN_STEPS} chained steps: "
+                                       f"min cosine {c:.4f} is below {self.bound}")
+                result.admissible = False
+        result.settings.pop("state", None)
+
+    def to_dict(self) -> dict | None:
+        if not self.pairs:
+            return None
+        return {"pairs": [{"input": i, "output": o} for i, o in self.pairs],
+                "assumed": not self.given, "chained_steps": partial.CHAIN_STEPS,
+                "chain_samples": partial.CHAIN_SAMPLES}
 
 
 def _summarize_search(record, results, m: Measurement, bound: float) -> None:
@@ -248,10 +499,14 @@ def _summarize_search(record, results, m: Measurement, bound: float) -> None:
     quality = (f"min cosine {base.min_cosine:.4f} -> {mixed_result.min_cosine:.4f}"
                if base.min_cosine is not None and mixed_result.min_cosine is not None
                else f"error {base.error:.4f} -> {mixed_result.error:.4f}")
-    layers = {c.node: c.layer for c in record.ranking}
-    named = ", ".join(f"{n} ({layers[n]})" if layers.get(n) and layers[n] != n else n for n in record.kept)
-    text = (f"kept {len(record.kept)} of {record.quantizable} MatMuls float ({named}), chosen by "
-            f"their measured int8 cost; {quality}")
+    kept = record.kept_units or [{"node": n, "layer": "", "nodes": [n]} for n in record.kept]
+    named = ", ".join(
+        (f"{'+'.join(u['nodes'])} ({u['layer']})" if u.get("layer") and u["layer"] != u["node"]
+         else "+".join(u["nodes"])) for u in kept)
+    methods = "/".join(sorted({c.method for c in record.ranking}))
+    noun = "MatMuls" if all(c.op_type == "MatMul" for c in record.ranking) else "nodes"
+    text = (f"kept {len(kept)} of {record.quantizable} {noun} float ({named}), chosen by "
+            f"their measured int8 cost ({methods}); {quality}")
     if m.latency is not None:
         speeds = []
         for r in (base, mixed_result):
