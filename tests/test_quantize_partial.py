@@ -43,7 +43,9 @@ def vad(tmp_path_factory):
     save(vad_lstm(), path)
     np.savez(data, **vad_data(64, 0))
     out = d / "vad.int8.onnx"
-    report = quantize_model(path, out, _opts(data))
+    # allow_slower: which candidates the search starts from and what is written must not depend on
+    # how busy the machine is (the search's own speed figures are checked against the report)
+    report = quantize_model(path, out, _opts(data, allow_slower=True))
     return SimpleNamespace(path=path, data=data, out=out, report=report, d=d)
 
 
@@ -54,7 +56,9 @@ def convnet(tmp_path_factory):
     save(conv_net(), path)
     np.savez(data, **conv_data(64, 0))
     out = d / "conv.int8.onnx"
-    report = quantize_model(path, out, _opts(data))
+    # Conv only (the MatMul-only candidate is admissible and would make the search depend on
+    # whether a missed candidate measured faster), and slower models allowed: deterministic
+    report = quantize_model(path, out, _opts(data, allow_slower=True, op_types=("Conv",)))
     return SimpleNamespace(path=path, data=data, out=out, report=report)
 
 
@@ -66,10 +70,14 @@ def _expected_choice(report):
     from onnxdeploy.quantize.step import SIMPLICITY
 
     lat = report.measurement.latency
-    pool = [c for c in report.candidates if c.admissible and ship_admissible(lat, c.name)]
+    admissible = [c for c in report.candidates if c.admissible]
+    pool = [c for c in admissible if ship_admissible(lat, c.name)]
     if not pool:
-        return "float"
-    front = [c for c in pool if not any(inprocess.dominates(lat, o.name, c.name) for o in pool if o is not c)]
+        # nothing keeps pace: the best worst case (the fixtures allow slower models, so it is taken)
+        top = max(inprocess.worst_speedup(lat, c.name) for c in admissible)
+        front = [c for c in admissible if inprocess.worst_speedup(lat, c.name) * (1 + lat.margin) >= top]
+    else:
+        front = [c for c in pool if not any(inprocess.dominates(lat, o.name, c.name) for o in pool if o is not c)]
     smallest = min(c.size_bytes for c in front)
     ties = [c for c in front if c.size_bytes <= smallest * SIZE_TIE]
     order = list(SIMPLICITY)
@@ -111,9 +119,8 @@ def test_vad_keeps_its_one_sensitive_conv_float_and_judges_the_state_chained(vad
     mixed = next(c for c in r.candidates if c.name == fb["candidate"])
     assert mixed.admissible and mixed.state["stateN"]["chained_min_cosine"] >= BOUND
     # the choice follows the speed figures the report recorded (float when the mixed one is slower)
-    assert (r.chosen or "float") == _expected_choice(r)
-    if r.chosen != fb["candidate"]:
-        pytest.skip(f"timing put {r.chosen} first on this machine: {r.reason}")
+    # the only admissible candidates are the partial ones: one of them is chosen and written
+    assert r.chosen == _expected_choice(r) and r.chosen.endswith("-mixed"), r.reason
     # the written model: proj float, every other conv int8, and the bound met on held-back data,
     # one step and over chained steps
     model = onnx.load(str(vad.out))
@@ -130,9 +137,7 @@ def test_vad_keeps_its_one_sensitive_conv_float_and_judges_the_state_chained(vad
 def test_conv_net_keeps_only_the_sensitive_layer_float(convnet):
     r, fb = convnet.report, convnet.report.to_dict()["fallback"]
     full = _full(r)
-    assert all(c.min_cosine < BOUND - MARGIN for c in full if c.name != "dynamic-matmul")
-    if fb is None and any("too noisy to rank" in w for w in r.warnings):
-        pytest.skip("the machine was too busy to rank the candidates; the admissible one stood")
+    assert full and all(c.min_cosine < BOUND - MARGIN for c in full), [(c.name, c.min_cosine) for c in full]
     assert fb is not None and fb["base"].startswith("static")
     # static int8: the tensor conv3 writes and conv4 reads is the sensitive one, so the unit that
     # writes it (conv3 + its Relu) and the one that reads it are kept float, nothing else
@@ -142,11 +147,10 @@ def test_conv_net_keeps_only_the_sensitive_layer_float(convnet):
     mixed = next(c for c in r.candidates if c.name == fb["candidate"])
     assert mixed.admissible and mixed.min_cosine >= BOUND
     assert r.state is None  # no state pair in a conv net
-    assert (r.chosen or "float") == _expected_choice(r)
-    if r.chosen == fb["candidate"]:
-        held = conv_data(32, 9)
-        a, b = _run(convnet.path, held)["embedding"], _run(convnet.out, held)["embedding"]
-        assert per_sample_min_cosine(a, b, 0) >= BOUND
+    assert r.chosen == _expected_choice(r) and r.chosen.endswith("-mixed"), r.reason
+    held = conv_data(32, 9)
+    a, b = _run(convnet.path, held)["embedding"], _run(convnet.out, held)["embedding"]
+    assert per_sample_min_cosine(a, b, 0) >= BOUND
 
 
 def test_nothing_saved_exits_1_with_one_line_and_no_file(vad, tmp_path):
