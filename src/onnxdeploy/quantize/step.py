@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data import DIGITS, RANDOM, DataSet, digits_split
 from ..environment import environment
-from ..errors import ModelLoadError, OptionError, RuntimeFailure
+from ..errors import ModelLoadError, OptionError, RuntimeFailure, first_line
 from ..judge import inprocess
 from ..judge.choose import choose, ship_admissible
 from ..measure import Measurement, Reference, Variant, build_reference
@@ -87,9 +87,15 @@ def quantize_model(
     layers = {n.name: partial.source_layer(n) for n in model.graph.node}
     state = _StateCheck(ref, opts)
     if state.pairs:
-        warnings.append(state.note())
-        if calibration is not None:
-            calibration = state.calibration(calibration)
+        note = state.note()
+        state._reference()
+        if state.pairs:
+            warnings.append(note)
+            if calibration is not None:
+                calibration = state.calibration(calibration)
+        else:
+            warnings.append(f"{note.split(';')[0]}; not chained: the float model refused its own state "
+                            f"fed back ({state.refused}); judged one step like any output")
 
     with tempfile.TemporaryDirectory(prefix="onnxdeploy-quantize-") as tmp:
         work = Path(tmp)
@@ -419,6 +425,7 @@ class _StateCheck:
         self.given = bool(opts.state)
         self._feeds = None
         self._float = None
+        self.refused: str | None = None
         self.figures: dict[str, dict] = {}
 
     def note(self) -> str:
@@ -428,18 +435,31 @@ class _StateCheck:
                 f"{partial.CHAIN_STEPS} chained steps (each step's state output fed back)")
 
     def _reference(self):
-        if self._float is None:
+        """The float model chained; on a model that takes one sample at a time (a state exported
+        at batch 1) one sample is chained; None (and a note) when the float model refuses both."""
+        if self._float is None and self.pairs:
             data = self.ref.data
-            self._feeds = data.slice(0, min(len(data), partial.CHAIN_SAMPLES)) if data.batched else data.inputs
-            self._float = partial.chained_outputs(self.ref.session, self._feeds, self.pairs,
-                                                  data.batch_axes)
+            sizes = [min(len(data), partial.CHAIN_SAMPLES), 1] if data.batched else [None]
+            for n in sizes:
+                feeds = data.slice(0, n) if n is not None else data.inputs
+                try:
+                    self._float = partial.chained_outputs(self.ref.session, feeds, self.pairs,
+                                                          data.batch_axes)
+                    self._feeds = feeds
+                    break
+                except Exception as exc:  # noqa: BLE001 - the runtime's refusal, reported below
+                    self.refused = first_line(exc)
+            if self._float is None:
+                self.pairs = []  # nothing to chain against: judged one step, like any output
         return self._float
 
     def calibration(self, data: DataSet) -> DataSet:
         """Static calibration that sees the states a stream reaches: the calibration samples
         again with the state inputs each chained float step produced (a state calibrated only
         on the data's own states clips the ones the model feeds itself)."""
-        feeds = data.slice(0, min(len(data), partial.CHAIN_SAMPLES)) if data.batched else data.inputs
+        if self._reference() is None:
+            return data
+        feeds = self._feeds
         parts = [data.inputs]
         current = dict(feeds)
         for _ in range(partial.CHAIN_STEPS - 1):
@@ -460,6 +480,8 @@ class _StateCheck:
         if not self.pairs or session is None:
             return
         ref_out = self._reference()
+        if ref_out is None:
+            return
         try:
             got = partial.chained_outputs(session, self._feeds, self.pairs, self.ref.data.batch_axes)
         except Exception as exc:  # a variant that cannot be chained says so, it does not crash
