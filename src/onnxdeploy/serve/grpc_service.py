@@ -31,6 +31,7 @@ output's ``binary_data: false``.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent import futures
@@ -57,6 +58,7 @@ GRPC_LIMIT_SLACK = 1 << 20
 #: connections are closed (GOAWAY, the client reconnects) after this long, so the kernel's
 #: SO_REUSEPORT hash spreads long-lived channels over the workers again and again
 DEFAULT_CONNECTION_AGE_S = 10.0
+AGE_ENV = "ONNXDEPLOY_GRPC_CONNECTION_AGE_S"
 #: threads beyond --max-inflight: a shed RPC and a probe still find a thread to answer them
 SPARE_THREADS = 4
 
@@ -388,8 +390,8 @@ def start_grpc(service: Service, config: dict[str, Any]) -> GrpcServer:
     """The worker's gRPC server on ``GRPC_HOST:GRPC_PORT``, started."""
     server = GrpcServer(service, config.get("GRPC_HOST") or "127.0.0.1", int(config["GRPC_PORT"]),
                         work_threads=int(config.get("HTTP_THREADS") or 1),
-                        connection_age_s=float(config.get("GRPC_CONNECTION_AGE_S",
-                                                          DEFAULT_CONNECTION_AGE_S)))
+                        connection_age_s=float(config.get("GRPC_CONNECTION_AGE_S") or os.environ.get(
+                            AGE_ENV, DEFAULT_CONNECTION_AGE_S)))
     server.start()
     log.info("gRPC: inference.GRPCInferenceService on %s", server.address)
     return server
