@@ -487,3 +487,24 @@ def test_text_model_takes_bytes(start, models):
     with pytest.raises(grpc.RpcError) as err:
         _stub(server).ModelInfer(bad)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# ----------------------------------------------------------------------- bench over gRPC
+
+
+def test_bench_grpc_client_against_a_server(start, models):
+    from onnxdeploy.bench.bodies import predict_body
+    from onnxdeploy.bench.grpcload import encode_infer, run_grpc_load, served_model
+    from onnxdeploy.bench.targets import signature_from_metadata
+
+    server = start("mlp", "--workers", "1")
+    name, meta = served_model(server.target, None)  # the name read from the server itself
+    assert name == "mlp" and meta["inputs"][0]["name"] == "x"
+    sig = signature_from_metadata(meta)
+    x = np.random.default_rng(5).standard_normal((1, 64)).astype(np.float32)
+    bodies = encode_infer([predict_body(sig, {"x": x})], sig, name, texts=False)
+    res = run_grpc_load(server.target, bodies, concurrency=4, total=40)
+    assert res.ok == 40 and not res.errors
+    bad = encode_infer([predict_body(sig, {"x": x})], sig, "nope", texts=False)
+    res = run_grpc_load(server.target, bad, concurrency=2, total=4)
+    assert res.errors == {"grpc_not_found": 4} and "unknown model 'nope'" in res.first_error
