@@ -508,3 +508,24 @@ def test_bench_grpc_client_against_a_server(start, models):
     bad = encode_infer([predict_body(sig, {"x": x})], sig, "nope", texts=False)
     res = run_grpc_load(server.target, bad, concurrency=2, total=4)
     assert res.errors == {"grpc_not_found": 4} and "unknown model 'nope'" in res.first_error
+
+
+def test_our_proto_matches_tritons_field_for_field():
+    from onnxdeploy.serve.proto import grpc_service_pb2 as ours
+
+    def fields(d):
+        return {f.name: (f.number, f.type, f.is_repeated) for f in d.fields}
+
+    def walk(d, theirs):
+        assert fields(d).items() <= fields(theirs).items(), d.full_name
+        for nested in d.nested_types:
+            walk(nested, theirs.nested_types_by_name[nested.name])
+
+    for name, d in ours.DESCRIPTOR.message_types_by_name.items():
+        walk(d, tpb.DESCRIPTOR.message_types_by_name[name])
+    service = ours.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    theirs = tpb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    for method in service.methods:
+        other = theirs.methods_by_name[method.name]
+        assert (method.input_type.full_name, method.output_type.full_name) == (
+            other.input_type.full_name, other.output_type.full_name)
