@@ -51,6 +51,8 @@ class BenchOptions:
     repeats: int = 3
     rate: Sequence[float] = ()
     engine: str = "native"
+    #: ``http`` or ``grpc`` (the load; readiness and accuracy stay on HTTP where there is one)
+    protocol: str = "http"
     data: str | None = None
     dims: dict[str, int] = field(default_factory=dict)
     warmup: int = DEFAULT_WARMUP
@@ -96,6 +98,19 @@ class BenchOptions:
 
     def validate(self) -> None:
         """Raise OptionError for combinations that cannot run."""
+        grpc_urls = [u for u in self.urls if u.startswith("grpc://")]
+        if self.protocol not in ("http", "grpc"):
+            raise OptionError(f"--protocol {self.protocol}: expected http or grpc")
+        if self.protocol == "grpc" or grpc_urls:
+            if self.engine != "native":
+                raise OptionError(f"--protocol grpc needs --engine native; {self.engine} speaks "
+                                  "HTTP only")
+            if self.rate or self.slo:
+                raise OptionError("--rate and --slo over gRPC are not supported yet; use "
+                                  "--concurrency (closed loop)")
+            if self.urls and len(grpc_urls) != len(self.urls):
+                raise OptionError("--protocol grpc with --url: give every target as "
+                                  "grpc://HOST:PORT")
         bad_ports = [p for p in self.ports if not 1 <= int(p) <= 65535]
         if bad_ports:
             raise OptionError(f"--ports {','.join(map(str, self.ports))}: ports must be 1-65535, got {bad_ports[0]}")

@@ -153,14 +153,32 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = No
             specs = []
             for i, target in enumerate(targets):
                 port = ports[i] if ports else free_port(options.host)
+                extra: tuple[str, ...] = ()
+                if options.protocol == "grpc":  # the load over gRPC; ready and accuracy: HTTP
+                    grpc_port = free_port(options.host)
+                    extra = ("--grpc-port", str(grpc_port))
+                    target.grpc = f"{options.host}:{grpc_port}"
                 specs.append(ServerSpec(
                     target.model, target.name, port, host=options.host, workers=options.server_workers,
-                    threads=options.server_threads, ort_threads=options.ort_threads, cpus=server_cpus))
+                    threads=options.server_threads, ort_threads=options.ort_threads, cpus=server_cpus,
+                    extra_args=extra))
                 target.url = specs[-1].url
             say(f"starting {len(specs)} server(s): " + ", ".join(f"{s.name} on :{s.port}" for s in specs))
             pool.start_all(specs)
         else:
             for i, url in enumerate(options.urls):
+                if url.startswith("grpc://"):  # readiness and metadata over gRPC itself
+                    from .grpcload import served_model, split_grpc_url
+                    from .targets import signature_from_metadata
+
+                    address = split_grpc_url(url)
+                    served, meta = served_model(address, options.names[i] if options.names else None)
+                    target = Target(options.names[i] if options.names else served, url.rstrip("/"),
+                                    None, sig=signature_from_metadata(meta), grpc=address,
+                                    served=served)
+                    prepare(target, options.data, options.dims, options.send)
+                    targets.append(target)
+                    continue
                 if not is_up(url.rstrip("/"), LIVE_PATH):
                     raise ServerError(f"--url {url}: no answer 200 from {LIVE_PATH}; is the server running?")
                 served, sig = url_signature(url.rstrip("/"), options.names[i] if options.names else None)
@@ -285,6 +303,10 @@ def _quality(options: BenchOptions, targets: list[Target], failures: dict[str, d
         if failures[target.name]["failed_runs"] and not searched:
             continue  # a target that fails its requests fails the quality pass too; said above
         if target.data is None:
+            continue
+        if target.url.startswith("grpc://"):
+            say(f"no accuracy for {target.name}: it is measured through /predict, and "
+                f"{target.url} is gRPC only")
             continue
         kind = quality_kind(target.meta, target.data.labels is not None)
         if kind == ACCURACY:

@@ -25,6 +25,8 @@ DEFAULT_REQUESTS = 2000
 
 def first_error_text(target: Target) -> str | None:
     """The answer to one request, when an engine counted errors but kept no text (wrk, Locust)."""
+    if target.url.startswith("grpc://"):
+        return None
     try:
         status, body = request(target.url, "POST", target.requests.path, target.requests.bodies[0], timeout=10)
     except OSError as exc:

@@ -36,6 +36,8 @@ def parse_prometheus(text: str) -> dict[str, dict[str, float]]:
 
 def scrape(url: str) -> dict[str, dict[str, float]] | None:
     """The server's metrics, or None when it has no ``/metrics`` (e.g. a foreign server)."""
+    if url.startswith("grpc://"):  # a gRPC-only target: no HTTP to read them from
+        return None
     try:
         status, body = request(url, "GET", METRICS_PATH, timeout=10)
     except OSError:

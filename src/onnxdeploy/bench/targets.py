@@ -41,6 +41,10 @@ class Target:
     meta: dict | None = field(default=None, repr=False)
     #: the data file's texts when the requests carry texts
     texts: list[str] | None = field(default=None, repr=False)
+    #: HOST:PORT of the server's gRPC service when load goes over gRPC (``--protocol grpc``)
+    grpc: str | None = None
+    #: the model's name on the server (``--url grpc://``: read from it), when not ``name``
+    served: str | None = None
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -204,6 +204,10 @@ class _Progress:
               help="Minimum queries per probe run (default: 20 beyond the percentile: 2000 for p99).")
 @click.option("--engine", type=click.Choice(["native", "locust", "wrk"]), default="native", show_default=True,
               help="Load generator: ours (asyncio, open and closed loop), Locust (child processes) or wrk.")
+@click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True,
+              help="What the load speaks: HTTP (/predict) or gRPC (ModelInfer with raw contents; the "
+                   "servers started get --grpc-port; closed loop, --engine native). A --url "
+                   "grpc://HOST:PORT target is gRPC whatever this says.")
 @click.option("--locust-workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Locust worker processes on this machine (0: one standalone Locust process).")
 @click.option("--locust-master", metavar="HOST:PORT",
@@ -234,7 +238,7 @@ class _Progress:
 def command(models, urls, names, ports, host, concurrency, requests_, duration, repeats, rank_budget, rate,
             arrivals, slo,
             slo_precision, slo_budget, slo_start, slo_max_rate, slo_min_duration, slo_min_queries, engine,
-            locust_workers, locust_master, expect_workers, csv_prefix, warmup, workers, threads,
+            protocol, locust_workers, locust_master, expect_workers, csv_prefix, warmup, workers, threads,
             threads_deprecated, ort_threads, pin,
             no_accuracy, send, min_cosine, ready_timeout, write_locustfile, out_dir, data, dims, as_json, report_path):
     """Load-test two served models side by side (latency, throughput, capacity at an SLO) and say which to ship."""
@@ -256,7 +260,7 @@ def command(models, urls, names, ports, host, concurrency, requests_, duration, 
         requests=requests_, duration_s=duration, repeats=repeats, rate=_floats(rate), arrivals=arrivals,
         slo=list(slo), slo_precision=slo_precision, slo_budget_s=slo_budget, slo_start=slo_start,
         slo_max_rate=slo_max_rate, slo_min_duration_s=slo_min_duration, slo_min_queries=slo_min_queries,
-        engine=engine, locust_workers=locust_workers, locust_master=locust_master, expect_workers=expect_workers,
+        engine=engine, protocol=protocol, locust_workers=locust_workers, locust_master=locust_master, expect_workers=expect_workers,
         data=data, dims=dims, warmup=warmup, server_workers=workers, server_threads=threads,
         ort_threads=ort_threads, pin=pin, accuracy=not no_accuracy, ready_timeout_s=ready_timeout,
         send=send, min_cosine=min_cosine, rank_budget_s=rank_budget)

@@ -49,10 +49,14 @@ from ..errors import require
               help="On SIGTERM, seconds to finish accepted requests before workers are killed.")
 @click.option("--body-timeout", type=click.FloatRange(min=0.1), default=10, show_default=True,
               help="Seconds a client may take to send a request body (408 after).")
+@click.option("--grpc-port", "--grpc_port", "grpc_port", type=click.IntRange(1, 65535),
+              help="Also serve the Open Inference Protocol over gRPC "
+                   "(inference.GRPCInferenceService) on this port, in every worker (off by "
+                   "default).")
 @click.option("--dev", is_flag=True, help="Run Flask's development server instead of granian.")
 def command(model, name, host, port, workers, http_threads, legacy_threads, ort_threads, runtime,
             max_batch_size, batch_timeout_ms, max_inflight, max_body_mb, max_batch, api_key_env,
-            graceful_timeout, body_timeout, dev):
+            graceful_timeout, body_timeout, grpc_port, dev):
     """Serve an ONNX model over HTTP: /predict, the Open Inference Protocol, /metrics, /docs.
 
     Runs in the foreground and prints one 'ready' line (URL, endpoints, a curl to try) once it
@@ -63,7 +67,8 @@ def command(model, name, host, port, workers, http_threads, legacy_threads, ort_
                    err=True)
         if http_threads is None:
             http_threads = legacy_threads
-    for module in ("flask", "orjson", "prometheus_client") + (() if dev else ("granian",)):
+    for module in (("flask", "orjson", "prometheus_client") + (() if dev else ("granian",))
+                   + (("grpc", "google.protobuf") if grpc_port else ())):
         require(module, "serve")
     from ..serve.runner import Interrupted, ServeOptions, run_server
 
@@ -74,7 +79,7 @@ def command(model, name, host, port, workers, http_threads, legacy_threads, ort_
             max_batch_size=max_batch_size,
             batch_timeout_ms=batch_timeout_ms, max_inflight=max_inflight, max_body_mb=max_body_mb,
             max_batch=max_batch, api_key_env=api_key_env, dev=dev,
-            graceful_timeout=graceful_timeout, body_timeout=body_timeout,
+            graceful_timeout=graceful_timeout, body_timeout=body_timeout, grpc_port=grpc_port,
         ))
     except (Interrupted, KeyboardInterrupt):
         sys.stderr.write("stopped (Ctrl-C)\n")

@@ -144,6 +144,7 @@ class Front:
         self.service = None
         self.loop = None
         self.router = Router()
+        self.grpc = None
 
     # ------------------------------------------------------------------ lifecycle (per worker)
 
@@ -188,12 +189,23 @@ class Front:
         # worker: move it out of the collector's reach, so a full collection during serving
         # walks only what requests allocate (a full pass over ~10^5 long-lived objects is a
         # tail-latency spike of milliseconds).
+        if self.config.get("GRPC_PORT"):  # the same service, over gRPC (serve.grpc_service)
+            from .grpc_service import start_grpc
+
+            self.grpc = start_grpc(service, self.config)
         gc.collect()
         gc.freeze()
 
     def __rsgi_del__(self, loop) -> None:
+        drain = None
+        if self.grpc is not None:  # in-flight RPCs finish while the lanes do; new ones: 503
+            timeout = float(self.config.get("GRACEFUL_TIMEOUT_S") or 30)
+            drain = threading.Thread(target=self.grpc.drain, args=(timeout,), daemon=True)
+            drain.start()
         for lane in (self.work, self.probe, self.misc):
             lane.shutdown()
+        if drain is not None:
+            drain.join()
 
     # ------------------------------------------------------------------ requests
 

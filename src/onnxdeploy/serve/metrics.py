@@ -33,11 +33,16 @@ class Metrics:
         # would also report this process's copy.
         self.registry = None if self.multiprocess else CollectorRegistry(auto_describe=True)
         reg = {"registry": self.registry}
-        self.requests = Counter("onnxdeploy_requests_total", "HTTP requests by endpoint and status.",
-                                ["endpoint", "status"], **reg)
+        self.requests = Counter("onnxdeploy_requests_total",
+                                "Requests by endpoint, status and protocol (http, grpc); a gRPC "
+                                "answer's status is the HTTP status of the same answer.",
+                                ["endpoint", "status", "protocol"], **reg)
         self.request_seconds = Histogram(
-            "onnxdeploy_request_duration_seconds", "Whole request time in the view.", ["endpoint"],
-            buckets=LATENCY_BUCKETS, **reg)
+            "onnxdeploy_request_duration_seconds", "Whole request time in the view.",
+            ["endpoint", "protocol"], buckets=LATENCY_BUCKETS, **reg)
+        self.worker_requests = Counter(
+            "onnxdeploy_worker_requests_total", "Requests answered by each worker process (pid).",
+            ["worker", "protocol"], **reg)
         self.compute_seconds = Histogram(
             "onnxdeploy_model_compute_seconds", "Time inside session.run.",
             buckets=LATENCY_BUCKETS, **reg)

@@ -90,6 +90,7 @@ class ServeOptions:
     dev: bool = False
     graceful_timeout: float = GRACEFUL_TIMEOUT_S
     body_timeout: float | None = None
+    grpc_port: int | None = None  # inference.GRPCInferenceService in every worker (off: None)
 
 
 def thread_budget(workers: int | None, ort_threads: int | None, cpus: int | None = None) -> tuple[int, int]:
@@ -137,6 +138,9 @@ def app_config(options: ServeOptions, ort_threads: int) -> dict:
     }
     if options.body_timeout is not None:
         config["BODY_TIMEOUT_S"] = options.body_timeout
+    if options.grpc_port:
+        config.update(GRPC_PORT=options.grpc_port, GRPC_HOST=options.host,
+                      GRACEFUL_TIMEOUT_S=options.graceful_timeout)
     return config
 
 
@@ -184,6 +188,13 @@ def run_server(options: ServeOptions) -> None:
     if info.runtime == "openvino":
         _require_openvino()
     check_bind(options.host, options.port)
+    if options.grpc_port:
+        if options.grpc_port == options.port:
+            raise OptionError(f"--grpc-port {options.grpc_port}: the same port as --port; "
+                              "expected another port for gRPC")
+        from .grpc_service import grpc  # noqa: F401 - a missing grpcio fails here, not in a worker
+
+        check_bind(options.host, options.grpc_port)
     workers, ort_threads = thread_budget(options.workers, options.ort_threads)
     if workers * ort_threads > default_threads():
         log.warning("%d workers x %d ORT threads exceeds the %d CPUs available; expect contention",
@@ -201,6 +212,11 @@ def _run_dev(options: ServeOptions, config: dict, announcer: _Announcer) -> None
 
     app = create_app({**config, "LOAD_ON_START": True})
     log.info("development server (Flask); run without --dev in production")
+    rpc = None
+    if config.get("GRPC_PORT"):
+        from .grpc_service import start_grpc
+
+        rpc = start_grpc(app.extensions["onnxdeploy"], config)
     announcer.start()
     caught: list[int] = []
 
@@ -216,6 +232,8 @@ def _run_dev(options: ServeOptions, config: dict, announcer: _Announcer) -> None
     finally:
         signal.signal(signal.SIGINT, previous)
         announcer.stop()
+        if rpc is not None:
+            rpc.drain(options.graceful_timeout)
     if caught:  # Werkzeug may swallow the interrupt and return
         raise Interrupted()
 
@@ -324,8 +342,15 @@ class _Announcer:
         example = _example_body(self.info)
         return (f"ready: {self.url} serving '{self.model_name}' | endpoints: POST /predict, "
                 f"POST /v2/models/{self.model_name}/infer, GET /v2/health/live, "
-                f"GET /v2/health/ready, GET /metrics, GET /docs{_text_note(self.info, self.options)} | try: curl -s "
+                f"GET /v2/health/ready, GET /metrics, GET /docs{_text_note(self.info, self.options)}"
+                f"{self._grpc_note()} | try: curl -s "
                 f"{self.url}/predict -H 'Content-Type: application/json'{auth} -d '{example}'")
+
+    def _grpc_note(self) -> str:
+        port = self.options.grpc_port
+        if not port:
+            return ""
+        return f" | gRPC: {self.url.rsplit(':', 1)[0].split('//')[1]}:{port} (inference.GRPCInferenceService)"
 
     def start(self) -> None:
         if self._thread is None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from .metrics import Metrics
 from .model import SessionHolder, read_model_info
 from .routes import BAD_PATH_CHAR, DOCS_BLUEPRINT, ROUTES, WORK, Match, Request, Router
 from .validation import ApiError, body_limit
-from .views import RETRY_AFTER_S, Reply, Views, error_reply
+from .views import RETRY_AFTER_S, Reply, Views, error_parts, error_reply
 
 log = logging.getLogger("onnxdeploy.serve")
 
@@ -132,8 +133,9 @@ class Service:
         self.router = Router(self.routes)
         self.views = Views(info, self.holder, self.executor, self.metrics, max_batch=max_batch,
                            max_chars=max_chars, docs_root=docs)
-        self._counters: dict[tuple[str, int], Any] = {}  # labelled children, made once
-        self._timers: dict[str, Any] = {}
+        self._counters: dict[tuple, Any] = {}  # labelled children, made once
+        self._timers: dict[tuple[str, str], Any] = {}
+        self._workers: dict[tuple[int, str], Any] = {}
 
     # ------------------------------------------------------------------ the path
 
@@ -179,11 +181,42 @@ class Service:
         self._count(route.endpoint, reply.status, t0)
         return reply
 
-    def refuse(self, endpoint: str, exc: Exception) -> Reply:
+    def refuse(self, endpoint: str, exc: Exception, protocol: str = "http") -> Reply:
         """A refusal made before any view could run, answered and counted like the rest."""
         reply = error_reply(exc)
-        self._count(endpoint, reply.status, None)
+        self._count(endpoint, reply.status, None, protocol)
         return reply
+
+    def rpc(self, endpoint: str, authorization: str | None, fn: Callable[[], Any], *,
+            public: bool = False, work: bool = False, protocol: str = "grpc"
+            ) -> tuple[Any, tuple[int, str, dict[str, str]] | None]:
+        """The request path for a protocol whose requests are not HTTP requests (gRPC): the API
+        key unless ``public``, the in-flight gauge when ``work``, ``fn`` (which parses, checks
+        and runs through ``views``), the error turned into (status, message, headers) exactly
+        as REST gives it, then the same counter and histogram under ``protocol``. Returns
+        ``(value, None)`` or ``(None, error)``; admission is the caller's, as it is the
+        front's."""
+        t0 = time.perf_counter()
+        value, error = None, None
+        try:
+            if not public:
+                self.check_key(authorization)
+            if work:
+                gauge = self.metrics.inflight
+                gauge.inc()
+                try:
+                    value = fn()
+                finally:
+                    gauge.dec()
+            else:
+                value = fn()
+        except (ApiError, DataError) as exc:
+            error = error_parts(exc)
+        except Exception as exc:  # a bug: the traceback to the log, a bare INTERNAL to the client
+            log.exception("unhandled error in %s over %s", endpoint, protocol)
+            error = error_parts(exc)
+        self._count(endpoint, 200 if error is None else error[0], t0, protocol)
+        return value, error
 
     def check_key(self, authorization: str | None) -> None:
         """401 unless ``Authorization: Bearer <key>`` carries the key (when one is set)."""
@@ -195,17 +228,26 @@ class Service:
             raise ApiError(401, "missing or wrong API key; expected 'Authorization: Bearer <key>'",
                            {"WWW-Authenticate": "Bearer"})
 
-    def _count(self, endpoint: str, status: int, t0: float | None) -> None:
+    def _count(self, endpoint: str, status: int, t0: float | None,
+               protocol: str = "http") -> None:
         try:
-            key = (endpoint, status)
+            key = (endpoint, status, protocol)
             counter = self._counters.get(key)
             if counter is None:
-                counter = self._counters[key] = self.metrics.requests.labels(endpoint, str(status))
+                counter = self._counters[key] = self.metrics.requests.labels(
+                    endpoint, str(status), protocol)
             counter.inc()
+            wkey = (os.getpid(), protocol)  # a pid: the worker this process is (forks included)
+            worker = self._workers.get(wkey)
+            if worker is None:
+                worker = self._workers[wkey] = self.metrics.worker_requests.labels(
+                    str(wkey[0]), protocol)
+            worker.inc()
             if t0 is not None:
-                timer = self._timers.get(endpoint)
+                tkey = (endpoint, protocol)
+                timer = self._timers.get(tkey)
                 if timer is None:
-                    timer = self._timers[endpoint] = self.metrics.request_seconds.labels(endpoint)
+                    timer = self._timers[tkey] = self.metrics.request_seconds.labels(*tkey)
                 timer.observe(time.perf_counter() - t0)
         except Exception:  # pragma: no cover - metrics must never break an answer
             log.exception("could not count a request")

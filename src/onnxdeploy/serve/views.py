@@ -46,13 +46,20 @@ def json_reply(obj: Any, status: int = 200, headers: dict[str, str] | None = Non
     return Reply(status, out, protocols.dumps(obj))
 
 
+def error_parts(exc: Exception) -> tuple[int, str, dict[str, str]]:
+    """Status, one-line message and headers of what a view raised (``ApiError``, ``DataError``,
+    anything else: 500); every protocol answers with these."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.message, exc.headers
+    if isinstance(exc, DataError):
+        return 413 if isinstance(exc, TextTooLongError) else 400, str(exc), {}
+    return 500, "internal server error (details are in the server log)", {}
+
+
 def error_reply(exc: Exception) -> Reply:
     """The JSON answer to what a view raised (``ApiError``, ``DataError``, anything else: 500)."""
-    if isinstance(exc, ApiError):
-        return json_reply({"error": exc.message}, exc.status, exc.headers)
-    if isinstance(exc, DataError):
-        return json_reply({"error": str(exc)}, 413 if isinstance(exc, TextTooLongError) else 400)
-    return json_reply({"error": "internal server error (details are in the server log)"}, 500)
+    status, message, headers = error_parts(exc)
+    return json_reply({"error": message}, status, headers)
 
 
 def mimetype(content_type: str | None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..bodies import encode_all, http_request
+from ..bodies import TEXTS, encode_all, http_request
 from ..servers import LIVE_PATH
 from ..stats import RunResult, latency_summary
 from .locust import run_locust
@@ -24,6 +24,9 @@ class NativeEngine:
             duration_s: float | None = None, rate: float | None = None, arrivals: str = "poisson",
             stop: StopRule | None = None, on_tick=None, seed: int = 0) -> RunResult:
         """One closed- or open-loop run of the target's requests."""
+        if getattr(target, "grpc", None):
+            return self._run_grpc(target, concurrency=concurrency, total=total,
+                                  duration_s=duration_s, rate=rate)
         host, port = target.host_port
         spec = LoadSpec(host, port, encode_all(target.requests, f"{host}:{port}"),
                         concurrency=concurrency, total=total, duration_s=duration_s, rate=rate,
@@ -44,8 +47,30 @@ class NativeEngine:
             service_us=res.service_us if rate else None,
         )
 
+    def _run_grpc(self, target, *, concurrency, total, duration_s, rate) -> RunResult:
+        from ..grpcload import encode_infer, run_grpc_load
+
+        cache = getattr(target, "_grpc_bodies", None)
+        if cache is None:
+            cache = encode_infer(target.requests.bodies, target.sig, target.served or target.name,
+                                 texts=target.requests.kind == TEXTS)
+            target._grpc_bodies = cache
+        res = run_grpc_load(target.grpc, cache, concurrency=concurrency, total=total,
+                            duration_s=duration_s, rate=rate, timeout_s=self.timeout_s)
+        return RunResult(
+            target=target.name, concurrency=concurrency, requests=res.ok, errors=res.errors,
+            elapsed_s=res.elapsed_s, latency_ms=latency_summary(res.latencies_us), mode=res.mode,
+            rate=None, engine=self.name, cpu_percent=100.0 * res.cpu_s / res.elapsed_s,
+            latencies_us=res.latencies_us, first_error=res.first_error)
+
     def ceiling(self, target, *, concurrency: int, duration_s: float) -> float:
         """Requests/s this engine reaches against the server's do-almost-nothing liveness check."""
+        if getattr(target, "grpc", None):
+            from ..grpcload import LIVE, run_grpc_load
+
+            res = run_grpc_load(target.grpc, [b""], concurrency=concurrency,
+                                duration_s=duration_s, timeout_s=self.timeout_s, path=LIVE)
+            return res.ok / res.elapsed_s
         host, port = target.host_port
         raw = http_request("GET", LIVE_PATH, f"{host}:{port}")
         res = run_load(LoadSpec(host, port, [raw], concurrency=concurrency, duration_s=duration_s,

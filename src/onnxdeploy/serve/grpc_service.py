@@ -1,0 +1,397 @@
+"""The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``, KServe v2 / Triton).
+
+``serve --grpc-port PORT`` runs this service in every worker process beside the HTTP front, on
+one port shared with ``SO_REUSEPORT`` (gRPC's default on Linux), so gRPC uses every worker the
+HTTP side uses. A request takes the same path as a REST one (``serve.service``):
+
+- **admission** first (``Service.admission``, the counter the HTTP front takes: one
+  ``--max-inflight`` per worker for both protocols); a full worker answers UNAVAILABLE at once;
+- ``Service.rpc``: the API key (the ``authorization`` metadata, ``Bearer <key>``), the in-flight
+  gauge, the error turned into the REST status and its one-line message, the request counter
+  and histogram (``protocol="grpc"``, the REST endpoint names: ``v2_infer``, ``v2_live``...);
+- the request is turned into the REST v2 payload plus binary part (typed ``contents`` are
+  packed into bytes as raw ones are) and parsed by ``protocols.parse_v2``, checked by
+  ``validation`` and run by ``Views.run`` through the one ``Executor`` (so one dynamic batch
+  can hold REST and gRPC requests together).
+
+Request bytes are parsed in the handler, not by gRPC's deserializer, so bytes that are not a
+``ModelInferRequest`` are INVALID_ARGUMENT (gRPC's own failure would be INTERNAL) and a message
+over the body cap is RESOURCE_EXHAUSTED with REST's message, counted like any refusal.
+
+Status codes (DESIGN.md, "Contracts settled for this round"), from the REST status of the same
+answer: 400 -> INVALID_ARGUMENT, 401 -> UNAUTHENTICATED, 404 -> NOT_FOUND, 413 ->
+RESOURCE_EXHAUSTED, 503 -> UNAVAILABLE (shedding, draining, not ready; trailing metadata
+``retry-after: 1``), 500 -> INTERNAL (a bug). The message is the one line REST gives.
+
+Outputs come back as ``raw_output_contents`` (what Triton sends and tritonclient reads) unless
+the request asks for typed contents: request parameter ``binary_data_output: false``, or an
+output's ``binary_data: false``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent import futures
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from .. import __version__
+from . import protocols
+from .proto import grpc_service_pb2 as pb
+from .service import Service
+from .validation import ApiError, cast
+
+log = logging.getLogger("onnxdeploy.serve")
+
+SERVICE_NAME = "inference.GRPCInferenceService"
+RETRY_AFTER = (("retry-after", "1"),)
+#: gRPC's own cap on a received message, over the body cap: a message between the two reaches
+#: the handler and gets REST's 413 message; one past this is refused by gRPC itself (uncounted)
+GRPC_LIMIT_FACTOR = 2
+GRPC_LIMIT_SLACK = 1 << 20
+#: connections are closed (GOAWAY, the client reconnects) after this long, so the kernel's
+#: SO_REUSEPORT hash spreads long-lived channels over the workers again and again
+DEFAULT_CONNECTION_AGE_S = 10.0
+AGE_ENV = "ONNXDEPLOY_GRPC_CONNECTION_AGE_S"
+#: threads beyond --max-inflight: a shed RPC and a probe still find a thread to answer them
+SPARE_THREADS = 4
+
+CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
+         403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
+         408: grpc.StatusCode.DEADLINE_EXCEEDED, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+         415: grpc.StatusCode.INVALID_ARGUMENT, 500: grpc.StatusCode.INTERNAL,
+         503: grpc.StatusCode.UNAVAILABLE}
+
+#: datatype -> (the typed contents field, the numpy dtype that field holds)
+TYPED = {
+    "BOOL": ("bool_contents", np.dtype(bool)),
+    "INT8": ("int_contents", np.dtype(np.int32)), "INT16": ("int_contents", np.dtype(np.int32)),
+    "INT32": ("int_contents", np.dtype(np.int32)),
+    "INT64": ("int64_contents", np.dtype(np.int64)),
+    "UINT8": ("uint_contents", np.dtype(np.uint32)),
+    "UINT16": ("uint_contents", np.dtype(np.uint32)),
+    "UINT32": ("uint_contents", np.dtype(np.uint32)),
+    "UINT64": ("uint64_contents", np.dtype(np.uint64)),
+    "FP32": ("fp32_contents", np.dtype(np.float32)),
+    "FP64": ("fp64_contents", np.dtype(np.float64)),
+    "BYTES": ("bytes_contents", None),
+}
+#: numpy dtype -> the typed contents field an output is written to
+_OUT_FIELD = {np.dtype(bool): "bool_contents", np.dtype(np.int8): "int_contents",
+              np.dtype(np.int16): "int_contents", np.dtype(np.int32): "int_contents",
+              np.dtype(np.int64): "int64_contents", np.dtype(np.uint8): "uint_contents",
+              np.dtype(np.uint16): "uint_contents", np.dtype(np.uint32): "uint_contents",
+              np.dtype(np.uint64): "uint64_contents", np.dtype(np.float32): "fp32_contents",
+              np.dtype(np.float64): "fp64_contents"}
+
+
+def _param(p) -> Any:
+    which = p.WhichOneof("parameter_choice")
+    return None if which is None else getattr(p, which)
+
+
+def _params(mapping) -> dict[str, Any]:
+    return {k: _param(v) for k, v in mapping.items()}
+
+
+def _typed_bytes(tensor) -> bytes | None:
+    """An input's typed ``contents`` as the bytes the binary extension would carry (None when it
+    has none, or its datatype is one ``parse_v2`` refuses anyway)."""
+    fields = tensor.contents.ListFields()
+    if not fields:
+        return None
+    entry = TYPED.get(tensor.datatype)
+    if entry is None:
+        raise ApiError(400, f"input '{tensor.name}': datatype {tensor.datatype!r} has no typed "
+                            "contents; expected raw_input_contents")
+    field, held = entry
+    given = [f.name for f, _ in fields]
+    if given != [field]:
+        raise ApiError(400, f"input '{tensor.name}': datatype {tensor.datatype} takes {field}; "
+                            f"got {', '.join(given)}")
+    values = getattr(tensor.contents, field)
+    if held is None:  # BYTES: each element a 4-byte little-endian length and its bytes
+        return b"".join(len(v).to_bytes(4, "little") + v for v in values)
+    want = protocols.V2_TO_NUMPY[tensor.datatype]
+    arr = np.array(values, dtype=held)
+    if want != held:
+        arr = cast(tensor.name, want, arr)  # range-checked: 300 is no INT8
+    return arr.astype(want.newbyteorder("<"), copy=False).tobytes()
+
+
+def request_payload(req) -> tuple[dict, bytes]:
+    """A ``ModelInferRequest`` as the REST v2 payload and binary part ``parse_v2`` reads."""
+    raw = req.raw_input_contents
+    if raw and len(raw) != len(req.inputs):
+        raise ApiError(400, f"raw_input_contents has {len(raw)} entries but there are "
+                            f"{len(req.inputs)} inputs; expected one entry per input, in order")
+    inputs, chunks = [], []
+    for i, tensor in enumerate(req.inputs):
+        item: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype,
+                                "shape": list(tensor.shape)}
+        if raw:
+            if tensor.HasField("contents"):
+                raise ApiError(400, f"input '{tensor.name}': both contents and "
+                                    "raw_input_contents; expected one of them for every input")
+            chunk = raw[i]
+        else:
+            chunk = _typed_bytes(tensor)
+        if chunk is not None:
+            item["parameters"] = {"binary_data_size": len(chunk)}
+            chunks.append(chunk)
+        inputs.append(item)
+    params = _params(req.parameters)
+    payload: dict[str, Any] = {
+        "id": req.id, "inputs": inputs,
+        "parameters": {"binary_data_output": params.get("binary_data_output", True) is not False},
+    }
+    if len(req.outputs):
+        payload["outputs"] = [{"name": o.name, "parameters": _params(o.parameters)}
+                              for o in req.outputs]
+    return payload, b"".join(chunks)
+
+
+def infer_response(info, outputs: list, options: dict) -> bytes:
+    """The ``ModelInferResponse`` of these outputs, raw or typed as ``options`` say."""
+    resp = pb.ModelInferResponse(model_name=info.name, model_version=protocols.VERSION,
+                                 id=options["id"])
+    by_name = dict(zip(info.output_names, outputs))
+    raw_all = [binary for _, binary in options["outputs"]]
+    raw_mode = all(raw_all)  # raw_output_contents is one entry per output, or none at all
+    for name, _ in options["outputs"]:
+        out = by_name[name]
+        tensor = resp.outputs.add(name=name)
+        if protocols._is_sequence(out):  # as REST: each row's JSON, one BYTES element a row
+            rows = [protocols.dumps(r) for r in protocols._plain_sequence(out)]
+            tensor.datatype = "BYTES"
+            tensor.shape.append(len(rows))
+            tensor.parameters["content"].string_param = "json"
+            if raw_mode:
+                resp.raw_output_contents.append(
+                    b"".join(len(r).to_bytes(4, "little") + r for r in rows))
+            else:
+                tensor.contents.bytes_contents.extend(rows)
+            continue
+        arr = protocols._contiguous(np.asarray(out))
+        tensor.datatype = protocols.v2_datatype(arr.dtype)
+        tensor.shape.extend(arr.shape)
+        if raw_mode:
+            resp.raw_output_contents.append(
+                arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+        else:
+            field = _OUT_FIELD.get(arr.dtype)
+            if field is None:
+                raise ApiError(400, f"output '{name}': {arr.dtype} has no typed contents; "
+                                    "expected a request for raw output contents")
+            getattr(tensor.contents, field).extend(arr.reshape(-1).tolist())
+    return resp.SerializeToString()
+
+
+class InferenceServicer:
+    """The six RPCs of one worker, each a function of the request bytes."""
+
+    def __init__(self, service: Service, *, work_threads: int):
+        self.service = service
+        self.info = service.info
+        self.views = service.views
+        self.admission = service.admission
+        self.max_body = service.max_body
+        self.work = threading.BoundedSemaphore(max(1, work_threads))  # as the HTTP work lane
+        self.draining = False
+        self.inflight = 0
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+
+    def handlers(self) -> grpc.GenericRpcHandler:
+        rpcs = {"ServerLive": self.server_live, "ServerReady": self.server_ready,
+                "ModelReady": self.model_ready, "ServerMetadata": self.server_metadata,
+                "ModelMetadata": self.model_metadata, "ModelInfer": self.model_infer}
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, {
+            name: grpc.unary_unary_rpc_method_handler(self._tracked(fn))
+            for name, fn in rpcs.items()})
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _tracked(self, fn):
+        def call(raw: bytes, context):
+            with self._lock:
+                self.inflight += 1
+            try:
+                return fn(raw, context)
+            finally:
+                with self._lock:
+                    self.inflight -= 1
+                    if not self.inflight:
+                        self._idle.notify_all()
+        return call
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no RPC is being answered (False after ``timeout`` seconds)."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self.inflight == 0, timeout)
+
+    @staticmethod
+    def _auth(context) -> str | None:
+        for key, value in context.invocation_metadata():
+            if key == "authorization":
+                return value
+        return None
+
+    def _answer(self, context, endpoint: str, fn, *, public=False, work=False) -> bytes:
+        if self.draining:
+            self.service.refuse(endpoint, _draining(), "grpc")
+            _abort(context, (503, _draining().message, {}))
+        value, error = self.service.rpc(endpoint, self._auth(context), fn, public=public,
+                                        work=work)
+        if error is not None:
+            _abort(context, error)
+        return value
+
+    # ------------------------------------------------------------------ the RPCs
+
+    def server_live(self, raw: bytes, context) -> bytes:
+        return self._answer(context, "v2_live", lambda: pb.ServerLiveResponse(
+            live=True).SerializeToString(), public=True)
+
+    def server_ready(self, raw: bytes, context) -> bytes:
+        return self._answer(context, "v2_ready", lambda: pb.ServerReadyResponse(
+            ready=self.service.holder.ready).SerializeToString())
+
+    def model_ready(self, raw: bytes, context) -> bytes:
+        def fn():
+            req = _parse(pb.ModelReadyRequest, raw)
+            protocols.check_name(req.name, self.info)
+            protocols.check_version(req.version or None)
+            return pb.ModelReadyResponse(ready=self.service.holder.ready).SerializeToString()
+        return self._answer(context, "v2_model_ready", fn)
+
+    def server_metadata(self, raw: bytes, context) -> bytes:
+        return self._answer(context, "v2_server", lambda: pb.ServerMetadataResponse(
+            name="onnxdeploy", version=__version__,
+            extensions=["binary_tensor_data"]).SerializeToString())
+
+    def model_metadata(self, raw: bytes, context) -> bytes:
+        def fn():
+            req = _parse(pb.ModelMetadataRequest, raw)
+            protocols.check_name(req.name, self.info)
+            protocols.check_version(req.version or None)
+            meta = protocols.model_metadata(self.info, max_chars=self.views.max_chars)
+            resp = pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"],
+                                            platform=meta["platform"])
+            for key in ("inputs", "outputs"):
+                for t in meta[key]:
+                    getattr(resp, key).add(name=t["name"], datatype=t["datatype"],
+                                           shape=t["shape"])
+            return resp.SerializeToString()
+        return self._answer(context, "v2_model", fn)
+
+    def model_infer(self, raw: bytes, context) -> bytes:
+        endpoint = "v2_infer"
+        if len(raw) > self.max_body:
+            error = ApiError(413, f"request message is {len(raw)} bytes; expected at most "
+                                  f"{self.max_body} bytes")
+            self.service.refuse(endpoint, error, "grpc")
+            _abort(context, (413, error.message, {}))
+        if self.draining:
+            self.service.refuse(endpoint, _draining(), "grpc")
+            _abort(context, (503, _draining().message, {}))
+        admission = self.admission
+        if not admission.enter():
+            busy = admission.busy()
+            self.service.refuse(endpoint, busy, "grpc")
+            _abort(context, (503, busy.message, {}))
+        try:
+            value, error = self.service.rpc(endpoint, self._auth(context),
+                                            lambda: self._infer(raw), work=True)
+        finally:
+            admission.leave()
+        if error is not None:
+            _abort(context, error)
+        return value
+
+    def _infer(self, raw: bytes) -> bytes:
+        req = _parse(pb.ModelInferRequest, raw)
+        protocols.check_name(req.model_name, self.info)
+        protocols.check_version(req.model_version or None)
+        payload, binary = request_payload(req)
+        del req
+        views = self.views
+        feeds, options = protocols.parse_v2(payload, binary, self.info,
+                                            max_batch=views.max_batch, max_chars=views.max_chars)
+        with self.work:
+            outputs = views.run(feeds)
+        return infer_response(self.info, outputs, options)
+
+
+def _draining() -> ApiError:
+    return ApiError(503, "server shutting down; retry on another instance or later",
+                    {"Retry-After": "1"})
+
+
+def _parse(message, raw: bytes):
+    try:
+        return message.FromString(raw)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise ApiError(400, f"malformed gRPC message: not a {message.DESCRIPTOR.name} "
+                            f"({str(exc).splitlines()[0] if str(exc) else 'cannot parse'})"
+                       ) from None
+
+
+def _abort(context, error: tuple[int, str, dict[str, str]]):
+    status, message, _ = error
+    if status == 503:
+        context.set_trailing_metadata(RETRY_AFTER)
+    context.abort(CODES.get(status, grpc.StatusCode.UNKNOWN), message)
+
+
+class GrpcServer:
+    """One worker's gRPC server: started beside the HTTP front, drained on shutdown."""
+
+    def __init__(self, service: Service, host: str, port: int, *, work_threads: int,
+                 connection_age_s: float = DEFAULT_CONNECTION_AGE_S):
+        self.servicer = InferenceServicer(service, work_threads=work_threads)
+        limit = service.max_body * GRPC_LIMIT_FACTOR + GRPC_LIMIT_SLACK
+        options = [("grpc.so_reuseport", 1),
+                   ("grpc.max_receive_message_length", limit),
+                   ("grpc.max_send_message_length", -1)]
+        if connection_age_s > 0:
+            options += [("grpc.max_connection_age_ms", int(connection_age_s * 1000)),
+                        ("grpc.max_connection_age_grace_ms", 30_000)]
+        threads = service.admission.limit + SPARE_THREADS
+        self.pool = futures.ThreadPoolExecutor(threads, thread_name_prefix="serve-grpc")
+        self.server = grpc.server(self.pool, handlers=[self.servicer.handlers()],
+                                  options=options)
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if not self.server.add_insecure_port(address):
+            raise OSError(f"cannot listen for gRPC on {address}")
+        self.address = address
+
+    def start(self) -> None:
+        self.server.start()
+
+    def drain(self, timeout: float) -> None:
+        """Refuse new RPCs (UNAVAILABLE + retry-after), let in-flight ones finish (at most
+        ``timeout`` seconds), then stop."""
+        self.servicer.draining = True
+        t0 = time.monotonic()
+        if not self.servicer.wait_idle(timeout):
+            log.warning("gRPC: RPCs still running after %.0f s; stopping anyway", timeout)
+        self.server.stop(grace=max(0.1, timeout - (time.monotonic() - t0))).wait()
+        self.pool.shutdown(wait=False)
+
+
+def start_grpc(service: Service, config: dict[str, Any]) -> GrpcServer:
+    """The worker's gRPC server on ``GRPC_HOST:GRPC_PORT``, started."""
+    server = GrpcServer(service, config.get("GRPC_HOST") or "127.0.0.1", int(config["GRPC_PORT"]),
+                        work_threads=int(config.get("HTTP_THREADS") or 1),
+                        connection_age_s=float(config.get("GRPC_CONNECTION_AGE_S") or os.environ.get(
+                            AGE_ENV, DEFAULT_CONNECTION_AGE_S)))
+    server.start()
+    log.info("gRPC: inference.GRPCInferenceService on %s", server.address)
+    return server
