@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data", ("data",)),
     ("model facts", ("tokenizer", "outputkinds", "inputspec")),
     ("modelfile", ("modelfile",)),
-    ("base", ("environment", "errors", "atomic", "")),
+    ("base", ("environment", "errors", "atomic", "wire", "")),
 )
 #: layers whose prefixes are separate rooms: a step never imports another step (the pipeline and
 #: the CLI join them)

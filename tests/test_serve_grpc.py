@@ -511,7 +511,7 @@ def test_bench_grpc_client_against_a_server(start, models):
 
 
 def test_our_proto_matches_tritons_field_for_field():
-    from onnxdeploy.serve.proto import grpc_service_pb2 as ours
+    from onnxdeploy.wire.proto import grpc_service_pb2 as ours
 
     def fields(d):
         return {f.name: (f.number, f.type, f.is_repeated) for f in d.fields}

@@ -42,7 +42,7 @@ def split_grpc_url(url: str) -> str:
 
 def _pb():
     try:
-        from ..serve.proto import grpc_service_pb2 as pb
+        from ..wire.proto import grpc_service_pb2 as pb
     except ImportError as exc:  # protobuf missing
         raise OptionError("--protocol grpc needs grpcio and protobuf; install them with: "
                           "pip install 'onnxdeploy[serve]'") from exc
@@ -51,7 +51,7 @@ def _pb():
 
 def encode_infer(bodies, sig: Signature, model: str, *, texts: bool) -> list[bytes]:
     """``/predict`` JSON bodies as serialized ``ModelInferRequest`` messages (raw contents)."""
-    from ..serve.protocols import v2_datatype
+    from ..wire import v2_datatype
 
     pb = _pb()
     out = []

@@ -42,8 +42,8 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from .. import __version__
+from ..wire.proto import grpc_service_pb2 as pb
 from . import protocols
-from .proto import grpc_service_pb2 as pb
 from .service import Service
 from .validation import ApiError, cast
 

@@ -13,6 +13,7 @@ import orjson
 
 from .. import modelfile
 from ..tokenizer import DEFAULT_MAX_CHARS
+from ..wire import NUMPY_TO_V2, V2_TO_NUMPY, v2_datatype  # noqa: F401 - the server's names for them
 from . import text
 from .model import ModelInfo
 from .text import Texts
@@ -22,18 +23,6 @@ BINARY_HEADER = "Inference-Header-Content-Length"
 PLATFORM = "onnx_onnxv1"
 VERSION = "1"
 
-V2_TO_NUMPY = {
-    "BOOL": np.dtype(bool), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
-}
-NUMPY_TO_V2 = {v: k for k, v in V2_TO_NUMPY.items()}
-
-
-def v2_datatype(dtype: np.dtype | None) -> str:
-    """The v2 datatype name of a numpy dtype (``BYTES`` for strings and unknowns)."""
-    return NUMPY_TO_V2.get(np.dtype(dtype), "BYTES") if dtype is not None else "BYTES"
 
 
 def dumps(obj: Any) -> bytes:
