@@ -60,8 +60,22 @@ def serve_settings(sets: tuple[str, ...], environ: dict[str, str] | None = None)
 @click.option("--set", "sets", multiple=True, metavar="OPTION=VALUE",
               help="A serve setting to bake into the image, e.g. --set max_batch_size=8 "
                    "(repeatable; ONNXDEPLOY_<OPTION> variables set here are baked too).")
+@click.option("--kserve", "kserve", metavar="DIR",
+              help="Also write DIR/servingruntime.yaml, DIR/inferenceservice.yaml and "
+                   "DIR/deployment.yaml (Deployment + Service), resources from a started server.")
+@click.option("--storage-uri", metavar="URI",
+              help="The InferenceService's storageUri (pvc://, s3://, gs://...); without it the "
+                   "image serves the model baked into it.")
+@click.option("--target-rps", type=click.IntRange(min=1), metavar="N",
+              help="The autoscaler's per-replica target in requests per second.")
+@click.option("--from-bench", metavar="REPORT.json",
+              help="Take the per-replica target from a bench --slo report: its capacity within "
+                   "the SLO x 0.8.")
+@click.option("--canary", type=int, metavar="PERCENT",
+              help="canaryTrafficPercent of the InferenceService (KServe Serverless mode).")
 @report_options
-def command(source, image, base, builder, context_only, sets, as_json, report_path):
+def command(source, image, base, builder, context_only, sets, kserve, storage_uri, target_rps,
+            from_bench, canary, as_json, report_path):
     """Build an OCI image that serves MODEL.onnx, or the variant RUN_DIR's report ships.
 
     The image runs `onnxdeploy serve` as a non-root user on 0.0.0.0:8080 (or $PORT), works with a
@@ -73,7 +87,9 @@ def command(source, image, base, builder, context_only, sets, as_json, report_pa
     from .common import emit
 
     options = ContainerizeOptions(source=source, image=image, base=base, builder=builder,
-                                  context_only=context_only, serve_env=serve_settings(sets))
+                                  context_only=context_only, serve_env=serve_settings(sets),
+                                  kserve=kserve, storage_uri=storage_uri, target_rps=target_rps,
+                                  from_bench=from_bench, canary=canary)
     report = containerize_model(options)
     emit(report.to_dict(), as_json=as_json, report_path=report_path, render=_render)
 
@@ -86,3 +102,10 @@ def _render(report: dict) -> None:
                f"{report['base']}" + (f", {size / 1e6:.0f} MB" if size else "")
                + f"; init: {report['init'] or 'none (onnxdeploy is PID 1)'}"
                + "; " + ", ".join(f"{k} {v:.1f} s" for k, v in report["timings_s"].items()))
+    if report.get("manifests"):
+        k = report["kserve"]
+        click.echo(f"manifests: {', '.join(report['manifests'])} (memory request "
+                   f"{k['resources']['memory_request'] // 2**20} MiB, limit "
+                   f"{k['resources']['memory_limit'] // 2**20} MiB, cpu {k['resources']['cpu']}"
+                   + (f", target {k['target_rps']} req/s per replica" if k["target_rps"] else "")
+                   + ")")

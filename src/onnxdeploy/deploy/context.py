@@ -73,6 +73,11 @@ class ContainerizeOptions:
     builder: str | None = None       #: podman | buildah | docker; None: the first that works
     context_only: str | None = None  #: write the context here and build nothing
     serve_env: dict[str, str] = field(default_factory=dict)  #: ONNXDEPLOY_* baked into the image
+    kserve: str | None = None        #: write servingruntime/inferenceservice/deployment.yaml here
+    storage_uri: str | None = None
+    target_rps: int | None = None
+    from_bench: str | None = None    #: a bench --slo report: the autoscaler target from capacity
+    canary: int | None = None
 
 
 @dataclass
@@ -90,6 +95,8 @@ class ContainerizeReport:
     measured_cpu: dict | None
     timings_s: dict[str, float] = field(default_factory=dict)
     image_size_bytes: int | None = None
+    manifests: list[str] = field(default_factory=list)
+    kserve: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -421,6 +428,7 @@ def containerize_model(options: ContainerizeOptions) -> ContainerizeReport:
 
     timings: dict[str, float] = {}
     model, measured = resolve_source(options.source)
+    plan = _manifest_plan(options, model)  # bad manifest options fail before anything is built
     dest = _prepare_destination(options.context_only) if options.context_only else None
     builder = None
     if dest is None:  # find a working builder and the base before spending time on wheels
@@ -445,12 +453,68 @@ def containerize_model(options: ContainerizeOptions) -> ContainerizeReport:
             size = _image_size(builder, options.image)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    manifests, kserve = [], None
+    if plan is not None:
+        manifests, kserve = _write_manifests(options, model, plan, timings)
     return ContainerizeReport(
+        manifests=manifests, kserve=kserve,
         image=options.image, model=str(model), model_file=model.name, base=options.base,
         builder=builder.name if builder else None, context=str(dest) if dest else None,
         sha256=facts["sha256"], requirements=facts["requirements"], init=facts["init"],
         serve_env=dict(options.serve_env), measured_cpu=facts["measured_cpu"], timings_s=timings,
         image_size_bytes=size)
+
+
+def _manifest_plan(options: ContainerizeOptions, model: Path) -> dict | None:
+    from .manifests import target_from_bench
+
+    extra = [flag for flag, value in (("--storage-uri", options.storage_uri),
+                                      ("--target-rps", options.target_rps),
+                                      ("--from-bench", options.from_bench),
+                                      ("--canary", options.canary)) if value is not None]
+    if options.kserve is None:
+        if extra:
+            raise OptionError(f"{extra[0]}: only means something with --kserve DIR; expected "
+                              "--kserve DIR too")
+        return None
+    kdir = Path(options.kserve)
+    if kdir.exists() and not kdir.is_dir():
+        raise OptionError(f"--kserve {kdir}: is a file; expected a directory for the manifests")
+    if not kdir.parent.is_dir():
+        raise OptionError(f"--kserve {kdir}: the directory {kdir.parent} does not exist; create "
+                          "it first or choose another path")
+    if options.target_rps is not None and options.from_bench is not None:
+        raise OptionError("--target-rps and --from-bench both set the autoscaler's target; "
+                          "expected one of them")
+    if options.canary is not None and not 0 <= options.canary <= 100:
+        raise OptionError(f"--canary {options.canary}: expected a percentage from 0 to 100")
+    name = options.serve_env.get("ONNXDEPLOY_NAME") or model.stem
+    plan = {"model_name": name, "cores": 1, "target": options.target_rps,
+            "target_source": "--target-rps" if options.target_rps else ""}
+    if options.from_bench is not None:
+        plan["target"], plan["cores"], plan["target_source"] = target_from_bench(
+            options.from_bench, name)
+    return plan
+
+
+def _write_manifests(options: ContainerizeOptions, model: Path, plan: dict,
+                     timings: dict[str, float]) -> tuple[list[str], dict]:
+    from .manifests import ManifestOptions, dns_name, measure_server, resources_for, write_manifests
+
+    t0 = time.perf_counter()
+    cores = plan["cores"]
+    rss = measure_server(model, cores)
+    timings["measure_s"] = time.perf_counter() - t0
+    resources = resources_for(rss, cores, f"onnxdeploy serve {model.name}, {cores} worker(s), "
+                                          "ready, on this machine")
+    graceful = int(float(options.serve_env.get("ONNXDEPLOY_GRACEFUL_TIMEOUT", GRACEFUL_TIMEOUT_S)))
+    mo = ManifestOptions(image=options.image, name=dns_name(plan["model_name"]),
+                         model_name=plan["model_name"], resources=resources,
+                         storage_uri=options.storage_uri, target_rps=plan["target"],
+                         target_source=plan["target_source"], canary=options.canary,
+                         graceful_timeout_s=graceful)
+    written = write_manifests(options.kserve, mo)
+    return [str(p) for p in written], mo.to_dict()
 
 
 def _build_error(r: subprocess.CompletedProcess) -> str:
