@@ -32,6 +32,7 @@ from typing import Any
 
 from .. import __version__, modelfile
 from ..errors import ModelLoadError, OnnxDeployError, OptionError
+from .image import APP, GRACEFUL_TIMEOUT_S, IMAGE_PORT, MODEL_DIR, USER_ID, VENV
 
 DEFAULT_BASE = "python:3.11-slim"
 #: what ``serve`` imports (the granian front, the Flask app for --dev, the CLI); no torch, no
@@ -42,13 +43,6 @@ SERVE_PACKAGES = ("onnxruntime", "onnx", "numpy", "flask", "granian", "orjson",
 TEXT_PACKAGES = ("tokenizers",)
 #: never in the image, whatever a dependency's metadata says
 EXCLUDED = {"torch", "transformers", "sympy", "mpmath", "scikit-learn", "scipy"}
-APP = "/opt/onnxdeploy"
-VENV = f"{APP}/venv"
-MODEL_DIR = f"{APP}/model"
-#: the image's drain deadline; the manifests give the pod more (terminationGracePeriodSeconds)
-GRACEFUL_TIMEOUT_S = 20
-IMAGE_PORT = 8080
-USER_ID = 10001
 INITS = ("catatonit", "tini")
 #: run in the build stage after the install: what serving never reads (test suites and their data,
 #: source maps of the Swagger UI, C sources, ORT's transformer tools): ~55 MB of the venv

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OptionError
-from .context import GRACEFUL_TIMEOUT_S, IMAGE_PORT, USER_ID
+from .image import GRACEFUL_TIMEOUT_S, IMAGE_PORT, USER_ID
 
 #: the autoscaler aims a replica at this share of its measured capacity within the SLO
 HEADROOM = 0.8
