@@ -3,7 +3,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint unit bench clean browser test-avx2 test-under-load
+.PHONY: venv demo test lint unit bench clean tools browser test-avx2 test-under-load
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,14 +22,20 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
-test: browser lint unit
+test: tools lint unit
 
-# Debian tools the tests use: chromium (the HTML report is tested in a real headless browser) and
-# wrk (the wrk load engine). Installed when we can (root with apt-get); a test without its tool
-# skips and says why, which counts as not run.
-DEBIAN_TOOLS := chromium wrk
-browser:
-	@missing=""; for t in $(DEBIAN_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+# Debian tools the tests use: chromium (the HTML report is tested in a real headless browser),
+# wrk (the wrk load engine), podman & co (containerize builds and runs images: tests/test_deploy.py;
+# mmdebstrap makes its base image, catatonit is the image's init). Installed when we can (root
+# with apt-get); a test without its tool skips and says why, which counts as not run.
+# Each entry is COMMAND:PACKAGE (the package installed when the command is missing).
+DEBIAN_TOOLS := chromium:chromium wrk:wrk podman:podman mmdebstrap:mmdebstrap runc:runc \
+	catatonit:catatonit conmon:conmon newuidmap:uidmap \
+	/usr/lib/cni/bridge:containernetworking-plugins
+browser: tools
+tools:
+	@missing=""; for e in $(DEBIAN_TOOLS); do t=$${e%%:*}; p=$${e#*:}; \
+	  { command -v $$t >/dev/null 2>&1 || [ -x "$$t" ]; } || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1 \

@@ -526,3 +526,85 @@ def opset_version(model: onnx.ModelProto) -> int:
         if entry.domain in ("", "ai.onnx"):
             return int(entry.version)
     return 0
+
+
+# --------------------------------------------------------------------------- a model directory
+
+#: metadata key (and the ``<file>.measured_cpu.json`` beside a model) recording the CPU a
+#: variant was measured on: ``{"cpu": "...", "flags": {"avx2": true, ...}, "source": "..."}``
+META_MEASURED_CPU = "onnxdeploy.measured_cpu"
+MEASURED_CPU_SUFFIX = ".measured_cpu.json"
+
+
+def _listing(names: list[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def visible_entries(directory: str | os.PathLike) -> list[Path]:
+    """The entries of a directory that are not hidden (Kubernetes' ``..data`` links, dotfiles)."""
+    return sorted(p for p in Path(directory).iterdir() if not p.name.startswith("."))
+
+
+def served_model_in(directory: str | os.PathLike, flag: str = "--model_dir") -> Path:
+    """The model a directory holds: its one ``.onnx`` file, or in a pipeline output directory
+    (it has ``report.json``) the variant ``verdict.ship`` names.
+
+    Raises ModelLoadError (exit 2) with one line naming what was found and what was expected.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise ModelLoadError(f"{flag} {d}: not a directory; expected a directory holding one "
+                             ".onnx model (or a pipeline output directory with report.json)")
+    report = d / "report.json"
+    if report.is_file():
+        try:
+            data = json.loads(report.read_text(encoding="utf-8"))
+            ship = data["verdict"]["ship"]
+            entry = next(v for v in data.get("variants", []) if v.get("name") == ship)
+        except (OSError, ValueError, KeyError, TypeError, StopIteration):
+            raise ModelLoadError(f"{flag} {d}: report.json names no shipped variant (verdict.ship "
+                                 "with a matching variants[] entry); expected a pipeline "
+                                 "report.json, or a directory with exactly one .onnx file") from None
+        recorded = Path(str(entry.get("path", "")))
+        # the directory may have moved (copied to a volume, /mnt/models): its own copy first
+        for candidate in (d / recorded.name, d / recorded, recorded):
+            if recorded.name and candidate.is_file():
+                return candidate
+        raise ModelLoadError(f"{flag} {d}: report.json ships '{ship}' ({recorded.name}) but that "
+                             f"file is not in the directory; expected {recorded.name} beside "
+                             "report.json")
+    entries = visible_entries(d)
+    models = [p for p in entries if p.suffix == ".onnx" and p.is_file()]
+    if len(models) == 1:
+        return models[0]
+    if not models:
+        found = _listing([p.name + ("/" if p.is_dir() else "") for p in entries]) or "nothing"
+        raise ModelLoadError(f"{flag} {d}: no .onnx file (found: {found}); expected exactly one "
+                             ".onnx model, or a pipeline output directory with report.json")
+    raise ModelLoadError(f"{flag} {d}: {len(models)} .onnx files ({_listing([p.name for p in models])}); "
+                         "expected exactly one, or a pipeline output directory whose report.json "
+                         "names the variant to ship")
+
+
+def measured_cpu(path: str | os.PathLike, model: onnx.ModelProto | None = None) -> dict | None:
+    """The CPU a model's measurement ran on, if recorded: the JSON beside it, else its metadata."""
+    p = Path(path)
+    beside = p.with_name(p.name + MEASURED_CPU_SUFFIX)
+    text = None
+    if beside.is_file():
+        text = beside.read_text(encoding="utf-8")
+    else:
+        if model is None:
+            try:
+                model = onnx.load(str(p), load_external_data=False)
+            except Exception:  # noqa: BLE001 - unreadable models fail elsewhere, clearly
+                return None
+        text = metadata(model).get(META_MEASURED_CPU)
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and isinstance(value.get("flags"), dict) else None

@@ -26,6 +26,7 @@ COMMANDS = {
     "serve": "Serve an ONNX model over HTTP (JSON, Open Inference Protocol, metrics).",
     "bench": "Load-test two served models side by side and say which to ship.",
     "pipeline": "Run every step on one model and write one report.",
+    "containerize": "Build an OCI image that serves a model (and KServe/Kubernetes manifests).",
 }
 
 

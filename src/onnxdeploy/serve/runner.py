@@ -199,12 +199,53 @@ def run_server(options: ServeOptions) -> None:
     if workers * ort_threads > default_threads():
         log.warning("%d workers x %d ORT threads exceeds the %d CPUs available; expect contention",
                     workers, ort_threads, default_threads())
+    log.info("%s: %d workers x %d ORT threads (%d usable CPUs)", info.path.name, workers,
+             ort_threads, default_threads())
+    warn_measured_cpu(info.path)
     config = app_config(options, ort_threads)
     announcer = _Announcer(options, info, config.get("API_KEY"))
     if options.dev:
         _run_dev(options, config, announcer)
         return
     _run_granian(options, config, workers, announcer)
+
+
+def measured_cpu_warning(path: str | os.PathLike, flags: dict[str, bool] | None = None) -> str | None:
+    """The warning for a model measured on a CPU with flags this one lacks (None when it has them).
+
+    The measurement is recorded beside the model (``<file>.measured_cpu.json``, written by
+    ``containerize``) or in its metadata (``onnxdeploy.measured_cpu``).
+    """
+    from .. import modelfile
+    from ..environment import FLAG_NAMES, cpu_flags
+
+    try:
+        model = modelfile.load_model(path, load_external_data=False)
+    except Exception:  # noqa: BLE001 - read_model_info already accepted it; be quiet here
+        return None
+    measured = modelfile.measured_cpu(path, model)
+    if measured is None:
+        return None
+    here = flags if flags is not None else cpu_flags()
+    missing = [f for f in FLAG_NAMES if measured["flags"].get(f) and not here.get(f)]
+    if not missing:
+        return None
+    meta = modelfile.metadata(model)
+    precision = meta.get("onnxdeploy.precision") or (
+        "int8" if modelfile.quantized_ops(model) else "fp32")
+    runtime = meta.get("onnxdeploy.runtime") or "onnxruntime"
+    had = ", ".join(f for f in FLAG_NAMES if measured["flags"].get(f)) or "none"
+    return (f"{Path(path).name} was measured on {measured.get('cpu') or 'another CPU'} ({had}); "
+            f"this CPU lacks {', '.join(missing)}: serving {precision} on {runtime} here, expect "
+            "other speed" + (" and int8 numerics (u8 x s8 products may saturate without VNNI)"
+                             if precision == "int8" and "vnni" in missing else "")
+            + " than measured")
+
+
+def warn_measured_cpu(path: str | os.PathLike) -> None:
+    text = measured_cpu_warning(path)
+    if text:
+        log.warning("%s", text)
 
 
 def _run_dev(options: ServeOptions, config: dict, announcer: _Announcer) -> None:

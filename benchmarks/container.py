@@ -1,0 +1,166 @@
+"""The serving image against the same server on the host: digits-cnn, c=8, wrk, side by side.
+
+    CONTAINERS_CONF=... python benchmarks/container.py [--base IMAGE] [--image TAG]
+        [--duration 4] [--repeats 5] [--json out.json]
+
+Builds (or reuses, with --image) an image with ``onnxdeploy containerize``, then alternates runs
+(host, container, host, ...) of wrk at 8 connections against ``onnxdeploy serve`` on the host
+and the container on the host network (no port forwarding in the path), both with the same
+defaults (one worker per core, one ORT thread each). Reports medians (min-max) and their ratio
+(goal: container >= 0.9x the host), the image size (goal: <= 350 MB) and start-to-ready time
+(``podman run`` to the first 200 from /v2/health/ready, medians of --starts).
+
+On this test machine podman needs a containers.conf (tests/containers.py writes it; pass
+--containers-conf to write one here). Figures move with the load of other processes on the
+shared cores: compare only the two columns of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from containers import BASE_IMAGE, configure, ensure_base_image, podman, wait_http  # noqa: E402
+
+from onnxdeploy.bench.engines import wrk as external  # noqa: E402
+from onnxdeploy.bench.servers import free_port  # noqa: E402
+from onnxdeploy.data import digits_split  # noqa: E402
+from onnxdeploy.environment import environment  # noqa: E402
+from onnxdeploy.export import ExportOptions, export_model  # noqa: E402
+
+GOAL_RATIO = 0.9
+GOAL_SIZE_MB = 350
+
+
+def body() -> bytes:
+    x = digits_split()[2][0].reshape(1, 1, 8, 8)
+    return json.dumps({"inputs": x.tolist()}).encode()
+
+
+def wrk(port: int, duration: float) -> dict:
+    r = external.run_wrk(f"http://127.0.0.1:{port}", "/predict", [body()], concurrency=8,
+                         duration_s=duration, threads=2)
+    errors = sum(r.errors.values())
+    return {"rps": (r.requests + errors) / r.elapsed_s, "p99_ms": r.latency_ms["p99"],
+            "errors": errors}
+
+
+def host_server(model: Path, port: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONNXDEPLOY_") and k != "PORT"}
+    proc = subprocess.Popen([sys.executable, "-m", "onnxdeploy", "serve", str(model), "--port",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=env)
+    wait_http(f"http://127.0.0.1:{port}/v2/health/ready")
+    return proc
+
+
+def container(image: str, port: int) -> tuple[str, float]:
+    t0 = time.monotonic()
+    cid = podman("run", "-d", "--rm", "--network", "host", "--read-only", "-e", f"PORT={port}",
+                 image).stdout.strip()
+    wait_http(f"http://127.0.0.1:{port}/v2/health/ready", timeout=120)
+    return cid, time.monotonic() - t0
+
+
+def median_range(values: list[float]) -> str:
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--base", default=None, help=f"base image (default: {BASE_IMAGE}, made here)")
+    ap.add_argument("--image", help="an image containerize already built (skip the build)")
+    ap.add_argument("--duration", type=float, default=4)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--starts", type=int, default=3)
+    ap.add_argument("--containers-conf", action="store_true",
+                    help="write this test machine's containers.conf and use it")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="onnxdeploy-container-bench-"))
+    if args.containers_conf:
+        configure(work)
+    model = work / "digits-cnn.onnx"
+    export_model("digits-cnn", model, ExportOptions())
+    image = args.image
+    build = {}
+    if image is None:
+        image = "localhost/onnxdeploy-bench:digits-cnn"
+        base = args.base or ensure_base_image()
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "onnxdeploy", "containerize", str(model), "-t",
+                            image, "--base", base, "--json"], capture_output=True, text=True)
+        if r.returncode:
+            sys.exit(r.stderr)
+        build = json.loads(r.stdout)
+        build["containerize_s"] = time.monotonic() - t0
+    size = int(podman("image", "inspect", "--format", "{{.Size}}", image).stdout.strip())
+
+    starts = []
+    for _ in range(args.starts):
+        port = free_port()
+        cid, took = container(image, port)
+        starts.append(took)
+        podman("stop", "-t", "30", cid)
+
+    runs: dict[str, list[dict]] = {"host": [], "container": []}
+    for i in range(args.repeats):
+        for which in (("host", "container") if i % 2 == 0 else ("container", "host")):
+            port = free_port()
+            if which == "host":
+                proc = host_server(model, port)
+                try:
+                    runs["host"].append(wrk(port, args.duration))
+                finally:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(30)
+            else:
+                cid, _ = container(image, port)
+                try:
+                    runs["container"].append(wrk(port, args.duration))
+                finally:
+                    podman("stop", "-t", "30", cid)
+    host = [r["rps"] for r in runs["host"]]
+    cont = [r["rps"] for r in runs["container"]]
+    ratio = statistics.median(cont) / statistics.median(host)
+    env = environment()
+    print(f"CPU: {env['cpu']} ({env['usable_cores']} usable cores); load average "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"digits-cnn, /predict one sample, wrk c=8, {args.repeats} alternated runs of "
+          f"{args.duration:g} s, medians (min-max):")
+    print(f"  host server     {median_range(host)} req/s, p99 "
+          f"{statistics.median(r['p99_ms'] for r in runs['host']):.1f} ms")
+    print(f"  container       {median_range(cont)} req/s, p99 "
+          f"{statistics.median(r['p99_ms'] for r in runs['container']):.1f} ms")
+    print(f"  ratio container/host {ratio:.2f}x (goal >= {GOAL_RATIO}x: "
+          f"{'met' if ratio >= GOAL_RATIO else 'missed'})")
+    print(f"image {image}: {size / 1e6:.0f} MB (goal <= {GOAL_SIZE_MB} MB: "
+          f"{'met' if size / 1e6 <= GOAL_SIZE_MB else 'missed'}); start to ready "
+          f"{statistics.median(starts):.1f} s (median of {len(starts)}: "
+          f"{', '.join(f'{s:.1f}' for s in starts)})")
+    if build:
+        print(f"containerize {build['containerize_s']:.0f} s ({', '.join(f'{k} {v:.1f} s' for k, v in build['timings_s'].items())})")
+    if args.json:
+        args.json.write_text(json.dumps({"runs": runs, "ratio": ratio, "image_bytes": size,
+                                         "start_to_ready_s": starts, "build": build,
+                                         "environment": env}, indent=1))
+    if args.image is None:
+        podman("rmi", "-f", image, check=False)
+
+
+if __name__ == "__main__":
+    urllib.request.getproxies = dict  # local URLs only: no proxy from the environment
+    main()
