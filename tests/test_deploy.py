@@ -25,6 +25,7 @@ from containers import configure, ensure_base_image, podman, podman_missing, wai
 from onnxdeploy.bench.servers import free_port
 from onnxdeploy.deploy import context as ctxmod
 from onnxdeploy.deploy.context import ContainerizeOptions, containerize_model, render_containerfile
+from onnxdeploy.deploy.image import GRPC_PORT
 from onnxdeploy.deploy.manifests import GRACE_MARGIN_S, target_from_bench
 from onnxdeploy.modelfile import MEASURED_CPU_SUFFIX
 
@@ -219,18 +220,27 @@ def built(tmp_path_factory):
 
 
 def _run_as_servingruntime(built, name: str, models: Path, extra=()) -> tuple[str, int, dict]:
+    """(container id, host port of the first (HTTP) port, the container spec); every port the
+    ServingRuntime lists is published (``c["host_ports"]`` maps container port -> host port)."""
+    return _run_as_rt(built, name, models, extra)
+
+
+def _run_as_rt(built, name: str, models: Path, extra=()) -> tuple[str, int, dict]:
     """podman run with the ServingRuntime's container: args ({{.Name}} filled in), env, port,
     user, resources; ``models`` mounted read-only at /mnt/models; read-only root."""
     rt = yaml.safe_load((built["k8s"] / "servingruntime.yaml").read_text())
     (c,) = rt["spec"]["containers"]
-    port = free_port()
+    host_ports = {p["containerPort"]: free_port() for p in c["ports"]}
+    port = host_ports[c["ports"][0]["containerPort"]]
+    c["host_ports"] = host_ports
+    publish = [x for cp, hp in host_ports.items() for x in ("-p", f"127.0.0.1:{hp}:{cp}")]
     limits = c["resources"]["limits"]
     sec = c["securityContext"]
     args = [a.replace("{{.Name}}", name) for a in c["args"]]
     env = [x for e in c.get("env", []) for x in ("-e", f"{e['name']}={e['value']}")]
     cid = podman("run", "-d", "--read-only", "--user", f"{sec['runAsUser']}:{sec['runAsGroup']}",
                  "--cpus", limits["cpu"], "--memory", limits["memory"].replace("Mi", "m"),
-                 "-p", f"127.0.0.1:{port}:{c['ports'][0]['containerPort']}",
+                 *publish,
                  "-v", f"{models}:/mnt/models:ro", *env, *extra, c["image"], *args).stdout.strip()
     return cid, port, c
 
@@ -256,6 +266,18 @@ def test_image_runs_as_the_servingruntime_says(built, tmp_path):
         top = podman("top", cid, "user", "args").stdout
         assert "root" not in top.split("\n", 1)[1], top
         print(f"ready {ready_s:.1f} s after podman run")
+        # the same model over gRPC, on the port the ServingRuntime lists (grpc-v2), by tritonclient
+        import tritonclient.grpc as grpcclient
+
+        grpc_port = c["host_ports"][GRPC_PORT]
+        tc = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        assert tc.is_server_live() and tc.is_model_ready("digits-v2")
+        inp = grpcclient.InferInput("x", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        res = tc.infer("digits-v2", [inp])
+        out_name = tc.get_model_metadata("digits-v2").outputs[0].name
+        np.testing.assert_allclose(res.as_numpy(out_name), _ort(other, x), rtol=1e-4, atol=1e-5)
+        tc.close()
 
         # SIGTERM with requests in flight: none is lost, exit 0 within the grace period
         big = np.random.default_rng(1).standard_normal((256, 64)).astype(np.float32)
@@ -348,10 +370,12 @@ def test_manifests_carry_what_kserve_requires(built):
     assert rt["apiVersion"] == "serving.kserve.io/v1alpha1" and rt["kind"] == "ServingRuntime"
     assert rt["spec"]["supportedModelFormats"] == [
         {"name": "onnx", "version": "1", "autoSelect": True, "priority": 1}]
-    assert rt["spec"]["protocolVersions"] == ["v2"]
+    assert rt["spec"]["protocolVersions"] == ["v2", "grpc-v2"]
     (c,) = rt["spec"]["containers"]
-    assert c["args"] == ["--model_name={{.Name}}", "--model_dir=/mnt/models", "--http_port=8080"]
-    assert c["ports"] == [{"containerPort": 8080, "protocol": "TCP"}] and c["image"] == IMAGE
+    assert c["args"] == ["--model_name={{.Name}}", "--model_dir=/mnt/models", "--http_port=8080",
+                         "--grpc_port=8081"]
+    assert c["ports"] == [{"containerPort": 8080, "protocol": "TCP"},
+                          {"name": "h2c", "containerPort": 8081, "protocol": "TCP"}] and c["image"] == IMAGE
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     res = c["resources"]

@@ -32,13 +32,14 @@ from typing import Any
 
 from .. import __version__, modelfile
 from ..errors import ModelLoadError, OnnxDeployError, OptionError
-from .image import APP, GRACEFUL_TIMEOUT_S, IMAGE_PORT, MODEL_DIR, USER_ID, VENV
+from .image import APP, GRACEFUL_TIMEOUT_S, GRPC_PORT, IMAGE_PORT, MODEL_DIR, USER_ID, VENV
 
 DEFAULT_BASE = "python:3.11-slim"
 #: what ``serve`` imports (the granian front, the Flask app for --dev, the CLI); no torch, no
 #: transformers, no scikit-learn: tests/test_deploy.py checks the image imports no more
 SERVE_PACKAGES = ("onnxruntime", "onnx", "numpy", "flask", "granian", "orjson",
-                  "prometheus-client", "swagger-ui-py", "uvloop", "click", "rich", "pyyaml")
+                  "prometheus-client", "swagger-ui-py", "uvloop", "click", "rich", "pyyaml",
+                  "grpcio", "protobuf")
 #: only for a model that carries a tokenizer (metadata ``onnxdeploy.tokenizer``)
 TEXT_PACKAGES = ("tokenizers",)
 #: never in the image, whatever a dependency's metadata says
@@ -330,6 +331,7 @@ def render_containerfile(*, base: str, model_file: str, serve_env: dict[str, str
         "PORT": str(IMAGE_PORT), "ONNXDEPLOY_HOST": "0.0.0.0",
         "ONNXDEPLOY_MODEL": f"{MODEL_DIR}/{model_file}",
         "ONNXDEPLOY_GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT_S),
+        "ONNXDEPLOY_GRPC_PORT": str(GRPC_PORT),
         **serve_env,
     }
     env_lines = " \\\n    ".join(f"{k}={json.dumps(v)}" for k, v in env.items())
@@ -348,7 +350,7 @@ RUN python3 -c "{check}" \\
       --find-links /tmp/wheels -r /tmp/wheels/requirements.txt \\
  && {VENV}/bin/python -m pip uninstall -y -q pip setuptools \\
  && {VENV}/bin/python /tmp/wheels/prune.py \\
- && {VENV}/bin/python -c "import onnxdeploy.serve.front, onnxruntime, granian"
+ && {VENV}/bin/python -c "import onnxdeploy.serve.front, onnxdeploy.serve.grpc_service, onnxruntime, granian, grpc"
 
 FROM {base}
 COPY --from=build {VENV} {VENV}
@@ -359,7 +361,7 @@ LABEL org.opencontainers.image.title="onnxdeploy serve {model_file}" \\
       io.onnxdeploy.model.sha256="{sha256}"
 USER {USER_ID}:{USER_ID}
 WORKDIR /tmp
-EXPOSE {IMAGE_PORT}
+EXPOSE {IMAGE_PORT} {GRPC_PORT}
 STOPSIGNAL SIGTERM
 ENTRYPOINT {json.dumps(entry)}
 CMD []

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OptionError
-from .image import GRACEFUL_TIMEOUT_S, IMAGE_PORT, USER_ID
+from .image import GRACEFUL_TIMEOUT_S, GRPC_PORT, IMAGE_PORT, USER_ID
 
 #: the autoscaler aims a replica at this share of its measured capacity within the SLO
 HEADROOM = 0.8
@@ -217,14 +217,15 @@ def serving_runtime(o: ManifestOptions) -> dict[str, Any]:
                             "prometheus.kserve.io/path": "/metrics"},
             "supportedModelFormats": [{"name": "onnx", "version": "1", "autoSelect": True,
                                        "priority": 1}],
-            "protocolVersions": ["v2"],
+            "protocolVersions": ["v2", "grpc-v2"],
             "containers": [{
                 "name": "kserve-container",
                 "image": o.image,
                 "args": ["--model_name={{.Name}}", "--model_dir=/mnt/models",
-                         f"--http_port={IMAGE_PORT}"],
+                         f"--http_port={IMAGE_PORT}", f"--grpc_port={GRPC_PORT}"],
                 "env": [{"name": "ONNXDEPLOY_GRACEFUL_TIMEOUT", "value": str(o.graceful_timeout_s)}],
-                "ports": [{"containerPort": IMAGE_PORT, "protocol": "TCP"}],
+                "ports": [{"containerPort": IMAGE_PORT, "protocol": "TCP"},
+                          {"name": "h2c", "containerPort": GRPC_PORT, "protocol": "TCP"}],
                 **_probes(),
                 "resources": o.resources.to_k8s(),
                 "securityContext": _security(),
@@ -259,7 +260,8 @@ def deployment(o: ManifestOptions) -> list[dict[str, Any]]:
         "image": o.image,
         "args": [f"--model_name={o.model_name}"],
         "env": [{"name": "ONNXDEPLOY_GRACEFUL_TIMEOUT", "value": str(o.graceful_timeout_s)}],
-        "ports": [{"name": "http", "containerPort": IMAGE_PORT, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": IMAGE_PORT, "protocol": "TCP"},
+                  {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"}],
         **_probes(),
         "resources": o.resources.to_k8s(),
         "securityContext": _security(),
@@ -290,7 +292,8 @@ def deployment(o: ManifestOptions) -> list[dict[str, Any]]:
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": o.name, "labels": labels},
         "spec": {"selector": labels,
-                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+                           {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"}]},
     }
     return [deploy, service]
 
