@@ -204,11 +204,16 @@ class Front:
             await self._handle(scope, proto)
         except (ProtocolClosed, ProtocolError):  # the client left before its answer
             pass
-        except Exception:  # a bug here must still answer JSON, and say where in the log
+        except Exception as exc:  # a bug here must still answer JSON, counted, and logged
             log.exception("unhandled error in the front for %s %s", scope.method, scope.path)
             try:
-                proto.response_bytes(500, list(_JSON), b'{"error": "internal server error '
-                                     b'(details are in the server log)"}')
+                endpoint = self.router.match(scope.method, scope.path).route.endpoint
+                status, headers, body = self.service.refuse(endpoint, exc)
+            except Exception:  # noqa: BLE001 - the service itself is broken: answer all the same
+                status, headers, body = 500, list(_JSON), (b'{"error": "internal server error '
+                                                           b'(details are in the server log)"}')
+            try:
+                proto.response_bytes(status, headers, body)
             except Exception:  # noqa: BLE001 - already answered, or the client is gone
                 pass
 

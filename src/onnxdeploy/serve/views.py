@@ -13,6 +13,8 @@ import mimetypes
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .. import __version__
 from ..errors import DataError, TextTooLongError
 from . import protocols, text
@@ -111,9 +113,27 @@ class Views:
     def run(self, feeds) -> list:
         if isinstance(feeds, Texts):  # tokenized here, in the request's thread
             tokens = text.encode(self.holder.encoder(), feeds)
-            return self.executor.infer(tokens, len(feeds.items), padded=True)
+            return self.check_outputs(self.executor.infer(tokens, len(feeds.items), padded=True))
         rows = check_feeds(self.info.signature, feeds, max_batch=self.max_batch)
-        return self.executor.infer(feeds, rows)
+        return self.check_outputs(self.executor.infer(feeds, rows))
+
+    def check_outputs(self, outputs: list) -> list:
+        """The outputs, unless one is not finite: NaN or infinity never becomes an answer.
+
+        A finite input can still overflow inside the model (3e38 through a float32 layer): the
+        logits come back NaN/inf, which JSON would carry as ``null`` and ``argmax`` would turn
+        into "prediction 0". That is a 500 naming the output (the model could not compute an
+        answer; the input was valid), counted under its status and in
+        ``onnxdeploy_nonfinite_outputs_total{output}``.
+        """
+        for name, out in zip(self.info.output_names, outputs):
+            if isinstance(out, np.ndarray) and out.dtype.kind in "fc" and out.size \
+                    and not np.isfinite(out).all():
+                self.metrics.nonfinite.labels(name).inc()
+                raise ApiError(500, f"the model's output '{name}' is not finite (NaN or "
+                                    "infinity) for this input, so no answer was made; expected "
+                                    "inputs within the range the model was trained on")
+        return outputs
 
     # ------------------------------------------------------------------ Open Inference Protocol
 
