@@ -8,9 +8,12 @@ refuse to send the bytes. Memory is sampled over the whole process tree (parent 
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from pathlib import Path
 
+import orjson
 import pytest
 from builders import mlp_classifier, save
 from prometheus_client.parser import text_string_to_metric_families
@@ -122,3 +125,157 @@ def test_non_finite_output_is_an_error_naming_it_and_counted(start):
     requests = metric(server, "onnxdeploy_requests_total")
     assert requests[("predict", "500")] == 1 and requests[("v2_infer", "500")] == 1
     assert metric(server, "onnxdeploy_nonfinite_outputs_total") == {("logits",): 2}
+
+
+# --------------------------------------------------------------------------- (2) memory
+
+
+def head(path: str, length: int, extra: str = "") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n{extra}\r\n").encode()
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict, bytes] | None:
+    """One answer from a socket (None when the connection ended or stalled without one)."""
+    buf = b""
+    try:
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            buf += chunk
+    except (TimeoutError, ConnectionResetError):
+        return None
+    top, _, body = buf.partition(b"\r\n\r\n")
+    lines = top.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    try:
+        while len(body) < int(headers.get("content-length", "0")):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return int(lines[0].split()[1]), headers, body
+
+
+def open_unfinished(port: int, count: int, data: bytes) -> list[socket.socket]:
+    """``count`` connections that each sent ``data`` (headers and part of a body) and stall."""
+    socks = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(data)
+        socks.append(s)
+    return socks
+
+
+def test_key_is_checked_before_any_body_byte_is_read(start):
+    # issue 26: 300 connections without the key, each holding an unfinished 1.5 MB body, took
+    # the server from 363 to 825 MiB (bodies read before the key was checked)
+    server = start("--workers", "1", "--api-key-env", "HOSTILE_KEY",
+                   env={"HOSTILE_KEY": "k3y"}, headers=KEY)
+    with PeakRss(server.proc.pid) as rss:
+        socks = open_unfinished(server.port, 300, head("/predict", 1_500_000) + b"[" * 65536)
+        answers = [read_answer(s) for s in socks]
+        for s in socks:
+            s.close()
+    statuses = [a and a[0] for a in answers]
+    print(f"300 unfinished bodies without the key: {statuses.count(401)} x 401; process tree "
+          f"RSS {rss.idle:.0f} -> peak {rss.peak:.0f} MiB")
+    assert statuses.count(401) == 300, statuses
+    assert all(a[2] and "API key" in json.loads(a[2])["error"] for a in answers)
+    assert all(a[1].get("connection") == "close" for a in answers)  # the body is never read
+    assert rss.peak - rss.idle < 100, (rss.idle, rss.peak)
+    assert metric(server, "onnxdeploy_requests_total", KEY)[("predict", "401")] == 300
+
+
+def test_bodies_held_at_once_have_a_budget(start):
+    # with the key: 60 connections declare 1.5 MB bodies and stall; the worker holds what its
+    # budget (--max-buffer-mb 16) takes and refuses the rest at once, without reading them
+    server = start("--workers", "1", "--max-buffer-mb", "16", "--body-timeout", "60",
+                   "--api-key-env", "HOSTILE_KEY", env={"HOSTILE_KEY": "k3y"}, headers=KEY)
+    size = 1_500_000
+    held = 16 * 2**20 // size  # 11 bodies fit the budget
+    socks = open_unfinished(server.port, 60, head("/predict", size, "Authorization: Bearer k3y\r\n")
+                            + b"[" * 1000)
+    for s in socks:
+        s.settimeout(1)
+    answers = [read_answer(s) for s in socks]  # the held ones stall: no answer within 1 s
+    statuses = [a and a[0] for a in answers]
+    refused = [a for a in answers if a is not None]
+    assert statuses.count(503) == 60 - held and statuses.count(None) == held, sorted(map(str, statuses))
+    assert all(a[1]["retry-after"] == "1" and "budget" in json.loads(a[2])["error"]
+               for a in refused)
+    for s in socks:  # the held clients give up: their bytes go back to the budget
+        s.close()
+    ok = 0
+    for _ in range(50):
+        ok = server.request("POST", "/predict", orjson.dumps({"inputs": [[0.5] * 64]}),
+                            {**KEY, "Content-Type": "application/json"})[0] == 200
+        if ok:
+            break
+        time.sleep(0.1)
+    assert ok
+    assert metric(server, "onnxdeploy_requests_total", KEY)[("predict", "503")] == 60 - held
+
+
+def _send_body(port: int, data: bytes, piece: int = 1 << 20) -> tuple[int, dict, bytes] | None:
+    """Send a request while watching for an early answer (a refusal made without reading)."""
+    import select
+
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        view, sent = memoryview(data), 0
+        while sent < len(data):
+            readable, writable, _ = select.select([s], [s], [], 30)
+            if readable:
+                break
+            if not writable:
+                return None
+            try:
+                sent += s.send(view[sent:sent + piece])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        return read_answer(s)
+
+
+def test_concurrent_large_bodies_are_refused_before_they_are_buffered(start):
+    # issue 26: one worker, --max-inflight 4, 12 concurrent 48 MB bodies (cap raised to 64 MB):
+    # all 12 were buffered (240 -> 816 MiB) before any 503
+    server = start("--workers", "1", "--max-inflight", "4", "--max-body-mb", "64",
+                   "--body-timeout", "60")
+    size = 48 * 10**6
+    body = b'{"inputs":[' + b"[" + b"0.5," * ((size - 20) // 4) + b"0.5]]}"
+    data = head("/predict", len(body)) + body
+    budget = 2 * 64 * 2**20  # the default: twice the body cap
+    with PeakRss(server.proc.pid) as rss:
+        results: list = [None] * 12
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(
+            i, _send_body(server.port, data))) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    statuses = sorted((r and r[0]) or -1 for r in results)
+    print(f"12 concurrent 48 MB bodies: {statuses}; process tree RSS {rss.idle:.0f} -> peak "
+          f"{rss.peak:.0f} MiB")
+    held = budget // len(body)  # 2
+    assert statuses.count(503) >= 12 - held - 1 and 200 not in statuses, statuses
+    assert statuses.count(413) <= held, statuses  # read, then refused: too many values
+    assert rss.peak - rss.idle < held * 48 * 3 + 100, (rss.idle, rss.peak)  # old: +576 MiB
+    assert server.get("/v2/health/live")[0] == 200
+
+
+def test_json_bodies_are_sized_before_they_are_decoded(start):
+    # issue 26: one 64 MB body of [] under --max-body-mb 64 peaked at 2.5 GB (12.6x idle)
+    server = start("--workers", "1", "--max-body-mb", "64", "--body-timeout", "60")
+    body = b'{"inputs":[' + b"[]," * (64 * 2**20 // 3 - 10) + b"[]]}"
+    with PeakRss(server.proc.pid) as rss:
+        answer = _send_body(server.port, head("/predict", len(body)) + body)
+    mib = len(body) / 2**20
+    print(f"one {mib:.0f} MiB body of []: {answer and answer[0]}; process tree RSS "
+          f"{rss.idle:.0f} -> peak {rss.peak:.0f} MiB")
+    assert answer is not None and answer[0] == 413, answer
+    assert "values" in json.loads(answer[2])["error"]
+    assert rss.peak - rss.idle < 3 * mib, (rss.idle, rss.peak)  # old: ~2,300 MiB over idle
+

@@ -37,6 +37,10 @@ from ..errors import require
               help="Largest request body (413 above it). Default: what --max-batch rows of the "
                    "model's inputs take as JSON, or 8 MiB when a dim other than the batch is "
                    "dynamic.")
+@click.option("--max-buffer-mb", type=click.FloatRange(min=0, min_open=True),
+              help="Bytes of request bodies one worker holds at once, across its requests; a "
+                   "body past it gets 503 + Retry-After before it is read. Default: twice "
+                   "--max-body-mb, at least 32 MiB.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Most rows one request may send.")
 @click.option("--api-key-env", metavar="VAR",
@@ -48,8 +52,8 @@ from ..errors import require
               help="Seconds a client may take to send a request body (408 after).")
 @click.option("--dev", is_flag=True, help="Run Flask's development server instead of granian.")
 def command(model, name, host, port, workers, http_threads, legacy_threads, ort_threads,
-            max_batch_size, batch_timeout_ms, max_inflight, max_body_mb, max_batch, api_key_env,
-            graceful_timeout, body_timeout, dev):
+            max_batch_size, batch_timeout_ms, max_inflight, max_body_mb, max_buffer_mb, max_batch,
+            api_key_env, graceful_timeout, body_timeout, dev):
     """Serve an ONNX model over HTTP: /predict, the Open Inference Protocol, /metrics, /docs.
 
     Runs in the foreground and prints one 'ready' line (URL, endpoints, a curl to try) once it
@@ -69,7 +73,7 @@ def command(model, name, host, port, workers, http_threads, legacy_threads, ort_
             model=model, name=name, host=host, port=port, workers=workers,
             http_threads=http_threads, ort_threads=ort_threads, max_batch_size=max_batch_size,
             batch_timeout_ms=batch_timeout_ms, max_inflight=max_inflight, max_body_mb=max_body_mb,
-            max_batch=max_batch, api_key_env=api_key_env, dev=dev,
+            max_buffer_mb=max_buffer_mb, max_batch=max_batch, api_key_env=api_key_env, dev=dev,
             graceful_timeout=graceful_timeout, body_timeout=body_timeout,
         ))
     except (Interrupted, KeyboardInterrupt):

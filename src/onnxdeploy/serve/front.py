@@ -101,6 +101,7 @@ class Lane:
             if item is None:
                 return
             future, arg = item
+            result = None
             try:
                 try:
                     result = fn(arg)
@@ -110,6 +111,7 @@ class Lane:
                     post(_resolve, future, result)
             except RuntimeError:  # the loop is closed: the worker is stopping, nobody waits
                 pass
+            del item, future, arg, result  # a request's body must not outlive its answer here
 
 
 def _resolve(future: asyncio.Future, result) -> None:
@@ -125,15 +127,25 @@ def _fail(future: asyncio.Future, exc: BaseException) -> None:
 class _BodyError(Exception):
     """A body the front refuses before any view runs."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry: bool = False):
         super().__init__(message)
-        self.error = _api_error(status, message)
+        self.error = _api_error(status, message, {"Retry-After": "1"} if retry else None)
+        self.error.close = True  # the rest of the body is not read
 
 
-def _api_error(status: int, message: str):
+class _Held:
+    """The bytes of body budget one request holds."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self):
+        self.bytes = 0
+
+
+def _api_error(status: int, message: str, headers: dict[str, str] | None = None):
     from .validation import ApiError  # imported by then: the worker built its service
 
-    return ApiError(status, message)
+    return ApiError(status, message, headers)
 
 
 class Front:
@@ -158,6 +170,7 @@ class Front:
         self.holder = service.holder
         self.admission = service.admission
         self.max_body = service.max_body
+        self.buffer = service.buffer
         self.body_timeout = float(self.config.get("BODY_TIMEOUT_S") or BODY_TIMEOUT_S)
         threads = int(self.config.get("HTTP_THREADS") or 1)
         self.work = Lane(loop, self._timed_call, threads, "serve-work")
@@ -221,54 +234,74 @@ class Front:
         method, path, headers = scope.method, scope.path, scope.headers
         match = self.router.match(method, path)
         route = match.route
+        # the path and the API key are checked from the headers, before a byte of body is read
+        try:
+            self.service.check_request(match, path, headers.get)
+        except Exception as exc:  # noqa: BLE001 - an ApiError; anything else is answered 500
+            return self._refuse(proto, route.endpoint, exc, unread=True)
         if route.lane == WORK:
             if self.admission.full:  # full already: refuse before reading the body
-                return self._refuse(proto, route.endpoint, self.admission.busy())
+                return self._refuse(proto, route.endpoint, self.admission.busy(), unread=True)
             cap = self.max_body
         else:
             cap = SMALL_BODY_BYTES
+        held = _Held()
         try:
-            body = await self._read_body(proto, headers, cap)
-        except _BodyError as exc:
-            return self._refuse(proto, route.endpoint, exc.error)
-        # the headers the views read, taken here: granian's objects stay in the loop's thread
-        request = Request(method, path, {name: headers.get(name) for name in HEADERS}.get, body)
-        call = partial(self.service.answer, match, request)
-        if route.lane == WORK:
-            admission = self.admission
-            if not admission.enter():
-                return self._refuse(proto, route.endpoint, admission.busy())
             try:
-                if self.inline and admission.count == 1:
-                    reply = self._timed_call(call)
-                else:
-                    reply = await self.work.submit(call)
-            finally:
-                admission.leave()
-        elif route.lane == PROBE:
-            reply = await self.probe.submit(call)
-        else:
-            if not self.misc_admission.enter():
-                return self._refuse(proto, route.endpoint, self.misc_admission.busy())
-            try:
-                reply = await self.misc.submit(call)
-            finally:
-                self.misc_admission.leave()
+                body = await self._read_body(proto, headers, cap, held)
+            except _BodyError as exc:
+                return self._refuse(proto, route.endpoint, exc.error)
+            # the headers the views read, taken here: granian's objects stay in the loop's thread
+            request = Request(method, path, {name: headers.get(name) for name in HEADERS}.get,
+                              body)
+            del body
+            call = partial(self.service.answer, match, request)
+            if route.lane == WORK:
+                admission = self.admission
+                if not admission.enter():
+                    return self._refuse(proto, route.endpoint, admission.busy())
+                try:
+                    if self.inline and admission.count == 1:
+                        reply = self._timed_call(call)
+                    else:
+                        reply = await self.work.submit(call)
+                finally:
+                    admission.leave()
+            elif route.lane == PROBE:
+                reply = await self.probe.submit(call)
+            else:
+                if not self.misc_admission.enter():
+                    return self._refuse(proto, route.endpoint, self.misc_admission.busy())
+                try:
+                    reply = await self.misc.submit(call)
+                finally:
+                    self.misc_admission.leave()
+            del request, call  # the body goes before its bytes leave the budget
+        finally:
+            self.buffer.give(held.bytes)
         proto.response_bytes(reply.status, reply.headers, reply.body)
 
-    async def _read_body(self, proto, headers, cap: int) -> bytes:
+    async def _read_body(self, proto, headers, cap: int, held: _Held) -> bytes:
+        """The whole body, within ``cap`` and the worker's body budget (bytes reserved in
+        ``held``, given back by the caller once the answer is made)."""
         length = headers.get("content-length")
         chunked = "chunked" in (headers.get("transfer-encoding") or "").lower()
         if length is None and not chunked:
             return b""
-        if length is not None:
+        if length is not None and not chunked:
             if not length.isdigit():
                 raise _BodyError(400, f"Content-Length {length!r} is not a number of bytes")
-            if int(length) > cap:
-                raise _BodyError(413, f"request body is {int(length)} bytes; expected at most "
+            size = int(length)
+            if size > cap:
+                raise _BodyError(413, f"request body is {size} bytes; expected at most "
                                       f"{cap} bytes")
-            if length == "0":
+            if size == 0:
                 return b""
+            if size > self.buffer.limit:
+                raise _BodyError(413, self.buffer.too_large(size).message)
+            if not self.buffer.take(size):  # the worker holds too many bytes of bodies
+                raise _BodyError(503, self.buffer.busy().message, retry=True)
+            held.bytes = size
         task = asyncio.current_task()
         expired: list[bool] = []
 
@@ -278,14 +311,32 @@ class Front:
 
         timer = self.loop.call_later(self.body_timeout, expire) if task else None
         try:
-            if length is not None:
-                return await proto()
+            if not chunked:
+                # streamed into one buffer of the declared size: ``await proto()`` would hold
+                # the body twice (granian's growing buffer, then the bytes object)
+                body, got = bytearray(size), 0
+                async for chunk in proto:
+                    if not chunk:
+                        continue
+                    end = got + len(chunk)
+                    if end > size:
+                        raise _BodyError(400, f"request body is longer than its Content-Length "
+                                              f"{size}; expected exactly {size} bytes")
+                    body[got:end] = chunk
+                    got = end
+                if got != size:  # the client closed its end before the whole body
+                    raise _BodyError(400, f"request body ended after {got} of {size} "
+                                          "bytes (Content-Length); expected the whole body")
+                return body
             parts, size = [], 0
             async for chunk in proto:
                 size += len(chunk)
                 if size > cap:
                     raise _BodyError(413, f"request body (chunked) is over the limit; expected at "
                                           f"most {cap} bytes")
+                if not self.buffer.take(len(chunk)):
+                    raise _BodyError(503, self.buffer.busy().message, retry=True)
+                held.bytes += len(chunk)
                 parts.append(chunk)
             if not size:  # granian ends a body whose chunking it cannot parse without an error
                 raise _BodyError(400, "empty or malformed chunked body; expected chunks of "
@@ -306,9 +357,11 @@ class Front:
             if timer is not None:
                 timer.cancel()
 
-    def _refuse(self, proto, endpoint: str, error) -> None:
+    def _refuse(self, proto, endpoint: str, error, unread: bool = False) -> None:
+        """Answer a refusal made before any view ran; ``unread``: the body (if any) was not
+        read, so the connection is closed after the answer."""
         status, headers, body = self.service.refuse(endpoint, error)
-        if status in (400, 408, 413):
+        if unread or status in (400, 408, 413, 501) or getattr(error, "close", False):
             headers = [*headers, ("Connection", "close")]  # the rest of the body is not read
         proto.response_bytes(status, headers, body)
 

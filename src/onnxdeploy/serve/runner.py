@@ -83,6 +83,7 @@ class ServeOptions:
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     max_body_mb: float | None = None
+    max_buffer_mb: float | None = None
     max_batch: int = DEFAULT_MAX_BATCH
     api_key_env: str | None = None
     dev: bool = False
@@ -127,6 +128,8 @@ def app_config(options: ServeOptions, ort_threads: int) -> dict:
         "MAX_BATCH": options.max_batch,
         "MAX_BODY_BYTES": (None if options.max_body_mb is None
                            else int(options.max_body_mb * 2**20)),
+        "MAX_BUFFER_BYTES": (None if options.max_buffer_mb is None
+                             else int(options.max_buffer_mb * 2**20)),
         "MAX_BATCH_SIZE": options.max_batch_size,
         "BATCH_TIMEOUT_MS": options.batch_timeout_ms,
         "API_KEY": api_key,

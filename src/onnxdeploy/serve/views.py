@@ -82,6 +82,7 @@ class Views:
         self.info, self.holder, self.executor, self.metrics = info, holder, executor, metrics
         self.max_batch, self.max_chars = max_batch, max_chars
         self.docs_root = docs_root.resolve() if docs_root is not None else None
+        self.json_values = protocols.json_budget(info, max_batch)
         self._openapi: bytes | None = None
 
     # ------------------------------------------------------------------ inference
@@ -89,7 +90,7 @@ class Views:
     def predict(self, request: Request) -> Reply:
         """``POST /predict``."""
         check_json(request.header("content-type"))
-        payload = protocols.loads(request.body)
+        payload = protocols.loads(request.body, self.json_values)
         feeds = protocols.parse_predict(payload, self.info, max_batch=self.max_batch,
                                         max_chars=self.max_chars)
         del payload  # the nested lists can be several times the body: free them before running
@@ -102,7 +103,7 @@ class Views:
         binary_length = request.header(_BINARY_HEADER)
         if binary_length is None:
             check_json(request.header("content-type"))
-        payload, binary = protocols.split_binary(request.body, binary_length)
+        payload, binary = protocols.split_binary(request.body, binary_length, self.json_values)
         feeds, options = protocols.parse_v2(payload, binary, self.info, max_batch=self.max_batch,
                                             max_chars=self.max_chars)
         del payload
