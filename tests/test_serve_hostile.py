@@ -8,6 +8,8 @@ refuse to send the bytes. Memory is sampled over the whole process tree (parent 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -278,4 +280,47 @@ def test_json_bodies_are_sized_before_they_are_decoded(start):
     assert answer is not None and answer[0] == 413, answer
     assert "values" in json.loads(answer[2])["error"]
     assert rss.peak - rss.idle < 3 * mib, (rss.idle, rss.peak)  # old: ~2,300 MiB over idle
+
+
+# --------------------------------------------------------------------------- (4) one per port
+
+
+@pytest.mark.parametrize("gap_s", [0.0, 0.3])
+def test_one_server_per_port_whatever_the_timing(models, gap_s):
+    # issue 26: two servers started 0.3 s apart on one port both printed "ready" and split the
+    # traffic (granian's per-worker SO_REUSEPORT listeners let the second one join)
+    import subprocess
+    import sys
+
+    from onnxdeploy.bench.servers import free_port
+
+    port = free_port()
+    procs = []
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "onnxdeploy", "serve", str(models["mlp"]), "--port",
+                 str(port), "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, start_new_session=True))
+            time.sleep(gap_s)
+        deadline = time.monotonic() + 60
+        while all(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        loser = next(p for p in procs if p.poll() is not None)
+        winner = next(p for p in procs if p is not loser)
+        err = loser.stderr.read()
+        assert loser.returncode == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "in use" in lines[0] and str(port) in lines[0], err
+        assert winner.stdout.readline().startswith(f"ready: http://127.0.0.1:{port}")
+        assert winner.poll() is None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait(5)
 

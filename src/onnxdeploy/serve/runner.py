@@ -163,6 +163,42 @@ def check_bind(host: str, port: int) -> None:
                               "address of this machine, e.g. 127.0.0.1 or 0.0.0.0") from None
 
 
+def claim_port(host: str, port: int) -> int:
+    """An exclusive lock naming ``port`` (in this network namespace), held by this process until
+    it exits; OptionError (exit 2, one line) when another ``onnxdeploy serve`` holds it.
+
+    granian gives each worker its own SO_REUSEPORT listener, and the kernel lets any process of
+    the same user join such a port: two servers started a moment apart both bound it and split
+    the traffic. A port probe cannot close that race (the probe and granian's bind are separate
+    steps, and granian has no public way to hand workers a socket bound once, exclusively), so
+    servers take a ``flock`` first: the kernel grants it to one process at a time and drops it
+    when that process dies, however it dies. Anything else listening on the port is still found
+    by ``check_bind``. The lock file stays in the temp dir (removing it would reopen the race).
+    """
+    import fcntl
+
+    if port == 0:  # the kernel picks a free port: nothing to share
+        return -1
+    try:
+        netns = os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        netns = 0
+    path = Path(tempfile.gettempdir()) / f"onnxdeploy-serve-{netns}-{port}.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:  # another user's lock file we cannot read: rely on check_bind
+        log.warning("cannot open the port lock %s (%s); a second server started at the same "
+                    "moment may share the port", path, exc.strerror)
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise OptionError(f"--port {port}: address {host}:{port} is already in use (another "
+                          "onnxdeploy serve holds it); stop it or pick another port") from None
+    return fd
+
+
 def run_server(options: ServeOptions) -> None:
     """Serve in the foreground until SIGTERM (returns) or SIGINT (raises Interrupted)."""
     from .model import read_model_info
@@ -170,7 +206,16 @@ def run_server(options: ServeOptions) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
     info = read_model_info(options.model, options.name)  # a bad file fails here, before any fork
-    check_bind(options.host, options.port)
+    lock = claim_port(options.host, options.port)  # first: no second server past this line
+    try:
+        check_bind(options.host, options.port)
+        _run_locked(options, info)
+    finally:
+        if lock >= 0:
+            os.close(lock)
+
+
+def _run_locked(options: ServeOptions, info) -> None:
     workers, ort_threads = thread_budget(options.workers, options.ort_threads)
     if workers * ort_threads > default_threads():
         log.warning("%d workers x %d ORT threads exceeds the %d CPUs available; expect contention",
