@@ -19,6 +19,7 @@ import orjson
 import pytest
 from builders import mlp_classifier, save
 from prometheus_client.parser import text_string_to_metric_families
+from test_serve_front import raw
 from test_serve_server import Server
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
@@ -324,3 +325,48 @@ def test_one_server_per_port_whatever_the_timing(models, gap_s):
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait(5)
 
+
+# --------------------------------------------------------------------------- (3) framing
+
+VALID = b'{"inputs":[[' + b",".join([b"0.5"] * 64) + b"]]}"
+CHUNKED = (b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\n")
+
+
+def _half_closed(port: int, data: bytes):
+    """Send ``data``, close our sending side, read the one answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        return read_answer(s)
+
+
+@pytest.mark.parametrize("tail", [
+    pytest.param(b"zz\r\nabc\r\n0\r\n\r\n", id="bad-size-line"),
+    pytest.param(b"zz\r\n", id="bad-size-line-then-half-close"),
+    pytest.param(b"", id="no-last-chunk-then-half-close"),
+    pytest.param(b"3\r\nab", id="cut-mid-chunk-then-half-close"),
+])
+def test_malformed_or_truncated_chunked_bodies_are_400(start, tail):
+    # issue 26: a full chunk then a `zz` size line, or a body cut short by a half-close, was
+    # treated as complete: 200 (the first chunk alone is valid JSON)
+    server = start("--workers", "1")
+    data = CHUNKED + b"%x\r\n%s\r\n" % (len(VALID), VALID) + tail
+    answer = _half_closed(server.port, data)
+    assert answer is not None and answer[0] == 400, answer
+    assert "chunked" in json.loads(answer[2])["error"]
+    complete = CHUNKED + b"%x\r\n%s\r\n0\r\n\r\n" % (len(VALID), VALID)  # and the same, whole
+    assert raw(server.port, complete)[0] == 200
+    assert metric(server, "onnxdeploy_requests_total")[("predict", "400")] == 1
+
+
+def test_transfer_codings_we_do_not_implement_are_501(start):
+    server = start("--workers", "1")
+    for coding in ("gzip, chunked", "deflate, chunked", "chunked, chunked"):
+        data = CHUNKED.replace(b"chunked", coding.encode()) + b"%x\r\n%s\r\n0\r\n\r\n" % (
+            len(VALID), VALID)
+        answer = raw(server.port, data)
+        assert answer[0] == 501, (coding, answer)
+        assert answer[1]["content-type"] == "application/json"
+        assert coding in json.loads(answer[2])["error"]
+    assert metric(server, "onnxdeploy_requests_total")[("predict", "501")] == 3
