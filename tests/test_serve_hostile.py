@@ -370,3 +370,127 @@ def test_transfer_codings_we_do_not_implement_are_501(start):
         assert answer[1]["content-type"] == "application/json"
         assert coding in json.loads(answer[2])["error"]
     assert metric(server, "onnxdeploy_requests_total")[("predict", "501")] == 3
+
+
+# --------------------------------------------------------------------------- (5) supervision
+
+
+def _workers(server) -> list[int]:
+    """Live worker processes of a server (children of its main process)."""
+    return [p for p in tree_pids(server.proc.pid) if p != server.proc.pid and _running(p)]
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait(condition, timeout_s: float = 45.0, step_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step_s)
+    return condition()
+
+
+def _ready_pids(server) -> set[int]:
+    import re
+
+    return {int(p) for p in re.findall(r"worker (\d+): session ready", server.text())}
+
+
+def _capacity(server) -> str | None:
+    try:
+        status, headers, _ = server.get("/v2/health/ready", timeout=1)
+    except OSError:
+        return None
+    return headers.get("Onnxdeploy-Workers") if status == 200 else f"status {status}"
+
+
+def _new_worker(server, known: set[int]) -> int | None:
+    """A worker that became ready and is not in ``known`` (waits, bounded)."""
+    fresh = _wait(lambda: sorted(p for p in _ready_pids(server) - known if _running(p)))
+    return fresh[0] if fresh else None
+
+
+def test_a_worker_killed_twice_is_replaced_twice_and_the_server_stays(start):
+    # issue 26: the same worker killed twice within 5.5 s made granian's crash-loop guard stop
+    # the whole server (exit 1) with the other worker healthy
+    server = start("--workers", "2")
+    assert _wait(lambda: len(_ready_pids(server)) >= 2)
+    known = set(_ready_pids(server))
+    victim = min(known)
+    for _ in range(2):  # the second kill lands right after the replacement is ready (< 5.5 s)
+        os.kill(victim, signal.SIGKILL)
+        victim = _new_worker(server, known)
+        assert victim is not None and server.proc.poll() is None, server.text()
+        known.add(victim)
+    assert _wait(lambda: _capacity(server) == "2/2"), _capacity(server)
+    for _ in range(20):
+        assert server.post_json("/predict", {"inputs": [[0.5] * 64]}, timeout=10)[0] == 200
+    assert server.proc.poll() is None and "crash loop" not in server.text()
+
+
+def test_a_stopped_worker_is_found_by_its_heartbeat_and_replaced(start):
+    # issue 26: a worker stopped (SIGSTOP) for 5 s kept receiving new connections; liveness and
+    # readiness stayed green; nothing noticed
+    server = start("--workers", "2", "--heartbeat-timeout", "2")
+    assert _wait(lambda: _capacity(server) == "2/2"), _capacity(server)
+    known = set(_ready_pids(server))
+    victim = min(known)
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        seen = set()
+
+        def replaced():
+            seen.add(_capacity(server))
+            return not _running(victim) and _capacity(server) == "2/2"
+
+        assert _wait(replaced), (seen, server.text()[-2000:])
+    finally:
+        try:
+            os.kill(victim, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert "1/2" in seen, seen  # readiness said capacity was down while it was
+    assert f"worker {victim} has not answered its heartbeat" in server.text()
+    assert _new_worker(server, known) is not None and server.proc.poll() is None
+    assert metric(server, "onnxdeploy_workers_live") == {(): 2.0}
+
+
+def test_workers_die_with_the_main_process_and_leave_nothing(start, models):
+    # issue 26: after SIGKILL of the main process, workers kept serving and kept the port (a
+    # restart exited 2 "in use") and leaked their temp dirs
+    server = start("--workers", "2")
+    assert _wait(lambda: len(_workers(server)) >= 2 and len(_ready_pids(server)) >= 2)
+    workers = _workers(server)
+    environ = Path(f"/proc/{workers[0]}/environ").read_bytes().split(b"\0")
+    run_dir = Path(next(e for e in environ if e.startswith(b"ONNXDEPLOY_SERVE_RUN_DIR="))
+                   .split(b"=", 1)[1].decode())
+    assert run_dir.is_dir()
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait(10)
+    assert _wait(lambda: not any(_running(p) for p in workers), 15), workers
+    assert not run_dir.exists()
+    import subprocess
+    import sys
+
+    restart = subprocess.Popen(
+        [sys.executable, "-m", "onnxdeploy", "serve", str(models["mlp"]), "--port",
+         str(server.port), "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True)
+    try:
+        line = restart.stdout.readline()
+        assert line.startswith(f"ready: http://127.0.0.1:{server.port}"), restart.stderr.read()
+    finally:
+        os.killpg(restart.pid, signal.SIGTERM)
+        try:
+            restart.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(restart.pid, signal.SIGKILL)
+            restart.wait(5)

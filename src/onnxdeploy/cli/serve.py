@@ -50,10 +50,13 @@ from ..errors import require
               help="On SIGTERM, seconds to finish accepted requests before workers are killed.")
 @click.option("--body-timeout", type=click.FloatRange(min=0.1), default=10, show_default=True,
               help="Seconds a client may take to send a request body (408 after).")
+@click.option("--heartbeat-timeout", type=click.FloatRange(min=1), default=3, show_default=True,
+              help="A worker whose event loop has not run for this many seconds (stopped, "
+                   "wedged) is killed and replaced.")
 @click.option("--dev", is_flag=True, help="Run Flask's development server instead of granian.")
 def command(model, name, host, port, workers, http_threads, legacy_threads, ort_threads,
             max_batch_size, batch_timeout_ms, max_inflight, max_body_mb, max_buffer_mb, max_batch,
-            api_key_env, graceful_timeout, body_timeout, dev):
+            api_key_env, graceful_timeout, body_timeout, heartbeat_timeout, dev):
     """Serve an ONNX model over HTTP: /predict, the Open Inference Protocol, /metrics, /docs.
 
     Runs in the foreground and prints one 'ready' line (URL, endpoints, a curl to try) once it
@@ -75,6 +78,7 @@ def command(model, name, host, port, workers, http_threads, legacy_threads, ort_
             batch_timeout_ms=batch_timeout_ms, max_inflight=max_inflight, max_body_mb=max_body_mb,
             max_buffer_mb=max_buffer_mb, max_batch=max_batch, api_key_env=api_key_env, dev=dev,
             graceful_timeout=graceful_timeout, body_timeout=body_timeout,
+            heartbeat_timeout=heartbeat_timeout,
         ))
     except (Interrupted, KeyboardInterrupt):
         sys.stderr.write("stopped (Ctrl-C)\n")

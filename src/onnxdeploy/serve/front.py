@@ -47,6 +47,7 @@ except ImportError:  # pragma: no cover - the front only runs under granian
         pass
 
 from .routes import HEADERS, PROBE, WORK, Request, Router
+from .supervise import RUN_DIR_ENV, Beat
 
 log = logging.getLogger("onnxdeploy.serve")
 
@@ -197,6 +198,10 @@ class Front:
                     f.write(str(exc).strip()[:2000])
             os.kill(os.getppid(), signal.SIGTERM)
             raise
+        run_dir = os.environ.get(RUN_DIR_ENV)
+        self.beat = Beat(loop, run_dir) if run_dir else None
+        if self.beat is not None:  # serving from now on: the parent's monitor watches this
+            self.beat.start()
         # Everything allocated so far (numpy, onnxruntime, the service) lives as long as the
         # worker: move it out of the collector's reach, so a full collection during serving
         # walks only what requests allocate (a full pass over ~10^5 long-lived objects is a
@@ -205,6 +210,8 @@ class Front:
         gc.freeze()
 
     def __rsgi_del__(self, loop) -> None:
+        if getattr(self, "beat", None) is not None:
+            self.beat.stop()
         for lane in (self.work, self.probe, self.misc):
             lane.shutdown()
 
@@ -235,13 +242,14 @@ class Front:
         match = self.router.match(method, path)
         route = match.route
         # the path and the API key are checked from the headers, before a byte of body is read
-        try:
-            self.service.check_request(match, path, headers.get)
-        except Exception as exc:  # noqa: BLE001 - an ApiError; anything else is answered 500
-            return self._refuse(proto, route.endpoint, exc, unread=True)
+        refused = self.service.check_first(match, method, path, headers.get)
+        if refused is not None:  # a body is not read: the connection closes after this
+            close = [("Connection", "close")] if _has_body(headers) else []
+            return proto.response_bytes(refused.status, [*refused.headers, *close], refused.body)
         if route.lane == WORK:
             if self.admission.full:  # full already: refuse before reading the body
-                return self._refuse(proto, route.endpoint, self.admission.busy(), unread=True)
+                return self._refuse(proto, route.endpoint, self.admission.busy(), unread=True,
+                                    headers_in=headers)
             cap = self.max_body
         else:
             cap = SMALL_BODY_BYTES
@@ -375,11 +383,13 @@ class Front:
             if timer is not None:
                 timer.cancel()
 
-    def _refuse(self, proto, endpoint: str, error, unread: bool = False) -> None:
+    def _refuse(self, proto, endpoint: str, error, unread: bool = False,
+                headers_in=None) -> None:
         """Answer a refusal made before any view ran; ``unread``: the body (if any) was not
         read, so the connection is closed after the answer."""
         status, headers, body = self.service.refuse(endpoint, error)
-        if unread or status in (400, 408, 413, 501) or getattr(error, "close", False):
+        if ((unread and _has_body(headers_in)) or status in (400, 408, 413, 501)
+                or getattr(error, "close", False)):
             headers = [*headers, ("Connection", "close")]  # the rest of the body is not read
         proto.response_bytes(status, headers, body)
 
@@ -397,6 +407,14 @@ class Front:
                     self.inline = False
                 elif not self.inline and self.service_s < INLINE_BELOW_S:
                     self.inline = True
+
+
+def _has_body(headers) -> bool:
+    """Whether a request declares a body (which a refusal made from its headers leaves unread)."""
+    if headers is None:
+        return False
+    length = headers.get("content-length")
+    return bool(headers.get("transfer-encoding")) or (length is not None and length != "0")
 
 
 def _call(call: Callable[[], Any]):

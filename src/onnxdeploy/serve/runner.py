@@ -14,8 +14,10 @@ the runs and the alternatives tried):
 - workers are spawned (fresh interpreters, not forks of the multi-threaded parent); the session
   is created in each worker (``Front.__rsgi_init__``) before it serves, never in the parent,
   which never imports onnxruntime (see ``default_threads``).
-- a worker that dies is replaced (granian's ``respawn_failed_workers``); one that dies again
-  within a few seconds of its replacement stops the server (granian's crash-loop guard).
+- a worker that dies is replaced (granian's ``respawn_failed_workers``); one that stops answering
+  (no heartbeat for ``--heartbeat-timeout``) is killed and replaced; the server stops only on a
+  real crash loop (5 respawns of one worker within 60 s); workers whose main process is gone
+  exit and remove the run's temp dir (``serve.supervise``).
 - SIGTERM: workers stop accepting, finish what they have, and are killed after
   ``--graceful-timeout`` whatever is still connected; exit 0. SIGINT (Ctrl-C): the same, exit 130.
 """
@@ -41,6 +43,7 @@ from pathlib import Path
 
 from ..errors import OptionError, ServerError
 from .metrics import MULTIPROC_ENV
+from .supervise import HEARTBEAT_TIMEOUT_S, RUN_DIR_ENV, CrashBudget, Monitor
 
 log = logging.getLogger("onnxdeploy.serve")
 
@@ -89,6 +92,7 @@ class ServeOptions:
     dev: bool = False
     graceful_timeout: float = GRACEFUL_TIMEOUT_S
     body_timeout: float | None = None
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT_S
 
 
 def thread_budget(workers: int | None, ort_threads: int | None, cpus: int | None = None) -> tuple[int, int]:
@@ -135,6 +139,7 @@ def app_config(options: ServeOptions, ort_threads: int) -> dict:
         "API_KEY": api_key,
         "HTTP_THREADS": http_threads_for(options),
     }
+    config["HEARTBEAT_TIMEOUT_S"] = options.heartbeat_timeout
     if options.body_timeout is not None:
         config["BODY_TIMEOUT_S"] = options.body_timeout
     return config
@@ -259,9 +264,15 @@ def _run_granian(options: ServeOptions, config: dict, workers: int, announcer: _
 
     from .front import BOOT_FAILED_ENV, CONFIG_ENV
 
-    prom_dir = tempfile.mkdtemp(prefix="onnxdeploy-prom-")
-    boot_failed = Path(tempfile.mkdtemp(prefix="onnxdeploy-boot-")) / "failed"
+    # one directory per run: metrics files, heartbeats, the boot marker; removed at exit, and by
+    # the workers themselves when the main process is killed (supervise.Beat)
+    run_dir = tempfile.mkdtemp(prefix="onnxdeploy-serve-")
+    prom_dir = os.path.join(run_dir, "prom")
+    os.mkdir(prom_dir)
+    boot_failed = Path(run_dir) / "boot-failed"
+    os.environ[RUN_DIR_ENV] = run_dir
     os.environ[MULTIPROC_ENV] = prom_dir
+    config = {**config, "WORKERS": workers}  # readiness counts live workers against this
     os.environ[CONFIG_ENV] = json.dumps(config)
     os.environ[BOOT_FAILED_ENV] = str(boot_failed)
     _reset_prometheus_value_class()
@@ -283,6 +294,10 @@ def _run_granian(options: ServeOptions, config: dict, workers: int, announcer: _
         log_access=False,
         log_dictconfig=_granian_logging(),
     )
+    # granian's crash-loop guard stopped the whole server when one worker died twice within
+    # 5.5 s, the others healthy: it now stops only on a real loop (supervise.CrashBudget)
+    server.respawned_wrks = CrashBudget()
+    monitor = Monitor(run_dir, float(config.get("HEARTBEAT_TIMEOUT_S") or HEARTBEAT_TIMEOUT_S))
 
     def record_signals() -> None:
         # Runs after granian installed its handlers: note which signal stopped us, then let
@@ -293,6 +308,7 @@ def _run_granian(options: ServeOptions, config: dict, workers: int, announcer: _
                 server.signal_handler_interrupt()
             signal.signal(sig, handler)
         announcer.start()
+        monitor.start()
 
     server.on_startup(record_signals)
     # Workers start as fresh interpreters: a fork of this multi-threaded parent (granian's
@@ -308,12 +324,12 @@ def _run_granian(options: ServeOptions, config: dict, workers: int, announcer: _
                        "kept dying: see the log above)")
     finally:
         announcer.stop()
+        monitor.stop()
         if boot_failed.exists():
             failure = (f"a worker could not load {Path(options.model).name} into ONNX Runtime: "
                        f"{boot_failed.read_text().splitlines()[0] if boot_failed.read_text() else '?'}")
-        shutil.rmtree(prom_dir, ignore_errors=True)
-        shutil.rmtree(boot_failed.parent, ignore_errors=True)
-        for key in (MULTIPROC_ENV, CONFIG_ENV, BOOT_FAILED_ENV):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for key in (MULTIPROC_ENV, CONFIG_ENV, BOOT_FAILED_ENV, RUN_DIR_ENV):
             os.environ.pop(key, None)
     if failure is not None:
         raise ServerError(failure)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from .docs import assets_dir
 from .metrics import Metrics
 from .model import SessionHolder, read_model_info
 from .routes import BAD_PATH_CHAR, DOCS_BLUEPRINT, ROUTES, WORK, Match, Request, Router
+from .supervise import HEARTBEAT_TIMEOUT_S, RUN_DIR_ENV, live_workers
 from .validation import ApiError, body_limit
 from .views import RETRY_AFTER_S, Reply, Views, error_reply
 
@@ -176,7 +178,7 @@ class Service:
         self.routes = tuple(r for r in ROUTES if docs is not None or r.blueprint != DOCS_BLUEPRINT)
         self.router = Router(self.routes)
         self.views = Views(info, self.holder, self.executor, self.metrics, max_batch=max_batch,
-                           max_chars=max_chars, docs_root=docs)
+                           max_chars=max_chars, docs_root=docs, capacity=self.capacity)
         self._counters: dict[tuple[str, int], Any] = {}  # labelled children, made once
         self._timers: dict[str, Any] = {}
 
@@ -220,6 +222,15 @@ class Service:
         self._count(route.endpoint, reply.status, t0)
         return reply
 
+    def capacity(self) -> tuple[int, int] | None:
+        """(live workers, workers) of a granian server (fresh heartbeats, ``serve.supervise``);
+        None under any other server."""
+        run_dir, expected = os.environ.get(RUN_DIR_ENV), self.config.get("WORKERS")
+        if not run_dir or not expected:
+            return None
+        timeout = float(self.config.get("HEARTBEAT_TIMEOUT_S") or HEARTBEAT_TIMEOUT_S)
+        return live_workers(run_dir, timeout), int(expected)
+
     def check_request(self, match: Match, path: str, header: Callable[[str], str | None]
                       ) -> None:
         """What is checked from the request line and headers alone, before any body is read:
@@ -229,6 +240,21 @@ class Service:
                                 "expected UTF-8 (percent-encoded) names")
         if not match.route.public:
             self.check_key(header("authorization"))
+
+    def check_first(self, match: Match, method: str, path: str,
+                    header: Callable[[str], str | None]) -> Reply | None:
+        """``check_request`` before any body is read: None when the request may go on, else
+        the refusal, answered, counted and timed as ``answer`` would have."""
+        t0 = time.perf_counter()
+        try:
+            self.check_request(match, path, header)
+        except ApiError as exc:
+            reply = error_reply(exc)
+            if method == "HEAD":
+                reply = reply._replace(body=b"")
+            self._count(match.route.endpoint, reply.status, t0)
+            return reply
+        return None
 
     def refuse(self, endpoint: str, exc: Exception) -> Reply:
         """A refusal made before any view could run, answered and counted like the rest."""

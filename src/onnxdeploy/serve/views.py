@@ -10,6 +10,7 @@ answer.
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -78,11 +79,13 @@ class Views:
     """The views of one served model."""
 
     def __init__(self, info: ModelInfo, holder: SessionHolder, executor: Executor, metrics, *,
-                 max_batch: int, max_chars: int, docs_root: Path | None = None):
+                 max_batch: int, max_chars: int, docs_root: Path | None = None,
+                 capacity: Callable[[], tuple[int, int] | None] | None = None):
         self.info, self.holder, self.executor, self.metrics = info, holder, executor, metrics
         self.max_batch, self.max_chars = max_batch, max_chars
         self.docs_root = docs_root.resolve() if docs_root is not None else None
         self.json_values = protocols.json_budget(info, max_batch)
+        self.capacity = capacity or (lambda: None)
         self._openapi: bytes | None = None
 
     # ------------------------------------------------------------------ inference
@@ -142,10 +145,21 @@ class Views:
         return json_reply({"live": True})
 
     def ready(self, request: Request) -> Reply:
-        if self.holder.ready:
+        """200 while this worker's session is ready; under granian, with the workers whose
+        heartbeat is fresh (``Onnxdeploy-Workers: live/expected``), 503 when none is."""
+        if not self.holder.ready:
+            return json_reply({"ready": False, "error": "model session not created yet"}, 503,
+                              {"Retry-After": RETRY_AFTER_S})
+        capacity = self.capacity()
+        if capacity is None:
             return json_reply({"ready": True})
-        return json_reply({"ready": False, "error": "model session not created yet"}, 503,
-                          {"Retry-After": RETRY_AFTER_S})
+        live, expected = capacity
+        body = {"ready": live > 0, "workers": {"live": live, "expected": expected}}
+        headers = {"Onnxdeploy-Workers": f"{live}/{expected}"}
+        if live == 0:
+            return json_reply({**body, "error": "no worker answers its heartbeat"}, 503,
+                              {**headers, "Retry-After": RETRY_AFTER_S})
+        return json_reply(body, 200, headers)
 
     def server_metadata(self, request: Request) -> Reply:
         return json_reply({"name": "onnxdeploy", "version": __version__,
@@ -166,6 +180,14 @@ class Views:
 
     def metrics_text(self, request: Request) -> Reply:
         body, content_type = self.metrics.render()
+        capacity = self.capacity()
+        if capacity is not None:
+            body += ("# HELP onnxdeploy_workers_live Worker processes whose heartbeat is fresh.\n"
+                     "# TYPE onnxdeploy_workers_live gauge\n"
+                     f"onnxdeploy_workers_live {capacity[0]}\n"
+                     "# HELP onnxdeploy_workers_expected Worker processes the server runs.\n"
+                     "# TYPE onnxdeploy_workers_expected gauge\n"
+                     f"onnxdeploy_workers_expected {capacity[1]}\n").encode()
         return Reply(200, [("Content-Type", content_type)], body)
 
     def openapi(self, request: Request) -> Reply:
