@@ -211,11 +211,11 @@ def test_key_is_checked_before_any_body_byte_is_read(start):
 
 def test_bodies_held_at_once_have_a_budget(start):
     # with the key: 60 connections declare 1.5 MB bodies and stall; the worker holds what its
-    # budget (--max-buffer-mb 16) takes and refuses the rest at once, without reading them
-    server = start("--workers", "1", "--max-buffer-mb", "16", "--body-timeout", "60",
+    # body budget takes and refuses the rest at once, without reading them
+    server = start("--workers", "1", "--body-timeout", "60",
                    "--api-key-env", "HOSTILE_KEY", env={"HOSTILE_KEY": "k3y"}, headers=KEY)
     size = 1_500_000
-    held = 16 * 2**20 // size  # 11 bodies fit the budget
+    held = 32 * 2**20 // size  # 22 bodies fit the default budget (32 MiB for this model)
     socks = open_unfinished(server.port, 60, head("/predict", size, "Authorization: Bearer k3y\r\n")
                             + b"[" * 1000)
     answers = answered_within(socks, 2.0)  # the held ones stall: no answer
@@ -453,7 +453,7 @@ def test_a_worker_killed_twice_is_replaced_twice_and_the_server_stays(start):
 def test_a_stopped_worker_is_found_by_its_heartbeat_and_replaced(start):
     # issue 26: a worker stopped (SIGSTOP) for 5 s kept receiving new connections; liveness and
     # readiness stayed green; nothing noticed
-    server = start("--workers", "2", "--heartbeat-timeout", "2")
+    server = start("--workers", "2")  # the default --heartbeat-timeout (3 s)
     assert _wait(lambda: _capacity(server) == "2/2"), _capacity(server)
     known = set(_ready_pids(server))
     victim = min(known)
@@ -508,3 +508,47 @@ def test_workers_die_with_the_main_process_and_leave_nothing(start, models):
         except subprocess.TimeoutExpired:
             os.killpg(restart.pid, signal.SIGKILL)
             restart.wait(5)
+
+
+# --------------------------------------------------------------------------- in process
+
+
+def test_budgets_and_their_defaults(models):
+    from onnxdeploy.serve.protocols import check_json_size, json_budget
+    from onnxdeploy.serve.runner import ServeOptions, app_config
+    from onnxdeploy.serve.service import MIN_BUFFER_BYTES, Service
+    from onnxdeploy.serve.validation import ApiError
+
+    service = Service({"MODEL_PATH": str(models["mlp"])})
+    assert service.buffer.limit == max(2 * service.max_body, MIN_BUFFER_BYTES)
+    config = app_config(ServeOptions(model=str(models["mlp"]), max_buffer_mb=16), 1)
+    assert Service(config).buffer.limit == 16 * 2**20
+    budget = json_budget(service.info, 1024)
+    assert budget == 2 * 1024 * 64 + 4096
+    check_json_size(b'{"inputs":[' + b",".join([b"[" + b",".join([b"0"] * 64) + b"]"] * 1024)
+                    + b"]}", budget)  # the largest valid request passes
+    with pytest.raises(ApiError) as err:
+        check_json_size(b"[" + b"[]," * budget + b"[]]", budget)
+    assert err.value.status == 413
+    # a signature that cannot bound a request: arrays held to one per 16 bytes
+    check_json_size(b"[" + b"[" + b"1," * 2000 + b"1]," * 1000 + b"[1]]", None)
+    with pytest.raises(ApiError) as err:
+        check_json_size(b"[" + b"[]," * 100_000 + b"[]]", None)
+    assert err.value.status == 400
+
+
+def test_crash_budget_stops_only_a_real_crash_loop(monkeypatch):
+    from onnxdeploy.serve import supervise
+
+    clock = [1000.0]
+    monkeypatch.setattr(supervise.time, "monotonic", lambda: clock[0])
+    budget = supervise.CrashBudget()
+    for _ in range(supervise.CRASH_LIMIT - 1):  # what granian does at each respawn
+        budget[0] = clock[0]
+        budget.clear()
+        clock[0] += 1.0
+        assert budget.get(0, 0) == 0  # "long ago": granian respawns again
+    budget[0] = clock[0]
+    assert budget.get(0, 0) == clock[0]  # the 5th respawn within 60 s: a loop, granian stops
+    clock[0] += supervise.CRASH_WINDOW_S + 1
+    assert budget.get(0, 0) == 0 and budget.get(1, 0) == 0
