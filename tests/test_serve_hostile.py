@@ -444,6 +444,7 @@ def test_a_worker_killed_twice_is_replaced_twice_and_the_server_stays(start):
         victim = _new_worker(server, known)
         assert victim is not None and server.proc.poll() is None, server.text()
         known.add(victim)
+    assert _wait(lambda: f"[{victim}] [INFO] Started worker" in server.text())
     assert _wait(lambda: _capacity(server) == "2/2"), _capacity(server)
     for _ in range(20):
         assert server.post_json("/predict", {"inputs": [[0.5] * 64]}, timeout=10)[0] == 200
@@ -473,7 +474,11 @@ def test_a_stopped_worker_is_found_by_its_heartbeat_and_replaced(start):
             pass
     assert "1/2" in seen, seen  # readiness said capacity was down while it was
     assert f"worker {victim} has not answered its heartbeat" in server.text()
-    assert _new_worker(server, known) is not None and server.proc.poll() is None
+    replacement = _new_worker(server, known)
+    assert replacement is not None and server.proc.poll() is None
+    # granian ignores a SIGTERM that lands while a worker is still starting (the teardown's):
+    # let it finish starting first
+    assert _wait(lambda: f"[{replacement}] [INFO] Started worker" in server.text())
     assert metric(server, "onnxdeploy_workers_live") == {(): 2.0}
 
 
