@@ -3,9 +3,15 @@
 granian (its RSGI interface) reads request lines and headers in Rust with a deadline, so slow
 headers never reach Python. This module is the RSGI application of each worker process:
 
-- **bodies first**: the body is read here, in the worker's event loop, with a size cap
-  (``413`` from ``Content-Length`` before reading, or as soon as a chunked body passes the cap)
-  and a deadline (``408``). A slow body holds a coroutine, never a request thread.
+- **headers first**: the URL path and the API key are checked from the headers alone
+  (``Service.check_first``), and a transfer coding other than ``chunked`` is a ``501``, before
+  a byte of the body is read.
+- **bodies next**: the body is read here, in the worker's event loop, with a size cap
+  (``413`` from ``Content-Length`` before reading, or as soon as a chunked body passes the cap),
+  a deadline (``408``) and the worker's body budget (``Service.buffer``: the bytes of bodies
+  held at once across requests; past it ``503`` + ``Retry-After`` before reading). A body that
+  ends early or whose chunking is broken is a ``400``. A slow body holds a coroutine, never a
+  request thread.
 - **admission**: only then does an inference request take a slot (``service.Admission``, a
   counter: nothing here depends on a server's internals). At most ``MAX_INFLIGHT`` inference
   requests per worker are queued or running in the work lane; more are answered ``503`` +
@@ -17,8 +23,9 @@ headers never reach Python. This module is the RSGI application of each worker p
   burst) and a lane for the rest (metadata, ``/openapi.json``, ``/docs``). A quick model runs
   inline in the loop instead (below). Flask's request machinery is never involved here.
 
-Refusals made here (413, 408, 400 for a broken body, 503) are JSON and counted in the metrics
-under the endpoint they were meant for, through ``Service.refuse``.
+Refusals made here (401, 413, 408, 400 for a broken body, 501, 503) are JSON and counted in the
+metrics under the endpoint they were meant for, through ``Service.refuse``/``check_first``; a
+refusal that leaves a body unread closes the connection.
 """
 
 from __future__ import annotations
