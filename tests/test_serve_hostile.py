@@ -383,7 +383,25 @@ def test_transfer_codings_we_do_not_implement_are_501(start):
         assert answer[0] == 501, (coding, answer)
         assert answer[1]["content-type"] == "application/json"
         assert coding in json.loads(answer[2])["error"]
-    assert metric(server, "onnxdeploy_requests_total")[("predict", "501")] == 3
+    # two Transfer-Encoding fields are one list of codings: gzip, then chunked (granian itself
+    # refuses "chunked" then "gzip" with a bare 400)
+    data = CHUNKED.replace(b"Transfer-Encoding: chunked\r\n",
+                           b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n") + \
+        b"%x\r\n%s\r\n0\r\n\r\n" % (len(VALID), VALID)
+    status, headers, body = raw(server.port, data)
+    assert status == 501 and "gzip, chunked" in json.loads(body)["error"], body
+    assert metric(server, "onnxdeploy_requests_total")[("predict", "501")] == 4
+
+
+def test_trailer_fields_are_taken_when_declared(start):
+    # granian hands trailer fields to the app as a second empty chunk, the same as a broken
+    # body: taken when the request declares them (Trailer:), else refused with the broken ones
+    server = start("--workers", "1")
+    whole = b"%x\r\n%s\r\n0\r\nX-Check: 1\r\n\r\n" % (len(VALID), VALID)
+    declared = CHUNKED.replace(b"chunked\r\n", b"chunked\r\nTrailer: X-Check\r\n") + whole
+    assert raw(server.port, declared)[0] == 200
+    status, _, body = raw(server.port, CHUNKED + whole)
+    assert status == 400 and "trailer" in json.loads(body)["error"]
 
 
 # --------------------------------------------------------------------------- (5) supervision

@@ -300,13 +300,13 @@ class Front:
         """The whole body, within ``cap`` and the worker's body budget (bytes reserved in
         ``held``, given back by the caller once the answer is made)."""
         length = headers.get("content-length")
-        coding = (headers.get("transfer-encoding") or "").strip().lower()
         chunked = False
-        if coding:
-            codings = [c.strip() for c in coding.split(",")]
+        if headers.get("transfer-encoding") is not None:  # every such field, in order
+            codings = [c.strip().lower() for name, value in headers.items()
+                       if name.lower() == "transfer-encoding" for c in value.split(",")]
             if codings != ["chunked"]:  # granian decodes chunked only: gzip, deflate... not
-                raise _BodyError(501, f"Transfer-Encoding {coding!r} is not implemented; "
-                                      "expected 'chunked' or a Content-Length")
+                raise _BodyError(501, f"Transfer-Encoding {', '.join(codings)!r} is not "
+                                      "implemented; expected 'chunked' or a Content-Length")
             chunked = True
         if length is None and not chunked:
             return b""
@@ -351,15 +351,18 @@ class Front:
                                           "bytes (Content-Length); expected the whole body")
                 return body
             parts, size, ended = [], 0, False
+            # a client that sends trailer fields declares them (``Trailer:``); see below
+            trailers = headers.get("trailer") is not None
             async for chunk in proto:
                 # granian (2.8) ends a well-formed body with one empty chunk; where its chunked
                 # parser fails (a bad size line, a body cut short by a half-close) it yields an
                 # empty chunk and then one more, without raising: data or a second empty chunk
-                # after an empty one is that failure (tests/test_serve_hostile.py pins it)
-                if ended:
-                    raise _BodyError(400, "malformed or truncated chunked body; expected chunks "
-                                          "of '<hex size> CRLF <bytes> CRLF' ending with a "
-                                          "zero-size chunk")
+                # after an empty one is that failure (tests/test_serve_hostile.py pins it).
+                # Trailer fields also come as a second empty chunk: taken only when declared.
+                if ended and not (trailers and not chunk):
+                    raise _BodyError(400, "malformed or truncated chunked body (or undeclared "
+                                          "trailer fields); expected chunks of '<hex size> CRLF "
+                                          "<bytes> CRLF' ending with a zero-size chunk")
                 if not chunk:
                     ended = True
                     continue
