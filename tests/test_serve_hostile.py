@@ -308,6 +308,7 @@ def test_one_server_per_port_whatever_the_timing(models, gap_s):
     import sys
 
     from onnxdeploy.bench.servers import free_port
+    from onnxdeploy.serve.runner import port_lock_path
 
     port = free_port()
     procs = []
@@ -329,6 +330,11 @@ def test_one_server_per_port_whatever_the_timing(models, gap_s):
         assert len(lines) == 1 and "in use" in lines[0] and str(port) in lines[0], err
         assert winner.stdout.readline().startswith(f"ready: http://127.0.0.1:{port}")
         assert winner.poll() is None
+        lock = port_lock_path(port)
+        assert lock.exists()
+        os.killpg(winner.pid, signal.SIGTERM)
+        assert winner.wait(30) == 0
+        assert not lock.exists()  # removed as the server exits
     finally:
         for p in procs:
             if p.poll() is None:

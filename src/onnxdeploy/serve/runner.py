@@ -178,30 +178,57 @@ def claim_port(host: str, port: int) -> int:
     steps, and granian has no public way to hand workers a socket bound once, exclusively), so
     servers take a ``flock`` first: the kernel grants it to one process at a time and drops it
     when that process dies, however it dies. Anything else listening on the port is still found
-    by ``check_bind``. The lock file stays in the temp dir (removing it would reopen the race).
+    by ``check_bind``. The holder removes the lock file as it exits; a process that locked a
+    file just removed sees the path no longer names it and tries again. A holder that is killed
+    leaves an empty file, which the next server on the port reuses.
     """
     import fcntl
 
     if port == 0:  # the kernel picks a free port: nothing to share
         return -1
+    path = port_lock_path(port)
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:  # another user's lock file we cannot read: rely on check_bind
+            log.warning("cannot open the port lock %s (%s); a second server started at the "
+                        "same moment may share the port", path, exc.strerror)
+            return -1
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise OptionError(f"--port {port}: address {host}:{port} is already in use (another "
+                              "onnxdeploy serve holds it); stop it or pick another port") from None
+        try:  # the holder removes the file as it exits: a lock on a removed file is no lock
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    return -1
+
+
+def port_lock_path(port: int) -> Path:
+    """The lock file of a port in this network namespace (ports are per namespace)."""
     try:
         netns = os.stat("/proc/self/ns/net").st_ino
     except OSError:
         netns = 0
-    path = Path(tempfile.gettempdir()) / f"onnxdeploy-serve-{netns}-{port}.lock"
+    return Path(tempfile.gettempdir()) / f"onnxdeploy-serve-{netns}-{port}.lock"
+
+
+def release_port(fd: int, port: int) -> None:
+    """Remove the lock file, then release the lock (``claim_port`` re-checks the file)."""
+    if fd < 0:
+        return
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:  # another user's lock file we cannot read: rely on check_bind
-        log.warning("cannot open the port lock %s (%s); a second server started at the same "
-                    "moment may share the port", path, exc.strerror)
-        return -1
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path = port_lock_path(port)
+        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            path.unlink()
     except OSError:
-        os.close(fd)
-        raise OptionError(f"--port {port}: address {host}:{port} is already in use (another "
-                          "onnxdeploy serve holds it); stop it or pick another port") from None
-    return fd
+        pass
+    os.close(fd)
 
 
 def run_server(options: ServeOptions) -> None:
@@ -216,8 +243,7 @@ def run_server(options: ServeOptions) -> None:
         check_bind(options.host, options.port)
         _run_locked(options, info)
     finally:
-        if lock >= 0:
-            os.close(lock)
+        release_port(lock, options.port)
 
 
 def _run_locked(options: ServeOptions, info) -> None:
