@@ -121,6 +121,10 @@ def resolve_model(model: str | None, model_dir: str | None) -> str:
               help="Largest request body (413 above it). Default: what --max-batch rows of the "
                    "model's inputs take as JSON, or 8 MiB when a dim other than the batch is "
                    "dynamic.")
+@click.option("--max-buffer-mb", envvar=env("max_buffer_mb"), type=click.FloatRange(min=0, min_open=True),
+              help="Bytes of request bodies one worker holds at once, across its requests; a "
+                   "body past it gets 503 + Retry-After before it is read. Default: twice "
+                   "--max-body-mb, at least 32 MiB.")
 @click.option("--max-batch", envvar=env("max_batch"), type=click.IntRange(min=1), default=1024, show_default=True,
               help="Most rows one request may send.")
 @click.option("--api-key-env", envvar=env("api_key_env"), metavar="VAR",
@@ -134,12 +138,16 @@ def resolve_model(model: str | None, model_dir: str | None) -> str:
               help="Also serve the Open Inference Protocol over gRPC "
                    "(inference.GRPCInferenceService) on this port, in every worker (off by "
                    "default).")
+@click.option("--heartbeat-timeout", envvar=env("heartbeat_timeout"), type=click.FloatRange(min=1), default=3,
+              show_default=True,
+              help="A worker whose event loop has not run for this many seconds (stopped, "
+                   "wedged) is killed and replaced.")
 @click.option("--dev", envvar=env("dev"), is_flag=True, help="Run Flask's development server instead of granian.")
 @click.pass_context
 def command(ctx, model, name, model_name, model_dir, host, port, http_port, workers, http_threads, legacy_threads,
             ort_threads, runtime,
-            max_batch_size, batch_timeout_ms, max_inflight, max_body_mb, max_batch, api_key_env,
-            graceful_timeout, body_timeout, grpc_port, dev):
+            max_batch_size, batch_timeout_ms, max_inflight, max_body_mb, max_buffer_mb, max_batch, api_key_env,
+            graceful_timeout, body_timeout, grpc_port, heartbeat_timeout, dev):
     """Serve an ONNX model over HTTP: /predict, the Open Inference Protocol, /metrics, /docs.
 
     Runs in the foreground and prints one 'ready' line (URL, endpoints, a curl to try) once it
@@ -164,8 +172,9 @@ def command(ctx, model, name, model_name, model_dir, host, port, http_port, work
             http_threads=http_threads, ort_threads=ort_threads, runtime=runtime,
             max_batch_size=max_batch_size,
             batch_timeout_ms=batch_timeout_ms, max_inflight=max_inflight, max_body_mb=max_body_mb,
-            max_batch=max_batch, api_key_env=api_key_env, dev=dev,
+            max_buffer_mb=max_buffer_mb, max_batch=max_batch, api_key_env=api_key_env, dev=dev,
             graceful_timeout=graceful_timeout, body_timeout=body_timeout, grpc_port=grpc_port,
+            heartbeat_timeout=heartbeat_timeout,
         ))
     except (Interrupted, KeyboardInterrupt):
         sys.stderr.write("stopped (Ctrl-C)\n")

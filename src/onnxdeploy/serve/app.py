@@ -74,6 +74,11 @@ def _view(service: Service, route: Route):
     from flask import request
 
     def view(**args):
+        # the path and the key from the headers first, as the front does: no body read
+        refused = service.check_first(Match(route, args), request.method, request.path,
+                                      request.headers.get)
+        if refused is not None:
+            return _response(refused)
         try:
             body = _body(request, service.max_body)
         except ApiError as exc:

@@ -3,9 +3,15 @@
 granian (its RSGI interface) reads request lines and headers in Rust with a deadline, so slow
 headers never reach Python. This module is the RSGI application of each worker process:
 
-- **bodies first**: the body is read here, in the worker's event loop, with a size cap
-  (``413`` from ``Content-Length`` before reading, or as soon as a chunked body passes the cap)
-  and a deadline (``408``). A slow body holds a coroutine, never a request thread.
+- **headers first**: the URL path and the API key are checked from the headers alone
+  (``Service.check_first``), and a transfer coding other than ``chunked`` is a ``501``, before
+  a byte of the body is read.
+- **bodies next**: the body is read here, in the worker's event loop, with a size cap
+  (``413`` from ``Content-Length`` before reading, or as soon as a chunked body passes the cap),
+  a deadline (``408``) and the worker's body budget (``Service.buffer``: the bytes of bodies
+  held at once across requests; past it ``503`` + ``Retry-After`` before reading). A body that
+  ends early or whose chunking is broken is a ``400``. A slow body holds a coroutine, never a
+  request thread.
 - **admission**: only then does an inference request take a slot (``service.Admission``, a
   counter: nothing here depends on a server's internals). At most ``MAX_INFLIGHT`` inference
   requests per worker are queued or running in the work lane; more are answered ``503`` +
@@ -17,8 +23,9 @@ headers never reach Python. This module is the RSGI application of each worker p
   burst) and a lane for the rest (metadata, ``/openapi.json``, ``/docs``). A quick model runs
   inline in the loop instead (below). Flask's request machinery is never involved here.
 
-Refusals made here (413, 408, 400 for a broken body, 503) are JSON and counted in the metrics
-under the endpoint they were meant for, through ``Service.refuse``.
+Refusals made here (401, 413, 408, 400 for a broken body, 501, 503) are JSON and counted in the
+metrics under the endpoint they were meant for, through ``Service.refuse``/``check_first``; a
+refusal that leaves a body unread closes the connection.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ except ImportError:  # pragma: no cover - the front only runs under granian
         pass
 
 from .routes import HEADERS, PROBE, WORK, Request, Router
+from .supervise import RUN_DIR_ENV, Beat
 
 log = logging.getLogger("onnxdeploy.serve")
 
@@ -101,6 +109,7 @@ class Lane:
             if item is None:
                 return
             future, arg = item
+            result = None
             try:
                 try:
                     result = fn(arg)
@@ -110,6 +119,7 @@ class Lane:
                     post(_resolve, future, result)
             except RuntimeError:  # the loop is closed: the worker is stopping, nobody waits
                 pass
+            del item, future, arg, result  # a request's body must not outlive its answer here
 
 
 def _resolve(future: asyncio.Future, result) -> None:
@@ -125,15 +135,25 @@ def _fail(future: asyncio.Future, exc: BaseException) -> None:
 class _BodyError(Exception):
     """A body the front refuses before any view runs."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry: bool = False):
         super().__init__(message)
-        self.error = _api_error(status, message)
+        self.error = _api_error(status, message, {"Retry-After": "1"} if retry else None)
+        self.error.close = True  # the rest of the body is not read
 
 
-def _api_error(status: int, message: str):
+class _Held:
+    """The bytes of body budget one request holds."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self):
+        self.bytes = 0
+
+
+def _api_error(status: int, message: str, headers: dict[str, str] | None = None):
     from .validation import ApiError  # imported by then: the worker built its service
 
-    return ApiError(status, message)
+    return ApiError(status, message, headers)
 
 
 class Front:
@@ -159,6 +179,7 @@ class Front:
         self.holder = service.holder
         self.admission = service.admission
         self.max_body = service.max_body
+        self.buffer = service.buffer
         self.body_timeout = float(self.config.get("BODY_TIMEOUT_S") or BODY_TIMEOUT_S)
         threads = int(self.config.get("HTTP_THREADS") or 1)
         self.work = Lane(loop, self._timed_call, threads, "serve-work")
@@ -185,6 +206,10 @@ class Front:
                     f.write(str(exc).strip()[:2000])
             os.kill(os.getppid(), signal.SIGTERM)
             raise
+        run_dir = os.environ.get(RUN_DIR_ENV)
+        self.beat = Beat(loop, run_dir) if run_dir else None
+        if self.beat is not None:  # serving from now on: the parent's monitor watches this
+            self.beat.start()
         # Everything allocated so far (numpy, onnxruntime, the service) lives as long as the
         # worker: move it out of the collector's reach, so a full collection during serving
         # walks only what requests allocate (a full pass over ~10^5 long-lived objects is a
@@ -197,6 +222,8 @@ class Front:
         gc.freeze()
 
     def __rsgi_del__(self, loop) -> None:
+        if getattr(self, "beat", None) is not None:
+            self.beat.stop()
         drain = None
         if self.grpc is not None:  # in-flight RPCs finish while the lanes do; new ones: 503
             timeout = float(self.config.get("GRACEFUL_TIMEOUT_S") or 30)
@@ -216,11 +243,16 @@ class Front:
             await self._handle(scope, proto)
         except (ProtocolClosed, ProtocolError):  # the client left before its answer
             pass
-        except Exception:  # a bug here must still answer JSON, and say where in the log
+        except Exception as exc:  # a bug here must still answer JSON, counted, and logged
             log.exception("unhandled error in the front for %s %s", scope.method, scope.path)
             try:
-                proto.response_bytes(500, list(_JSON), b'{"error": "internal server error '
-                                     b'(details are in the server log)"}')
+                endpoint = self.router.match(scope.method, scope.path).route.endpoint
+                status, headers, body = self.service.refuse(endpoint, exc)
+            except Exception:  # noqa: BLE001 - the service itself is broken: answer all the same
+                status, headers, body = 500, list(_JSON), (b'{"error": "internal server error '
+                                                           b'(details are in the server log)"}')
+            try:
+                proto.response_bytes(status, headers, body)
             except Exception:  # noqa: BLE001 - already answered, or the client is gone
                 pass
 
@@ -228,54 +260,82 @@ class Front:
         method, path, headers = scope.method, scope.path, scope.headers
         match = self.router.match(method, path)
         route = match.route
+        # the path and the API key are checked from the headers, before a byte of body is read
+        refused = self.service.check_first(match, method, path, headers.get)
+        if refused is not None:  # a body is not read: the connection closes after this
+            close = [("Connection", "close")] if _has_body(headers) else []
+            return proto.response_bytes(refused.status, [*refused.headers, *close], refused.body)
         if route.lane == WORK:
             if self.admission.full:  # full already: refuse before reading the body
-                return self._refuse(proto, route.endpoint, self.admission.busy())
+                return self._refuse(proto, route.endpoint, self.admission.busy(), unread=True,
+                                    headers_in=headers)
             cap = self.max_body
         else:
             cap = SMALL_BODY_BYTES
+        held = _Held()
         try:
-            body = await self._read_body(proto, headers, cap)
-        except _BodyError as exc:
-            return self._refuse(proto, route.endpoint, exc.error)
-        # the headers the views read, taken here: granian's objects stay in the loop's thread
-        request = Request(method, path, {name: headers.get(name) for name in HEADERS}.get, body)
-        call = partial(self.service.answer, match, request)
-        if route.lane == WORK:
-            admission = self.admission
-            if not admission.enter():
-                return self._refuse(proto, route.endpoint, admission.busy())
             try:
-                if self.inline and admission.count == 1:
-                    reply = self._timed_call(call)
-                else:
-                    reply = await self.work.submit(call)
-            finally:
-                admission.leave()
-        elif route.lane == PROBE:
-            reply = await self.probe.submit(call)
-        else:
-            if not self.misc_admission.enter():
-                return self._refuse(proto, route.endpoint, self.misc_admission.busy())
-            try:
-                reply = await self.misc.submit(call)
-            finally:
-                self.misc_admission.leave()
+                body = await self._read_body(proto, headers, cap, held)
+            except _BodyError as exc:
+                return self._refuse(proto, route.endpoint, exc.error)
+            # the headers the views read, taken here: granian's objects stay in the loop's thread
+            request = Request(method, path, {name: headers.get(name) for name in HEADERS}.get,
+                              body)
+            del body
+            call = partial(self.service.answer, match, request)
+            if route.lane == WORK:
+                admission = self.admission
+                if not admission.enter():
+                    return self._refuse(proto, route.endpoint, admission.busy())
+                try:
+                    if self.inline and admission.count == 1:
+                        reply = self._timed_call(call)
+                    else:
+                        reply = await self.work.submit(call)
+                finally:
+                    admission.leave()
+            elif route.lane == PROBE:
+                reply = await self.probe.submit(call)
+            else:
+                if not self.misc_admission.enter():
+                    return self._refuse(proto, route.endpoint, self.misc_admission.busy())
+                try:
+                    reply = await self.misc.submit(call)
+                finally:
+                    self.misc_admission.leave()
+            del request, call  # the body goes before its bytes leave the budget
+        finally:
+            self.buffer.give(held.bytes)
         proto.response_bytes(reply.status, reply.headers, reply.body)
 
-    async def _read_body(self, proto, headers, cap: int) -> bytes:
+    async def _read_body(self, proto, headers, cap: int, held: _Held) -> bytes:
+        """The whole body, within ``cap`` and the worker's body budget (bytes reserved in
+        ``held``, given back by the caller once the answer is made)."""
         length = headers.get("content-length")
-        chunked = "chunked" in (headers.get("transfer-encoding") or "").lower()
+        chunked = False
+        if headers.get("transfer-encoding") is not None:  # every such field, in order
+            codings = [c.strip().lower() for name, value in headers.items()
+                       if name.lower() == "transfer-encoding" for c in value.split(",")]
+            if codings != ["chunked"]:  # granian decodes chunked only: gzip, deflate... not
+                raise _BodyError(501, f"Transfer-Encoding {', '.join(codings)!r} is not "
+                                      "implemented; expected 'chunked' or a Content-Length")
+            chunked = True
         if length is None and not chunked:
             return b""
-        if length is not None:
+        if length is not None and not chunked:
             if not length.isdigit():
                 raise _BodyError(400, f"Content-Length {length!r} is not a number of bytes")
-            if int(length) > cap:
-                raise _BodyError(413, f"request body is {int(length)} bytes; expected at most "
+            size = int(length)
+            if size > cap:
+                raise _BodyError(413, f"request body is {size} bytes; expected at most "
                                       f"{cap} bytes")
-            if length == "0":
+            if size == 0:
                 return b""
+            if size > self.buffer.limit:
+                raise _BodyError(413, self.buffer.too_large(size).message)
+            if not self.buffer.take(size):  # the worker holds too many bytes of bodies
+                raise _BodyError(503, self.buffer.busy().message, retry=True)
+            held.bytes = size
         task = asyncio.current_task()
         expired: list[bool] = []
 
@@ -285,14 +345,46 @@ class Front:
 
         timer = self.loop.call_later(self.body_timeout, expire) if task else None
         try:
-            if length is not None:
-                return await proto()
-            parts, size = [], 0
+            if not chunked:
+                # streamed into one buffer of the declared size: ``await proto()`` would hold
+                # the body twice (granian's growing buffer, then the bytes object)
+                body, got = bytearray(size), 0
+                async for chunk in proto:
+                    if not chunk:
+                        continue
+                    end = got + len(chunk)
+                    if end > size:
+                        raise _BodyError(400, f"request body is longer than its Content-Length "
+                                              f"{size}; expected exactly {size} bytes")
+                    body[got:end] = chunk
+                    got = end
+                if got != size:  # the client closed its end before the whole body
+                    raise _BodyError(400, f"request body ended after {got} of {size} "
+                                          "bytes (Content-Length); expected the whole body")
+                return body
+            parts, size, ended = [], 0, False
+            # a client that sends trailer fields declares them (``Trailer:``); see below
+            trailers = headers.get("trailer") is not None
             async for chunk in proto:
+                # granian (2.8) ends a well-formed body with one empty chunk; where its chunked
+                # parser fails (a bad size line, a body cut short by a half-close) it yields an
+                # empty chunk and then one more, without raising: data or a second empty chunk
+                # after an empty one is that failure (tests/test_serve_hostile.py pins it).
+                # Trailer fields also come as a second empty chunk: taken only when declared.
+                if ended and not (trailers and not chunk):
+                    raise _BodyError(400, "malformed or truncated chunked body (or undeclared "
+                                          "trailer fields); expected chunks of '<hex size> CRLF "
+                                          "<bytes> CRLF' ending with a zero-size chunk")
+                if not chunk:
+                    ended = True
+                    continue
                 size += len(chunk)
                 if size > cap:
                     raise _BodyError(413, f"request body (chunked) is over the limit; expected at "
                                           f"most {cap} bytes")
+                if not self.buffer.take(len(chunk)):
+                    raise _BodyError(503, self.buffer.busy().message, retry=True)
+                held.bytes += len(chunk)
                 parts.append(chunk)
             if not size:  # granian ends a body whose chunking it cannot parse without an error
                 raise _BodyError(400, "empty or malformed chunked body; expected chunks of "
@@ -313,9 +405,13 @@ class Front:
             if timer is not None:
                 timer.cancel()
 
-    def _refuse(self, proto, endpoint: str, error) -> None:
+    def _refuse(self, proto, endpoint: str, error, unread: bool = False,
+                headers_in=None) -> None:
+        """Answer a refusal made before any view ran; ``unread``: the body (if any) was not
+        read, so the connection is closed after the answer."""
         status, headers, body = self.service.refuse(endpoint, error)
-        if status in (400, 408, 413):
+        if ((unread and _has_body(headers_in)) or status in (400, 408, 413, 501)
+                or getattr(error, "close", False)):
             headers = [*headers, ("Connection", "close")]  # the rest of the body is not read
         proto.response_bytes(status, headers, body)
 
@@ -333,6 +429,14 @@ class Front:
                     self.inline = False
                 elif not self.inline and self.service_s < INLINE_BELOW_S:
                     self.inline = True
+
+
+def _has_body(headers) -> bool:
+    """Whether a request declares a body (which a refusal made from its headers leaves unread)."""
+    if headers is None:
+        return False
+    length = headers.get("content-length")
+    return bool(headers.get("transfer-encoding")) or (length is not None and length != "0")
 
 
 def _call(call: Callable[[], Any]):

@@ -54,6 +54,9 @@ class Metrics:
             self.batch_size = Histogram(
                 "onnxdeploy_batch_size", "Rows per merged session.run when batching.",
                 buckets=BATCH_SIZE_BUCKETS, **reg)
+        self.nonfinite = Counter(
+            "onnxdeploy_nonfinite_outputs_total",
+            "Requests refused because a model output was NaN or infinite.", ["output"], **reg)
         self.inflight = Gauge("onnxdeploy_inflight_requests", "Inference requests being handled.",
                               multiprocess_mode="livesum", **reg)
 

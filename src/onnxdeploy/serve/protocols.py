@@ -41,10 +41,59 @@ def _to_list(obj):
     raise TypeError(type(obj).__name__)
 
 
-def loads(body: bytes) -> Any:
-    """Parse a JSON body or raise a 400 saying where it broke."""
+#: when the signature cannot bound a request: at most one array or object per this many bytes
+#: (beyond ``JSON_SLACK`` of them). Decoded, an array costs ~64 bytes however short its text
+#: (``[],`` is 3 bytes): at one per 16 bytes, arrays decode to at most ~4x the body. Rows of
+#: under ~8 values beyond 4096 of them are refused by this (tensor rows are longer in practice).
+JSON_BYTES_PER_CONTAINER = 16
+#: values, arrays and keys allowed over the signature's bound (names, shapes, v2 fields)
+JSON_SLACK = 4096
+
+
+def json_budget(info: ModelInfo, max_batch: int) -> int | None:
+    """The most JSON values (numbers, strings, arrays, objects) a valid request of this model
+    can hold, or None when its signature leaves a dim open (or it takes texts)."""
+    from .validation import max_values
+
+    if info.text is not None:
+        return None
+    total = 0
+    for spec in info.signature.inputs:
+        values = max_values(spec, max_batch)
+        if values is None:
+            return None
+        total += values
+    return 2 * total + JSON_SLACK  # each value, and at most one array around each
+
+
+def check_json_size(body: bytes, max_values: int | None) -> None:
+    """Refuse, before decoding, a body that would decode to far more Python objects than any
+    request of this model holds: decoded, a JSON value costs 30-70 bytes for its 2-3 bytes of
+    text (64 MiB of ``[],`` peaked at 2.5 GB). Counting separators is a C-speed scan of bytes
+    already held; it over-counts (commas inside strings), never under-counts."""
+    if max_values is not None:
+        if len(body) <= max_values:  # each value needs a byte of its own: it cannot be over
+            return
+        count = body.count(b",") + body.count(b"[") + body.count(b"{")
+        if count > max_values:
+            raise ApiError(413, f"the JSON body holds about {count} values; expected at most "
+                                f"{max_values} for this model (--max-batch rows of every input)")
+        return
+    if len(body) <= JSON_SLACK * JSON_BYTES_PER_CONTAINER:
+        return
+    containers = body.count(b"[") + body.count(b"{")
+    allowed = len(body) // JSON_BYTES_PER_CONTAINER + JSON_SLACK
+    if containers > allowed:
+        raise ApiError(400, f"the JSON body opens {containers} arrays/objects in {len(body)} "
+                            f"bytes; expected at most one per {JSON_BYTES_PER_CONTAINER} bytes "
+                            "(rows this short, or empty arrays, are not tensors this server takes)")
+
+
+def loads(body: bytes, max_values: int | None = None) -> Any:
+    """Parse a JSON body or raise a 400 saying where it broke (a 413 past ``max_values``)."""
     if not body:
         raise ApiError(400, "empty request body; expected a JSON object")
+    check_json_size(body, max_values)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -149,10 +198,11 @@ def _contiguous(arr: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- v2 infer
 
 
-def split_binary(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
+def split_binary(body: bytes, header_length: str | None, max_values: int | None = None
+                 ) -> tuple[Any, bytes]:
     """The JSON header and the raw tensor bytes after it (empty for a plain JSON request)."""
     if header_length is None:
-        return loads(body), b""
+        return loads(body, max_values), b""
     try:
         n = int(header_length) if header_length.strip().isdigit() else int("not a number")
     except ValueError as exc:
@@ -160,7 +210,7 @@ def split_binary(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
     if not 0 < n <= len(body):
         raise ApiError(400, f"{BINARY_HEADER} is {n} but the body has {len(body)} bytes; expected "
                             "the length of the JSON header")
-    return loads(body[:n]), body[n:]
+    return loads(body[:n], max_values), body[n:]
 
 
 def parse_v2(payload: Any, binary: bytes, info: ModelInfo, *, max_batch: int = 1024,

@@ -14,8 +14,10 @@ the runs and the alternatives tried):
 - workers are spawned (fresh interpreters, not forks of the multi-threaded parent); the session
   is created in each worker (``Front.__rsgi_init__``) before it serves, never in the parent,
   which never imports onnxruntime (see ``default_threads``).
-- a worker that dies is replaced (granian's ``respawn_failed_workers``); one that dies again
-  within a few seconds of its replacement stops the server (granian's crash-loop guard).
+- a worker that dies is replaced (granian's ``respawn_failed_workers``); one that stops answering
+  (no heartbeat for ``--heartbeat-timeout``) is killed and replaced; the server stops only on a
+  real crash loop (5 respawns of one worker within 60 s); workers whose main process is gone
+  exit and remove the run's temp dir (``serve.supervise``).
 - SIGTERM: workers stop accepting, finish what they have, and are killed after
   ``--graceful-timeout`` whatever is still connected; exit 0. SIGINT (Ctrl-C): the same, exit 130.
 """
@@ -41,6 +43,7 @@ from pathlib import Path
 
 from ..errors import OptionError, ServerError
 from .metrics import MULTIPROC_ENV
+from .supervise import HEARTBEAT_TIMEOUT_S, RUN_DIR_ENV, CrashBudget, Monitor
 
 log = logging.getLogger("onnxdeploy.serve")
 
@@ -85,12 +88,14 @@ class ServeOptions:
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     max_body_mb: float | None = None
+    max_buffer_mb: float | None = None
     max_batch: int = DEFAULT_MAX_BATCH
     api_key_env: str | None = None
     dev: bool = False
     graceful_timeout: float = GRACEFUL_TIMEOUT_S
     body_timeout: float | None = None
     grpc_port: int | None = None  # inference.GRPCInferenceService in every worker (off: None)
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT_S
 
 
 def thread_budget(workers: int | None, ort_threads: int | None, cpus: int | None = None) -> tuple[int, int]:
@@ -131,11 +136,14 @@ def app_config(options: ServeOptions, ort_threads: int) -> dict:
         "MAX_BATCH": options.max_batch,
         "MAX_BODY_BYTES": (None if options.max_body_mb is None
                            else int(options.max_body_mb * 2**20)),
+        "MAX_BUFFER_BYTES": (None if options.max_buffer_mb is None
+                             else int(options.max_buffer_mb * 2**20)),
         "MAX_BATCH_SIZE": options.max_batch_size,
         "BATCH_TIMEOUT_MS": options.batch_timeout_ms,
         "API_KEY": api_key,
         "HTTP_THREADS": http_threads_for(options),
     }
+    config["HEARTBEAT_TIMEOUT_S"] = options.heartbeat_timeout
     if options.body_timeout is not None:
         config["BODY_TIMEOUT_S"] = options.body_timeout
     if options.grpc_port:
@@ -178,6 +186,69 @@ def _require_openvino() -> None:
                                      "pip install 'onnxdeploy[openvino]'")
 
 
+def claim_port(host: str, port: int) -> int:
+    """An exclusive lock naming ``port`` (in this network namespace), held by this process until
+    it exits; OptionError (exit 2, one line) when another ``onnxdeploy serve`` holds it.
+
+    granian gives each worker its own SO_REUSEPORT listener, and the kernel lets any process of
+    the same user join such a port: two servers started a moment apart both bound it and split
+    the traffic. A port probe cannot close that race (the probe and granian's bind are separate
+    steps, and granian has no public way to hand workers a socket bound once, exclusively), so
+    servers take a ``flock`` first: the kernel grants it to one process at a time and drops it
+    when that process dies, however it dies. Anything else listening on the port is still found
+    by ``check_bind``. The holder removes the lock file as it exits; a process that locked a
+    file just removed sees the path no longer names it and tries again. A holder that is killed
+    leaves an empty file, which the next server on the port reuses.
+    """
+    import fcntl
+
+    if port == 0:  # the kernel picks a free port: nothing to share
+        return -1
+    path = port_lock_path(port)
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:  # another user's lock file we cannot read: rely on check_bind
+            log.warning("cannot open the port lock %s (%s); a second server started at the "
+                        "same moment may share the port", path, exc.strerror)
+            return -1
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise OptionError(f"--port {port}: address {host}:{port} is already in use (another "
+                              "onnxdeploy serve holds it); stop it or pick another port") from None
+        try:  # the holder removes the file as it exits: a lock on a removed file is no lock
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    return -1
+
+
+def port_lock_path(port: int) -> Path:
+    """The lock file of a port in this network namespace (ports are per namespace)."""
+    try:
+        netns = os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        netns = 0
+    return Path(tempfile.gettempdir()) / f"onnxdeploy-serve-{netns}-{port}.lock"
+
+
+def release_port(fd: int, port: int) -> None:
+    """Remove the lock file, then release the lock (``claim_port`` re-checks the file)."""
+    if fd < 0:
+        return
+    try:
+        path = port_lock_path(port)
+        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            path.unlink()
+    except OSError:
+        pass
+    os.close(fd)
+
+
 def run_server(options: ServeOptions) -> None:
     """Serve in the foreground until SIGTERM (returns) or SIGINT (raises Interrupted)."""
     from .model import read_model_info
@@ -187,14 +258,22 @@ def run_server(options: ServeOptions) -> None:
     info = read_model_info(options.model, options.name, runtime=options.runtime)  # fails before any fork
     if info.runtime == "openvino":
         _require_openvino()
-    check_bind(options.host, options.port)
-    if options.grpc_port:
-        if options.grpc_port == options.port:
-            raise OptionError(f"--grpc-port {options.grpc_port}: the same port as --port; "
-                              "expected another port for gRPC")
-        from .grpc_service import grpc  # noqa: F401 - a missing grpcio fails here, not in a worker
+    lock = claim_port(options.host, options.port)  # first: no second server past this line
+    try:
+        check_bind(options.host, options.port)
+        if options.grpc_port:
+            if options.grpc_port == options.port:
+                raise OptionError(f"--grpc-port {options.grpc_port}: the same port as --port; "
+                                  "expected another port for gRPC")
+            from .grpc_service import grpc  # noqa: F401 - a missing grpcio fails here, not in a worker
 
-        check_bind(options.host, options.grpc_port)
+            check_bind(options.host, options.grpc_port)
+        _run_locked(options, info)
+    finally:
+        release_port(lock, options.port)
+
+
+def _run_locked(options: ServeOptions, info) -> None:
     workers, ort_threads = thread_budget(options.workers, options.ort_threads)
     if workers * ort_threads > default_threads():
         log.warning("%d workers x %d ORT threads exceeds the %d CPUs available; expect contention",
@@ -286,9 +365,15 @@ def _run_granian(options: ServeOptions, config: dict, workers: int, announcer: _
 
     from .front import BOOT_FAILED_ENV, CONFIG_ENV
 
-    prom_dir = tempfile.mkdtemp(prefix="onnxdeploy-prom-")
-    boot_failed = Path(tempfile.mkdtemp(prefix="onnxdeploy-boot-")) / "failed"
+    # one directory per run: metrics files, heartbeats, the boot marker; removed at exit, and by
+    # the workers themselves when the main process is killed (supervise.Beat)
+    run_dir = tempfile.mkdtemp(prefix="onnxdeploy-serve-")
+    prom_dir = os.path.join(run_dir, "prom")
+    os.mkdir(prom_dir)
+    boot_failed = Path(run_dir) / "boot-failed"
+    os.environ[RUN_DIR_ENV] = run_dir
     os.environ[MULTIPROC_ENV] = prom_dir
+    config = {**config, "WORKERS": workers}  # readiness counts live workers against this
     os.environ[CONFIG_ENV] = json.dumps(config)
     os.environ[BOOT_FAILED_ENV] = str(boot_failed)
     _reset_prometheus_value_class()
@@ -310,6 +395,10 @@ def _run_granian(options: ServeOptions, config: dict, workers: int, announcer: _
         log_access=False,
         log_dictconfig=_granian_logging(),
     )
+    # granian's crash-loop guard stopped the whole server when one worker died twice within
+    # 5.5 s, the others healthy: it now stops only on a real loop (supervise.CrashBudget)
+    server.respawned_wrks = CrashBudget()
+    monitor = Monitor(run_dir, float(config.get("HEARTBEAT_TIMEOUT_S") or HEARTBEAT_TIMEOUT_S))
 
     def record_signals() -> None:
         # Runs after granian installed its handlers: note which signal stopped us, then let
@@ -320,6 +409,7 @@ def _run_granian(options: ServeOptions, config: dict, workers: int, announcer: _
                 server.signal_handler_interrupt()
             signal.signal(sig, handler)
         announcer.start()
+        monitor.start()
 
     server.on_startup(record_signals)
     # Workers start as fresh interpreters: a fork of this multi-threaded parent (granian's
@@ -335,12 +425,12 @@ def _run_granian(options: ServeOptions, config: dict, workers: int, announcer: _
                        "kept dying: see the log above)")
     finally:
         announcer.stop()
+        monitor.stop()
         if boot_failed.exists():
             failure = (f"a worker could not load {Path(options.model).name} into ONNX Runtime: "
                        f"{boot_failed.read_text().splitlines()[0] if boot_failed.read_text() else '?'}")
-        shutil.rmtree(prom_dir, ignore_errors=True)
-        shutil.rmtree(boot_failed.parent, ignore_errors=True)
-        for key in (MULTIPROC_ENV, CONFIG_ENV, BOOT_FAILED_ENV):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for key in (MULTIPROC_ENV, CONFIG_ENV, BOOT_FAILED_ENV, RUN_DIR_ENV):
             os.environ.pop(key, None)
     if failure is not None:
         raise ServerError(failure)

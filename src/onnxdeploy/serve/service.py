@@ -36,6 +36,7 @@ from .docs import assets_dir
 from .metrics import Metrics
 from .model import SessionHolder, read_model_info
 from .routes import BAD_PATH_CHAR, DOCS_BLUEPRINT, ROUTES, WORK, Match, Request, Router
+from .supervise import HEARTBEAT_TIMEOUT_S, RUN_DIR_ENV, live_workers
 from .validation import ApiError, body_limit
 from .views import RETRY_AFTER_S, Reply, Views, error_parts, error_reply
 
@@ -50,12 +51,22 @@ DEFAULTS: dict[str, Any] = {
     "MAX_INFLIGHT": 64,
     "MAX_BATCH": 1024,
     "MAX_BODY_BYTES": None,
+    "MAX_BUFFER_BYTES": None,
     "MAX_BATCH_SIZE": 0,
     "BATCH_TIMEOUT_MS": 2.0,
     "API_KEY": None,
     "LOAD_ON_START": False,
     "MAX_TEXT_CHARS": DEFAULT_MAX_CHARS,
 }
+
+
+#: the smallest body budget of a worker (bytes of bodies held at once, across its requests)
+MIN_BUFFER_BYTES = 32 * 2**20
+
+
+def buffer_budget(max_body: int) -> int:
+    """The default body budget: two bodies at the cap, and never under ``MIN_BUFFER_BYTES``."""
+    return max(2 * max_body, MIN_BUFFER_BYTES)
 
 
 class Admission:
@@ -93,6 +104,39 @@ class Admission:
                              "retry later", {"Retry-After": RETRY_AFTER_S})
 
 
+class BodyBudget:
+    """The bytes of request bodies a worker holds at once (being read, or waiting for their
+    answer), across all its requests; beyond ``limit`` a request is refused without reading.
+
+    A body with a ``Content-Length`` reserves its whole length before a byte is read; a chunked
+    body reserves as its chunks arrive. The reservation lasts until the answer is made (the body
+    is alive until then). ``take`` is called from the event loop only (no lock needed).
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+
+    def take(self, n: int) -> bool:
+        """Reserve ``n`` more bytes; False (nothing reserved) when that passes the budget."""
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.held -= n
+
+    def busy(self) -> ApiError:
+        return ApiError(503, f"server busy: this worker is holding {self.held} bytes of request "
+                             f"bodies (budget {self.limit} bytes); retry later",
+                        {"Retry-After": RETRY_AFTER_S})
+
+    def too_large(self, n: int) -> ApiError:
+        return ApiError(413, f"request body is {n} bytes, over this worker's body budget; "
+                             f"expected at most {self.limit} bytes")
+
+
 class Service:
     """A served model's request path: routes, checks, views, errors and metrics."""
 
@@ -102,7 +146,9 @@ class Service:
         process, default: the CPUs this process may use), ``MAX_INFLIGHT`` (inference requests
         handled at once per process; more get 503 + Retry-After), ``MAX_BATCH`` (rows per
         request), ``MAX_BODY_BYTES`` (413 above it; default: derived from the signature and
-        ``MAX_BATCH``, see ``validation.body_limit``), ``MAX_BATCH_SIZE`` (dynamic batching:
+        ``MAX_BATCH``, see ``validation.body_limit``), ``MAX_BUFFER_BYTES`` (bytes of bodies
+        one worker holds at once, see ``BodyBudget``; default ``buffer_budget``),
+        ``MAX_BATCH_SIZE`` (dynamic batching:
         rows per merged run, 0 = off), ``BATCH_TIMEOUT_MS`` (longest wait for a batch to fill),
         ``API_KEY`` (require ``Authorization: Bearer <key>`` except on public routes: liveness
         and the docs page), ``MAX_TEXT_CHARS`` (a text model: longer texts get 413).
@@ -125,6 +171,8 @@ class Service:
                                  max_batch_size=int(cfg["MAX_BATCH_SIZE"]),
                                  timeout_ms=float(cfg["BATCH_TIMEOUT_MS"]))
         self.admission = Admission(int(cfg["MAX_INFLIGHT"]))
+        self.buffer = BodyBudget(int(cfg["MAX_BUFFER_BYTES"] or buffer_budget(self.max_body)))
+        cfg["MAX_BUFFER_BYTES"] = self.buffer.limit
         self.api_key = cfg["API_KEY"].encode() if cfg["API_KEY"] else None
         docs = assets_dir()
         if docs is None:
@@ -132,7 +180,7 @@ class Service:
         self.routes = tuple(r for r in ROUTES if docs is not None or r.blueprint != DOCS_BLUEPRINT)
         self.router = Router(self.routes)
         self.views = Views(info, self.holder, self.executor, self.metrics, max_batch=max_batch,
-                           max_chars=max_chars, docs_root=docs)
+                           max_chars=max_chars, docs_root=docs, capacity=self.capacity)
         self._counters: dict[tuple, Any] = {}  # labelled children, made once
         self._timers: dict[tuple[str, str], Any] = {}
         self._workers: dict[tuple[int, str], Any] = {}
@@ -156,11 +204,7 @@ class Service:
         t0 = time.perf_counter()
         route = match.route
         try:
-            if BAD_PATH_CHAR in request.path:
-                raise ApiError(400, "the URL path is not valid UTF-8 once percent-decoded; "
-                                    "expected UTF-8 (percent-encoded) names")
-            if not route.public:
-                self.check_key(request.header("authorization"))
+            self.check_request(match, request.path, request.header)
             view: Callable[..., Reply] = getattr(self.views, route.view)
             if route.lane == WORK:
                 gauge = self.metrics.inflight
@@ -180,6 +224,40 @@ class Service:
             reply = reply._replace(body=b"")
         self._count(route.endpoint, reply.status, t0)
         return reply
+
+    def capacity(self) -> tuple[int, int] | None:
+        """(live workers, workers) of a granian server (fresh heartbeats, ``serve.supervise``);
+        None under any other server."""
+        run_dir, expected = os.environ.get(RUN_DIR_ENV), self.config.get("WORKERS")
+        if not run_dir or not expected:
+            return None
+        timeout = float(self.config.get("HEARTBEAT_TIMEOUT_S") or HEARTBEAT_TIMEOUT_S)
+        return live_workers(run_dir, timeout), int(expected)
+
+    def check_request(self, match: Match, path: str, header: Callable[[str], str | None]
+                      ) -> None:
+        """What is checked from the request line and headers alone, before any body is read:
+        the URL path, then the API key (unless the route is public). Raises ``ApiError``."""
+        if BAD_PATH_CHAR in path:
+            raise ApiError(400, "the URL path is not valid UTF-8 once percent-decoded; "
+                                "expected UTF-8 (percent-encoded) names")
+        if not match.route.public:
+            self.check_key(header("authorization"))
+
+    def check_first(self, match: Match, method: str, path: str,
+                    header: Callable[[str], str | None]) -> Reply | None:
+        """``check_request`` before any body is read: None when the request may go on, else
+        the refusal, answered, counted and timed as ``answer`` would have."""
+        t0 = time.perf_counter()
+        try:
+            self.check_request(match, path, header)
+        except ApiError as exc:
+            reply = error_reply(exc)
+            if method == "HEAD":
+                reply = reply._replace(body=b"")
+            self._count(match.route.endpoint, reply.status, t0)
+            return reply
+        return None
 
     def refuse(self, endpoint: str, exc: Exception, protocol: str = "http") -> Reply:
         """A refusal made before any view could run, answered and counted like the rest."""

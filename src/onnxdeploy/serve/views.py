@@ -10,8 +10,11 @@ answer.
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from .. import __version__
 from ..errors import DataError, TextTooLongError
@@ -83,10 +86,13 @@ class Views:
     """The views of one served model."""
 
     def __init__(self, info: ModelInfo, holder: SessionHolder, executor: Executor, metrics, *,
-                 max_batch: int, max_chars: int, docs_root: Path | None = None):
+                 max_batch: int, max_chars: int, docs_root: Path | None = None,
+                 capacity: Callable[[], tuple[int, int] | None] | None = None):
         self.info, self.holder, self.executor, self.metrics = info, holder, executor, metrics
         self.max_batch, self.max_chars = max_batch, max_chars
         self.docs_root = docs_root.resolve() if docs_root is not None else None
+        self.json_values = protocols.json_budget(info, max_batch)
+        self.capacity = capacity or (lambda: None)
         self._openapi: bytes | None = None
 
     # ------------------------------------------------------------------ inference
@@ -94,7 +100,7 @@ class Views:
     def predict(self, request: Request) -> Reply:
         """``POST /predict``."""
         check_json(request.header("content-type"))
-        payload = protocols.loads(request.body)
+        payload = protocols.loads(request.body, self.json_values)
         feeds = protocols.parse_predict(payload, self.info, max_batch=self.max_batch,
                                         max_chars=self.max_chars)
         del payload  # the nested lists can be several times the body: free them before running
@@ -107,7 +113,7 @@ class Views:
         binary_length = request.header(_BINARY_HEADER)
         if binary_length is None:
             check_json(request.header("content-type"))
-        payload, binary = protocols.split_binary(request.body, binary_length)
+        payload, binary = protocols.split_binary(request.body, binary_length, self.json_values)
         feeds, options = protocols.parse_v2(payload, binary, self.info, max_batch=self.max_batch,
                                             max_chars=self.max_chars)
         del payload
@@ -118,9 +124,27 @@ class Views:
     def run(self, feeds) -> list:
         if isinstance(feeds, Texts):  # tokenized here, in the request's thread
             tokens = text.encode(self.holder.encoder(), feeds)
-            return self.executor.infer(tokens, len(feeds.items), padded=True)
+            return self.check_outputs(self.executor.infer(tokens, len(feeds.items), padded=True))
         rows = check_feeds(self.info.signature, feeds, max_batch=self.max_batch)
-        return self.executor.infer(feeds, rows)
+        return self.check_outputs(self.executor.infer(feeds, rows))
+
+    def check_outputs(self, outputs: list) -> list:
+        """The outputs, unless one is not finite: NaN or infinity never becomes an answer.
+
+        A finite input can still overflow inside the model (3e38 through a float32 layer): the
+        logits come back NaN/inf, which JSON would carry as ``null`` and ``argmax`` would turn
+        into "prediction 0". That is a 500 naming the output (the model could not compute an
+        answer; the input was valid), counted under its status and in
+        ``onnxdeploy_nonfinite_outputs_total{output}``.
+        """
+        for name, out in zip(self.info.output_names, outputs):
+            if isinstance(out, np.ndarray) and out.dtype.kind in "fc" and out.size \
+                    and not np.isfinite(out).all():
+                self.metrics.nonfinite.labels(name).inc()
+                raise ApiError(500, f"the model's output '{name}' is not finite (NaN or "
+                                    "infinity) for this input, so no answer was made; expected "
+                                    "inputs within the range the model was trained on")
+        return outputs
 
     # ------------------------------------------------------------------ Open Inference Protocol
 
@@ -128,10 +152,21 @@ class Views:
         return json_reply({"live": True})
 
     def ready(self, request: Request) -> Reply:
-        if self.holder.ready:
+        """200 while this worker's session is ready; under granian, with the workers whose
+        heartbeat is fresh (``Onnxdeploy-Workers: live/expected``), 503 when none is."""
+        if not self.holder.ready:
+            return json_reply({"ready": False, "error": "model session not created yet"}, 503,
+                              {"Retry-After": RETRY_AFTER_S})
+        capacity = self.capacity()
+        if capacity is None:
             return json_reply({"ready": True})
-        return json_reply({"ready": False, "error": "model session not created yet"}, 503,
-                          {"Retry-After": RETRY_AFTER_S})
+        live, expected = capacity
+        body = {"ready": live > 0, "workers": {"live": live, "expected": expected}}
+        headers = {"Onnxdeploy-Workers": f"{live}/{expected}"}
+        if live == 0:
+            return json_reply({**body, "error": "no worker answers its heartbeat"}, 503,
+                              {**headers, "Retry-After": RETRY_AFTER_S})
+        return json_reply(body, 200, headers)
 
     def server_metadata(self, request: Request) -> Reply:
         return json_reply({"name": "onnxdeploy", "version": __version__,
@@ -152,6 +187,14 @@ class Views:
 
     def metrics_text(self, request: Request) -> Reply:
         body, content_type = self.metrics.render()
+        capacity = self.capacity()
+        if capacity is not None:
+            body += ("# HELP onnxdeploy_workers_live Worker processes whose heartbeat is fresh.\n"
+                     "# TYPE onnxdeploy_workers_live gauge\n"
+                     f"onnxdeploy_workers_live {capacity[0]}\n"
+                     "# HELP onnxdeploy_workers_expected Worker processes the server runs.\n"
+                     "# TYPE onnxdeploy_workers_expected gauge\n"
+                     f"onnxdeploy_workers_expected {capacity[1]}\n").encode()
         return Reply(200, [("Content-Type", content_type)], body)
 
     def openapi(self, request: Request) -> Reply:

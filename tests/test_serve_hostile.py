@@ -1,0 +1,583 @@
+"""Issue 26: serving that no client can crash, exhaust or confuse.
+
+Real ``onnxdeploy serve`` processes on free ports, raw sockets where a client library would
+refuse to send the bytes. Memory is sampled over the whole process tree (parent + workers, from
+/proc) with generous bounds; nothing here asserts on wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from builders import mlp_classifier, save
+from prometheus_client.parser import text_string_to_metric_families
+from test_serve_front import raw
+from test_serve_server import Server
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+
+KEY = {"Authorization": "Bearer k3y"}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve_hostile")
+    return {"root": root, "mlp": save(mlp_classifier(), root / "mlp.onnx")}
+
+
+@pytest.fixture
+def start(models):
+    servers = []
+
+    def _start(*args, env=None, headers=None):
+        servers.append(Server(models["mlp"], *args, env=env, tmp=models["root"], headers=headers))
+        return servers[-1]
+
+    yield _start
+    for s in servers:
+        s.stop()
+
+
+def metric(server, name: str, headers=None) -> dict[tuple, float]:
+    """The samples of one metric by their label values."""
+    status, _, body = server.get("/metrics", headers=headers)
+    assert status == 200
+    out: dict[tuple, float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            if s.name == name:
+                out[tuple(s.labels.values())] = out.get(tuple(s.labels.values()), 0) + s.value
+    return out
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and every process below it (/proc)."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(proc.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def tree_rss_mib(root: int) -> float:
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+class PeakRss:
+    """Samples the process tree's RSS in a thread until stopped; ``peak`` in MiB."""
+
+    def __init__(self, root: int):
+        self.root = root
+        self.peak = self.idle = tree_rss_mib(root)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, tree_rss_mib(self.root))
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+
+# --------------------------------------------------------------------------- (1) outputs
+
+
+def test_non_finite_output_is_an_error_naming_it_and_counted(start):
+    server = start("--workers", "1")
+    huge = [[3e38] * 64]  # finite float32 inputs that overflow inside the model
+    status, _, body = server.post_json("/predict", {"inputs": huge})
+    error = json.loads(body)["error"]
+    assert status == 500 and "'logits'" in error and "not finite" in error, body
+    assert "prediction" not in json.loads(body)
+    status, _, body = server.post_json("/v2/models/mlp/infer", {"inputs": [
+        {"name": "x", "shape": [1, 64], "datatype": "FP32", "data": huge[0]}]})
+    assert status == 500 and "'logits'" in json.loads(body)["error"]
+    assert server.post_json("/predict", {"inputs": [[0.5] * 64]})[0] == 200
+    requests = metric(server, "onnxdeploy_requests_total")
+    assert requests[("predict", "500")] == 1 and requests[("v2_infer", "500")] == 1
+    assert metric(server, "onnxdeploy_nonfinite_outputs_total") == {("logits",): 2}
+
+
+# --------------------------------------------------------------------------- (2) memory
+
+
+def head(path: str, length: int, extra: str = "") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n{extra}\r\n").encode()
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict, bytes] | None:
+    """One answer from a socket (None when the connection ended or stalled without one)."""
+    buf = b""
+    try:
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            buf += chunk
+    except (TimeoutError, ConnectionResetError):
+        return None
+    top, _, body = buf.partition(b"\r\n\r\n")
+    lines = top.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    try:
+        while len(body) < int(headers.get("content-length", "0")):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return int(lines[0].split()[1]), headers, body
+
+
+def open_unfinished(port: int, count: int, data: bytes) -> list[socket.socket]:
+    """``count`` connections that each sent ``data`` (headers and part of a body) and stall."""
+    socks = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(data)
+        socks.append(s)
+    return socks
+
+
+def answered_within(socks: list[socket.socket], wait_s: float) -> list:
+    """The answer of each socket that has one within ``wait_s`` (all waited on at once), else
+    None."""
+    import select
+
+    pending, answers = set(socks), {}
+    deadline = time.monotonic() + wait_s
+    while pending and (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select(list(pending), [], [], left)
+        for s in readable:
+            s.settimeout(5)
+            answers[s] = read_answer(s)
+            pending.discard(s)
+    return [answers.get(s) for s in socks]
+
+
+def test_key_is_checked_before_any_body_byte_is_read(start):
+    # issue 26: 300 connections without the key, each holding an unfinished 1.5 MB body, took
+    # the server from 363 to 825 MiB (bodies read before the key was checked)
+    server = start("--workers", "1", "--api-key-env", "HOSTILE_KEY",
+                   env={"HOSTILE_KEY": "k3y"}, headers=KEY)
+    with PeakRss(server.proc.pid) as rss:
+        socks = open_unfinished(server.port, 300, head("/predict", 1_500_000) + b"[" * 65536)
+        answers = [read_answer(s) for s in socks]
+        for s in socks:
+            s.close()
+    statuses = [a and a[0] for a in answers]
+    print(f"300 unfinished bodies without the key: {statuses.count(401)} x 401; process tree "
+          f"RSS {rss.idle:.0f} -> peak {rss.peak:.0f} MiB")
+    assert statuses.count(401) == 300, statuses
+    assert all(a[2] and "API key" in json.loads(a[2])["error"] for a in answers)
+    assert all(a[1].get("connection") == "close" for a in answers)  # the body is never read
+    assert rss.peak - rss.idle < 100, (rss.idle, rss.peak)
+    assert metric(server, "onnxdeploy_requests_total", KEY)[("predict", "401")] == 300
+
+
+def test_bodies_held_at_once_have_a_budget(start):
+    # with the key: 60 connections declare 1.5 MB bodies and stall; the worker holds what its
+    # body budget takes and refuses the rest at once, without reading them
+    server = start("--workers", "1", "--body-timeout", "60",
+                   "--api-key-env", "HOSTILE_KEY", env={"HOSTILE_KEY": "k3y"}, headers=KEY)
+    size = 1_500_000
+    held = 32 * 2**20 // size  # 22 bodies fit the default budget (32 MiB for this model)
+    socks = open_unfinished(server.port, 60, head("/predict", size, "Authorization: Bearer k3y\r\n")
+                            + b"[" * 1000)
+    answers = answered_within(socks, 2.0)  # the held ones stall: no answer
+    statuses = [a and a[0] for a in answers]
+    refused = [a for a in answers if a is not None]
+    assert statuses.count(503) == 60 - held and statuses.count(None) == held, sorted(map(str, statuses))
+    assert all(a[1]["retry-after"] == "1" and "budget" in json.loads(a[2])["error"]
+               for a in refused)
+    for s in socks:  # the held clients give up: their bytes go back to the budget
+        s.close()
+    ok = 0
+    for _ in range(50):
+        ok = server.request("POST", "/predict", orjson.dumps({"inputs": [[0.5] * 64]}),
+                            {**KEY, "Content-Type": "application/json"})[0] == 200
+        if ok:
+            break
+        time.sleep(0.1)
+    assert ok
+    assert metric(server, "onnxdeploy_requests_total", KEY)[("predict", "503")] == 60 - held
+
+
+def _send_body(port: int, data: bytes, piece: int = 1 << 20) -> tuple[int, dict, bytes] | None:
+    """Send a request while watching for an early answer (a refusal made without reading)."""
+    import select
+
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        view, sent = memoryview(data), 0
+        while sent < len(data):
+            readable, writable, _ = select.select([s], [s], [], 30)
+            if readable:
+                break
+            if not writable:
+                return None
+            try:
+                sent += s.send(view[sent:sent + piece])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        return read_answer(s)
+
+
+def test_concurrent_large_bodies_are_refused_before_they_are_buffered(start):
+    # issue 26: one worker, --max-inflight 4, 12 concurrent 48 MB bodies (cap raised to 64 MB):
+    # all 12 were buffered (240 -> 816 MiB) before any 503
+    server = start("--workers", "1", "--max-inflight", "4", "--max-body-mb", "64",
+                   "--body-timeout", "60")
+    size = 48 * 10**6
+    body = b'{"inputs":[' + b"[" + b"0.5," * ((size - 20) // 4) + b"0.5]]}"
+    data = head("/predict", len(body)) + body
+    budget = 2 * 64 * 2**20  # the default: twice the body cap
+    with PeakRss(server.proc.pid) as rss:
+        results: list = [None] * 12
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(
+            i, _send_body(server.port, data))) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    statuses = sorted((r and r[0]) or -1 for r in results)
+    print(f"12 concurrent 48 MB bodies: {statuses}; process tree RSS {rss.idle:.0f} -> peak "
+          f"{rss.peak:.0f} MiB")
+    held = budget // len(body)  # 2
+    assert statuses.count(503) >= 12 - held - 1 and 200 not in statuses, statuses
+    assert statuses.count(413) <= held, statuses  # read, then refused: too many values
+    assert rss.peak - rss.idle < held * 48 * 3 + 100, (rss.idle, rss.peak)  # old: +576 MiB
+    assert server.get("/v2/health/live")[0] == 200
+
+
+def test_json_bodies_are_sized_before_they_are_decoded(start):
+    # issue 26: one 64 MB body of [] under --max-body-mb 64 peaked at 2.5 GB (12.6x idle)
+    server = start("--workers", "1", "--max-body-mb", "64", "--body-timeout", "60")
+    body = b'{"inputs":[' + b"[]," * (64 * 2**20 // 3 - 10) + b"[]]}"
+    with PeakRss(server.proc.pid) as rss:
+        answer = _send_body(server.port, head("/predict", len(body)) + body)
+    mib = len(body) / 2**20
+    print(f"one {mib:.0f} MiB body of []: {answer and answer[0]}; process tree RSS "
+          f"{rss.idle:.0f} -> peak {rss.peak:.0f} MiB")
+    assert answer is not None and answer[0] == 413, answer
+    assert "values" in json.loads(answer[2])["error"]
+    assert rss.peak - rss.idle < 3 * mib, (rss.idle, rss.peak)  # old: ~2,300 MiB over idle
+
+
+# --------------------------------------------------------------------------- (4) one per port
+
+
+@pytest.mark.parametrize("gap_s", [0.0, 0.3])
+def test_one_server_per_port_whatever_the_timing(models, gap_s):
+    # issue 26: two servers started 0.3 s apart on one port both printed "ready" and split the
+    # traffic (granian's per-worker SO_REUSEPORT listeners let the second one join)
+    import subprocess
+    import sys
+
+    from onnxdeploy.bench.servers import free_port
+    from onnxdeploy.serve.runner import port_lock_path
+
+    port = free_port()
+    procs = []
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "onnxdeploy", "serve", str(models["mlp"]), "--port",
+                 str(port), "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, start_new_session=True))
+            time.sleep(gap_s)
+        deadline = time.monotonic() + 60
+        while all(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        loser = next(p for p in procs if p.poll() is not None)
+        winner = next(p for p in procs if p is not loser)
+        err = loser.stderr.read()
+        assert loser.returncode == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "in use" in lines[0] and str(port) in lines[0], err
+        assert winner.stdout.readline().startswith(f"ready: http://127.0.0.1:{port}")
+        assert winner.poll() is None
+        lock = port_lock_path(port)
+        assert lock.exists()
+        os.killpg(winner.pid, signal.SIGTERM)
+        assert winner.wait(30) == 0
+        assert not lock.exists()  # removed as the server exits
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait(5)
+
+
+# --------------------------------------------------------------------------- (3) framing
+
+VALID = b'{"inputs":[[' + b",".join([b"0.5"] * 64) + b"]]}"
+CHUNKED = (b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\n")
+
+
+def _half_closed(port: int, data: bytes):
+    """Send ``data``, close our sending side, read the one answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        return read_answer(s)
+
+
+@pytest.mark.parametrize("tail", [
+    pytest.param(b"zz\r\nabc\r\n0\r\n\r\n", id="bad-size-line"),
+    pytest.param(b"zz\r\n", id="bad-size-line-then-half-close"),
+    pytest.param(b"", id="no-last-chunk-then-half-close"),
+    pytest.param(b"3\r\nab", id="cut-mid-chunk-then-half-close"),
+])
+def test_malformed_or_truncated_chunked_bodies_are_400(start, tail):
+    # issue 26: a full chunk then a `zz` size line, or a body cut short by a half-close, was
+    # treated as complete: 200 (the first chunk alone is valid JSON)
+    server = start("--workers", "1")
+    data = CHUNKED + b"%x\r\n%s\r\n" % (len(VALID), VALID) + tail
+    answer = _half_closed(server.port, data)
+    assert answer is not None and answer[0] == 400, answer
+    assert "chunked" in json.loads(answer[2])["error"]
+    complete = CHUNKED + b"%x\r\n%s\r\n0\r\n\r\n" % (len(VALID), VALID)  # and the same, whole
+    assert raw(server.port, complete)[0] == 200
+    assert metric(server, "onnxdeploy_requests_total")[("predict", "400")] == 1
+
+
+def test_transfer_codings_we_do_not_implement_are_501(start):
+    server = start("--workers", "1")
+    for coding in ("gzip, chunked", "deflate, chunked", "chunked, chunked"):
+        data = CHUNKED.replace(b"chunked", coding.encode()) + b"%x\r\n%s\r\n0\r\n\r\n" % (
+            len(VALID), VALID)
+        answer = raw(server.port, data)
+        assert answer[0] == 501, (coding, answer)
+        assert answer[1]["content-type"] == "application/json"
+        assert coding in json.loads(answer[2])["error"]
+    # two Transfer-Encoding fields are one list of codings: gzip, then chunked (granian itself
+    # refuses "chunked" then "gzip" with a bare 400)
+    data = CHUNKED.replace(b"Transfer-Encoding: chunked\r\n",
+                           b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n") + \
+        b"%x\r\n%s\r\n0\r\n\r\n" % (len(VALID), VALID)
+    status, headers, body = raw(server.port, data)
+    assert status == 501 and "gzip, chunked" in json.loads(body)["error"], body
+    assert metric(server, "onnxdeploy_requests_total")[("predict", "501")] == 4
+
+
+def test_trailer_fields_are_taken_when_declared(start):
+    # granian hands trailer fields to the app as a second empty chunk, the same as a broken
+    # body: taken when the request declares them (Trailer:), else refused with the broken ones
+    server = start("--workers", "1")
+    whole = b"%x\r\n%s\r\n0\r\nX-Check: 1\r\n\r\n" % (len(VALID), VALID)
+    declared = CHUNKED.replace(b"chunked\r\n", b"chunked\r\nTrailer: X-Check\r\n") + whole
+    assert raw(server.port, declared)[0] == 200
+    status, _, body = raw(server.port, CHUNKED + whole)
+    assert status == 400 and "trailer" in json.loads(body)["error"]
+
+
+# --------------------------------------------------------------------------- (5) supervision
+
+
+def _workers(server) -> list[int]:
+    """Live worker processes of a server (children of its main process)."""
+    return [p for p in tree_pids(server.proc.pid) if p != server.proc.pid and _running(p)]
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait(condition, timeout_s: float = 45.0, step_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step_s)
+    return condition()
+
+
+def _ready_pids(server) -> set[int]:
+    import re
+
+    return {int(p) for p in re.findall(r"worker (\d+): session ready", server.text())}
+
+
+def _capacity(server) -> str | None:
+    try:
+        status, headers, _ = server.get("/v2/health/ready", timeout=1)
+    except OSError:
+        return None
+    return headers.get("Onnxdeploy-Workers") if status == 200 else f"status {status}"
+
+
+def _new_worker(server, known: set[int]) -> int | None:
+    """A worker that became ready and is not in ``known`` (waits, bounded)."""
+    fresh = _wait(lambda: sorted(p for p in _ready_pids(server) - known if _running(p)))
+    return fresh[0] if fresh else None
+
+
+def test_a_worker_killed_twice_is_replaced_twice_and_the_server_stays(start):
+    # issue 26: the same worker killed twice within 5.5 s made granian's crash-loop guard stop
+    # the whole server (exit 1) with the other worker healthy
+    server = start("--workers", "2")
+    assert _wait(lambda: len(_ready_pids(server)) >= 2)
+    known = set(_ready_pids(server))
+    victim = min(known)
+    for _ in range(2):  # the second kill lands right after the replacement is ready (< 5.5 s)
+        os.kill(victim, signal.SIGKILL)
+        victim = _new_worker(server, known)
+        assert victim is not None and server.proc.poll() is None, server.text()
+        known.add(victim)
+    assert _wait(lambda: f"[{victim}] [INFO] Started worker" in server.text())
+    assert _wait(lambda: _capacity(server) == "2/2"), _capacity(server)
+    for _ in range(20):
+        assert server.post_json("/predict", {"inputs": [[0.5] * 64]}, timeout=10)[0] == 200
+    assert server.proc.poll() is None and "crash loop" not in server.text()
+
+
+def test_a_stopped_worker_is_found_by_its_heartbeat_and_replaced(start):
+    # issue 26: a worker stopped (SIGSTOP) for 5 s kept receiving new connections; liveness and
+    # readiness stayed green; nothing noticed
+    server = start("--workers", "2")  # the default --heartbeat-timeout (3 s)
+    assert _wait(lambda: _capacity(server) == "2/2"), _capacity(server)
+    known = set(_ready_pids(server))
+    victim = min(known)
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        seen = set()
+
+        def replaced():
+            seen.add(_capacity(server))
+            return not _running(victim) and _capacity(server) == "2/2"
+
+        assert _wait(replaced), (seen, server.text()[-2000:])
+    finally:
+        try:
+            os.kill(victim, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert "1/2" in seen, seen  # readiness said capacity was down while it was
+    assert f"worker {victim} has not answered its heartbeat" in server.text()
+    replacement = _new_worker(server, known)
+    assert replacement is not None and server.proc.poll() is None
+    # granian ignores a SIGTERM that lands while a worker is still starting (the teardown's):
+    # let it finish starting first
+    assert _wait(lambda: f"[{replacement}] [INFO] Started worker" in server.text())
+    assert metric(server, "onnxdeploy_workers_live") == {(): 2.0}
+
+
+def test_workers_die_with_the_main_process_and_leave_nothing(start, models):
+    # issue 26: after SIGKILL of the main process, workers kept serving and kept the port (a
+    # restart exited 2 "in use") and leaked their temp dirs
+    server = start("--workers", "2")
+    assert _wait(lambda: len(_workers(server)) >= 2 and len(_ready_pids(server)) >= 2)
+    workers = _workers(server)
+    environ = Path(f"/proc/{workers[0]}/environ").read_bytes().split(b"\0")
+    run_dir = Path(next(e for e in environ if e.startswith(b"ONNXDEPLOY_SERVE_RUN_DIR="))
+                   .split(b"=", 1)[1].decode())
+    assert run_dir.is_dir()
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait(10)
+    assert _wait(lambda: not any(_running(p) for p in workers), 15), workers
+    assert not run_dir.exists()
+    import subprocess
+    import sys
+
+    restart = subprocess.Popen(
+        [sys.executable, "-m", "onnxdeploy", "serve", str(models["mlp"]), "--port",
+         str(server.port), "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True)
+    try:
+        line = restart.stdout.readline()
+        assert line.startswith(f"ready: http://127.0.0.1:{server.port}"), restart.stderr.read()
+    finally:
+        os.killpg(restart.pid, signal.SIGTERM)
+        try:
+            restart.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(restart.pid, signal.SIGKILL)
+            restart.wait(5)
+
+
+# --------------------------------------------------------------------------- in process
+
+
+def test_budgets_and_their_defaults(models):
+    from onnxdeploy.serve.protocols import check_json_size, json_budget
+    from onnxdeploy.serve.runner import ServeOptions, app_config
+    from onnxdeploy.serve.service import MIN_BUFFER_BYTES, Service
+    from onnxdeploy.serve.validation import ApiError
+
+    service = Service({"MODEL_PATH": str(models["mlp"])})
+    assert service.buffer.limit == max(2 * service.max_body, MIN_BUFFER_BYTES)
+    config = app_config(ServeOptions(model=str(models["mlp"]), max_buffer_mb=16), 1)
+    assert Service(config).buffer.limit == 16 * 2**20
+    budget = json_budget(service.info, 1024)
+    assert budget == 2 * 1024 * 64 + 4096
+    check_json_size(b'{"inputs":[' + b",".join([b"[" + b",".join([b"0"] * 64) + b"]"] * 1024)
+                    + b"]}", budget)  # the largest valid request passes
+    with pytest.raises(ApiError) as err:
+        check_json_size(b"[" + b"[]," * budget + b"[]]", budget)
+    assert err.value.status == 413
+    # a signature that cannot bound a request: arrays held to one per 16 bytes
+    check_json_size(b"[" + b"[" + b"1," * 2000 + b"1]," * 1000 + b"[1]]", None)
+    with pytest.raises(ApiError) as err:
+        check_json_size(b"[" + b"[]," * 100_000 + b"[]]", None)
+    assert err.value.status == 400
+
+
+def test_crash_budget_stops_only_a_real_crash_loop(monkeypatch):
+    from onnxdeploy.serve import supervise
+
+    clock = [1000.0]
+    monkeypatch.setattr(supervise.time, "monotonic", lambda: clock[0])
+    budget = supervise.CrashBudget()
+    for _ in range(supervise.CRASH_LIMIT - 1):  # what granian does at each respawn
+        budget[0] = clock[0]
+        budget.clear()
+        clock[0] += 1.0
+        assert budget.get(0, 0) == 0  # "long ago": granian respawns again
+    budget[0] = clock[0]
+    assert budget.get(0, 0) == clock[0]  # the 5th respawn within 60 s: a loop, granian stops
+    clock[0] += supervise.CRASH_WINDOW_S + 1
+    assert budget.get(0, 0) == 0 and budget.get(1, 0) == 0
