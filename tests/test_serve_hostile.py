@@ -54,7 +54,11 @@ def metric(server, name: str, headers=None) -> dict[tuple, float]:
     for family in text_string_to_metric_families(body.decode()):
         for s in family.samples:
             if s.name == name:
-                out[tuple(s.labels.values())] = out.get(tuple(s.labels.values()), 0) + s.value
+                # by endpoint and status (summed over protocols): the multiprocess collector sorts
+                # label names, so the key is built in a fixed order, not the exposition's
+                labels = {k: v for k, v in s.labels.items() if k != "protocol"}
+                key = tuple(labels[k] for k in ("endpoint", "status") if k in labels) or tuple(labels.values())
+                out[key] = out.get(key, 0) + s.value
     return out
 
 
