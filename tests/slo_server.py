@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 MIN_ARRIVALS = 100
 SLOW_S = 0.3
 #: the stall server's answer time outside its stalls
-STALL_BASE_S = 0.010
+STALL_BASE_S = 0.020
 META = {"name": "m", "platform": "onnx_onnxv1",
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
         "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]}

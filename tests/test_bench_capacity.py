@@ -245,26 +245,28 @@ def test_workers_from_elsewhere_join_the_master_with_the_written_locustfile(serv
 
 def _judge_bench(a: str, b: str, *extra: str) -> dict:
     res = CliRunner().invoke(cli, [
-        "bench", "--url", a, "--url", b, "--name", "a", "--name", "b", "--concurrency", "4",
-        "--requests", "200", "--repeats", "3", "--warmup", "8", "--no-accuracy", "--data", "random",
+        "bench", "--url", a, "--url", b, "--name", "a", "--name", "b", "--concurrency", "8",
+        "--requests", "400", "--repeats", "3", "--warmup", "16", "--no-accuracy", "--data", "random",
         "--json", *extra])
     assert res.exit_code == 0, res.output
     return json.loads(res.stdout)
 
 
 def test_http_judge_controls(server):
-    """Deterministic servers: an A/A pair is equal, 10 ms against 20 ms is faster (by about 2x, a
-    margin no busy machine closes: the servers sleep, so a busy CPU adds little), and a server
-    that stalls in every other run is undecided, with the verdict resting on size and quality and
-    saying so (exit 0: not a failed check)."""
-    fast, fast2, slow = server("slow", 0.010), server("slow", 0.010), server("slow", 0.020)
+    """Deterministic servers: an A/A pair is equal, 20 ms against 40 ms is faster (by about 2x, a
+    margin no busy machine closes), and a server that stalls in every other run is undecided,
+    with the verdict resting on size and quality and saying so (exit 0: not a failed check).
+    The servers sleep, so a busy CPU adds little to a request: each run is 400 requests at c=8
+    (about 1 s), long enough that two hogs on both cores kept the A/A repeats within the cap
+    (10 ms requests and 0.2 s runs spread 32% under that load)."""
+    fast, fast2, slow = server("slow", 0.020), server("slow", 0.020), server("slow", 0.040)
     aa = _judge_bench(fast, fast2)["verdict"]
     assert aa["speed"] == "equal" and aa["ship"] == "a" and aa["rested_on"] == "simplicity", aa["text"]
     assert "undecided" not in aa["text"]
     v = _judge_bench(slow, fast)["verdict"]
     assert v["speed"] == "faster" and v["ship"] == "b" and v["rested_on"] == "speed", v["text"]
     assert 1.5 < v["speedup"]["rps"] < 2.5 and v["text"].startswith("Ship b: ")
-    stall = server("stall", 1.0)
+    stall = server("stall", 2.0)
     d = _judge_bench(fast, stall, "--rank-budget", "3")
     u = d["verdict"]
     assert u["speed"] == "undecided" and u["rested_on"] == "size and quality", u["text"]

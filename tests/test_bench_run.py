@@ -127,8 +127,10 @@ def test_open_loop_keeps_its_schedule(running):
     assert res.mode == "open" and res.errors == {} and res.ok == total
     achieved = total / res.elapsed_s
     assert achieved == pytest.approx(rate, rel=0.15)
-    # sends left on time: the median send was within 2 ms of its scheduled time
-    assert res.lateness_us.min() >= 0 and np.median(res.lateness_us) < 2000
+    # sends left on time: the median send within 20 ms of its scheduled time (4 send intervals at
+    # this rate; quiet cores give well under 2 ms, two CPU hogs on both cores gave 3.6 ms: the
+    # bound catches a generator that lost its schedule, not a busy machine)
+    assert res.lateness_us.min() >= 0 and np.median(res.lateness_us) < 20_000
     # latency runs from the scheduled time, so it includes any lateness of the send
     assert res.latencies_us.min() > 0
 
