@@ -97,13 +97,14 @@ def forget_dead_workers() -> list[int]:
         if match is None:
             continue
         pid = int(match.group(1))
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not process_alive(pid):
             mark_worker_dead(pid)
             gone.append(pid)
     return gone
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while a process of that id exists (one of another user's counts too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -32,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+from .metrics import process_alive as _alive
+
 log = logging.getLogger("onnxdeploy.serve")
 
 #: the directory of one server's run (metrics files, beats, boot marker); removed at exit
@@ -174,14 +176,6 @@ class CrashBudget(dict):
         return 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _parent_of(pid: int) -> int | None:
