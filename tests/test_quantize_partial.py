@@ -215,3 +215,38 @@ def test_search_excludes_whole_units():
     assert seen == [("c2", "r2"), ("c2", "r2", "c3")]
     assert record.kept == ["c2", "r2", "c3"] and [u["node"] for u in record.kept_units] == ["c2", "c3"]
     assert record.to_dict()["quantizable_units"] == 3
+
+
+def test_a_pair_assumed_by_name_must_match_what_the_model_produces(tmp_path):
+    """silero-vad (its pip wheel) names its audio ``input [batch, sequence]`` and its probability
+    ``output [batch, 1]``: paired by name alone, chaining fed the probability back as audio and the
+    float model refused it. A pair stands only when the output the data produced has the state
+    input's shape and dtype."""
+    from onnx import TensorProto, helper
+
+    from onnxdeploy.measure import build_reference
+    from onnxdeploy.quantize.step import _StateCheck
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["input"], ["output"], keepdims=1, axes=[1]),
+         helper.make_node("Tanh", ["state"], ["stateN"])],
+        "vad-names", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", "sequence"]),
+                      helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1]),
+         helper.make_tensor_value_info("stateN", TensorProto.FLOAT, ["d0", "batch", "d2"])])
+    path = tmp_path / "names.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+    np.savez(data, input=rng.standard_normal((8, 16)).astype(np.float32),
+             state=rng.standard_normal((2, 8, 4)).astype(np.float32))
+    assert ("input", "output") in state_pairs(
+        [SimpleNamespace(name="input", dtype="float32", shape=["batch", "sequence"]),
+         SimpleNamespace(name="state", dtype="float32", shape=[2, "batch", 4])],
+        [SimpleNamespace(name="output", dtype="float32", shape=["batch", 1]),
+         SimpleNamespace(name="stateN", dtype="float32", shape=["d0", "batch", "d2"])])
+    ref = build_reference(path, data=str(data), threads=1)
+    check = _StateCheck(ref, _opts(data))
+    assert check.pairs == [("state", "stateN")]
+    # said explicitly, a pair is taken as given
+    assert _StateCheck(ref, _opts(data, state={"input": "output"})).pairs == [("input", "output")]

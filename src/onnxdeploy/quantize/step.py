@@ -423,6 +423,15 @@ class _StateCheck:
                                   f"and outputs {', '.join(sorted(known_out))}")
         self.pairs = partial.state_pairs(sig.inputs, sig.outputs, opts.state)
         self.given = bool(opts.state)
+        if not self.given:
+            # a pair assumed by name must also be one by what the data makes: the output the
+            # float model produced has the state input's shape and dtype (silero-vad's
+            # ``input [batch, sequence]`` -> ``output [batch, 1]`` matched by name alone)
+            data_in, got = ref.data.inputs, ref.outputs
+            self.pairs = [(i, o) for i, o in self.pairs
+                          if i in data_in and o in got and hasattr(got[o], "shape")
+                          and np.shape(data_in[i]) == np.shape(got[o])
+                          and np.asarray(data_in[i]).dtype == np.asarray(got[o]).dtype]
         self._feeds = None
         self._float = None
         self.refused: str | None = None
