@@ -46,3 +46,18 @@ def builtin_onnx(tmp_path_factory, zoo_cache):
         return made[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def wild_models():
+    """``wild_models(name) -> ModelProto``: a fixture class of ``tests/wild.py``, built once a session."""
+    import wild
+
+    built: dict = {}
+
+    def get(name):
+        if name not in built:
+            built[name] = wild.BUILDERS[name]()
+        return built[name]
+
+    return get

@@ -32,18 +32,6 @@ REFUSED = {
 }
 
 
-@pytest.fixture(scope="module")
-def models():
-    built: dict = {}
-
-    def get(name):
-        if name not in built:
-            built[name] = wild.BUILDERS[name]()
-        return built[name]
-
-    return get
-
-
 def _data(model, name):
     sig = signature(model)
     ranges = {"sr": (wild.SAMPLE_RATE, wild.SAMPLE_RATE + 1)} if "rnn" in name else None
@@ -54,8 +42,8 @@ def _data(model, name):
 
 
 @pytest.mark.parametrize("name", sorted(wild.BUILDERS))
-def test_openvino_fp32_agrees_with_ort_on_every_wild_fixture(models, name):
-    model = models(name)
+def test_openvino_fp32_agrees_with_ort_on_every_wild_fixture(wild_models, name):
+    model = wild_models(name)
     sig, data = _data(model, name)
     want = run_dataset(make_session(model, threads=1), data, batch_size=4)
     try:
@@ -84,8 +72,8 @@ def test_openvino_fp32_agrees_with_ort_on_every_wild_fixture(models, name):
     assert [a.shape for a in session.run(None, one)] == [np.asarray(a).shape for a in ort_session.run(None, one)]
 
 
-def test_a_zero_d_input_stays_zero_d_and_a_wrong_dtype_is_a_data_error(models):
-    model = models("control-flow")
+def test_a_zero_d_input_stays_zero_d_and_a_wrong_dtype_is_a_data_error(wild_models):
+    model = wild_models("control-flow")
     session = make_session(model, runtime="openvino", threads=1)
     x = np.ones((2, 4), np.float32)
     out = run(session, {"x": x, "flag": np.array(True), "n": np.array(3, np.int64)})
@@ -99,8 +87,8 @@ def test_a_zero_d_input_stays_zero_d_and_a_wrong_dtype_is_a_data_error(models):
         run(session, {"x": np.ones((2, 5), np.float32), "flag": np.array(True), "n": np.array(1, np.int64)})
 
 
-def test_threads_are_honoured_and_the_used_precision_is_read_back(models):
-    model = models("multi-output")
+def test_threads_are_honoured_and_the_used_precision_is_read_back(wild_models):
+    model = wild_models("multi-output")
     one = make_session(model, runtime="openvino", threads=1)
     two = make_session(model, runtime="openvino", threads=2)
     assert one.compiled.get_property("INFERENCE_NUM_THREADS") == 1
@@ -111,12 +99,12 @@ def test_threads_are_honoured_and_the_used_precision_is_read_back(models):
     assert default.precision == {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}[used]
 
 
-def test_a_missing_extra_gives_the_install_hint(monkeypatch, models):
+def test_a_missing_extra_gives_the_install_hint(monkeypatch, wild_models):
     import sys
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
     with pytest.raises(MissingDependencyError, match=r"pip install 'onnxdeploy\[openvino\]'"):
-        make_session(models("control-flow"), runtime="openvino")
+        make_session(wild_models("control-flow"), runtime="openvino")
 
 
 def test_nothing_outside_runtimes_imports_openvino():
@@ -136,7 +124,7 @@ def test_nothing_outside_runtimes_imports_openvino():
 # --------------------------------------------------------------------------- 2. variants
 
 
-def test_a_variant_is_file_runtime_precision(tmp_path, models, builtin_onnx):
+def test_a_variant_is_file_runtime_precision(tmp_path, wild_models, builtin_onnx):
     from onnxdeploy.measure import Variant
     from onnxdeploy.modelfile import (
         META_PRECISION,
@@ -147,7 +135,7 @@ def test_a_variant_is_file_runtime_precision(tmp_path, models, builtin_onnx):
         write_variant,
     )
 
-    plain = save_model(models("multi-output"), tmp_path / "m.onnx")
+    plain = save_model(wild_models("multi-output"), tmp_path / "m.onnx")
     v = Variant.of("float32", plain, parent=None, produced_by={})
     assert (v.runtime, v.precision) == ("onnxruntime", "fp32")
     written = write_variant(plain, tmp_path / "model.bf16-openvino.onnx", runtime="openvino", precision="bf16")

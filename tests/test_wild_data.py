@@ -11,22 +11,9 @@ from onnxdeploy.modelfile import signature
 from onnxdeploy.runtimes import make_session, run, run_dataset
 
 
-@pytest.fixture(scope="module")
-def models():
-    """Every fixture class, built once for this module."""
-    built: dict = {}
-
-    def get(name):
-        if name not in built:
-            built[name] = wild.BUILDERS[name]()
-        return built[name]
-
-    return get
-
-
 @pytest.mark.parametrize("name", sorted(wild.BUILDERS))
-def test_every_fixture_runs_on_random_data_in_several_batches(models, name):
-    model = models(name)
+def test_every_fixture_runs_on_random_data_in_several_batches(wild_models, name):
+    model = wild_models(name)
     sig = signature(model)
     data = load_data("random", sig, count=9)
     session = make_session(model, threads=1)
@@ -48,8 +35,8 @@ def test_every_fixture_runs_on_random_data_in_several_batches(models, name):
     assert any("prove that the steps run" in n for n in data.notes)
 
 
-def test_rnn_state_batch_on_axis_one_and_scalar_sample_rate(models):
-    sig = signature(models("rnn-state"))
+def test_rnn_state_batch_on_axis_one_and_scalar_sample_rate(wild_models):
+    sig = signature(wild_models("rnn-state"))
     assert sig.batch_axes == {"input": 0, "state": 1, "sr": None}
     assert sig.input("sr").shape == () and sig.batch_dim == "batch"
     data = load_data("random", sig, count=5, int_ranges={"sr": (wild.SAMPLE_RATE, wild.SAMPLE_RATE + 1)})
@@ -57,7 +44,7 @@ def test_rnn_state_batch_on_axis_one_and_scalar_sample_rate(models):
     assert data.inputs["sr"].shape == () and int(data.inputs["sr"]) == wild.SAMPLE_RATE
     feeds = data.feeds(32)
     assert feeds["state"].shape == (wild.RNN_LAYERS, 32, wild.RNN_HIDDEN) and feeds["sr"].shape == ()
-    session = make_session(models("rnn-state"), threads=1)
+    session = make_session(wild_models("rnn-state"), threads=1)
     out = run(session, feeds)
     assert out["output"].shape == (32, 1) and out["stateN"].shape == (wild.RNN_LAYERS, 32, wild.RNN_HIDDEN)
     assert data.batch_sizes([1, 32], probe=lambda f: run(session, f)).usable == (1, 32)
@@ -67,8 +54,8 @@ def test_rnn_state_batch_on_axis_one_and_scalar_sample_rate(models):
     np.testing.assert_allclose(joined["stateN"][:, 4:5], alone["stateN"], rtol=1e-5, atol=1e-6)
 
 
-def test_state_fixed_at_one_skips_larger_batches_without_blaming_the_data(models):
-    model = models("rnn-state-batch1")
+def test_state_fixed_at_one_skips_larger_batches_without_blaming_the_data(wild_models):
+    model = wild_models("rnn-state-batch1")
     sig = signature(model)
     assert sig.batch_axes == {"input": 0, "state": None, "sr": None}
     data = load_data("random", sig, count=4)
@@ -79,8 +66,8 @@ def test_state_fixed_at_one_skips_larger_batches_without_blaming_the_data(models
     assert probed.usable == (1,) and "refused 32 samples" in probed.skipped[32]
 
 
-def test_paddle_dims_are_dynamic_and_accepted_from_an_npz(models, tmp_path):
-    model = models("ocr-paddle-dims")
+def test_paddle_dims_are_dynamic_and_accepted_from_an_npz(wild_models, tmp_path):
+    model = wild_models("ocr-paddle-dims")
     x = signature(model).input("x")
     assert x.shape == (-1, 3, 8, "?") and x.batch_axis == 0
     path = tmp_path / "lines.npz"
@@ -96,7 +83,7 @@ def test_paddle_dims_are_dynamic_and_accepted_from_an_npz(models, tmp_path):
     assert load_data("random", signature(model)).feeds(32)["x"].shape[0] == 32
 
 
-def test_paddle_dims_rewrite_keeps_outputs(models):
+def test_paddle_dims_rewrite_keeps_outputs(wild_models):
     plain = wild.detection_head(constant_weights=False)
     rewritten = wild.paddle_dims(plain)
     assert signature(rewritten).input("x").shape == (-1, 3, 16, 16)
@@ -105,16 +92,16 @@ def test_paddle_dims_rewrite_keeps_outputs(models):
                                   run(make_session(rewritten, threads=1), feeds)["prob_map"])
 
 
-def test_detection_head_is_near_zero_on_random_input(models):
-    model = models("detection-constant-weights")
+def test_detection_head_is_near_zero_on_random_input(wild_models):
+    model = wild_models("detection-constant-weights")
     assert not model.graph.initializer and any(n.op_type == "Constant" for n in model.graph.node)
     data = load_data("random", signature(model), count=4)
     out = run_dataset(make_session(model, threads=1), data)
     assert out["prob_map"].shape == (4, 1, 16, 16) and float(out["prob_map"].max()) < 1e-6
 
 
-def test_control_flow_scalar_inputs_stay_scalar(models):
-    model = models("control-flow")
+def test_control_flow_scalar_inputs_stay_scalar(wild_models):
+    model = wild_models("control-flow")
     sig = signature(model)
     assert sig.batch_axes == {"x": 0, "flag": None, "n": None}
     data = load_data("random", sig, count=6, int_ranges={"n": (3, 4)})
@@ -127,8 +114,8 @@ def test_control_flow_scalar_inputs_stay_scalar(models):
     np.testing.assert_allclose(out["y"], 3 * branch @ numpy_helper.to_array(w), rtol=1e-4, atol=1e-5)
 
 
-def test_multi_output_int32_and_bool_inputs(models, tmp_path):
-    model = models("multi-output")
+def test_multi_output_int32_and_bool_inputs(wild_models, tmp_path):
+    model = wild_models("multi-output")
     sig = signature(model)
     data = load_data("random", sig, count=5, dims={"seq": 7}, int_ranges={"tokens": (0, 50)})
     assert data.inputs["tokens"].dtype == np.int32 and data.inputs["mask"].dtype == np.bool_
@@ -142,20 +129,20 @@ def test_multi_output_int32_and_bool_inputs(models, tmp_path):
     assert again.inputs["tokens"].dtype == np.int32  # int64 values within int32: cast losslessly
 
 
-def test_sklearn_signature_as_skl2onnx_writes_it(models):
-    zipmap = signature(models("sklearn-zipmap"))
+def test_sklearn_signature_as_skl2onnx_writes_it(wild_models):
+    zipmap = signature(wild_models("sklearn-zipmap"))
     assert zipmap.input("input").shape == (None, 64) and zipmap.batch_axes == {"input": 0}
     kinds = {o.name: o.kind for o in zipmap.outputs}
     assert kinds == {"output_label": "tensor", "output_probability": "sequence"}
-    domains = {o.domain for o in models("sklearn-zipmap").opset_import}
+    domains = {o.domain for o in wild_models("sklearn-zipmap").opset_import}
     assert "ai.onnx.ml" in domains
-    plain = signature(models("sklearn-tensor"))
+    plain = signature(wild_models("sklearn-tensor"))
     assert [o.kind for o in plain.outputs] == ["tensor", "tensor"]
 
 
 @pytest.mark.parametrize("name", sorted(wild.BUILDERS))
-def test_batch_32_where_the_model_can_take_it(models, name, capfd):
-    model = models(name)
+def test_batch_32_where_the_model_can_take_it(wild_models, name, capfd):
+    model = wild_models(name)
     data = load_data("random", signature(model), count=3)
     session = make_session(model, threads=1)
     sizes = data.batch_sizes([1, 32], probe=lambda f: run(session, f))
@@ -168,15 +155,15 @@ def test_batch_32_where_the_model_can_take_it(models, name, capfd):
     assert "onnxruntime" not in capfd.readouterr().err  # a refused size is a note, not log noise
 
 
-def test_rnn_npz_with_state_on_axis_one_and_0d_sample_rate(models, tmp_path):
-    sig = signature(models("rnn-state"))
+def test_rnn_npz_with_state_on_axis_one_and_0d_sample_rate(wild_models, tmp_path):
+    sig = signature(wild_models("rnn-state"))
     rng = np.random.default_rng(1)
     good, bad = tmp_path / "vad.npz", tmp_path / "bad.npz"
     np.savez(good, input=rng.standard_normal((6, 64)).astype(np.float32),
              state=np.zeros((2, 6, 16), np.float32), sr=np.array(16000))
     data = load_data(good, sig)
     assert len(data) == 6 and data.inputs["sr"].shape == () and data.batch_axes["state"] == 1
-    out = run_dataset(make_session(models("rnn-state"), threads=1), data, batch_size=4)
+    out = run_dataset(make_session(wild_models("rnn-state"), threads=1), data, batch_size=4)
     assert out["output"].shape == (6, 1) and out["stateN"].shape == (2, 6, 16)
     np.savez(bad, input=np.zeros((6, 64), np.float32), state=np.zeros((2, 5, 16), np.float32), sr=np.array(16000))
     with pytest.raises(Exception, match=r"disagree on the number of samples along their batch axes \('input' 6, 'state' 5\)"):

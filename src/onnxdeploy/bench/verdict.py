@@ -21,8 +21,6 @@ from ..judge.words import UNDECIDED, times
 #: why a capacity is only a lower bound, in words
 LIMIT_WORDS = {"time_budget": "the time budget ran out", "generator": "the load generator's ceiling",
                "max_rate": "the --slo-max-rate cap"}
-#: runs per target and level a speed ranking needs
-MIN_REPEATS = judge_http.MIN_REPEATS
 #: the accuracy a smaller target may lose and still ship (a fraction: 0.01 is one point)
 DEFAULT_MAX_ACCURACY_DROP = 0.01
 
@@ -65,10 +63,6 @@ def _cosine_words(quality: dict[str, dict[str, Any]] | None, names: tuple[str, s
 def _cosines(quality: dict[str, dict[str, Any]] | None) -> dict[str, float | None] | None:
     found = {n: q.get("min_cosine") for n, q in (quality or {}).items() if q and q.get("kind") == "cosine"}
     return found or None
-
-
-def _bound(quality: dict[str, dict[str, Any]] | None) -> str:
-    return "quality" if _cosines(quality) else "accuracy"
 
 
 def _contenders(names: tuple[str, ...], speeds: dict[str, judge_http.Speed], *, accuracy, sizes,

@@ -31,7 +31,6 @@ class Choice:
     #: False when the chosen candidate is slower or mixed against float (the caller decides
     #: whether that is allowed); True for faster, equal or undecided
     keeps_pace: bool
-    ties: int = 1
 
 
 def ship_admissible(latency: Any, name: str) -> bool:
@@ -50,7 +49,7 @@ def choose(candidates: Sequence[Any], latency: Any, *, simplicity: Sequence[str]
     admissible = [c for c in candidates if c.admissible]
     if not admissible:
         return Choice(None, f"no candidate kept {criterion.replace('_', ' ')} within {tolerance} with an "
-                            "int8 operator in it; no model written", False, 0)
+                            "int8 operator in it; no model written", False)
     if latency is None:
         best = min(admissible, key=rank)
         return Choice(best.name, f"Chose {best.name}, the simplest admissible candidate (latency not measured).",
@@ -74,12 +73,12 @@ def choose(candidates: Sequence[Any], latency: Any, *, simplicity: Sequence[str]
     if fallback:
         return Choice(best.name, (
             f"No int8 candidate is as fast as the float model at every batch size (best: {best.name}, "
-            f"{evidence}, vs float{tie_note})."), False, len(ties))
+            f"{evidence}, vs float{tie_note})."), False)
     left_out = [c.name for c in admissible if c not in pool]
     out_note = (f"; left out as slower at some batch size: {', '.join(left_out)}" if left_out else "")
     return Choice(best.name, (
         f"Chose {best.name}, the fastest of {len(pool)} candidate(s) that are admissible and not slower "
-        f"at any batch size{tie_note}{out_note} ({evidence}, vs float)."), True, len(ties))
+        f"at any batch size{tie_note}{out_note} ({evidence}, vs float)."), True)
 
 
 __all__ = ["SIZE_TIE", "Choice", "choose", "ship_admissible"]

@@ -25,11 +25,6 @@ def speed(latency: Any, name: str, reference: str = REFERENCE) -> str:
     return combine(call(s, latency.margin) for s in speedups.values())
 
 
-def calls(latency: Any, name: str, reference: str = REFERENCE) -> dict[str, str]:
-    """``{batch_N: faster|equal|slower}`` of one variant."""
-    return {k: call(s, latency.margin) for k, s in latency.speedup(name, reference).items()}
-
-
 def worst_speedup(latency: Any, name: str, reference: str = REFERENCE) -> float:
     """The smallest speedup over the batch sizes: how this variant does at its worst."""
     s = latency.speedup(name, reference)
@@ -63,4 +58,4 @@ def dominates(latency: Any, a: str, b: str) -> bool:
     return "slower" not in words and "faster" in words
 
 
-__all__ = ["UNDECIDED", "calls", "dominates", "short_text", "speed", "speed_text", "worst_speedup"]
+__all__ = ["UNDECIDED", "dominates", "short_text", "speed", "speed_text", "worst_speedup"]

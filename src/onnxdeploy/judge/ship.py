@@ -122,7 +122,7 @@ def _sentence(best: Contender, base: Contender, cands: list[Contender], ties: li
         parts.append("; ".join(speeds) or "speed over the served workload undecided")
         parts.append("so the decision rests on size and quality")
     elif best.name == base.name:
-        parts.append(f"the baseline, and no admissible served variant beats it ({_why_others(cands, base)})")
+        parts.append(f"the baseline, and no admissible served variant beats it ({'; '.join(_not_shipped(cands, base, base.name)) or 'no other variant'})")
     else:
         parts.append(best.speed.text(base.name))
         if rested_on != "speed":
@@ -138,10 +138,6 @@ def _sentence(best: Contender, base: Contender, cands: list[Contender], ties: li
     if undecided:
         text += " To rank speed, rerun with more repeats (--repeats) on a quieter machine."
     return text
-
-
-def _why_others(cands: list[Contender], base: Contender) -> str:
-    return "; ".join(_why(c, base.name) for c in cands if c.name != base.name) or "no other variant"
 
 
 def _why(c: Contender, base: str) -> str:

@@ -38,9 +38,6 @@ SIMPLICITY = ("dynamic", "dynamic-matmul", "dynamic-matmul-per-channel",
               "dynamic-matmul-per-channel-8bit", "dynamic-matmul-per-channel-outliers",
               "static", "static-qdq",
               "static-qdq-u8s8", "static-qoperator-u8s8")
-#: the dynamic MatMul recipes the mixed-precision fallback may start from
-FALLBACK_BASES = ("dynamic-matmul-per-channel", "dynamic-matmul-per-channel-8bit", "dynamic-matmul",
-                  "dynamic")
 #: at most this many candidates (one a mode) are searched for nodes to keep float
 MAX_BASES = 2
 

@@ -52,7 +52,8 @@ def summarize(report: Any) -> list[dict[str, Any]]:
 
     ctx = report.context
     m, names, latency = ctx.get("measurement"), ctx.get("names", {}), ctx.get("latency")
-    bench = report.reports.get("bench")
+    bench_report = report.results.get("bench")
+    bench = bench_report.to_dict() if bench_report is not None else None
     quant = report.results.get("quantize")
     chosen = quant.chosen if quant is not None else None
     rows = []
