@@ -37,6 +37,7 @@ def test_words():
     assert call(1.3, 0.05) == "faster" and call(1 / 1.3, 0.05) == "slower" and call(1.04, 0.05) == "equal"
     assert combine(["faster", "slower"]) == "mixed" and combine(["equal", "faster"]) == "faster"
     assert combine(["equal", "undecided"]) == "undecided" and combine([]) == "equal"
+    assert combine(["slower", "undecided"]) == "slower" and combine(["faster", "undecided"]) == "undecided"
     assert speed_words(2.1, 0.05) == "2.1x faster" and speed_words(1.04, 0.06) == "equal (within 6% noise)"
 
 
@@ -80,6 +81,9 @@ def test_a_too_noisy_run_is_undecided_not_equal():
     lat = _latency(0.5, dynamic={"batch_1": 0.6, "batch_32": 12.0})
     assert lat.too_noisy and inprocess.speed(lat, "dynamic") == "undecided"
     assert "undecided" in inprocess.speed_text(lat, "dynamic")
+    # ...but a difference far beyond even that margin is still one
+    lat = _latency(0.5, dynamic={"batch_1": 22.0, "batch_32": 220.0})
+    assert lat.too_noisy and inprocess.speed(lat, "dynamic") == "slower"
 
 
 def test_property_whenever_a_candidate_could_ship_auto_chooses_one_that_can():

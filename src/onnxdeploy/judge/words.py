@@ -33,12 +33,12 @@ def combine(calls: Iterable[str]) -> str:
     found = set(calls)
     if not found:
         return EQUAL
-    if UNDECIDED in found:
-        return UNDECIDED
     if FASTER in found and SLOWER in found:
         return MIXED
-    if SLOWER in found:
+    if SLOWER in found:  # slower somewhere is a finding, whatever the other sizes could not tell
         return SLOWER
+    if UNDECIDED in found:
+        return UNDECIDED
     return FASTER if FASTER in found else EQUAL
 
 
