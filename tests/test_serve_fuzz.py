@@ -14,7 +14,6 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from urllib.parse import quote
 
 import orjson
 import pytest
@@ -89,9 +88,6 @@ def test_fuzzer_urls_are_an_unknown_model(server, path):
 @pytest.mark.parametrize(("path", "method"), [
     ("/x%ff", "GET"),
     ("/docs/static/%c0%ae%c0%ae/x", "GET"),
-    ("/v2/models/mlp%ff", "GET"),
-    ("/v2/models/%ff/ready", "GET"),
-    ("/v2/models/mlp%ff/infer", "POST"),
     ("/pre%ffdict", "POST"),
 ])
 def test_a_path_that_is_not_utf8_is_a_400(server, path, method):
@@ -116,41 +112,8 @@ def start_keyed(models):
     s.stop()
 
 
-@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-@pytest.mark.parametrize("shape", [[0, 2**63 - 1], [1, 0, 2**62], [2**63 - 1, 64]])
-def test_an_impossible_v2_shape_is_a_400_naming_the_input(server, shape, binary):
-    tensor = {"name": "x", "shape": shape, "datatype": "FP32"}
-    if binary:
-        header = orjson.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": 0}}]})
-        body, headers = header, {"Inference-Header-Content-Length": str(len(header)),
-                                 "Content-Type": "application/octet-stream"}
-    else:
-        body, headers = orjson.dumps({"inputs": [{**tensor, "data": []}]}), {
-            "Content-Type": "application/json"}
-    _, message = _refused(server, "POST", "/v2/models/mlp/infer", body, headers, status=400)
-    assert message.startswith("input 'x':") and "expected" in message
-
-
-@pytest.mark.parametrize("name", ["数字", "dégits"])
-def test_a_non_ascii_model_name_works_on_every_v2_route(models, name):
-    server = Server(models["mlp"], "--workers", "1", "--name", name, tmp=models["root"])
-    try:
-        quoted = quote(name)
-        for suffix in ("", "/ready", "/versions/1", "/versions/1/ready"):
-            status, _, body = server.get(f"/v2/models/{quoted}{suffix}")
-            assert status == 200, (suffix, body)
-            assert json.loads(body)["name"] == name
-        infer = {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": ROW}]}
-        status, _, body = server.post_json(f"/v2/models/{quoted}/infer", infer)
-        assert status == 200 and json.loads(body)["model_name"] == name
-        status, _, body = server.post_json("/predict", {"inputs": [ROW]})
-        assert status == 200 and json.loads(body)["model"] == name
-        # another name is still a 404 that names the served one
-        status, _, body = server.get(f"/v2/models/{quote(name + 'x')}")
-        assert status == 404 and name in json.loads(body)["error"]
-        assert "Traceback" not in server.text()
-    finally:
-        server.stop()
+# impossible shapes and model names that are not ASCII (or not UTF-8): test_serve_hostile,
+# over REST and gRPC
 
 
 def _schemathesis() -> list[str]:

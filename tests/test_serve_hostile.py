@@ -22,9 +22,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_serve_front import raw
 from test_serve_server import Server
 
+from onnxdeploy.bench.servers import free_port
+
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 
 KEY = {"Authorization": "Bearer k3y"}
+GRPC_KEY = (("authorization", "Bearer k3y"),)
+ROW = [0.5] * 64
+#: every case that has a gRPC form runs over both; the rest (HTTP framing, chunked bodies, URL
+#: paths that are not model names, JSON bodies) are HTTP's alone and are not parametrized
+PROTOCOLS = ["rest", "grpc"]
+RPC = "/inference.GRPCInferenceService/"
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +45,63 @@ def models(tmp_path_factory):
 def start(models):
     servers = []
 
-    def _start(*args, env=None, headers=None):
-        servers.append(Server(models["mlp"], *args, env=env, tmp=models["root"], headers=headers))
+    def _start(*args, env=None, headers=None, grpc=False):
+        if grpc:
+            from test_serve_grpc import GrpcServer
+
+            servers.append(GrpcServer(models["mlp"], *args, env=env, tmp=models["root"],
+                                      headers=headers))
+        else:
+            servers.append(Server(models["mlp"], *args, env=env, tmp=models["root"],
+                                  headers=headers))
         return servers[-1]
 
     yield _start
     for s in servers:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def shared(models):
+    """Servers shared by the cases of this module that only read counts as differences: one
+    per argument list, each with HTTP and gRPC (``--grpc-port``), started on first use."""
+    from test_serve_grpc import GrpcServer
+
+    servers: dict[tuple, Server] = {}
+
+    def _get(*args):
+        if args not in servers:
+            servers[args] = GrpcServer(models["mlp"], "--workers", "1", *args, tmp=models["root"])
+        return servers[args]
+
+    yield _get
+    for s in servers.values():
+        s.stop()
+
+
+def counted(server, name="onnxdeploy_requests_total"):
+    """A function returning what ``name`` counted since this call, by (endpoint, status,
+    protocol) (or by label values for other metrics)."""
+    def samples():
+        status, _, body = server.get("/metrics")
+        assert status == 200
+        out: dict[tuple, float] = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for s in family.samples:
+                if s.name == name:
+                    labels = s.labels
+                    key = ((labels["endpoint"], labels["status"], labels["protocol"])
+                           if "endpoint" in labels else tuple(labels.values()))
+                    out[key] = out.get(key, 0) + s.value
+        return out
+
+    before = samples()
+
+    def since():
+        after = samples()
+        return {k: v - before.get(k, 0) for k, v in after.items()
+                if v != before.get(k, 0) and k[:1] != ("metrics",)}
+    return since
 
 
 def metric(server, name: str, headers=None) -> dict[tuple, float]:
@@ -115,12 +173,178 @@ class PeakRss:
         self._thread.join(5)
 
 
+# --------------------------------------------------------------------------- gRPC helpers
+
+
+def rpc(server, method: str, message: bytes, metadata=(), channel=None):
+    """One unary RPC with raw message bytes (no client-side serializer): (code name, answer
+    bytes or the error's details)."""
+    import grpc
+
+    call = (channel or server.channel()).unary_unary(RPC + method)
+    try:
+        return "OK", call(message, metadata=metadata, timeout=60)
+    except grpc.RpcError as exc:
+        return exc.code().name, exc.details()
+
+
+def infer_message(name: str, rows, shape=None, *, typed=False) -> bytes:
+    """A ``ModelInferRequest`` for input ``x`` (FP32), raw contents unless ``typed``."""
+    import numpy as np
+    from tritonclient.grpc import service_pb2 as tpb
+
+    x = np.asarray(rows, np.float32)
+    req = tpb.ModelInferRequest(model_name=name)
+    tensor = req.inputs.add(name="x", datatype="FP32", shape=list(x.shape) if shape is None
+                            else shape)
+    if typed:
+        tensor.contents.fp32_contents.extend(x.reshape(-1).tolist())
+    else:
+        req.raw_input_contents.append(x.tobytes())
+    return req.SerializeToString()
+
+
+# --------------------------------------------------------------------------- (1) names, shapes
+
+
+#: the v2 routes and RPCs that carry a model name: (REST suffix after the name, method, RPC)
+NAMED = [("", "GET", "ModelMetadata"), ("/ready", "GET", "ModelReady"),
+         ("/versions/1", "GET", "ModelMetadata"), ("/versions/1/ready", "GET", "ModelReady"),
+         ("/infer", "POST", "ModelInfer")]
+
+
+def _named_request(server, protocol: str, name: bytes, suffix: str, method: str, rpc_name: str,
+                   version: str = ""):
+    """Ask a named route or RPC about model ``name`` (raw UTF-8 or not): (status or code name,
+    the JSON answer or the RPC's answer/details)."""
+    from urllib.parse import quote_from_bytes
+
+    from tritonclient.grpc import service_pb2 as tpb
+
+    if protocol == "rest":
+        body = orjson.dumps({"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32",
+                                         "data": ROW}]}) if method == "POST" else None
+        status, headers, raw_body = server.request(
+            method, f"/v2/models/{quote_from_bytes(name)}{suffix}", body,
+            {"Content-Type": "application/json"} if body else None)
+        assert headers["Content-Type"] == "application/json", raw_body
+        return status, json.loads(raw_body)
+    version = "1" if "versions" in suffix else ""
+    # field 1 is the name in all three requests, field 2 the version: written by hand so a name
+    # that is not UTF-8 reaches the server as the bytes it is
+    fields = b"\x0a" + bytes([len(name)]) + name
+    if version:
+        fields += b"\x12\x01" + version.encode()
+    if rpc_name == "ModelInfer":
+        fields += tpb.ModelInferRequest(inputs=[tpb.ModelInferRequest.InferInputTensor(
+            name="x", datatype="FP32", shape=[1, 64])], raw_input_contents=[
+            b"\0" * 256]).SerializeToString()
+    return rpc(server, rpc_name, fields)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("name", ["数字", "dégits"])
+def test_a_non_ascii_model_name_works_on_every_route(shared, name, protocol):
+    # issue 26: under --name 数字, GET /v2/models/{name} and /ready always answered 500; a Latin-1
+    # name (dégits) was garbled to a 404 on the metadata routes while /infer worked
+    server = shared("--name", name)
+    for suffix, method, rpc_name in NAMED:
+        status, answer = _named_request(server, protocol, name.encode(), suffix, method,
+                                        rpc_name)
+        assert status in (200, "OK"), (suffix, rpc_name, answer)
+        if protocol == "rest":
+            assert answer.get("name", answer.get("model_name")) == name or suffix.endswith(
+                "ready"), answer
+        elif rpc_name == "ModelMetadata":
+            from tritonclient.grpc import service_pb2 as tpb
+
+            assert tpb.ModelMetadataResponse.FromString(answer).name == name
+        elif rpc_name == "ModelInfer":
+            from tritonclient.grpc import service_pb2 as tpb
+
+            assert tpb.ModelInferResponse.FromString(answer).model_name == name
+        other, answer = _named_request(server, protocol, (name + "x").encode(), suffix, method,
+                                       rpc_name)
+        assert other in (404, "NOT_FOUND"), (suffix, rpc_name, other, answer)
+        assert name in (answer["error"] if protocol == "rest" else answer)
+    if protocol == "rest":
+        status, _, body = server.post_json("/predict", {"inputs": [ROW]})
+        assert status == 200 and json.loads(body)["model"] == name
+    assert "Traceback" not in server.text()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_model_name_that_is_not_utf8_is_refused_on_every_route(shared, protocol):
+    # REST: the percent-decoded path is not UTF-8 (400); gRPC: a string field that is not UTF-8
+    # makes the message malformed (INVALID_ARGUMENT), counted, never a 500/INTERNAL
+    server = shared()
+    since = counted(server)
+    for suffix, method, rpc_name in NAMED:
+        status, answer = _named_request(server, protocol, b"mlp\xff", suffix, method, rpc_name)
+        if protocol == "rest":
+            assert status == 400 and "not valid UTF-8" in answer["error"], (suffix, answer)
+        else:
+            assert status == "INVALID_ARGUMENT" and "malformed gRPC message" in answer, answer
+    proto = "http" if protocol == "rest" else "grpc"
+    assert since() == {("v2_infer", "400", proto): 1, ("v2_model", "400", proto): 2,
+                       ("v2_model_ready", "400", proto): 2}
+    assert "Traceback" not in server.text()
+
+
+@pytest.mark.parametrize(("protocol", "encoding"), [
+    ("rest", "json"), ("rest", "binary"), ("grpc", "typed"), ("grpc", "raw")])
+@pytest.mark.parametrize("shape", [[0, 2**63 - 1], [1, 0, 2**62], [2**63 - 1, 64]])
+def test_an_impossible_shape_with_empty_data_is_refused_naming_the_input(shared, shape, protocol,
+                                                                        encoding):
+    # issue 26: shape [0, 9223372036854775807] with empty data answered 500 (numpy "array is
+    # too big"), JSON and binary alike
+    from tritonclient.grpc import service_pb2 as tpb
+
+    server = shared()
+    since = counted(server)
+    tensor = {"name": "x", "shape": shape, "datatype": "FP32"}
+    if encoding == "binary":
+        header = orjson.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": 0}}]})
+        answer = server.request("POST", "/v2/models/mlp/infer", header, {
+            "Inference-Header-Content-Length": str(len(header)),
+            "Content-Type": "application/octet-stream"})
+    elif encoding == "json":
+        answer = server.post_json("/v2/models/mlp/infer", {"inputs": [{**tensor, "data": []}]})
+    else:
+        req = tpb.ModelInferRequest(model_name="mlp")
+        req.inputs.add(name="x", datatype="FP32", shape=shape)
+        if encoding == "raw":
+            req.raw_input_contents.append(b"")
+        code, details = rpc(server, "ModelInfer", req.SerializeToString())
+        assert code == "INVALID_ARGUMENT" and details.startswith("input 'x':"), (code, details)
+        assert "expected" in details and "\n" not in details
+        assert since() == {("v2_infer", "400", "grpc"): 1}
+        return
+    status, _, body = answer
+    assert status == 400, body
+    message = json.loads(body)["error"]
+    assert message.startswith("input 'x':") and "expected" in message
+    assert since() == {("v2_infer", "400", "http"): 1}
+
+
 # --------------------------------------------------------------------------- (1) outputs
 
 
-def test_non_finite_output_is_an_error_naming_it_and_counted(start):
-    server = start("--workers", "1")
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_non_finite_output_is_an_error_naming_it_and_counted(shared, protocol):
+    # issue 26: finite but huge inputs (3e38) answered 200 with null logits, "prediction 0"
+    server = shared()
+    since, nonfinite = counted(server), counted(server, "onnxdeploy_nonfinite_outputs_total")
     huge = [[3e38] * 64]  # finite float32 inputs that overflow inside the model
+    if protocol == "grpc":
+        for typed in (False, True):
+            code, details = rpc(server, "ModelInfer", infer_message("mlp", huge, typed=typed))
+            assert code == "INTERNAL" and "'logits'" in details and "not finite" in details
+            assert "\n" not in details
+        assert rpc(server, "ModelInfer", infer_message("mlp", [ROW]))[0] == "OK"
+        assert since() == {("v2_infer", "500", "grpc"): 2, ("v2_infer", "200", "grpc"): 1}
+        assert nonfinite() == {("logits",): 2}
+        return
     status, _, body = server.post_json("/predict", {"inputs": huge})
     error = json.loads(body)["error"]
     assert status == 500 and "'logits'" in error and "not finite" in error, body
@@ -129,9 +353,9 @@ def test_non_finite_output_is_an_error_naming_it_and_counted(start):
         {"name": "x", "shape": [1, 64], "datatype": "FP32", "data": huge[0]}]})
     assert status == 500 and "'logits'" in json.loads(body)["error"]
     assert server.post_json("/predict", {"inputs": [[0.5] * 64]})[0] == 200
-    requests = metric(server, "onnxdeploy_requests_total")
-    assert requests[("predict", "500")] == 1 and requests[("v2_infer", "500")] == 1
-    assert metric(server, "onnxdeploy_nonfinite_outputs_total") == {("logits",): 2}
+    assert since() == {("predict", "500", "http"): 1, ("v2_infer", "500", "http"): 1,
+                       ("predict", "200", "http"): 1}
+    assert nonfinite() == {("logits",): 2}
 
 
 # --------------------------------------------------------------------------- (2) memory
@@ -311,7 +535,6 @@ def test_one_server_per_port_whatever_the_timing(models, gap_s):
     import subprocess
     import sys
 
-    from onnxdeploy.bench.servers import free_port
     from onnxdeploy.serve.runner import port_lock_path
 
     port = free_port()
