@@ -79,11 +79,11 @@ def shared(models):
         s.stop()
 
 
-def counted(server, name="onnxdeploy_requests_total"):
+def counted(server, name="onnxdeploy_requests_total", headers=None):
     """A function returning what ``name`` counted since this call, by (endpoint, status,
     protocol) (or by label values for other metrics)."""
     def samples():
-        status, _, body = server.get("/metrics")
+        status, _, body = server.get("/metrics", headers=headers)
         assert status == 200
         out: dict[tuple, float] = {}
         for family in text_string_to_metric_families(body.decode()):
@@ -417,24 +417,70 @@ def answered_within(socks: list[socket.socket], wait_s: float) -> list:
     return [answers.get(s) for s in socks]
 
 
-def test_key_is_checked_before_any_body_byte_is_read(start):
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_key_is_checked_before_any_body_byte_is_read(start, protocol):
     # issue 26: 300 connections without the key, each holding an unfinished 1.5 MB body, took
-    # the server from 363 to 825 MiB (bodies read before the key was checked)
+    # the server from 363 to 825 MiB (bodies read before the key was checked). gRPC: 300
+    # messages of 1.5 MB without the key, at once over 10 connections (HTTP/2 streams)
     server = start("--workers", "1", "--api-key-env", "HOSTILE_KEY",
-                   env={"HOSTILE_KEY": "k3y"}, headers=KEY)
+                   env={"HOSTILE_KEY": "k3y"}, headers=KEY, grpc=protocol == "grpc")
+    since = counted(server, headers=KEY)
     with PeakRss(server.proc.pid) as rss:
-        socks = open_unfinished(server.port, 300, head("/predict", 1_500_000) + b"[" * 65536)
-        answers = [read_answer(s) for s in socks]
-        for s in socks:
-            s.close()
-    statuses = [a and a[0] for a in answers]
-    print(f"300 unfinished bodies without the key: {statuses.count(401)} x 401; process tree "
-          f"RSS {rss.idle:.0f} -> peak {rss.peak:.0f} MiB")
+        if protocol == "grpc":
+            statuses, messages = _unauthenticated_rpcs(server, 300, 1_500_000)
+        else:
+            socks = open_unfinished(server.port, 300, head("/predict", 1_500_000) + b"[" * 65536)
+            answers = [read_answer(s) for s in socks]
+            for s in socks:
+                s.close()
+            statuses = [a and a[0] for a in answers]
+            messages = [a and a[2] and json.loads(a[2])["error"] for a in answers]
+    print(f"300 unfinished bodies without the key ({protocol}): {statuses.count(401)} x 401; "
+          f"process tree RSS {rss.idle:.0f} -> peak {rss.peak:.0f} MiB")
     assert statuses.count(401) == 300, statuses
-    assert all(a[2] and "API key" in json.loads(a[2])["error"] for a in answers)
-    assert all(a[1].get("connection") == "close" for a in answers)  # the body is never read
+    assert all(m and "API key" in m for m in messages)
     assert rss.peak - rss.idle < 100, (rss.idle, rss.peak)
+    if protocol == "grpc":
+        assert since() == {("v2_infer", "401", "grpc"): 300}
+        return
+    assert all(a[1].get("connection") == "close" for a in answers)  # the body is never read
     assert metric(server, "onnxdeploy_requests_total", KEY)[("predict", "401")] == 300
+
+
+def _unauthenticated_rpcs(server, count: int, size: int) -> tuple[list, list]:
+    """``count`` ModelInfer RPCs of ``size`` bytes without the key, all in flight at once over
+    10 channels: (statuses as HTTP numbers, details)."""
+    import grpc
+
+    from onnxdeploy.serve.grpc_service import CODES
+
+    http = {code: status for status, code in CODES.items() if status != 415}
+    message = infer_message("mlp", [ROW], [1, 64])
+    message += b"\x82\x01" + _varint(size) + b"\0" * size  # one more raw content: 1.5 MB
+    channels = [server.channel() for _ in range(10)]
+    calls = [channels[i % 10].unary_unary(RPC + "ModelInfer").future(message, timeout=120)
+             for i in range(count)]
+    statuses, details = [], []
+    for call in calls:
+        try:
+            call.result()
+            statuses.append(200)
+            details.append("")
+        except grpc.RpcError as exc:
+            statuses.append(http.get(exc.code(), exc.code().name))
+            details.append(exc.details())
+    for ch in channels:
+        ch.close()
+    return statuses, details
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
 def test_bodies_held_at_once_have_a_budget(start):

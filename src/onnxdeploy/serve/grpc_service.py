@@ -46,6 +46,7 @@ from ..wire.proto import grpc_service_pb2 as pb
 from . import protocols
 from .service import Service
 from .validation import ApiError, cast
+from .views import error_parts
 
 log = logging.getLogger("onnxdeploy.serve")
 
@@ -212,9 +213,36 @@ class InferenceServicer:
         rpcs = {"ServerLive": self.server_live, "ServerReady": self.server_ready,
                 "ModelReady": self.model_ready, "ServerMetadata": self.server_metadata,
                 "ModelMetadata": self.model_metadata, "ModelInfer": self.model_infer}
-        return grpc.method_handlers_generic_handler(SERVICE_NAME, {
-            name: grpc.unary_unary_rpc_method_handler(self._tracked(fn))
-            for name, fn in rpcs.items()})
+        handlers = {f"/{SERVICE_NAME}/{name}": grpc.unary_unary_rpc_method_handler(
+            self._tracked(fn)) for name, fn in rpcs.items()}
+        endpoints = {f"/{SERVICE_NAME}/{name}": endpoint for name, endpoint in (
+            ("ServerReady", "v2_ready"), ("ModelReady", "v2_model_ready"),
+            ("ServerMetadata", "v2_server"), ("ModelMetadata", "v2_model"),
+            ("ModelInfer", "v2_infer"))}
+        servicer = self
+
+        class Handlers(grpc.GenericRpcHandler):
+            def service(self, details):
+                handler = handlers.get(details.method)
+                endpoint = endpoints.get(details.method)
+                if handler is None or endpoint is None or servicer.service.api_key is None:
+                    return handler
+                try:  # the key, from the metadata, before a byte of the message is read
+                    servicer.service.check_key(_auth_of(details.invocation_metadata))
+                except ApiError as exc:
+                    return servicer._refusal(endpoint, exc)
+                return handler
+
+        return Handlers()
+
+    def _refusal(self, endpoint: str, exc: ApiError) -> grpc.RpcMethodHandler:
+        """A handler that answers ``exc`` without reading the request: a request-streaming
+        handler whose iterator is never read (gRPC reads a unary request before calling a
+        unary handler), counted as the REST refusal is."""
+        def refuse(requests, context):
+            self.service.refuse(endpoint, exc, "grpc")
+            _abort(context, error_parts(exc))
+        return grpc.stream_unary_rpc_method_handler(refuse)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -238,10 +266,7 @@ class InferenceServicer:
 
     @staticmethod
     def _auth(context) -> str | None:
-        for key, value in context.invocation_metadata():
-            if key == "authorization":
-                return value
-        return None
+        return _auth_of(context.invocation_metadata())
 
     def _answer(self, context, endpoint: str, fn, *, public=False, work=False) -> bytes:
         if self.draining:
@@ -327,6 +352,13 @@ class InferenceServicer:
         with self.work:
             outputs = views.run(feeds)
         return infer_response(self.info, outputs, options)
+
+
+def _auth_of(metadata) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            return value
+    return None
 
 
 def _draining() -> ApiError:
