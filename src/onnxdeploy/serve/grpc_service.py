@@ -389,7 +389,11 @@ class GrpcServer:
                  connection_age_s: float = DEFAULT_CONNECTION_AGE_S):
         self.servicer = InferenceServicer(service, work_threads=work_threads)
         limit = service.max_body * GRPC_LIMIT_FACTOR + GRPC_LIMIT_SLACK
-        options = [("grpc.so_reuseport", 1),
+        # no BDP probing: it grows the flow-control windows, and a stream refused unread (no
+        # key) then held up to ~0.3 MB of its message in gRPC's buffers (300 x 1.5 MB without
+        # the key: +42..88 MiB with it, +5 without); a read message still gets the window it
+        # needs (an 8 MiB message on localhost: 9.6-12.3 ms median either way, docs/serve.md)
+        options = [("grpc.so_reuseport", 1), ("grpc.http2.bdp_probe", 0),
                    ("grpc.max_receive_message_length", limit),
                    ("grpc.max_send_message_length", -1)]
         if connection_age_s > 0:
