@@ -152,7 +152,7 @@ def app_config(options: ServeOptions, ort_threads: int) -> dict:
     return config
 
 
-def check_bind(host: str, port: int) -> None:
+def check_bind(host: str, port: int, option: str = "--port") -> None:
     """OptionError (exit 2, one line) when ``host:port`` cannot be listened on right now."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -166,10 +166,10 @@ def check_bind(host: str, port: int) -> None:
             sock.bind(addr)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise OptionError(f"--port {port}: address {host}:{port} is already in use; stop "
+                raise OptionError(f"{option} {port}: address {host}:{port} is already in use; stop "
                                   "what listens there or pick another port") from None
             if exc.errno == errno.EACCES:
-                raise OptionError(f"--port {port}: permission denied on {host} (ports below 1024 "
+                raise OptionError(f"{option} {port}: permission denied on {host} (ports below 1024 "
                                   "need privileges); pick a port from 1024 up") from None
             raise OptionError(f"--host {host}: cannot listen there ({exc.strerror}); expected an "
                               "address of this machine, e.g. 127.0.0.1 or 0.0.0.0") from None
@@ -186,7 +186,7 @@ def _require_openvino() -> None:
                                      "pip install 'onnxdeploy[openvino]'")
 
 
-def claim_port(host: str, port: int) -> int:
+def claim_port(host: str, port: int, option: str = "--port") -> int:
     """An exclusive lock naming ``port`` (in this network namespace), held by this process until
     it exits; OptionError (exit 2, one line) when another ``onnxdeploy serve`` holds it.
 
@@ -216,7 +216,7 @@ def claim_port(host: str, port: int) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise OptionError(f"--port {port}: address {host}:{port} is already in use (another "
+            raise OptionError(f"{option} {port}: address {host}:{port} is already in use (another "
                               "onnxdeploy serve holds it); stop it or pick another port") from None
         try:  # the holder removes the file as it exits: a lock on a removed file is no lock
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
@@ -259,6 +259,7 @@ def run_server(options: ServeOptions) -> None:
     if info.runtime == "openvino":
         _require_openvino()
     lock = claim_port(options.host, options.port)  # first: no second server past this line
+    grpc_lock = -1
     try:
         check_bind(options.host, options.port)
         if options.grpc_port:
@@ -267,9 +268,14 @@ def run_server(options: ServeOptions) -> None:
                                   "expected another port for gRPC")
             from .grpc_service import grpc  # noqa: F401 - a missing grpcio fails here, not in a worker
 
-            check_bind(options.host, options.grpc_port)
+            # the workers' gRPC listeners share the port (SO_REUSEPORT) as granian's do: the
+            # same lock keeps a second server off it whatever the timing
+            grpc_lock = claim_port(options.host, options.grpc_port, "--grpc-port")
+            check_bind(options.host, options.grpc_port, "--grpc-port")
         _run_locked(options, info)
     finally:
+        if options.grpc_port:
+            release_port(grpc_lock, options.grpc_port)
         release_port(lock, options.port)
 
 
