@@ -767,10 +767,25 @@ def _new_worker(server, known: set[int]) -> int | None:
     return fresh[0] if fresh else None
 
 
-def test_a_worker_killed_twice_is_replaced_twice_and_the_server_stays(start):
+def _grpc_answers(server, count: int = 20) -> list[str]:
+    """``count`` ModelInfer RPCs, each on a connection of its own (the kernel spreads them over
+    the workers' listeners): their codes."""
+    out = []
+    for _ in range(count):
+        channel = server.channel()
+        try:
+            out.append(rpc(server, "ModelInfer", infer_message("mlp", [ROW]), channel=channel)[0])
+        finally:
+            channel.close()
+    return out
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_worker_killed_twice_is_replaced_twice_and_the_server_stays(start, protocol):
     # issue 26: the same worker killed twice within 5.5 s made granian's crash-loop guard stop
-    # the whole server (exit 1) with the other worker healthy
-    server = start("--workers", "2")
+    # the whole server (exit 1) with the other worker healthy; with --grpc-port, gRPC answers
+    # from the replacements too
+    server = start("--workers", "2", grpc=protocol == "grpc")
     assert _wait(lambda: len(_ready_pids(server)) >= 2)
     known = set(_ready_pids(server))
     victim = min(known)
@@ -783,13 +798,18 @@ def test_a_worker_killed_twice_is_replaced_twice_and_the_server_stays(start):
     assert _wait(lambda: _capacity(server) == "2/2"), _capacity(server)
     for _ in range(20):
         assert server.post_json("/predict", {"inputs": [[0.5] * 64]}, timeout=10)[0] == 200
+    if protocol == "grpc":
+        assert _wait(lambda: f"[{victim}] [INFO] gRPC: inference" in server.text())
+        assert _grpc_answers(server) == ["OK"] * 20
     assert server.proc.poll() is None and "crash loop" not in server.text()
 
 
-def test_a_stopped_worker_is_found_by_its_heartbeat_and_replaced(start):
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_stopped_worker_is_found_by_its_heartbeat_and_replaced(start, protocol):
     # issue 26: a worker stopped (SIGSTOP) for 5 s kept receiving new connections; liveness and
-    # readiness stayed green; nothing noticed
-    server = start("--workers", "2")  # the default --heartbeat-timeout (3 s)
+    # readiness stayed green; nothing noticed. With --grpc-port, gRPC answers afterwards on
+    # every new connection (none lands on the stopped worker's listener)
+    server = start("--workers", "2", grpc=protocol == "grpc")  # --heartbeat-timeout 3 s
     assert _wait(lambda: _capacity(server) == "2/2"), _capacity(server)
     known = set(_ready_pids(server))
     victim = min(known)
@@ -815,6 +835,9 @@ def test_a_stopped_worker_is_found_by_its_heartbeat_and_replaced(start):
     # let it finish starting first
     assert _wait(lambda: f"[{replacement}] [INFO] Started worker" in server.text())
     assert metric(server, "onnxdeploy_workers_live") == {(): 2.0}
+    if protocol == "grpc":
+        assert _wait(lambda: f"[{replacement}] [INFO] gRPC: inference" in server.text())
+        assert _grpc_answers(server) == ["OK"] * 20
 
 
 def test_workers_die_with_the_main_process_and_leave_nothing(start, models):
