@@ -691,6 +691,25 @@ def test_malformed_or_truncated_chunked_bodies_are_400(start, tail):
     assert metric(server, "onnxdeploy_requests_total")[("predict", "400")] == 1
 
 
+def test_a_chunked_body_is_held_once(start):
+    # a chunked body was kept as its chunks and then joined: twice its size for a moment
+    server = start("--workers", "1", "--max-body-mb", "64", "--body-timeout", "60")
+    size = 48 * 2**20
+    values = b"0.5," * (size // 4 - 8)
+    body = b'{"inputs":[[' + values + b'0.5]]}'
+    piece = 1 << 20
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + piece]), body[i:i + piece])
+                      for i in range(0, len(body), piece)) + b"0\r\n\r\n"
+    with PeakRss(server.proc.pid) as rss:
+        answer = _send_body(server.port, CHUNKED + framed)
+    mib = len(body) / 2**20
+    print(f"one chunked {mib:.0f} MiB body: {answer and answer[0]}; process tree RSS "
+          f"{rss.idle:.0f} -> peak {rss.peak:.0f} MiB ({(rss.peak - rss.idle) / mib:.2f}x)")
+    assert answer is not None and answer[0] == 413, answer  # read whole, then too many values
+    assert "values" in json.loads(answer[2])["error"]
+    assert rss.peak - rss.idle < 1.5 * mib, (rss.idle, rss.peak)  # twice: 2x and more
+
+
 def test_transfer_codings_we_do_not_implement_are_501(start):
     server = start("--workers", "1")
     for coding in ("gzip, chunked", "deflate, chunked", "chunked, chunked"):
