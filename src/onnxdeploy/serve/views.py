@@ -92,6 +92,7 @@ class Views:
         self.max_batch, self.max_chars = max_batch, max_chars
         self.docs_root = docs_root.resolve() if docs_root is not None else None
         self.json_values = protocols.json_budget(info, max_batch)
+        self.json_numbers = protocols.json_number_dtype(info)  # large bodies: numbers to numpy
         self.capacity = capacity or (lambda: None)
         self._openapi: bytes | None = None
 
@@ -100,7 +101,7 @@ class Views:
     def predict(self, request: Request) -> Reply:
         """``POST /predict``."""
         check_json(request.header("content-type"))
-        payload = protocols.loads(request.body, self.json_values)
+        payload = protocols.loads(request.body, self.json_values, self.json_numbers)
         feeds = protocols.parse_predict(payload, self.info, max_batch=self.max_batch,
                                         max_chars=self.max_chars)
         del payload  # the nested lists can be several times the body: free them before running
@@ -113,7 +114,8 @@ class Views:
         binary_length = request.header(_BINARY_HEADER)
         if binary_length is None:
             check_json(request.header("content-type"))
-        payload, binary = protocols.split_binary(request.body, binary_length, self.json_values)
+        payload, binary = protocols.split_binary(request.body, binary_length, self.json_values,
+                                                 self.json_numbers)
         feeds, options = protocols.parse_v2(payload, binary, self.info, max_batch=self.max_batch,
                                             max_chars=self.max_chars)
         del payload
