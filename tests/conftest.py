@@ -61,3 +61,41 @@ def wild_models():
         return built[name]
 
     return get
+
+
+#: the image ``built`` makes (one a test process)
+DEPLOY_IMAGE = f"localhost/onnxdeploy-test:{__import__('os').getpid()}"
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """An image for a small model built with podman on the Debian base, and its manifests: one
+    build a session, shared by test_deploy and test_serve_hostile_container."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from containers import configure, ensure_base_image, podman, podman_missing
+
+    why = podman_missing()
+    if why:
+        pytest.skip(why)
+    root = tmp_path_factory.mktemp("deploy")
+    configure(root)
+    t0 = time.monotonic()
+    base = ensure_base_image()
+    base_s = time.monotonic() - t0
+    baked = save(mlp_classifier(seed=0), root / "baked.onnx")
+    kdir = root / "k8s"
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-m", "onnxdeploy", "containerize", str(baked), "-t", DEPLOY_IMAGE,
+         "--base", base, "--builder", "podman", "--kserve", str(kdir), "--target-rps", "200",
+         "--canary", "25", "--storage-uri", "pvc://models/digits", "--report",
+         str(root / "containerize.json")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    print(f"base image {base_s:.1f} s; containerize {time.monotonic() - t0:.1f} s: {r.stdout.strip()}")
+    yield {"root": root, "baked": baked, "k8s": kdir, "image": DEPLOY_IMAGE,
+           "report": json.loads((root / "containerize.json").read_text())}
+    podman("rmi", "-f", DEPLOY_IMAGE, check=False)

@@ -20,7 +20,7 @@ import orjson
 import pytest
 import yaml
 from builders import mlp_classifier, mlp_with_extra_work, save
-from containers import configure, ensure_base_image, podman, podman_missing, wait_http
+from containers import podman, wait_http
 
 from onnxdeploy.bench.servers import free_port
 from onnxdeploy.deploy import context as ctxmod
@@ -195,28 +195,7 @@ def test_autoscaling_target_from_a_bench_slo_report(tmp_path):
 # ----------------------------------------------------------------------------- podman
 
 
-@pytest.fixture(scope="session")
-def built(tmp_path_factory):
-    """An image for a small model built with podman on the Debian base, and its manifests."""
-    why = podman_missing()
-    if why:
-        pytest.skip(why)
-    root = tmp_path_factory.mktemp("deploy")
-    configure(root)
-    t0 = time.monotonic()
-    base = ensure_base_image()
-    base_s = time.monotonic() - t0
-    baked = save(mlp_classifier(seed=0), root / "baked.onnx")
-    kdir = root / "k8s"
-    t0 = time.monotonic()
-    r = cli("containerize", baked, "-t", IMAGE, "--base", base, "--builder", "podman",
-            "--kserve", kdir, "--target-rps", "200", "--canary", "25",
-            "--storage-uri", "pvc://models/digits", "--report", root / "containerize.json")
-    assert r.returncode == 0, r.stderr
-    print(f"base image {base_s:.1f} s; containerize {time.monotonic() - t0:.1f} s: {r.stdout.strip()}")
-    yield {"root": root, "baked": baked, "k8s": kdir,
-           "report": json.loads((root / "containerize.json").read_text())}
-    podman("rmi", "-f", IMAGE, check=False)
+# the image (``built``, session-scoped) is conftest.py's: shared with test_serve_hostile_container
 
 
 def _run_as_servingruntime(built, name: str, models: Path, extra=()) -> tuple[str, int, dict]:

@@ -214,7 +214,7 @@ NAMED = [("", "GET", "ModelMetadata"), ("/ready", "GET", "ModelReady"),
 
 
 def _named_request(server, protocol: str, name: bytes, suffix: str, method: str, rpc_name: str,
-                   version: str = ""):
+                   metadata=()):
     """Ask a named route or RPC about model ``name`` (raw UTF-8 or not): (status or code name,
     the JSON answer or the RPC's answer/details)."""
     from urllib.parse import quote_from_bytes
@@ -239,7 +239,7 @@ def _named_request(server, protocol: str, name: bytes, suffix: str, method: str,
         fields += tpb.ModelInferRequest(inputs=[tpb.ModelInferRequest.InferInputTensor(
             name="x", datatype="FP32", shape=[1, 64])], raw_input_contents=[
             b"\0" * 256]).SerializeToString()
-    return rpc(server, rpc_name, fields)
+    return rpc(server, rpc_name, fields, metadata)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
