@@ -1,16 +1,22 @@
 """A mixed soak of ``onnxdeploy serve``: good and bad requests for minutes, statuses and RSS counted.
 
     python benchmarks/soak.py [--model M.onnx] [--duration 180] [--clients 8] [--workers 2]
-        [--json out.json]
+        [--grpc-clients 2] [--json out.json]
 
 Exports digits-cnn when no model is given, starts a real server (two workers by default, the
 API key on), and runs ``--clients`` threads for ``--duration`` seconds, each sending a fixed
 rotation of requests over keep-alive connections: /predict and v2 infer (JSON and binary),
 metadata, readiness, /metrics, and the mistakes clients make (bad JSON, a wrong shape, a
 non-finite value, an impossible v2 shape, an unknown model, undecodable URL bytes, a missing
-key, a truncated chunked body, an unknown transfer coding). Every answer is counted by what was
-sent and its status; the whole process tree's RSS is sampled every second. What should hold:
-zero 5xx (but the 501 HTTP prescribes for an unknown transfer coding), every status the expected one, RSS at the end within a few MiB of the start.
+key, a truncated chunked body, an unknown transfer coding). With ``--grpc-clients`` (on by
+default: the server gets ``--grpc-port``), as many threads send the gRPC rotation over their own
+channels: ModelInfer (raw and typed contents), metadata, readiness, and the same mistakes
+(no key, an impossible shape, a name that is not UTF-8, an unknown model, bytes that are not a
+message, a NaN). Every answer is counted by what was sent and its status (gRPC: the code's
+name); the whole process tree's RSS is sampled every second. What should hold: zero 5xx (but
+the 501 HTTP prescribes for an unknown transfer coding; for gRPC: INTERNAL, UNKNOWN,
+UNAVAILABLE, UNIMPLEMENTED, DATA_LOSS), every status the expected one, RSS at the end within a
+few MiB of the start.
 Traffic goes to 127.0.0.1 only, and every loop stops at its deadline.
 """
 
@@ -86,6 +92,80 @@ def requests_for(name: str, shape: tuple[int, ...]) -> list[tuple[str, bytes, se
         ("chunked cut", chunked_cut, {400}),
         ("gzip coding", gzip, {501}),
     ]
+
+
+#: gRPC codes counted as a server error (what REST would answer 5xx)
+GRPC_5XX = {"INTERNAL", "UNKNOWN", "UNAVAILABLE", "UNIMPLEMENTED", "DATA_LOSS"}
+RPC = "/inference.GRPCInferenceService/"
+
+
+def grpc_requests_for(name: str, shape: tuple[int, ...]) -> list[tuple[str, str, bytes, bool, set]]:
+    """(label, method, message bytes, with the key, the code names it may get) in one rotation."""
+    from onnxdeploy.wire.proto import grpc_service_pb2 as pb
+
+    x = np.random.default_rng(0).random((1, *shape[1:]), dtype=np.float32)
+
+    def infer(model=name, dims=x.shape, raw=None, typed=None):
+        raw = x.tobytes() if raw is None else raw
+        req = pb.ModelInferRequest(model_name=model)
+        tensor = req.inputs.add(name="x", datatype="FP32", shape=list(dims))
+        if typed is not None:
+            tensor.contents.fp32_contents.extend(typed)
+        else:
+            req.raw_input_contents.append(raw)
+        return req.SerializeToString()
+
+    nan = x.copy()
+    nan.flat[0] = np.nan
+    bad_name = b"\x0a\x03m\xff\xfe"  # ModelReadyRequest.name, not UTF-8
+    return [
+        ("grpc infer raw", "ModelInfer", infer(), True, {"OK"}),
+        ("grpc infer typed", "ModelInfer", infer(typed=x.ravel().tolist()), True, {"OK"}),
+        ("grpc metadata", "ModelMetadata",
+         pb.ModelMetadataRequest(name=name).SerializeToString(), True, {"OK"}),
+        ("grpc model ready", "ModelReady",
+         pb.ModelReadyRequest(name=name).SerializeToString(), True, {"OK"}),
+        ("grpc live", "ServerLive", b"", False, {"OK"}),
+        ("grpc no key", "ModelInfer", infer(), False, {"UNAUTHENTICATED"}),
+        ("grpc impossible shape", "ModelInfer", infer(dims=(0, 2**63 - 1), raw=b""), True,
+         {"INVALID_ARGUMENT"}),
+        ("grpc name bytes", "ModelReady", bad_name, True, {"INVALID_ARGUMENT"}),
+        ("grpc unknown model", "ModelInfer", infer(model="nope"), True, {"NOT_FOUND"}),
+        ("grpc not a message", "ModelInfer", b"\xff\xff\xff\xff", True, {"INVALID_ARGUMENT"}),
+        ("grpc non-finite", "ModelInfer", infer(raw=nan.tobytes()), True, {"INVALID_ARGUMENT"}),
+    ]
+
+
+def _grpc():
+    """The grpc package (benchmarks/grpc.py, in this script's directory, would shadow it)."""
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    import grpc
+
+    return grpc
+
+
+def grpc_client(target: str, rotation, deadline: float, counts: Counter, unexpected: Counter,
+                lock: threading.Lock) -> None:
+    grpc = _grpc()
+
+    auth = (("authorization", f"Bearer {KEY}"),)
+    channel = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+    calls = {method: channel.unary_unary(RPC + method) for _, method, _, _, _ in rotation}
+    i = 0
+    while time.monotonic() < deadline:
+        label, method, message, keyed, ok = rotation[i % len(rotation)]
+        i += 1
+        try:
+            calls[method](message, metadata=auth if keyed else (), timeout=30)
+            status = "OK"
+        except grpc.RpcError as exc:
+            status = exc.code().name
+        with lock:
+            counts[(label, status)] += 1
+            if status not in ok:
+                unexpected[(label, status)] += 1
+    channel.close()
 
 
 def read_status(sock: socket.socket, buf: bytearray) -> tuple[int, bool]:
@@ -168,6 +248,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=180.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--grpc-clients", type=int, default=2,
+                        help="threads sending gRPC (0: no --grpc-port)")
     parser.add_argument("--json")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="onnxdeploy-soak-"))
@@ -182,11 +264,14 @@ def main() -> None:
     sig = signature(load_model(model))
     shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in sig.inputs[0].shape)
     port = free_port()
+    grpc_port = free_port() if args.grpc_clients else None
     env = {**os.environ, "SOAK_KEY": KEY}
     server = subprocess.Popen([sys.executable, "-m", "onnxdeploy", "serve", str(model), "--name", "m",
                                "--port", str(port), "--workers", str(args.workers),
-                               "--api-key-env", "SOAK_KEY"], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+                               "--api-key-env", "SOAK_KEY",
+                               *(["--grpc-port", str(grpc_port)] if grpc_port else [])],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                              start_new_session=True)
     try:
         for line in server.stdout:
             if line.startswith("ready"):
@@ -202,6 +287,12 @@ def main() -> None:
         threads = [threading.Thread(target=client, args=(port, rotation[k:] + rotation[:k], deadline,
                                                           counts, unexpected, lock), daemon=True)
                    for k in range(args.clients)]
+        grpc_rotation = grpc_requests_for("m", shape) if grpc_port else []
+        if grpc_port:
+            _grpc()  # once, before the threads
+        threads += [threading.Thread(target=grpc_client, args=(
+            f"127.0.0.1:{grpc_port}", grpc_rotation[k:] + grpc_rotation[:k], deadline, counts,
+            unexpected, lock), daemon=True) for k in range(args.grpc_clients)]
         t0 = time.monotonic()
         for t in threads:
             t.start()
@@ -220,15 +311,17 @@ def main() -> None:
     total = sum(counts.values())
     # 5xx beyond the 501 HTTP prescribes for a transfer coding we do not implement
     expected = {label: ok for label, _, ok in rotation}
+    expected.update({label: ok for label, _, _, _, ok in grpc_rotation})
     five = sum(n for (label, s), n in counts.items()
-               if isinstance(s, int) and s >= 500 and s not in expected[label])
-    transport = sum(n for (_, s), n in counts.items() if not isinstance(s, int))
+               if ((isinstance(s, int) and s >= 500) or s in GRPC_5XX) and s not in expected[label])
+    transport = sum(n for (_, s), n in counts.items() if str(s).startswith("transport"))
     env_info = environment()
-    print(f"soak: {args.duration:.0f} s, {args.clients} clients, {args.workers} workers on "
+    print(f"soak: {args.duration:.0f} s, {args.clients} HTTP + {args.grpc_clients} gRPC clients, "
+          f"{args.workers} workers on "
           f"{env_info['cpu']} ({env_info['cores']} cores)")
-    print(f"{'request':<18} {'status':>8} {'count':>8}")
+    print(f"{'request':<22} {'status':>16} {'count':>8}")
     for (label, status), n in sorted(counts.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
-        print(f"{label:<18} {str(status):>8} {n:>8}")
+        print(f"{label:<22} {str(status):>16} {n:>8}")
     print(f"requests {total:,} ({total / elapsed:,.0f}/s), 5xx {five}, unexpected statuses "
           f"{sum(unexpected.values())}, transport errors {transport}")
     print(f"RSS of the server's process tree: start {rss_start:.0f} MiB, end {rss_end:.0f} MiB, "
@@ -236,7 +329,8 @@ def main() -> None:
           f"server exit {server.returncode}")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "duration_s": elapsed, "clients": args.clients, "workers": args.workers,
+            "duration_s": elapsed, "clients": args.clients, "grpc_clients": args.grpc_clients,
+            "workers": args.workers,
             "requests": total, "five_xx": five, "transport_errors": transport,
             "unexpected": {f"{k[0]} {k[1]}": v for k, v in unexpected.items()},
             "counts": {f"{k[0]} {k[1]}": v for k, v in counts.items()},
