@@ -4,11 +4,13 @@
 one port shared with ``SO_REUSEPORT`` (gRPC's default on Linux), so gRPC uses every worker the
 HTTP side uses. A request takes the same path as a REST one (``serve.service``):
 
-- **admission** first (``Service.admission``, the counter the HTTP front takes: one
+- the API key (the ``authorization`` metadata, ``Bearer <key>``) when the RPC starts, before its
+  message is read: without it, a handler that never reads the request answers UNAUTHENTICATED;
+- **admission** (``Service.admission``, the counter the HTTP front takes: one
   ``--max-inflight`` per worker for both protocols); a full worker answers UNAVAILABLE at once;
-- ``Service.rpc``: the API key (the ``authorization`` metadata, ``Bearer <key>``), the in-flight
-  gauge, the error turned into the REST status and its one-line message, the request counter
-  and histogram (``protocol="grpc"``, the REST endpoint names: ``v2_infer``, ``v2_live``...);
+- ``Service.rpc``: the API key again, the in-flight gauge, the error turned into the REST
+  status and its one-line message, the request counter and histogram (``protocol="grpc"``,
+  the REST endpoint names: ``v2_infer``, ``v2_live``...);
 - the request is turned into the REST v2 payload plus binary part (typed ``contents`` are
   packed into bytes as raw ones are) and parsed by ``protocols.parse_v2``, checked by
   ``validation`` and run by ``Views.run`` through the one ``Executor`` (so one dynamic batch
