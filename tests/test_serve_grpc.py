@@ -366,7 +366,8 @@ def test_grpc_requests_are_counted_beside_http(server):
 
 def _slow(start, *extra, hold_ms=1500):
     # every request waits for its batch to fill (1000 rows) until the timeout: held in flight
-    return start("mlp", "--workers", "1", "--max-batch-size", "1000", "--batch-timeout-ms",
+    return start("mlp", "--workers", "1", "--max-batch-size", "1000", "--batch-hold", "always",
+                 "--batch-timeout-ms",
                  str(hold_ms), *extra)
 
 
