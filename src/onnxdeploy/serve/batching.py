@@ -284,16 +284,22 @@ class Executor:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
-                how = "held"
+                if how != "held":  # counted as the hold starts
+                    how = "held"
+                    self._count(how)
                 self._cond.wait(remaining)
                 rows = self._take(first, batch, rows)
+        if how != "held":
+            self._count(how)
+        return batch
+
+    def _count(self, how: str) -> None:
         self.counts[how] += 1
         counter = self._batches.get(how)
         if counter is None and self.metrics.batches is not None:
             counter = self._batches[how] = self.metrics.batches.labels(how)
         if counter is not None:
             counter.inc()
-        return batch
 
     def _take(self, first: _Pending, batch: list[_Pending], rows: int) -> int:
         """Move the waiting requests compatible with ``first`` into ``batch`` (lock held)."""
