@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
-from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
+# benchmarks/grpc.py, beside this file, would shadow the grpc package KServe imports
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer  # noqa: E402
 
 
 class OrtModel(Model):
@@ -40,7 +45,7 @@ class OrtModel(Model):
         outputs = []
         for name, value in zip(self.outputs, results):
             out = InferOutput(name=name, shape=list(value.shape), datatype="FP32")
-            out.set_numpy(value.astype(np.float32, copy=False), binary_data=False)
+            out.set_data_from_numpy(value.astype(np.float32, copy=False), binary_data=True)
             outputs.append(out)
         return InferResponse(model_name=self.name, infer_outputs=outputs,
                              response_id=payload.id)

