@@ -210,3 +210,27 @@ def test_a_failed_run_wakes_every_caller_and_the_runner_goes_on(mlp):
     assert errors[2] is None and errors[3] is None and results[2][0].shape == (1, 10)
     assert executor.waiting() == 0
     assert executor.infer({"x": good}, 1)[0].shape == (1, 10)  # the runner is free again
+
+
+def test_requests_that_never_reach_the_executor_are_not_waited_for(mlp):
+    executor = _executor(mlp, timeout_ms=LONG_MS)
+    with executor.expecting():
+        assert executor.in_flight() == (1, 1)  # in flight, on its way
+    assert executor.in_flight() == (0, 0)  # refused before infer: forgotten
+    with pytest.raises(RuntimeError):
+        with executor.expecting():
+            raise RuntimeError("a view that failed")
+    assert executor.in_flight() == (0, 0)
+    x = np.zeros((1, 64), np.float32)
+    with executor.expecting():
+        executor.infer({"x": x}, 1)
+        assert executor.in_flight() == (1, 0)  # arrived, answer being made
+    assert executor.in_flight() == (0, 0)
+    big = np.zeros((64, 64), np.float32)  # max_batch_size rows: runs by itself, still counted
+    with executor.expecting():
+        executor.infer({"x": big}, 64)
+        assert executor.in_flight() == (1, 0)
+    assert executor.in_flight() == (0, 0)
+    off = _executor(mlp, max_batch_size=0)
+    with off.expecting():
+        assert off.in_flight() == (0, 0)  # batching off: nothing counted, nothing to wait for

@@ -71,6 +71,7 @@ EWMA = 0.05
 HOLDS = ("adaptive", "always")
 
 _origin = threading.local()
+_NOTHING = contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -204,10 +205,13 @@ class Executor:
         if not lead:
             if not item.done.wait(RESULT_TIMEOUT_S):
                 with self._cond:
-                    if item in self._queue:
+                    queued = item in self._queue
+                    if queued:
                         self._queue.remove(item)
-                raise ApiError(503, "the batch did not run in time; retry later",
-                               {"Retry-After": "1"})
+                if queued:
+                    raise ApiError(503, "the batch did not run in time; retry later",
+                                   {"Retry-After": "1"})
+                item.done.wait()  # taken into a batch, or made the next leader: never dropped
             if not item.lead:  # another thread ran it
                 if item.error is not None:
                     raise item.error
@@ -221,13 +225,14 @@ class Executor:
             raise item.error
         return item.outputs
 
-    @contextlib.contextmanager
-    def expecting(self) -> Iterator[None]:
+    def expecting(self) -> contextlib.AbstractContextManager:
         """Around a request's view: while it is parsed, the runner knows one more request is on
-        its way (and may hold a batch for it, see the module docstring)."""
-        if not self.batchable:
-            yield
-            return
+        its way (and may hold a batch for it, see the module docstring). Costs nothing with
+        batching off."""
+        return self._expecting() if self.batchable else _NOTHING
+
+    @contextlib.contextmanager
+    def _expecting(self) -> Iterator[None]:
         with self._cond:
             self._coming += 1
             self._inview += 1
@@ -241,6 +246,11 @@ class Executor:
                     self._coming -= 1
                 self._inview -= 1
                 self._cond.notify_all()  # a holding runner re-decides
+
+    def in_flight(self) -> tuple[int, int]:
+        """(requests inside ``expecting``, of those not at the executor yet)."""
+        with self._cond:
+            return self._inview, self._coming
 
     def waiting(self) -> int:
         """Requests queued for the runner now."""
@@ -295,11 +305,14 @@ class Executor:
 
     def _count(self, how: str) -> None:
         self.counts[how] += 1
-        counter = self._batches.get(how)
-        if counter is None and self.metrics.batches is not None:
-            counter = self._batches[how] = self.metrics.batches.labels(how)
-        if counter is not None:
-            counter.inc()
+        try:
+            counter = self._batches.get(how)
+            if counter is None and self.metrics.batches is not None:
+                counter = self._batches[how] = self.metrics.batches.labels(how)
+            if counter is not None:
+                counter.inc()
+        except Exception:  # pragma: no cover - metrics must never break an answer
+            log.exception("could not count a batch")
 
     def _take(self, first: _Pending, batch: list[_Pending], rows: int) -> int:
         """Move the waiting requests compatible with ``first`` into ``batch`` (lock held)."""
@@ -330,18 +343,9 @@ class Executor:
 
     def _execute(self, batch: list[_Pending]) -> None:
         start = time.perf_counter()
-        metrics = self.metrics
         rows = sum(p.rows for p in batch)
-        for p in batch:
-            metrics.queue_seconds.observe(start - p.enqueued)
-        metrics.batch_size.observe(rows)
-        mix = "+".join(sorted({p.protocol for p in batch}))
-        counter = self._mixes.get(mix)
-        if counter is None and metrics.batch_protocols is not None:
-            counter = self._mixes[mix] = metrics.batch_protocols.labels(mix)
-        if counter is not None:
-            counter.inc()
         try:
+            self._observe(batch, start, rows)
             if len(batch) == 1:
                 batch[0].outputs = self._run(batch[0].feeds)
             elif batch[0].length is not None:
@@ -357,12 +361,28 @@ class Executor:
                         [p.feeds[name] for p in batch], axis=axis)
                 outputs = self._run(merged)
                 _split(batch, outputs, self.out_axes)
+            self.costs.add(rows, time.perf_counter() - start)
         except BaseException as exc:  # every waiter must wake, whatever happened
             for p in batch:
                 p.error = exc
-        self.costs.add(rows, time.perf_counter() - start)
-        for p in batch[1:]:
-            p.done.set()
+        finally:
+            for p in batch[1:]:
+                p.done.set()
+
+    def _observe(self, batch: list[_Pending], start: float, rows: int) -> None:
+        metrics = self.metrics
+        try:
+            for p in batch:
+                metrics.queue_seconds.observe(start - p.enqueued)
+            metrics.batch_size.observe(rows)
+            mix = "+".join(sorted({p.protocol for p in batch}))
+            counter = self._mixes.get(mix)
+            if counter is None and metrics.batch_protocols is not None:
+                counter = self._mixes[mix] = metrics.batch_protocols.labels(mix)
+            if counter is not None:
+                counter.inc()
+        except Exception:  # pragma: no cover - metrics must never break an answer
+            log.exception("could not count a batch")
 
     # ------------------------------------------------------------------ helpers
 
