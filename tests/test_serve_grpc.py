@@ -464,6 +464,26 @@ def test_one_batch_holds_rest_and_grpc_requests(start, models):
     assert counts[(("endpoint", "predict"), ("protocol", "http"), ("status", "200"))] == 3
 
 
+def test_lone_requests_are_never_held_with_adaptive_batching(start, models):
+    # adaptive hold (the default) with a 60 s bound: one client at a time, over either protocol,
+    # is never in flight beside another request, so every batch runs at once ("alone"); a held
+    # request would count as "held" (and take a minute)
+    server = start("mlp", "--workers", "1", "--max-batch-size", "64", "--batch-timeout-ms",
+                   "60000")
+    channel = server.channel()
+    x = np.zeros((1, 64), np.float32)
+    for i in range(6):
+        if i % 2:
+            assert server.post_json("/predict", {"inputs": x.tolist()}, timeout=30)[0] == 200
+        else:
+            assert _infer_timed(server, x, channel)[0] == grpc.StatusCode.OK
+    hows = {dict(k)["how"]: v for k, v in server.counts("onnxdeploy_batches_total").items()}
+    assert hows == {"alone": 6}, hows
+    mixes = {dict(k)["protocols"]: v for k, v in
+             server.counts("onnxdeploy_batch_protocols_total").items()}
+    assert mixes == {"grpc": 3, "http": 3}, mixes
+
+
 # ----------------------------------------------------------------------- workers
 
 
