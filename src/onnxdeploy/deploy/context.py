@@ -42,22 +42,43 @@ SERVE_PACKAGES = ("onnxruntime", "onnx", "numpy", "flask", "granian", "orjson",
                   "grpcio", "protobuf")
 #: only for a model that carries a tokenizer (metadata ``onnxdeploy.tokenizer``)
 TEXT_PACKAGES = ("tokenizers",)
-#: never in the image, whatever a dependency's metadata says
-EXCLUDED = {"torch", "transformers", "sympy", "mpmath", "scikit-learn", "scipy"}
+#: never in the image, whatever a dependency's metadata says (pygments and markdown-it-py are
+#: rich's syntax highlighting and Markdown: no serve path renders either)
+EXCLUDED = {"torch", "transformers", "sympy", "mpmath", "scikit-learn", "scipy",
+            "pygments", "markdown-it-py", "mdurl"}
 INITS = ("catatonit", "tini")
-#: run in the build stage after the install: what serving never reads (test suites and their data,
-#: source maps of the Swagger UI, C sources, ORT's transformer tools): ~55 MB of the venv
+#: what serving never reads, removed from the venv in the build stage (paths under site-packages;
+#: ``*`` as in a glob). Each entry is checked by the container tests (the image must still serve):
+PRUNE_DIRS = (
+    "onnxruntime/transformers", "onnxruntime/quantization", "onnxruntime/tools",  # offline tools
+    "onnx/reference",                    # the reference evaluator (onnx does not import it)
+    "numpy/f2py", "numpy/distutils", "numpy/_core/include", "numpy/_pyinstaller",  # build-time
+)
+PRUNE_FILES = (
+    # ORT's C-API library for other languages: the Python binding links none of it (no NEEDED
+    # entry; it carries its own copy of the runtime): 35 MB
+    "onnxruntime/capi/libonnxruntime.so*",
+    # /docs serves swagger-ui-bundle.js and swagger-ui.css only: not the editor, not ES modules
+    "swagger_ui/static/swagger-editor*", "swagger_ui/static/*-es-bundle*",
+)
+#: run in the build stage after the install: the lists above, plus every package's test suite and
+#: C sources, source maps, type stubs
 PRUNE = """import pathlib, shutil, sys
 site = next(pathlib.Path(sys.prefix).glob("lib/python*/site-packages"))
+for pattern in DIRS:
+    for p in site.glob(pattern):
+        shutil.rmtree(p)
+for pattern in FILES:
+    for p in site.glob(pattern):
+        p.unlink()
 for p in sorted(site.rglob("*"), reverse=True):
     if not p.exists():
         continue
-    rel = p.relative_to(site).as_posix()
-    if p.is_dir() and (p.name in ("tests", "test") or rel == "onnxruntime/transformers"):
+    if p.is_dir() and p.name in ("tests", "test"):
         shutil.rmtree(p)
-    elif p.is_file() and p.suffix in (".map", ".pyx", ".pxd", ".pxi", ".c", ".cpp"):
+    elif p.is_file() and p.suffix in (".map", ".pyx", ".pxd", ".pxi", ".c", ".cpp", ".h", ".pyi"):
         p.unlink()
-"""
+""".replace("DIRS", repr(PRUNE_DIRS)).replace("FILES", repr(PRUNE_FILES))
 
 
 @dataclass
@@ -347,9 +368,10 @@ COPY wheels/ /tmp/wheels/
 RUN python3 -c "{check}" \\
  && python3 -m venv {VENV} \\
  && {VENV}/bin/python -m pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check \\
-      --find-links /tmp/wheels -r /tmp/wheels/requirements.txt \\
+      --no-compile --find-links /tmp/wheels -r /tmp/wheels/requirements.txt \\
  && {VENV}/bin/python -m pip uninstall -y -q pip setuptools \\
  && {VENV}/bin/python /tmp/wheels/prune.py \\
+ && {VENV}/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash {VENV}/lib \\
  && {VENV}/bin/python -c "import onnxdeploy.serve.front, onnxdeploy.serve.grpc_service, onnxruntime, granian, grpc"
 
 FROM {base}
