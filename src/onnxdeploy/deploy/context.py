@@ -42,6 +42,9 @@ SERVE_PACKAGES = ("onnxruntime", "onnx", "numpy", "flask", "granian", "orjson",
                   "grpcio", "protobuf")
 #: only for a model that carries a tokenizer (metadata ``onnxdeploy.tokenizer``)
 TEXT_PACKAGES = ("tokenizers",)
+#: only for a variant served on OpenVINO (metadata ``onnxdeploy.runtime`` = openvino, or
+#: ``--set runtime=openvino``); nncf is for quantizing, not serving
+OPENVINO_PACKAGES = ("openvino",)
 #: never in the image, whatever a dependency's metadata says (pygments and markdown-it-py are
 #: rich's syntax highlighting and Markdown: no serve path renders either)
 EXCLUDED = {"torch", "transformers", "sympy", "mpmath", "scikit-learn", "scipy",
@@ -109,6 +112,7 @@ class ContainerizeReport:
     init: str | None
     serve_env: dict[str, str]
     measured_cpu: dict | None
+    runtime: str = "onnxruntime"  #: the runtime the image serves the model on
     timings_s: dict[str, float] = field(default_factory=dict)
     image_size_bytes: int | None = None
     manifests: list[str] = field(default_factory=list)
@@ -339,10 +343,12 @@ def _python_tag() -> str:
 
 
 def render_containerfile(*, base: str, model_file: str, serve_env: dict[str, str],
-                         init: bool, sha256: str, python: str | None = None) -> str:
+                         init: bool, sha256: str, python: str | None = None,
+                         runtime: str = "onnxruntime") -> str:
     """The Containerfile: works on python:3.11-slim and on a Debian base with python3-venv alike
     (``python3 -m venv``; nothing assumes /usr/local/bin/python)."""
     python = python or _python_tag()
+    extra_import = ", openvino" if runtime == "openvino" else ""
     env = {
         "PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
@@ -372,7 +378,7 @@ RUN python3 -c "{check}" \\
  && {VENV}/bin/python -m pip uninstall -y -q pip setuptools \\
  && {VENV}/bin/python /tmp/wheels/prune.py \\
  && {VENV}/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash {VENV}/lib \\
- && {VENV}/bin/python -c "import onnxdeploy.serve.front, onnxdeploy.serve.grpc_service, onnxruntime, granian, grpc"
+ && {VENV}/bin/python -c "import onnxdeploy.serve.front, onnxdeploy.serve.grpc_service, onnxruntime, granian, grpc{extra_import}"
 
 FROM {base}
 COPY --from=build {VENV} {VENV}
@@ -380,7 +386,8 @@ COPY --from=build {VENV} {VENV}
 ENV {env_lines}
 LABEL org.opencontainers.image.title="onnxdeploy serve {model_file}" \\
       org.opencontainers.image.version="{__version__}" \\
-      io.onnxdeploy.model.sha256="{sha256}"
+      io.onnxdeploy.model.sha256="{sha256}" \\
+      io.onnxdeploy.runtime="{runtime}"
 USER {USER_ID}:{USER_ID}
 WORKDIR /tmp
 EXPOSE {IMAGE_PORT} {GRPC_PORT}
@@ -412,7 +419,9 @@ def write_context(dest: Path, model: Path, measured: dict | None, options: Conta
     timings["model_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    roots = SERVE_PACKAGES + (TEXT_PACKAGES if "onnxdeploy.tokenizer" in meta else ())
+    runtime = serve_runtime(meta, options.serve_env)
+    roots = (SERVE_PACKAGES + (TEXT_PACKAGES if "onnxdeploy.tokenizer" in meta else ())
+             + (OPENVINO_PACKAGES if runtime == "openvino" else ()))
     requirements = pinned_requirements(roots)
     write_wheels(dest / "wheels", requirements)
     timings["wheels_s"] = time.perf_counter() - t0
@@ -424,9 +433,17 @@ def write_context(dest: Path, model: Path, measured: dict | None, options: Conta
         os.chmod(dest / "bin" / "init", 0o755)
     (dest / "Containerfile").write_text(render_containerfile(
         base=options.base, model_file=model.name, serve_env=options.serve_env,
-        init=init is not None, sha256=sha))
+        init=init is not None, sha256=sha, runtime=runtime))
     return {"sha256": sha, "requirements": requirements,
-            "init": init.name if init is not None else None, "measured_cpu": measured}
+            "init": init.name if init is not None else None, "measured_cpu": measured,
+            "runtime": runtime}
+
+
+def serve_runtime(meta: dict[str, str], serve_env: dict[str, str]) -> str:
+    """The runtime the image will serve on: a baked ``ONNXDEPLOY_RUNTIME`` (``--set runtime=``),
+    else the variant's metadata, else ONNX Runtime (as ``serve`` decides)."""
+    return (serve_env.get("ONNXDEPLOY_RUNTIME") or meta.get(modelfile.META_RUNTIME)
+            or "onnxruntime")
 
 
 def _prepare_destination(context_only: str) -> Path:
@@ -479,6 +496,7 @@ def containerize_model(options: ContainerizeOptions) -> ContainerizeReport:
         image=options.image, model=str(model), model_file=model.name, base=options.base,
         builder=builder.name if builder else None, context=str(dest) if dest else None,
         sha256=facts["sha256"], requirements=facts["requirements"], init=facts["init"],
+        runtime=facts["runtime"],
         serve_env=dict(options.serve_env), measured_cpu=facts["measured_cpu"], timings_s=timings,
         image_size_bytes=size)
 
@@ -546,9 +564,16 @@ def _build_error(r: subprocess.CompletedProcess) -> str:
 
 
 def _image_size(builder, image: str) -> int | None:
-    r = builder.run("image", "inspect", "--format", "{{.Size}}", image) if builder.name != "buildah" \
-        else builder.run("inspect", "--type", "image", "--format", "{{.Size}}", image)
+    """Bytes of the image's uncompressed layers (what ``podman images`` shows)."""
+    if builder.name != "buildah":
+        r = builder.run("image", "inspect", "--format", "{{.Size}}", image)
+        try:
+            return int(r.stdout.strip())
+        except ValueError:
+            return None
+    # buildah has no size field: its manifest lists each (uncompressed) layer with its size
+    r = builder.run("inspect", "--type", "image", "--format", "{{.Manifest}}", image)
     try:
-        return int(r.stdout.strip())
-    except ValueError:
+        return sum(int(layer["size"]) for layer in json.loads(r.stdout)["layers"])
+    except (ValueError, KeyError, TypeError):
         return None
