@@ -345,10 +345,11 @@ def _run_as_rt(built, name: str, models: Path, extra=()) -> tuple[str, int, dict
     sec = c["securityContext"]
     args = [a.replace("{{.Name}}", name) for a in c["args"]]
     env = [x for e in c.get("env", []) for x in ("-e", f"{e['name']}={e['value']}")]
-    cid = podman("run", "-d", "--read-only", "--user", f"{sec['runAsUser']}:{sec['runAsGroup']}",
-                 "--cpus", limits["cpu"], "--memory", limits["memory"].replace("Mi", "m"),
-                 *publish,
-                 "-v", f"{models}:/mnt/models:ro", *env, *extra, c["image"], *args).stdout.strip()
+    argv = ["run", "-d", "--read-only", "--user", f"{sec['runAsUser']}:{sec['runAsGroup']}",
+            "--cpus", limits["cpu"], "--memory", limits["memory"].replace("Mi", "m"), *publish,
+            "-v", f"{models}:/mnt/models:ro", *env, *extra, c["image"], *args]
+    print("podman " + " ".join(map(str, argv)))
+    cid = podman(*argv).stdout.strip()
     return cid, port, c
 
 
@@ -384,6 +385,8 @@ def test_image_runs_as_the_servingruntime_says(built, tmp_path):
         res = tc.infer("digits-v2", [inp])
         out_name = tc.get_model_metadata("digits-v2").outputs[0].name
         np.testing.assert_allclose(res.as_numpy(out_name), _ort(other, x), rtol=1e-4, atol=1e-5)
+        print(f"tritonclient.grpc infer digits-v2 on :{grpc_port}: {out_name} "
+              f"{res.as_numpy(out_name).shape} equal to ONNX Runtime run directly")
         tc.close()
 
         # SIGTERM with requests in flight: none is lost, exit 0 within the grace period
