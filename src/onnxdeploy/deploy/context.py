@@ -9,7 +9,10 @@ The context (see ``render_containerfile`` for what the image does):
     bin/init                  a static catatonit or tini from this machine (PID 1: signals, reaping)
 
 The image installs the wheels with ``--no-index`` (an offline, reproducible build), in a build
-stage whose venv is copied into the final stage without pip. The context is made in a temporary
+stage whose venv is pruned of what serving never reads (``PRUNE_DIRS``, ``PRUNE_FILES``), compiled
+to unchecked-hash bytecode (``COPY --from`` rounds file times, which makes timestamp-checked
+``.pyc`` stale; a read-only root then compiles every module at each start) and copied into the
+final stage without pip. The context is made in a temporary
 directory and moved into place (``--context-only``) or removed after the build: a failure leaves
 no context and no tagged image behind.
 """
