@@ -3,12 +3,14 @@
     CONTAINERS_CONF=... python benchmarks/container.py [--base IMAGE] [--image TAG]
         [--duration 4] [--repeats 5] [--json out.json]
 
-Builds (or reuses, with --image) an image with ``onnxdeploy containerize``, then alternates runs
-(host, container, host, ...) of wrk at 8 connections against ``onnxdeploy serve`` on the host
-and the container on the host network (no port forwarding in the path), both with the same
-defaults (one worker per core, one ORT thread each). Reports medians (min-max) and their ratio
-(goal: container >= 0.9x the host), the image size (goal: <= 350 MB) and start-to-ready time
-(``podman run`` to the first 200 from /v2/health/ready, medians of --starts).
+Builds (or reuses, with --image) an image with ``onnxdeploy containerize``, then runs rounds of
+wrk at 8 connections against ``onnxdeploy serve`` on the host (twice: A and B, an A/A control) and
+the container on the host network (no port forwarding in the path), all with the same defaults
+(one worker per core, one ORT thread each); the order inside a round rotates. Reports medians
+(min-max), the ratio container/host-A (goal: >= 0.9x) beside host-B/host-A (the A/A control: how
+far two identical servers drift apart on this machine), the image size (goal: <= 350 MB) and
+start-to-ready (``podman run`` to the first 200 from /v2/health/ready; goal <= 3 s), the median
+and range of --starts starts, with the part ``podman run`` itself took.
 
 On this test machine podman needs a containers.conf (tests/containers.py writes it; pass
 --containers-conf to write one here). Figures move with the load of other processes on the
@@ -42,6 +44,7 @@ from onnxdeploy.export import ExportOptions, export_model  # noqa: E402
 
 GOAL_RATIO = 0.9
 GOAL_SIZE_MB = 350
+GOAL_READY_S = 3.0
 
 
 def body() -> bytes:
@@ -66,16 +69,19 @@ def host_server(model: Path, port: int) -> subprocess.Popen:
     return proc
 
 
-def container(image: str, port: int) -> tuple[str, float]:
+def container(image: str, port: int) -> tuple[str, float, float]:
+    """(container id, seconds from ``podman run`` to ready, seconds ``podman run -d`` took)."""
     t0 = time.monotonic()
     cid = podman("run", "-d", "--rm", "--network", "host", "--read-only", "-e", f"PORT={port}",
                  image).stdout.strip()
+    started = time.monotonic() - t0
     wait_http(f"http://127.0.0.1:{port}/v2/health/ready", timeout=120)
-    return cid, time.monotonic() - t0
+    return cid, time.monotonic() - t0, started
 
 
-def median_range(values: list[float]) -> str:
-    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+def median_range(values: list[float], fmt: str = ",.0f") -> str:
+    return (f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}}, "
+            f"n={len(values)})")
 
 
 def main() -> None:
@@ -83,8 +89,8 @@ def main() -> None:
     ap.add_argument("--base", default=None, help=f"base image (default: {BASE_IMAGE}, made here)")
     ap.add_argument("--image", help="an image containerize already built (skip the build)")
     ap.add_argument("--duration", type=float, default=4)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--starts", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="rounds (host A, container, host B)")
+    ap.add_argument("--starts", type=int, default=5)
     ap.add_argument("--containers-conf", action="store_true",
                     help="write this test machine's containers.conf and use it")
     ap.add_argument("--json", type=Path)
@@ -109,53 +115,59 @@ def main() -> None:
         build["containerize_s"] = time.monotonic() - t0
     size = int(podman("image", "inspect", "--format", "{{.Size}}", image).stdout.strip())
 
-    starts = []
+    load_before = os.getloadavg()
+    starts, podman_runs = [], []
     for _ in range(args.starts):
         port = free_port()
-        cid, took = container(image, port)
+        cid, took, started = container(image, port)
         starts.append(took)
+        podman_runs.append(started)
         podman("stop", "-t", "30", cid)
 
-    runs: dict[str, list[dict]] = {"host": [], "container": []}
+    order = ["host-A", "container", "host-B"]
+    runs: dict[str, list[dict]] = {k: [] for k in order}
     for i in range(args.repeats):
-        for which in (("host", "container") if i % 2 == 0 else ("container", "host")):
+        for which in order[i % 3:] + order[:i % 3]:
             port = free_port()
-            if which == "host":
+            if which.startswith("host"):
                 proc = host_server(model, port)
                 try:
-                    runs["host"].append(wrk(port, args.duration))
+                    runs[which].append(wrk(port, args.duration))
                 finally:
                     os.killpg(proc.pid, signal.SIGTERM)
                     proc.wait(30)
             else:
-                cid, _ = container(image, port)
+                cid, _, _ = container(image, port)
                 try:
-                    runs["container"].append(wrk(port, args.duration))
+                    runs[which].append(wrk(port, args.duration))
                 finally:
                     podman("stop", "-t", "30", cid)
-    host = [r["rps"] for r in runs["host"]]
-    cont = [r["rps"] for r in runs["container"]]
-    ratio = statistics.median(cont) / statistics.median(host)
+    rps = {k: [r["rps"] for r in v] for k, v in runs.items()}
+    ratio = statistics.median(rps["container"]) / statistics.median(rps["host-A"])
+    control = statistics.median(rps["host-B"]) / statistics.median(rps["host-A"])
     env = environment()
     print(f"CPU: {env['cpu']} ({env['usable_cores']} usable cores); load average "
-          f"{os.getloadavg()[0]:.1f}")
-    print(f"digits-cnn, /predict one sample, wrk c=8, {args.repeats} alternated runs of "
-          f"{args.duration:g} s, medians (min-max):")
-    print(f"  host server     {median_range(host)} req/s, p99 "
-          f"{statistics.median(r['p99_ms'] for r in runs['host']):.1f} ms")
-    print(f"  container       {median_range(cont)} req/s, p99 "
-          f"{statistics.median(r['p99_ms'] for r in runs['container']):.1f} ms")
-    print(f"  ratio container/host {ratio:.2f}x (goal >= {GOAL_RATIO}x: "
-          f"{'met' if ratio >= GOAL_RATIO else 'missed'})")
+          f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
+    print(f"digits-cnn, /predict one sample, wrk c=8, {args.repeats} rounds of {args.duration:g} s "
+          f"runs (order rotated), medians (min-max):")
+    for k in order:
+        print(f"  {k:<10} {median_range(rps[k])} req/s, p99 "
+              f"{statistics.median(r['p99_ms'] for r in runs[k]):.1f} ms")
+    print(f"  ratio container/host-A {ratio:.2f}x (goal >= {GOAL_RATIO}x: "
+          f"{'met' if ratio >= GOAL_RATIO else 'missed'}); A/A control host-B/host-A "
+          f"{control:.2f}x")
+    ready = statistics.median(starts)
     print(f"image {image}: {size / 1e6:.0f} MB (goal <= {GOAL_SIZE_MB} MB: "
-          f"{'met' if size / 1e6 <= GOAL_SIZE_MB else 'missed'}); start to ready "
-          f"{statistics.median(starts):.1f} s (median of {len(starts)}: "
-          f"{', '.join(f'{s:.1f}' for s in starts)})")
+          f"{'met' if size / 1e6 <= GOAL_SIZE_MB else 'missed'})")
+    print(f"start to ready {median_range(starts, '.2f')} s (goal <= {GOAL_READY_S:g} s: "
+          f"{'met' if ready <= GOAL_READY_S else 'missed'}); of which podman run -d "
+          f"{median_range(podman_runs, '.2f')} s")
     if build:
         print(f"containerize {build['containerize_s']:.0f} s ({', '.join(f'{k} {v:.1f} s' for k, v in build['timings_s'].items())})")
     if args.json:
-        args.json.write_text(json.dumps({"runs": runs, "ratio": ratio, "image_bytes": size,
-                                         "start_to_ready_s": starts, "build": build,
+        args.json.write_text(json.dumps({"runs": runs, "ratio": ratio, "aa_control": control,
+                                         "image_bytes": size, "start_to_ready_s": starts,
+                                         "podman_run_s": podman_runs, "build": build,
                                          "environment": env}, indent=1))
     if args.image is None:
         podman("rmi", "-f", image, check=False)

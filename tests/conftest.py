@@ -96,6 +96,6 @@ def built(tmp_path_factory):
          str(root / "containerize.json")], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     print(f"base image {base_s:.1f} s; containerize {time.monotonic() - t0:.1f} s: {r.stdout.strip()}")
-    yield {"root": root, "baked": baked, "k8s": kdir, "image": DEPLOY_IMAGE,
+    yield {"root": root, "baked": baked, "k8s": kdir, "base": base, "image": DEPLOY_IMAGE,
            "report": json.loads((root / "containerize.json").read_text())}
     podman("rmi", "-f", DEPLOY_IMAGE, check=False)

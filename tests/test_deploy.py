@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -26,8 +27,16 @@ from onnxdeploy.bench.servers import free_port
 from onnxdeploy.deploy import context as ctxmod
 from onnxdeploy.deploy.context import ContainerizeOptions, containerize_model, render_containerfile
 from onnxdeploy.deploy.image import GRPC_PORT
-from onnxdeploy.deploy.manifests import GRACE_MARGIN_S, target_from_bench
-from onnxdeploy.modelfile import MEASURED_CPU_SUFFIX
+from onnxdeploy.deploy.manifests import (
+    GRACE_MARGIN_S,
+    ManifestOptions,
+    Resources,
+    deployment,
+    inference_service,
+    serving_runtime,
+    target_from_bench,
+)
+from onnxdeploy.modelfile import MEASURED_CPU_SUFFIX, META_RUNTIME, set_metadata
 
 IMAGE = f"localhost/onnxdeploy-test:{os.getpid()}"
 
@@ -73,6 +82,21 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
 def _stub_wheels(dest: Path, requirements: list[str]) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "requirements.txt").write_text("\n".join(requirements) + "\n")
+
+
+def api_errors(docs: list[dict]) -> list[str | None]:
+    """For each manifest: None if KServe's / Kubernetes' own API type accepts it, else why not
+    (tests/kserve_types.py, in a process of its own: see there why)."""
+    r = subprocess.run([sys.executable, str(Path(__file__).with_name("kserve_types.py"))],
+                       input=json.dumps(docs), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _manifest_options(**kw) -> ManifestOptions:
+    return ManifestOptions(image="registry.example.com/digits:1", name="digits",
+                           model_name="digits", resources=Resources(1, 192 * 2**20, 384 * 2**20),
+                           storage_uri="pvc://models/digits", target_rps=200, canary=25, **kw)
 
 
 # ----------------------------------------------------------------------------- fast: no builder
@@ -192,6 +216,89 @@ def test_autoscaling_target_from_a_bench_slo_report(tmp_path):
     assert target == 400 and "lowest capacity" in source
 
 
+def test_manifests_are_kserve_and_kubernetes_api_objects():
+    o = _manifest_options()
+    docs = [serving_runtime(o), inference_service(o), *deployment(o)]
+    assert [d["kind"] for d in docs] == ["ServingRuntime", "InferenceService", "Deployment",
+                                         "Service"]
+    # the check refuses a wrong manifest: a field KServe does not have, a value of the wrong type,
+    # a required field missing
+    bad = [serving_runtime(o) for _ in range(3)] + [inference_service(o), deployment(o)[0]]
+    c = bad[0]["spec"]["containers"][0]
+    c["readinesProbe"] = c.pop("readinessProbe")
+    bad[1]["spec"]["containers"][0]["ports"][0]["containerPort"] = "8080"
+    del bad[2]["spec"]["containers"][0]["name"]
+    bad[3]["spec"]["predictor"]["model"]["protocolVersions"] = ["v2"]
+    del bad[4]["spec"]["selector"]
+    errors = api_errors(json.loads(json.dumps(docs + bad)))
+    assert errors[:4] == [None] * 4, errors[:4]
+    assert errors[4] == ("ServingRuntime.spec.containers[0]: ['readinesProbe'] are not fields of "
+                         "V1Container")
+    assert errors[5] == ("ServingRuntime.spec.containers[0].ports[0].containerPort: '8080' is not "
+                         "of type int")
+    assert errors[6].startswith("ServingRuntime.spec.containers[0]: V1Container refused it") \
+        and "name" in errors[6]
+    assert errors[7] == ("InferenceService.spec.predictor.model: ['protocolVersions'] are not "
+                         "fields of V1beta1ModelSpec")
+    assert errors[8].startswith("Deployment.spec: V1DeploymentSpec refused it") \
+        and "selector" in errors[8]
+
+
+def _with_runtime(path: Path, runtime: str) -> Path:
+    proto = mlp_classifier(seed=0)
+    set_metadata(proto, {META_RUNTIME: runtime})
+    return save(proto, path)
+
+
+def test_an_openvino_variant_brings_openvino_into_the_image(tmp_path, monkeypatch):
+    import openvino
+
+    monkeypatch.setattr(ctxmod, "write_wheels", _stub_wheels)
+    cases = [(_with_runtime(tmp_path / "ov.onnx", "openvino"), {}, "openvino"),
+             (_with_runtime(tmp_path / "ort.onnx", "onnxruntime"), {}, "onnxruntime"),
+             (save(mlp_classifier(), tmp_path / "plain.onnx"), {}, "onnxruntime"),
+             (save(mlp_classifier(), tmp_path / "plain2.onnx"), {"ONNXDEPLOY_RUNTIME": "openvino"},
+              "openvino")]
+    for i, (model, env, runtime) in enumerate(cases):
+        out = tmp_path / f"ctx{i}"
+        report = containerize_model(ContainerizeOptions(source=str(model), image="x:1",
+                                                        context_only=str(out), serve_env=env))
+        assert report.runtime == runtime, model
+        reqs = (out / "wheels" / "requirements.txt").read_text().split()
+        text = (out / "Containerfile").read_text()
+        names = {r.split("==")[0] for r in reqs}
+        assert not names & {"torch", "nncf", "transformers"}
+        if runtime == "openvino":
+            assert f"openvino=={openvino.__version__.split('-')[0]}" in reqs, reqs
+            assert ", grpc, openvino\"" in text  # the build fails if it cannot be imported
+        else:
+            assert "openvino" not in names and "openvino" not in text.split("LABEL")[0]
+        assert f'io.onnxdeploy.runtime="{runtime}"' in text
+
+
+def test_a_docker_client_without_a_daemon_exits_2_and_leaves_nothing(tmp_path):
+    """This machine has the docker client (``/usr/local/bin/docker``) but no daemon (no
+    dockerd, nothing at /var/run/docker.sock; the session cannot run one), so a docker build
+    cannot run here: what is tested is that the client alone is refused before anything is made."""
+    if shutil.which("docker") is None:
+        pytest.skip("no docker client here")
+    probe = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=60)
+    if probe.returncode == 0:
+        pytest.skip("a docker daemon answers here: the refusal cannot be shown")
+    model = save(mlp_classifier(), tmp_path / "m.onnx")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    image = "localhost/onnxdeploy-docker-never:1"
+    r = cli("containerize", model, "-t", image, "--builder", "docker", "--kserve", tmp_path / "k",
+            env={"TMPDIR": str(scratch)})
+    line = one_line(r)
+    assert "--builder docker: docker: 'docker info' failed (Cannot connect to the Docker daemon" in line
+    assert "expected a working podman, buildah or docker" in line
+    assert not list(scratch.iterdir()) and not (tmp_path / "k").exists()  # no context, no manifests
+    if shutil.which("podman"):
+        assert subprocess.run(["podman", "image", "exists", image]).returncode != 0
+
+
 # ----------------------------------------------------------------------------- podman
 
 
@@ -217,10 +324,11 @@ def _run_as_rt(built, name: str, models: Path, extra=()) -> tuple[str, int, dict
     sec = c["securityContext"]
     args = [a.replace("{{.Name}}", name) for a in c["args"]]
     env = [x for e in c.get("env", []) for x in ("-e", f"{e['name']}={e['value']}")]
-    cid = podman("run", "-d", "--read-only", "--user", f"{sec['runAsUser']}:{sec['runAsGroup']}",
-                 "--cpus", limits["cpu"], "--memory", limits["memory"].replace("Mi", "m"),
-                 *publish,
-                 "-v", f"{models}:/mnt/models:ro", *env, *extra, c["image"], *args).stdout.strip()
+    argv = ["run", "-d", "--read-only", "--user", f"{sec['runAsUser']}:{sec['runAsGroup']}",
+            "--cpus", limits["cpu"], "--memory", limits["memory"].replace("Mi", "m"), *publish,
+            "-v", f"{models}:/mnt/models:ro", *env, *extra, c["image"], *args]
+    print("podman " + " ".join(map(str, argv)))
+    cid = podman(*argv).stdout.strip()
     return cid, port, c
 
 
@@ -256,6 +364,8 @@ def test_image_runs_as_the_servingruntime_says(built, tmp_path):
         res = tc.infer("digits-v2", [inp])
         out_name = tc.get_model_metadata("digits-v2").outputs[0].name
         np.testing.assert_allclose(res.as_numpy(out_name), _ort(other, x), rtol=1e-4, atol=1e-5)
+        print(f"tritonclient.grpc infer digits-v2 on :{grpc_port}: {out_name} "
+              f"{res.as_numpy(out_name).shape} equal to ONNX Runtime run directly")
         tc.close()
 
         # SIGTERM with requests in flight: none is lost, exit 0 within the grace period
@@ -345,6 +455,9 @@ def test_a_base_image_that_does_not_exist_exits_2(built, tmp_path):
 @pytest.mark.slow
 def test_manifests_carry_what_kserve_requires(built):
     k = built["k8s"]
+    docs = [doc for name in ("servingruntime.yaml", "inferenceservice.yaml", "deployment.yaml")
+            for doc in yaml.safe_load_all((k / name).read_text())]
+    assert api_errors(docs) == [None] * 4  # KServe's and Kubernetes' own API types accept them
     (rt,) = yaml.safe_load_all((k / "servingruntime.yaml").read_text())
     assert rt["apiVersion"] == "serving.kserve.io/v1alpha1" and rt["kind"] == "ServingRuntime"
     assert rt["spec"]["supportedModelFormats"] == [
@@ -381,3 +494,31 @@ def test_manifests_carry_what_kserve_requires(built):
     assert {"name": "tmp", "mountPath": "/tmp"} in spec["containers"][0]["volumeMounts"]
     assert any(v["name"] == "tmp" and "emptyDir" in v for v in spec["volumes"])
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.slow
+def test_buildah_builds_an_image_that_podman_runs(built, tmp_path):
+    if shutil.which("buildah") is None:
+        pytest.skip("buildah is not installed (Debian package buildah)")
+    image = f"localhost/onnxdeploy-test-buildah:{os.getpid()}"
+    t0 = time.monotonic()
+    r = cli("containerize", built["baked"], "-t", image, "--base", built["base"],
+            "--builder", "buildah", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    print(f"containerize --builder buildah {time.monotonic() - t0:.1f} s; "
+          f"{report['image_size_bytes'] / 1e6:.0f} MB")
+    assert report["builder"] == "buildah" and report["image_size_bytes"] > 100e6
+    port = free_port()
+    cid = podman("run", "-d", "--read-only", "--user", "10001:10001", "-p", f"127.0.0.1:{port}:8080",
+                 image).stdout.strip()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/health/ready")
+        x = np.random.default_rng(5).standard_normal((2, 64)).astype(np.float32)
+        status, answer = _infer(port, "baked", x)
+        assert status == 200, answer
+        np.testing.assert_allclose(np.array(answer["outputs"][0]["data"], np.float32).reshape(2, -1),
+                                   _ort(built["baked"], x), rtol=1e-4, atol=1e-5)
+    finally:
+        podman("rm", "-f", cid, check=False)
+        podman("rmi", "-f", image, check=False)

@@ -366,7 +366,8 @@ def test_grpc_requests_are_counted_beside_http(server):
 
 def _slow(start, *extra, hold_ms=1500):
     # every request waits for its batch to fill (1000 rows) until the timeout: held in flight
-    return start("mlp", "--workers", "1", "--max-batch-size", "1000", "--batch-timeout-ms",
+    return start("mlp", "--workers", "1", "--max-batch-size", "1000", "--batch-hold", "always",
+                 "--batch-timeout-ms",
                  str(hold_ms), *extra)
 
 
@@ -423,6 +424,64 @@ def test_sigterm_drains_in_flight_rpcs_and_refuses_new_ones(start):
     assert late[0] == grpc.StatusCode.UNAVAILABLE, late
     assert late[2].get("retry-after") == "1" and "shutting down" in late[1]
     assert server.proc.wait(20) == 0
+
+
+# ----------------------------------------------------------------------- batching
+
+
+def test_one_batch_holds_rest_and_grpc_requests(start, models):
+    # one worker, every batch held until 64 rows or 400 ms (--batch-hold always): requests sent
+    # together, over both protocols, meet in the one batcher; the batches are counted by the
+    # protocols they held
+    server = start("mlp", "--workers", "1", "--max-batch-size", "64", "--batch-hold", "always",
+                   "--batch-timeout-ms", "400")
+    rng = np.random.default_rng(7)
+    xs = [rng.standard_normal((1, 64)).astype(np.float32) for _ in range(6)]
+    channel = server.channel()
+    assert _infer_timed(server, xs[0], channel)[0] == grpc.StatusCode.OK  # connected
+
+    def rest(x):
+        status, _, body = server.post_json("/predict", {"inputs": x.tolist()})
+        assert status == 200, body
+        return np.asarray(json.loads(body)["outputs"]["logits"], np.float32)
+
+    def rpc(x):
+        code, resp, _, _ = _infer_timed(server, x, channel)
+        assert code == grpc.StatusCode.OK, resp
+        return np.frombuffer(resp.raw_output_contents[0], np.float32).reshape(1, 10)
+
+    with ThreadPoolExecutor(len(xs)) as pool:
+        got = list(pool.map(lambda ix: (rest if ix[0] % 2 else rpc)(ix[1]), enumerate(xs)))
+    for x, answer in zip(xs, got):
+        np.testing.assert_allclose(answer, _ref(models["mlp"], {"x": x})[0], rtol=1e-5, atol=1e-6)
+    mixes = {dict(k)["protocols"]: v for k, v in
+             server.counts("onnxdeploy_batch_protocols_total").items()}
+    assert mixes.get("grpc+http", 0) >= 1, mixes
+    assert sum(server.counts("onnxdeploy_batch_size_sum").values()) == len(xs) + 1  # rows
+    counts = server.counts()
+    key = (("endpoint", "v2_infer"), ("protocol", "grpc"))
+    assert counts[(*key, ("status", "200"))] == 4
+    assert counts[(("endpoint", "predict"), ("protocol", "http"), ("status", "200"))] == 3
+
+
+def test_lone_requests_are_never_held_with_adaptive_batching(start, models):
+    # adaptive hold (the default) with a 60 s bound: one client at a time, over either protocol,
+    # is never in flight beside another request, so every batch runs at once ("alone"); a held
+    # request would count as "held" (and take a minute)
+    server = start("mlp", "--workers", "1", "--max-batch-size", "64", "--batch-timeout-ms",
+                   "60000")
+    channel = server.channel()
+    x = np.zeros((1, 64), np.float32)
+    for i in range(6):
+        if i % 2:
+            assert server.post_json("/predict", {"inputs": x.tolist()}, timeout=30)[0] == 200
+        else:
+            assert _infer_timed(server, x, channel)[0] == grpc.StatusCode.OK
+    hows = {dict(k)["how"]: v for k, v in server.counts("onnxdeploy_batches_total").items()}
+    assert hows == {"alone": 6}, hows
+    mixes = {dict(k)["protocols"]: v for k, v in
+             server.counts("onnxdeploy_batch_protocols_total").items()}
+    assert mixes == {"grpc": 3, "http": 3}, mixes
 
 
 # ----------------------------------------------------------------------- workers

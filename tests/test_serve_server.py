@@ -295,9 +295,10 @@ def test_killed_worker_is_replaced(start):
 
 
 def _slow_server(start, *extra, timeout_ms=800):
-    # A batch that never fills holds every request for the batch timeout: slow, deterministic.
-    # Default --threads: a test passing here says nothing about a hand-tuned thread count.
-    return start("mlp", "--workers", "1", "--max-batch-size", "1000",
+    # A batch that never fills holds every request for the batch timeout (--batch-hold always):
+    # slow, deterministic. Default --threads: a test passing here says nothing about a
+    # hand-tuned thread count.
+    return start("mlp", "--workers", "1", "--max-batch-size", "1000", "--batch-hold", "always",
                  "--batch-timeout-ms", str(timeout_ms), *extra)
 
 
@@ -363,7 +364,7 @@ def test_sigterm_drains_accepted_requests(start):
 
 def test_batching_gives_each_caller_its_own_rows(start, models):
     server = start("mlp", "--workers", "1", "--threads", "16", "--max-batch-size", "64",
-                   "--batch-timeout-ms", "100")  # 16 threads: many requests share a batch
+                   "--batch-hold", "always", "--batch-timeout-ms", "100")  # held: they share one
     rng = np.random.default_rng(3)
     xs = [rng.standard_normal((1 + i % 3, 64)).astype(np.float32) for i in range(12)]
     with ThreadPoolExecutor(12) as pool:

@@ -12,6 +12,7 @@ import json
 import re
 import struct
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import hf_fixtures as hf
@@ -230,8 +231,12 @@ def _run_concurrently(executor, encoder, requests):
         results[i] = executor.infer(feeds, len(requests[i]), padded=True)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
-    for t in threads:
-        t.start()
+    with executor.paused():  # the runner is busy: every request queues, then they merge
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while executor.waiting() < len(requests) and time.monotonic() < deadline:
+            time.sleep(0.01)
     for t in threads:
         t.join(30)
     return results
@@ -351,6 +356,7 @@ def test_without_the_tokenizers_library_texts_are_501_and_token_ids_still_serve(
 @pytest.fixture(scope="module")
 def st_server(models):
     s = Server(models["st"], "--workers", "1", "--max-batch-size", "16", "--batch-timeout-ms", "150",
+               "--batch-hold", "always",
                tmp=models["root"])
     yield s
     s.stop()

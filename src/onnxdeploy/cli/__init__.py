@@ -79,9 +79,9 @@ def cli(ctx, quiet: bool, verbose: bool) -> None:
     import logging
     import os
 
-    from ..report.terminal import QUIET_ENV
+    if quiet:  # rich (report.terminal) only when asked: serve's start and its image skip it
+        from ..report.terminal import QUIET_ENV
 
-    if quiet:
         previous = os.environ.get(QUIET_ENV)
         os.environ[QUIET_ENV] = "1"
 

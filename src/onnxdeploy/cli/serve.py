@@ -113,7 +113,12 @@ def resolve_model(model: str | None, model_dir: str | None) -> str:
 @click.option("--max-batch-size", envvar=env("max_batch_size"), type=click.IntRange(min=0), default=0, show_default=True,
               help="Dynamic batching: merge concurrent requests up to this many rows (0 = off).")
 @click.option("--batch-timeout-ms", envvar=env("batch_timeout_ms"), type=click.FloatRange(min=0), default=2.0, show_default=True,
-              help="Dynamic batching: longest wait for a batch to fill.")
+              help="Dynamic batching: longest a free runner holds a batch for more requests.")
+@click.option("--batch-hold", envvar=env("batch_hold"), type=click.Choice(["adaptive", "always"]),
+              default="adaptive", show_default=True,
+              help="Dynamic batching: adaptive holds a batch only while other requests are in "
+                   "flight and waiting is measured to pay (a lone request runs at once); always "
+                   "holds every batch until it is full or the timeout passes.")
 @click.option("--max-inflight", envvar=env("max_inflight"), type=click.IntRange(min=1), default=64, show_default=True,
               help="Inference requests accepted at once per worker, running or waiting for a "
                    "thread or a batch; more get 503 + Retry-After at once, without queueing.")
@@ -146,7 +151,7 @@ def resolve_model(model: str | None, model_dir: str | None) -> str:
 @click.pass_context
 def command(ctx, model, name, model_name, model_dir, host, port, http_port, workers, http_threads, legacy_threads,
             ort_threads, runtime,
-            max_batch_size, batch_timeout_ms, max_inflight, max_body_mb, max_buffer_mb, max_batch, api_key_env,
+            max_batch_size, batch_timeout_ms, batch_hold, max_inflight, max_body_mb, max_buffer_mb, max_batch, api_key_env,
             graceful_timeout, body_timeout, grpc_port, heartbeat_timeout, dev):
     """Serve an ONNX model over HTTP: /predict, the Open Inference Protocol, /metrics, /docs.
 
@@ -171,7 +176,7 @@ def command(ctx, model, name, model_name, model_dir, host, port, http_port, work
             model=model, name=name, host=host, port=port, workers=workers,
             http_threads=http_threads, ort_threads=ort_threads, runtime=runtime,
             max_batch_size=max_batch_size,
-            batch_timeout_ms=batch_timeout_ms, max_inflight=max_inflight, max_body_mb=max_body_mb,
+            batch_timeout_ms=batch_timeout_ms, batch_hold=batch_hold, max_inflight=max_inflight, max_body_mb=max_body_mb,
             max_buffer_mb=max_buffer_mb, max_batch=max_batch, api_key_env=api_key_env, dev=dev,
             graceful_timeout=graceful_timeout, body_timeout=body_timeout, grpc_port=grpc_port,
             heartbeat_timeout=heartbeat_timeout,

@@ -51,7 +51,7 @@ class Builder:
     def build(self, context: Path, image: str) -> subprocess.CompletedProcess:
         file = str(context / "Containerfile")
         if self.name == "buildah":
-            args = ["bud", "--layers=false", "-f", file, "-t", image, str(context)]
+            args = ["bud", "--layers=false", "--force-rm", "-f", file, "-t", image, str(context)]
         elif self.name == "podman":
             args = ["build", "--layers=false", "--force-rm", "-f", file, "-t", image, str(context)]
         else:

@@ -9,7 +9,10 @@ The context (see ``render_containerfile`` for what the image does):
     bin/init                  a static catatonit or tini from this machine (PID 1: signals, reaping)
 
 The image installs the wheels with ``--no-index`` (an offline, reproducible build), in a build
-stage whose venv is copied into the final stage without pip. The context is made in a temporary
+stage whose venv is pruned of what serving never reads (``PRUNE_DIRS``, ``PRUNE_FILES``), compiled
+to unchecked-hash bytecode (``COPY --from`` rounds file times, which makes timestamp-checked
+``.pyc`` stale; a read-only root then compiles every module at each start) and copied into the
+final stage without pip. The context is made in a temporary
 directory and moved into place (``--context-only``) or removed after the build: a failure leaves
 no context and no tagged image behind.
 """
@@ -42,22 +45,46 @@ SERVE_PACKAGES = ("onnxruntime", "onnx", "numpy", "flask", "granian", "orjson",
                   "grpcio", "protobuf")
 #: only for a model that carries a tokenizer (metadata ``onnxdeploy.tokenizer``)
 TEXT_PACKAGES = ("tokenizers",)
-#: never in the image, whatever a dependency's metadata says
-EXCLUDED = {"torch", "transformers", "sympy", "mpmath", "scikit-learn", "scipy"}
+#: only for a variant served on OpenVINO (metadata ``onnxdeploy.runtime`` = openvino, or
+#: ``--set runtime=openvino``); nncf is for quantizing, not serving
+OPENVINO_PACKAGES = ("openvino",)
+#: never in the image, whatever a dependency's metadata says (pygments and markdown-it-py are
+#: rich's syntax highlighting and Markdown: no serve path renders either)
+EXCLUDED = {"torch", "transformers", "sympy", "mpmath", "scikit-learn", "scipy",
+            "pygments", "markdown-it-py", "mdurl"}
 INITS = ("catatonit", "tini")
-#: run in the build stage after the install: what serving never reads (test suites and their data,
-#: source maps of the Swagger UI, C sources, ORT's transformer tools): ~55 MB of the venv
+#: what serving never reads, removed from the venv in the build stage (paths under site-packages;
+#: ``*`` as in a glob). Each entry is checked by the container tests (the image must still serve):
+PRUNE_DIRS = (
+    "onnxruntime/transformers", "onnxruntime/quantization", "onnxruntime/tools",  # offline tools
+    "onnx/reference",                    # the reference evaluator (onnx does not import it)
+    "numpy/f2py", "numpy/distutils", "numpy/_core/include", "numpy/_pyinstaller",  # build-time
+)
+PRUNE_FILES = (
+    # ORT's C-API library for other languages: the Python binding links none of it (no NEEDED
+    # entry; it carries its own copy of the runtime): 35 MB
+    "onnxruntime/capi/libonnxruntime.so*",
+    # /docs serves swagger-ui-bundle.js and swagger-ui.css only: not the editor, not ES modules
+    "swagger_ui/static/swagger-editor*", "swagger_ui/static/*-es-bundle*",
+)
+#: run in the build stage after the install: the lists above, plus every package's test suite and
+#: C sources, source maps, type stubs
 PRUNE = """import pathlib, shutil, sys
 site = next(pathlib.Path(sys.prefix).glob("lib/python*/site-packages"))
+for pattern in DIRS:
+    for p in site.glob(pattern):
+        shutil.rmtree(p)
+for pattern in FILES:
+    for p in site.glob(pattern):
+        p.unlink()
 for p in sorted(site.rglob("*"), reverse=True):
     if not p.exists():
         continue
-    rel = p.relative_to(site).as_posix()
-    if p.is_dir() and (p.name in ("tests", "test") or rel == "onnxruntime/transformers"):
+    if p.is_dir() and p.name in ("tests", "test"):
         shutil.rmtree(p)
-    elif p.is_file() and p.suffix in (".map", ".pyx", ".pxd", ".pxi", ".c", ".cpp"):
+    elif p.is_file() and p.suffix in (".map", ".pyx", ".pxd", ".pxi", ".c", ".cpp", ".h", ".pyi"):
         p.unlink()
-"""
+""".replace("DIRS", repr(PRUNE_DIRS)).replace("FILES", repr(PRUNE_FILES))
 
 
 @dataclass
@@ -88,6 +115,7 @@ class ContainerizeReport:
     init: str | None
     serve_env: dict[str, str]
     measured_cpu: dict | None
+    runtime: str = "onnxruntime"  #: the runtime the image serves the model on
     timings_s: dict[str, float] = field(default_factory=dict)
     image_size_bytes: int | None = None
     manifests: list[str] = field(default_factory=list)
@@ -318,10 +346,12 @@ def _python_tag() -> str:
 
 
 def render_containerfile(*, base: str, model_file: str, serve_env: dict[str, str],
-                         init: bool, sha256: str, python: str | None = None) -> str:
+                         init: bool, sha256: str, python: str | None = None,
+                         runtime: str = "onnxruntime") -> str:
     """The Containerfile: works on python:3.11-slim and on a Debian base with python3-venv alike
     (``python3 -m venv``; nothing assumes /usr/local/bin/python)."""
     python = python or _python_tag()
+    extra_import = ", openvino" if runtime == "openvino" else ""
     env = {
         "PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
@@ -347,10 +377,11 @@ COPY wheels/ /tmp/wheels/
 RUN python3 -c "{check}" \\
  && python3 -m venv {VENV} \\
  && {VENV}/bin/python -m pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check \\
-      --find-links /tmp/wheels -r /tmp/wheels/requirements.txt \\
+      --no-compile --find-links /tmp/wheels -r /tmp/wheels/requirements.txt \\
  && {VENV}/bin/python -m pip uninstall -y -q pip setuptools \\
  && {VENV}/bin/python /tmp/wheels/prune.py \\
- && {VENV}/bin/python -c "import onnxdeploy.serve.front, onnxdeploy.serve.grpc_service, onnxruntime, granian, grpc"
+ && {VENV}/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash {VENV}/lib \\
+ && {VENV}/bin/python -c "import onnxdeploy.serve.front, onnxdeploy.serve.grpc_service, onnxruntime, granian, grpc{extra_import}"
 
 FROM {base}
 COPY --from=build {VENV} {VENV}
@@ -358,7 +389,8 @@ COPY --from=build {VENV} {VENV}
 ENV {env_lines}
 LABEL org.opencontainers.image.title="onnxdeploy serve {model_file}" \\
       org.opencontainers.image.version="{__version__}" \\
-      io.onnxdeploy.model.sha256="{sha256}"
+      io.onnxdeploy.model.sha256="{sha256}" \\
+      io.onnxdeploy.runtime="{runtime}"
 USER {USER_ID}:{USER_ID}
 WORKDIR /tmp
 EXPOSE {IMAGE_PORT} {GRPC_PORT}
@@ -390,7 +422,9 @@ def write_context(dest: Path, model: Path, measured: dict | None, options: Conta
     timings["model_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    roots = SERVE_PACKAGES + (TEXT_PACKAGES if "onnxdeploy.tokenizer" in meta else ())
+    runtime = serve_runtime(meta, options.serve_env)
+    roots = (SERVE_PACKAGES + (TEXT_PACKAGES if "onnxdeploy.tokenizer" in meta else ())
+             + (OPENVINO_PACKAGES if runtime == "openvino" else ()))
     requirements = pinned_requirements(roots)
     write_wheels(dest / "wheels", requirements)
     timings["wheels_s"] = time.perf_counter() - t0
@@ -402,9 +436,17 @@ def write_context(dest: Path, model: Path, measured: dict | None, options: Conta
         os.chmod(dest / "bin" / "init", 0o755)
     (dest / "Containerfile").write_text(render_containerfile(
         base=options.base, model_file=model.name, serve_env=options.serve_env,
-        init=init is not None, sha256=sha))
+        init=init is not None, sha256=sha, runtime=runtime))
     return {"sha256": sha, "requirements": requirements,
-            "init": init.name if init is not None else None, "measured_cpu": measured}
+            "init": init.name if init is not None else None, "measured_cpu": measured,
+            "runtime": runtime}
+
+
+def serve_runtime(meta: dict[str, str], serve_env: dict[str, str]) -> str:
+    """The runtime the image will serve on: a baked ``ONNXDEPLOY_RUNTIME`` (``--set runtime=``),
+    else the variant's metadata, else ONNX Runtime (as ``serve`` decides)."""
+    return (serve_env.get("ONNXDEPLOY_RUNTIME") or meta.get(modelfile.META_RUNTIME)
+            or "onnxruntime")
 
 
 def _prepare_destination(context_only: str) -> Path:
@@ -457,6 +499,7 @@ def containerize_model(options: ContainerizeOptions) -> ContainerizeReport:
         image=options.image, model=str(model), model_file=model.name, base=options.base,
         builder=builder.name if builder else None, context=str(dest) if dest else None,
         sha256=facts["sha256"], requirements=facts["requirements"], init=facts["init"],
+        runtime=facts["runtime"],
         serve_env=dict(options.serve_env), measured_cpu=facts["measured_cpu"], timings_s=timings,
         image_size_bytes=size)
 
@@ -524,9 +567,16 @@ def _build_error(r: subprocess.CompletedProcess) -> str:
 
 
 def _image_size(builder, image: str) -> int | None:
-    r = builder.run("image", "inspect", "--format", "{{.Size}}", image) if builder.name != "buildah" \
-        else builder.run("inspect", "--type", "image", "--format", "{{.Size}}", image)
+    """Bytes of the image's uncompressed layers (what ``podman images`` shows)."""
+    if builder.name != "buildah":
+        r = builder.run("image", "inspect", "--format", "{{.Size}}", image)
+        try:
+            return int(r.stdout.strip())
+        except ValueError:
+            return None
+    # buildah has no size field: its manifest lists each (uncompressed) layer with its size
+    r = builder.run("inspect", "--type", "image", "--format", "{{.Manifest}}", image)
     try:
-        return int(r.stdout.strip())
-    except ValueError:
+        return sum(int(layer["size"]) for layer in json.loads(r.stdout)["layers"])
+    except (ValueError, KeyError, TypeError):
         return None

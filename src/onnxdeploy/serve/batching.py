@@ -1,13 +1,40 @@
 """Running inference: directly, or with dynamic batching across concurrent requests.
 
-With batching on, request threads put their feeds in a per-process queue and wait. One batch
-thread takes the oldest request, gathers more until ``max_batch_size`` rows or until
-``timeout_ms`` after the oldest request arrived, concatenates compatible requests along each
-input's own batch axis (``state [2, batch, 128]`` along axis 1), makes one ``session.run`` and
-hands each caller its own rows, split along each output's batch axis. Requests are compatible
-when their batched inputs have the same dtypes and the same sizes off the batch axis, and their
-inputs without a batch axis (a 0-d flag, a sample rate) are equal, byte for byte: those are
-passed through once. Others wait for a later batch. A model with no batch axis is never merged.
+With batching on, one request at a time per process runs the session (the *runner*); the rest
+queue. The policy (measured on 2 shared cores, docs/serve.md "Dynamic batching"):
+
+- **a request that finds the runner idle runs at once**, in its own thread, with whatever is
+  waiting (nothing, when the runner was idle): a lone request is never held, and batching on
+  costs a request no thread hop it would not make with batching off;
+- **a request that finds the runner busy queues**; when the run ends, the runner hands over to
+  the oldest waiting request, whose thread gathers every compatible request waiting by then (up
+  to ``max_batch_size`` rows) and runs them as one batch. Under load batches grow by themselves,
+  as large as what arrived during the previous run;
+- **waiting for more** (holding a batch up to ``timeout_ms`` once the runner is free) happens
+  only where it is measured to pay: ``expecting`` (entered by the request path around each view)
+  tells the executor how many requests of this process are in flight and how many of those are
+  still being parsed (on their way to it). The runner holds while some other request is in
+  flight and the expected wait for the next arrival (the measured time from entering a view to
+  reaching the executor when one is on its way, else the measured gap between arrivals) is
+  shorter than the fixed cost of a run (the intercept of the measured run time against rows):
+  one more request in this batch then saves more than it costs. A lone request (nothing else in
+  flight in the process) never waits.
+- ``hold="always"`` (``--batch-hold always``) holds every batch until it is full or
+  ``timeout_ms`` passed, as a fixed queue delay does: a request then takes the timeout even
+  alone; for clients that prefer full batches to latency, and for tests that need requests
+  held in flight for a known time.
+
+``counts`` records each batch's way: ``alone`` (ran at once, nothing waiting), ``gathered`` (took
+what was waiting), ``held`` (waited for more); exported as ``onnxdeploy_batches_total{how}``,
+with the protocols a batch held (``http``, ``grpc``, ``grpc+http``: see ``protocol``) in
+``onnxdeploy_batch_protocols_total``.
+
+Merging: compatible requests are concatenated along each input's own batch axis
+(``state [2, batch, 128]`` along axis 1), run once, and each caller gets its own rows, split
+along each output's batch axis. Requests are compatible when their batched inputs have the same
+dtypes and the same sizes off the batch axis, and their inputs without a batch axis (a 0-d flag,
+a sample rate) are equal, byte for byte: those are passed through once. Others wait for a later
+batch. A model with no batch axis is never merged.
 
 Text requests (``padded=True``: token feeds from the worker's TextEncoder) merge whatever their
 sequence lengths: the batch is padded on the right to its longest sequence (``pad_feeds``,
@@ -19,10 +46,11 @@ length its own request had, so a caller gets what an unbatched run would have gi
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
-import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,8 +62,28 @@ from .validation import ApiError
 
 log = logging.getLogger("onnxdeploy.serve")
 
-#: how long a caller waits for its batch before giving up with 503 (a wedged batch thread)
+#: how long a caller waits for its batch before giving up with 503 (a wedged runner)
 RESULT_TIMEOUT_S = 120.0
+#: weight of a new observation in the moving averages of arrival gaps and run costs
+EWMA = 0.05
+
+#: the batch-hold policies (see the module docstring)
+HOLDS = ("adaptive", "always")
+
+_origin = threading.local()
+_NOTHING = contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def protocol(name: str) -> Iterator[None]:
+    """Requests made by this thread inside the block are counted under ``name`` in
+    ``onnxdeploy_batch_protocols_total`` (outside any block: ``http``)."""
+    previous = getattr(_origin, "name", "http")
+    _origin.name = name
+    try:
+        yield
+    finally:
+        _origin.name = previous
 
 
 @dataclass(eq=False)  # identity: deque.remove must never compare the feeds' arrays
@@ -45,16 +93,50 @@ class _Pending:
     key: tuple
     enqueued: float
     length: int | None = None  # a text request's own sequence length (padded merges)
+    protocol: str = "http"
     done: threading.Event = field(default_factory=threading.Event)
     outputs: list[np.ndarray] | None = None
     error: BaseException | None = None
+    lead: bool = False  # woken to run the next batch (not with its result)
+    counted: bool = False  # its thread is inside ``expecting`` (counted in flight)
+
+
+class CostModel:
+    """Run time against rows, ``t = fixed + per_row * rows``, from exponentially weighted sums
+    (a weighted least-squares line that follows the recent runs)."""
+
+    def __init__(self, weight: float = EWMA):
+        self.weight = weight
+        self.n = self.x = self.y = self.xx = self.xy = 0.0
+
+    def add(self, rows: int, seconds: float) -> None:
+        k = 1.0 - self.weight
+        self.n = self.n * k + 1.0
+        self.x = self.x * k + rows
+        self.y = self.y * k + seconds
+        self.xx = self.xx * k + rows * rows
+        self.xy = self.xy * k + rows * seconds
+
+    @property
+    def fixed(self) -> float | None:
+        """The cost of a run whatever its rows (None until runs of two sizes were seen)."""
+        if self.n == 0:
+            return None
+        var = self.xx / self.n - (self.x / self.n) ** 2
+        if var <= 1e-9:
+            return None
+        slope = (self.xy / self.n - self.x * self.y / self.n ** 2) / var
+        return max(0.0, self.y / self.n - max(0.0, slope) * self.x / self.n)
 
 
 class Executor:
     """Runs feeds through the session, merging concurrent requests when batching is on."""
 
     def __init__(self, holder: SessionHolder, metrics, *, max_batch_size: int = 0,
-                 timeout_ms: float = 2.0):
+                 timeout_ms: float = 2.0, hold: str = "adaptive"):
+        if hold not in HOLDS:
+            raise ValueError(f"hold={hold!r}; expected one of {', '.join(HOLDS)}")
+        self.hold = hold
         self.holder = holder
         self.metrics = metrics
         self.max_batch_size = max_batch_size
@@ -69,8 +151,18 @@ class Executor:
         self.seq_axes = _sequence_axes(sig) if text is not None else []
         self._cond = threading.Condition()
         self._queue: collections.deque[_Pending] = collections.deque()
-        self._thread: threading.Thread | None = None
-        self._pid: int | None = None
+        self._busy = False  # a thread is running (or gathering) a batch
+        self._inview = 0  # requests inside ``expecting`` (in flight in this process)
+        self._coming = 0  # of those, the ones that have not reached ``infer`` yet
+        self.costs = CostModel()
+        self.lead_s: float | None = None  # moving average: entering the view -> reaching infer
+        self.gap_s: float | None = None  # moving average: time between arrivals
+        self._last_arrival: float | None = None
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._batches = {}
+        self._mixes = {}
+
+    # ------------------------------------------------------------------ callers
 
     def infer(self, feeds: dict[str, np.ndarray], rows: int, *, padded: bool = False
               ) -> list[np.ndarray]:
@@ -79,22 +171,220 @@ class Executor:
         ``padded``: the feeds are a text request's tokens ``[rows, length]``, right-padded, which
         may merge with other text requests of any length (see the module docstring).
         """
+        now = time.perf_counter()
+        arrived = getattr(_origin, "expected", None) is self
+        if arrived:
+            _origin.expected = None
         if not self.batchable or rows >= self.max_batch_size or not self._uniform(feeds, rows):
+            if arrived:
+                with self._cond:
+                    self._coming -= 1
             return self._run(feeds)
         if padded:
             length = int(feeds[self.text_inputs[0]].shape[1])
-            item = _Pending(feeds, rows, ("text",), time.perf_counter(), length)
+            item = _Pending(feeds, rows, ("text",), now, length)
         else:
-            item = _Pending(feeds, rows, self._key(feeds), time.perf_counter())
-        self._ensure_thread()
+            item = _Pending(feeds, rows, self._key(feeds), now)
+        item.protocol = getattr(_origin, "name", "http")
+        item.counted = arrived
         with self._cond:
-            self._queue.append(item)
-            self._cond.notify()
-        if not item.done.wait(RESULT_TIMEOUT_S):
-            raise ApiError(503, "the batch did not run in time; retry later", {"Retry-After": "1"})
+            if self._last_arrival is not None:
+                gap = now - self._last_arrival
+                self.gap_s = gap if self.gap_s is None else self.gap_s + (gap - self.gap_s) * EWMA
+            self._last_arrival = now
+            if arrived:
+                self._coming -= 1
+                lead = now - _origin.entered
+                self.lead_s = lead if self.lead_s is None else self.lead_s + (lead - self.lead_s) * EWMA
+            if self._busy:
+                self._queue.append(item)
+                self._cond.notify_all()  # a runner holding for more sees it
+                lead = False
+            else:
+                self._busy = lead = True
+        if not lead:
+            if not item.done.wait(RESULT_TIMEOUT_S):
+                with self._cond:
+                    queued = item in self._queue
+                    if queued:
+                        self._queue.remove(item)
+                if queued:
+                    raise ApiError(503, "the batch did not run in time; retry later",
+                                   {"Retry-After": "1"})
+                item.done.wait()  # taken into a batch, or made the next leader: never dropped
+            if not item.lead:  # another thread ran it
+                if item.error is not None:
+                    raise item.error
+                return item.outputs
+        try:
+            batch = self._gather(item)
+            self._execute(batch)
+        finally:
+            self._hand_over()
         if item.error is not None:
             raise item.error
         return item.outputs
+
+    def expecting(self) -> contextlib.AbstractContextManager:
+        """Around a request's view: while it is parsed, the runner knows one more request is on
+        its way (and may hold a batch for it, see the module docstring). Costs nothing with
+        batching off."""
+        return self._expecting() if self.batchable else _NOTHING
+
+    @contextlib.contextmanager
+    def _expecting(self) -> Iterator[None]:
+        with self._cond:
+            self._coming += 1
+            self._inview += 1
+        _origin.expected, _origin.entered = self, time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._cond:
+                if getattr(_origin, "expected", None) is self:  # refused before reaching infer
+                    _origin.expected = None
+                    self._coming -= 1
+                self._inview -= 1
+                self._cond.notify_all()  # a holding runner re-decides
+
+    def in_flight(self) -> tuple[int, int]:
+        """(requests inside ``expecting``, of those not at the executor yet)."""
+        with self._cond:
+            return self._inview, self._coming
+
+    def waiting(self) -> int:
+        """Requests queued for the runner now."""
+        with self._cond:
+            return len(self._queue)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the runner as a run in progress would: requests made meanwhile queue, and are
+        gathered when the block ends (tests use it to make "busy" certain, not timed)."""
+        with self._cond:
+            while self._busy:
+                self._cond.wait()
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._hand_over()
+
+    # ------------------------------------------------------------------ the runner
+
+    def _hand_over(self) -> None:
+        """The run is over: the oldest waiting request leads the next batch, else idle."""
+        with self._cond:
+            nxt = self._queue.popleft() if self._queue else None
+            if nxt is None:
+                self._busy = False
+                self._cond.notify_all()  # paused() may be waiting for an idle runner
+        if nxt is not None:
+            nxt.lead = True
+            nxt.done.set()
+
+    def _gather(self, first: _Pending) -> list[_Pending]:
+        """``first`` and the compatible requests waiting now; more only where waiting pays."""
+        with self._cond:
+            batch, rows = [first], first.rows
+            rows = self._take(first, batch, rows)
+            how = "alone" if len(batch) == 1 else "gathered"
+            deadline = time.perf_counter() + self.timeout_s  # holding, not queueing behind a run
+            while rows < self.max_batch_size and self._wait_pays(batch):
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                if how != "held":  # counted as the hold starts
+                    how = "held"
+                    self._count(how)
+                self._cond.wait(remaining)
+                rows = self._take(first, batch, rows)
+        if how != "held":
+            self._count(how)
+        return batch
+
+    def _count(self, how: str) -> None:
+        self.counts[how] += 1
+        try:
+            counter = self._batches.get(how)
+            if counter is None and self.metrics.batches is not None:
+                counter = self._batches[how] = self.metrics.batches.labels(how)
+            if counter is not None:
+                counter.inc()
+        except Exception:  # pragma: no cover - metrics must never break an answer
+            log.exception("could not count a batch")
+
+    def _take(self, first: _Pending, batch: list[_Pending], rows: int) -> int:
+        """Move the waiting requests compatible with ``first`` into ``batch`` (lock held)."""
+        for p in list(self._queue):
+            if rows >= self.max_batch_size:
+                break
+            if p.key == first.key and rows + p.rows <= self.max_batch_size:
+                self._queue.remove(p)
+                batch.append(p)
+                rows += p.rows
+        return rows
+
+    def _wait_pays(self, batch: list[_Pending]) -> bool:
+        """Whether holding ``batch`` for one more request is expected to save time (lock held):
+        some other request is in flight in this process, and the expected wait for it (the
+        measured lead from view to executor when one is on its way, else the measured gap
+        between arrivals) is shorter than a run's measured fixed cost. Nothing measured yet:
+        no."""
+        if self.timeout_s <= 0:
+            return False
+        if self.hold == "always":
+            return True
+        if self._inview <= sum(1 for p in batch if p.counted):
+            return False
+        fixed = self.costs.fixed
+        wait = self.lead_s if self._coming > 0 else self.gap_s
+        return fixed is not None and wait is not None and wait < fixed
+
+    def _execute(self, batch: list[_Pending]) -> None:
+        start = time.perf_counter()
+        rows = sum(p.rows for p in batch)
+        try:
+            self._observe(batch, start, rows)
+            if len(batch) == 1:
+                batch[0].outputs = self._run(batch[0].feeds)
+            elif batch[0].length is not None:
+                merged, _ = pad_feeds([p.feeds for p in batch], pad_id=self.pad_id)
+                outputs = self._run(merged)
+                _split(batch, outputs, self.out_axes)
+                _trim(batch, self.seq_axes, int(merged[self.text_inputs[0]].shape[1]))
+            else:
+                merged = {}
+                for name, first in batch[0].feeds.items():
+                    axis = self.axes.get(name)
+                    merged[name] = first if axis is None else np.concatenate(
+                        [p.feeds[name] for p in batch], axis=axis)
+                outputs = self._run(merged)
+                _split(batch, outputs, self.out_axes)
+            self.costs.add(rows, time.perf_counter() - start)
+        except BaseException as exc:  # every waiter must wake, whatever happened
+            for p in batch:
+                p.error = exc
+        finally:
+            for p in batch[1:]:
+                p.done.set()
+
+    def _observe(self, batch: list[_Pending], start: float, rows: int) -> None:
+        metrics = self.metrics
+        try:
+            for p in batch:
+                metrics.queue_seconds.observe(start - p.enqueued)
+            metrics.batch_size.observe(rows)
+            mix = "+".join(sorted({p.protocol for p in batch}))
+            counter = self._mixes.get(mix)
+            if counter is None and metrics.batch_protocols is not None:
+                counter = self._mixes[mix] = metrics.batch_protocols.labels(mix)
+            if counter is not None:
+                counter.inc()
+        except Exception:  # pragma: no cover - metrics must never break an answer
+            log.exception("could not count a batch")
+
+    # ------------------------------------------------------------------ helpers
 
     def _uniform(self, feeds: dict[str, np.ndarray], rows: int) -> bool:
         """Every batched input carries ``rows`` along its batch axis (else run it alone)."""
@@ -121,68 +411,6 @@ class Executor:
             return self.holder.run(feeds)
         finally:
             self.metrics.compute_seconds.observe(time.perf_counter() - t0)
-
-    def _ensure_thread(self) -> None:
-        # Threads do not survive fork: each worker starts its own batch thread.
-        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
-            return
-        with self._cond:
-            if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
-                self._queue.clear()
-                self._thread = threading.Thread(target=self._loop, name="onnxdeploy-batcher",
-                                                daemon=True)
-                self._pid = os.getpid()
-                self._thread.start()
-
-    def _take_batch(self) -> list[_Pending]:
-        with self._cond:
-            while not self._queue:
-                self._cond.wait()
-            first = self._queue.popleft()
-            batch, rows = [first], first.rows
-            deadline = first.enqueued + self.timeout_s
-            while rows < self.max_batch_size:
-                fits = next((p for p in self._queue
-                             if p.key == first.key and rows + p.rows <= self.max_batch_size), None)
-                if fits is not None:
-                    self._queue.remove(fits)
-                    batch.append(fits)
-                    rows += fits.rows
-                    continue
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            return batch
-
-    def _loop(self) -> None:
-        while True:
-            batch = self._take_batch()
-            start = time.perf_counter()
-            for p in batch:
-                self.metrics.queue_seconds.observe(start - p.enqueued)
-            self.metrics.batch_size.observe(sum(p.rows for p in batch))
-            try:
-                if len(batch) == 1:
-                    batch[0].outputs = self._run(batch[0].feeds)
-                elif batch[0].length is not None:
-                    merged, _ = pad_feeds([p.feeds for p in batch], pad_id=self.pad_id)
-                    outputs = self._run(merged)
-                    _split(batch, outputs, self.out_axes)
-                    _trim(batch, self.seq_axes, int(merged[self.text_inputs[0]].shape[1]))
-                else:
-                    merged = {}
-                    for name, first in batch[0].feeds.items():
-                        axis = self.axes.get(name)
-                        merged[name] = first if axis is None else np.concatenate(
-                            [p.feeds[name] for p in batch], axis=axis)
-                    outputs = self._run(merged)
-                    _split(batch, outputs, self.out_axes)
-            except BaseException as exc:  # every waiter must wake, whatever happened
-                for p in batch:
-                    p.error = exc
-            for p in batch:
-                p.done.set()
 
 
 def _split(batch: list[_Pending], outputs: list[np.ndarray], axes: list[int | None]) -> None:

@@ -45,7 +45,7 @@ from google.protobuf.message import DecodeError
 
 from .. import __version__
 from ..wire.proto import grpc_service_pb2 as pb
-from . import protocols
+from . import batching, protocols
 from .service import Service
 from .validation import ApiError, cast
 from .views import error_parts
@@ -351,7 +351,7 @@ class InferenceServicer:
         views = self.views
         feeds, options = protocols.parse_v2(payload, binary, self.info,
                                             max_batch=views.max_batch, max_chars=views.max_chars)
-        with self.work:
+        with self.work, batching.protocol("grpc"):
             outputs = views.run(feeds)
         return infer_response(self.info, outputs, options)
 

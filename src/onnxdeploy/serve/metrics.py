@@ -46,7 +46,7 @@ class Metrics:
         self.compute_seconds = Histogram(
             "onnxdeploy_model_compute_seconds", "Time inside session.run.",
             buckets=LATENCY_BUCKETS, **reg)
-        self.queue_seconds = self.batch_size = None
+        self.queue_seconds = self.batch_size = self.batches = self.batch_protocols = None
         if batching:  # exported only when batching is on, so their absence says it is off
             self.queue_seconds = Histogram(
                 "onnxdeploy_batch_queue_seconds", "Time a request waited for its batch to run.",
@@ -54,6 +54,13 @@ class Metrics:
             self.batch_size = Histogram(
                 "onnxdeploy_batch_size", "Rows per merged session.run when batching.",
                 buckets=BATCH_SIZE_BUCKETS, **reg)
+            self.batches = Counter(
+                "onnxdeploy_batches_total", "Batches run, by how they were made: alone (the "
+                "runner was idle), gathered (what was waiting), held (waited for more).",
+                ["how"], **reg)
+            self.batch_protocols = Counter(
+                "onnxdeploy_batch_protocols_total", "Batches run, by the protocols of their "
+                "requests (http, grpc, grpc+http).", ["protocols"], **reg)
         self.nonfinite = Counter(
             "onnxdeploy_nonfinite_outputs_total",
             "Requests refused because a model output was NaN or infinite.", ["output"], **reg)

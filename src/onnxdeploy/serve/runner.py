@@ -86,6 +86,7 @@ class ServeOptions:
     runtime: str | None = None
     max_batch_size: int = 0
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS
+    batch_hold: str = "adaptive"  # serve.batching: "adaptive" or "always"
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     max_body_mb: float | None = None
     max_buffer_mb: float | None = None
@@ -140,6 +141,7 @@ def app_config(options: ServeOptions, ort_threads: int) -> dict:
                              else int(options.max_buffer_mb * 2**20)),
         "MAX_BATCH_SIZE": options.max_batch_size,
         "BATCH_TIMEOUT_MS": options.batch_timeout_ms,
+        "BATCH_HOLD": options.batch_hold,
         "API_KEY": api_key,
         "HTTP_THREADS": http_threads_for(options),
     }

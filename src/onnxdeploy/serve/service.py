@@ -54,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_BUFFER_BYTES": None,
     "MAX_BATCH_SIZE": 0,
     "BATCH_TIMEOUT_MS": 2.0,
+    "BATCH_HOLD": "adaptive",
     "API_KEY": None,
     "LOAD_ON_START": False,
     "MAX_TEXT_CHARS": DEFAULT_MAX_CHARS,
@@ -149,7 +150,8 @@ class Service:
         ``MAX_BATCH``, see ``validation.body_limit``), ``MAX_BUFFER_BYTES`` (bytes of bodies
         one worker holds at once, see ``BodyBudget``; default ``buffer_budget``),
         ``MAX_BATCH_SIZE`` (dynamic batching:
-        rows per merged run, 0 = off), ``BATCH_TIMEOUT_MS`` (longest wait for a batch to fill),
+        rows per merged run, 0 = off), ``BATCH_TIMEOUT_MS`` (longest hold of a batch for more),
+        ``BATCH_HOLD`` (``adaptive`` or ``always``, see ``serve.batching``),
         ``API_KEY`` (require ``Authorization: Bearer <key>`` except on public routes: liveness
         and the docs page), ``MAX_TEXT_CHARS`` (a text model: longer texts get 413).
         ``LOAD_ON_START`` is the app factory's (the front loads the session in each worker).
@@ -169,7 +171,8 @@ class Service:
         self.metrics = Metrics(batching=int(cfg["MAX_BATCH_SIZE"]) > 1)
         self.executor = Executor(self.holder, self.metrics,
                                  max_batch_size=int(cfg["MAX_BATCH_SIZE"]),
-                                 timeout_ms=float(cfg["BATCH_TIMEOUT_MS"]))
+                                 timeout_ms=float(cfg["BATCH_TIMEOUT_MS"]),
+                                 hold=str(cfg["BATCH_HOLD"]))
         self.admission = Admission(int(cfg["MAX_INFLIGHT"]))
         self.buffer = BodyBudget(int(cfg["MAX_BUFFER_BYTES"] or buffer_budget(self.max_body)))
         cfg["MAX_BUFFER_BYTES"] = self.buffer.limit
@@ -210,7 +213,8 @@ class Service:
                 gauge = self.metrics.inflight
                 gauge.inc()
                 try:
-                    reply = view(request, **match.args)
+                    with self.executor.expecting():  # the batcher knows it is on its way
+                        reply = view(request, **match.args)
                 finally:
                     gauge.dec()
             else:
@@ -283,7 +287,8 @@ class Service:
                 gauge = self.metrics.inflight
                 gauge.inc()
                 try:
-                    value = fn()
+                    with self.executor.expecting():
+                        value = fn()
                 finally:
                     gauge.dec()
             else:

@@ -1,0 +1,236 @@
+"""The dynamic batching policy (``serve.batching``): a real ONNX Runtime session, real threads.
+
+Every assertion is on counts (batches by how they were made, rows per batch) and on outputs,
+never on time: "busy" is made certain with ``Executor.paused`` (the runner held as a run in
+progress would be) and "on its way" with a thread parked inside ``Executor.expecting``. Where
+the adaptive policy decides from measured figures, the test records the figures first and
+asserts the choice that follows from them. The REST + gRPC batch is in tests/test_serve_grpc.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from builders import mlp_classifier, save
+
+from onnxdeploy.serve.batching import CostModel, Executor
+from onnxdeploy.serve.metrics import Metrics
+from onnxdeploy.serve.model import SessionHolder, read_model_info
+
+LONG_MS = 60_000  # a hold bound no test may reach: a wrong hold would show in the counts
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory):
+    return save(mlp_classifier(), tmp_path_factory.mktemp("batching") / "mlp.onnx")
+
+
+def _executor(path, **kw) -> Executor:
+    holder = SessionHolder(read_model_info(path), ort_threads=1)
+    holder.load()
+    return Executor(holder, Metrics(batching=True), **{"max_batch_size": 64, **kw})
+
+
+def _ref(path, x):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def _until(cond, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def _sizes(executor) -> dict[str, float]:
+    return {s.name: s.value for s in executor.metrics.batch_size.collect()[0].samples}
+
+
+def _request(executor, x, results, i, *, park: threading.Event | None = None,
+             parked: threading.Event | None = None):
+    """One request as the request path makes it: inside ``expecting``, then ``infer``."""
+    with executor.expecting():
+        if park is not None:  # parsed slowly: on its way, not arrived yet
+            parked.set()
+            park.wait(30)
+        results[i] = executor.infer({"x": x}, x.shape[0])
+
+
+def _measured(executor, *, fixed_s: float, lead_s: float) -> None:
+    """Recorded figures the adaptive choice follows: a run's fixed cost and the lead."""
+    executor.costs = CostModel()
+    executor.costs.add(1, fixed_s + 1e-5)
+    executor.costs.add(8, fixed_s + 8e-5)
+    executor.lead_s = lead_s
+    executor.gap_s = lead_s
+
+
+def test_cost_model_finds_the_fixed_cost_of_a_run():
+    costs = CostModel()
+    assert costs.fixed is None  # nothing measured: no claim
+    for rows in (1, 1, 4, 8, 16, 2):
+        costs.add(rows, 0.003 + 0.0005 * rows)
+    assert costs.fixed == pytest.approx(0.003, rel=1e-6)
+    same = CostModel()
+    for _ in range(5):
+        same.add(1, 0.002)
+    assert same.fixed is None  # one size only: the intercept is unknown
+
+
+def test_a_lone_request_runs_at_once_even_when_waiting_would_pay(mlp):
+    executor = _executor(mlp, timeout_ms=LONG_MS)
+    _measured(executor, fixed_s=0.010, lead_s=0.0001)  # waiting would pay, were anyone coming
+    x = np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32)
+    results = [None]
+    _request(executor, x, results, 0)
+    assert dict(executor.counts) == {"alone": 1}
+    np.testing.assert_allclose(results[0][0], _ref(mlp, x), rtol=1e-5, atol=1e-6)
+    # outside the request path (nothing counted in flight) likewise
+    assert executor.infer({"x": x}, 2)[0].shape == (2, 10)
+    assert dict(executor.counts) == {"alone": 2}
+    assert _sizes(executor)["onnxdeploy_batch_size_count"] == 2
+
+
+def test_requests_waiting_for_a_busy_runner_are_gathered_into_one_run(mlp):
+    executor = _executor(mlp, timeout_ms=LONG_MS)
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((1 + i % 3, 64)).astype(np.float32) for i in range(10)]
+    results: list = [None] * len(xs)
+    threads = [threading.Thread(target=_request, args=(executor, x, results, i))
+               for i, x in enumerate(xs)]
+    with executor.paused():  # a run in progress: every request queues
+        for t in threads:
+            t.start()
+        _until(lambda: executor.waiting() == len(xs), "ten queued requests")
+    for t in threads:
+        t.join(30)
+    assert dict(executor.counts) == {"gathered": 1}  # one run took all ten
+    sizes = _sizes(executor)
+    assert sizes["onnxdeploy_batch_size_count"] == 1
+    assert sizes["onnxdeploy_batch_size_sum"] == sum(len(x) for x in xs)
+    for x, got in zip(xs, results):
+        np.testing.assert_allclose(got[0], _ref(mlp, x), rtol=1e-5, atol=1e-6)
+
+
+def test_more_than_max_batch_size_rows_make_several_runs(mlp):
+    executor = _executor(mlp, timeout_ms=LONG_MS, max_batch_size=8)
+    xs = [np.full((3, 64), i, np.float32) for i in range(6)]  # 18 rows: 3 + 3, 3 + 3, 3 + 3
+    results: list = [None] * len(xs)
+    threads = [threading.Thread(target=_request, args=(executor, x, results, i))
+               for i, x in enumerate(xs)]
+    with executor.paused():
+        for t in threads:
+            t.start()
+        _until(lambda: executor.waiting() == len(xs), "six queued requests")
+    for t in threads:
+        t.join(30)
+    assert _sizes(executor)["onnxdeploy_batch_size_count"] == 3
+    assert _sizes(executor)["onnxdeploy_batch_size_sum"] == 18
+    assert executor.counts["gathered"] == 3 and executor.counts["held"] == 0
+
+
+def _lead_and_follower(executor, mlp):
+    """A request parked inside the request path (on its way), then one that finds the runner
+    idle; returns (results, the parked thread's release, the threads)."""
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal((1, 64)).astype(np.float32) for _ in range(2)]
+    results: list = [None, None]
+    park, parked = threading.Event(), threading.Event()
+    follower = threading.Thread(target=_request, args=(executor, xs[1], results, 1),
+                                kwargs={"park": park, "parked": parked})
+    follower.start()
+    parked.wait(30)
+    leader = threading.Thread(target=_request, args=(executor, xs[0], results, 0))
+    leader.start()
+    return xs, results, park, leader, follower
+
+
+def test_a_batch_is_held_for_a_request_on_its_way_when_that_pays(mlp):
+    executor = _executor(mlp, timeout_ms=LONG_MS)
+    _measured(executor, fixed_s=0.010, lead_s=0.0001)  # the lead is far below a run's cost
+    xs, results, park, leader, follower = _lead_and_follower(executor, mlp)
+    _until(lambda: executor.counts["held"] == 1, "the leader holding")  # counted as it holds
+    assert results[0] is None  # held, not run
+    park.set()  # the follower reaches the executor: the held batch takes it and runs
+    leader.join(30)
+    follower.join(30)
+    assert dict(executor.counts) == {"held": 1}
+    assert _sizes(executor)["onnxdeploy_batch_size_sum"] == 2
+    assert _sizes(executor)["onnxdeploy_batch_size_count"] == 1
+    for x, got in zip(xs, results):
+        np.testing.assert_allclose(got[0], _ref(mlp, x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_is_not_held_when_the_wait_would_cost_more_than_a_run(mlp):
+    executor = _executor(mlp, timeout_ms=LONG_MS)
+    _measured(executor, fixed_s=0.0001, lead_s=0.010)  # the lead is longer than a run
+    xs, results, park, leader, follower = _lead_and_follower(executor, mlp)
+    leader.join(30)
+    assert not leader.is_alive() and results[0] is not None  # ran without its follower
+    park.set()
+    follower.join(30)
+    assert dict(executor.counts) == {"alone": 2}
+
+
+def test_hold_always_holds_a_lone_request_until_the_timeout(mlp):
+    executor = _executor(mlp, timeout_ms=50, hold="always")
+    x = np.zeros((1, 64), np.float32)
+    results = [None]
+    _request(executor, x, results, 0)
+    assert dict(executor.counts) == {"held": 1}
+    with pytest.raises(ValueError, match="expected one of adaptive, always"):
+        _executor(mlp, hold="sometimes")
+
+
+def test_a_failed_run_wakes_every_caller_and_the_runner_goes_on(mlp):
+    executor = _executor(mlp, timeout_ms=LONG_MS)
+    good = np.zeros((1, 64), np.float32)
+    bad = np.zeros((1, 64), np.float64)  # the session refuses float64: the batch fails
+    results: list = [None] * 4
+    errors: list = [None] * 4
+
+    def call(i, x):
+        try:
+            results[i] = executor.infer({"x": x}, 1)
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            errors[i] = exc
+
+    threads = [threading.Thread(target=call, args=(i, bad if i < 2 else good)) for i in range(4)]
+    with executor.paused():
+        for t in threads:
+            t.start()
+        _until(lambda: executor.waiting() == 4, "four queued requests")
+    for t in threads:
+        t.join(30)
+    assert errors[0] is not None and errors[1] is not None  # the float64 pair shared a run
+    assert errors[2] is None and errors[3] is None and results[2][0].shape == (1, 10)
+    assert executor.waiting() == 0
+    assert executor.infer({"x": good}, 1)[0].shape == (1, 10)  # the runner is free again
+
+
+def test_requests_that_never_reach_the_executor_are_not_waited_for(mlp):
+    executor = _executor(mlp, timeout_ms=LONG_MS)
+    with executor.expecting():
+        assert executor.in_flight() == (1, 1)  # in flight, on its way
+    assert executor.in_flight() == (0, 0)  # refused before infer: forgotten
+    with pytest.raises(RuntimeError):
+        with executor.expecting():
+            raise RuntimeError("a view that failed")
+    assert executor.in_flight() == (0, 0)
+    x = np.zeros((1, 64), np.float32)
+    with executor.expecting():
+        executor.infer({"x": x}, 1)
+        assert executor.in_flight() == (1, 0)  # arrived, answer being made
+    assert executor.in_flight() == (0, 0)
+    big = np.zeros((64, 64), np.float32)  # max_batch_size rows: runs by itself, still counted
+    with executor.expecting():
+        executor.infer({"x": big}, 64)
+        assert executor.in_flight() == (1, 0)
+    assert executor.in_flight() == (0, 0)
+    off = _executor(mlp, max_batch_size=0)
+    with off.expecting():
+        assert off.in_flight() == (0, 0)  # batching off: nothing counted, nothing to wait for
