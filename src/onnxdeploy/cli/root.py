@@ -1,17 +1,15 @@
-"""The ``onnxdeploy`` command line: the only place that prints to the terminal or exits.
+"""The ``onnxdeploy`` group: its commands, imported on first use, and how errors print.
 
-Each command lives in its own module (``onnxdeploy.cli.<command>``) and is imported only when
-it runs, so ``onnxdeploy --help`` and ``onnxdeploy serve`` never import torch.
+``onnxdeploy.cli`` imports this module only when a command runs (see there why).
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
+import importlib.util
 
 import click
 
-from .. import __version__
 from ..errors import OnnxDeployError
 
 #: command name -> one-line help shown in ``onnxdeploy --help`` (without importing the module)
@@ -64,8 +62,19 @@ class LazyGroup(click.Group):
             ctx.exit(exc.exit_code)
 
 
+def _show_version(ctx, _param, value) -> None:
+    # the version is looked up only when asked (importlib.metadata costs every serve process)
+    if not value or ctx.resilient_parsing:
+        return
+    from .. import __version__
+
+    click.echo(f"onnxdeploy, version {__version__}")
+    ctx.exit()
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="onnxdeploy")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_show_version, help="Show the version and exit.")
 @click.option("-q", "--quiet", is_flag=True,
               help="Print no tables or progress: only errors, --json output and written files.")
 @click.option("-v", "--verbose", is_flag=True,
@@ -96,8 +105,3 @@ def cli(ctx, quiet: bool, verbose: bool) -> None:
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
         logging.getLogger("onnxdeploy").setLevel(logging.INFO)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="onnxdeploy")
