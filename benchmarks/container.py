@@ -1,7 +1,7 @@
 """The serving image against the same server on the host: digits-cnn, c=8, wrk, side by side.
 
     CONTAINERS_CONF=... python benchmarks/container.py [--base IMAGE] [--image TAG]
-        [--duration 4] [--repeats 5] [--json out.json]
+        [--duration 4] [--repeats 5] [--json out.json] [--vs TAG] [--starts-only]
 
 Builds (or reuses, with --image) an image with ``onnxdeploy containerize``, then runs rounds of
 wrk at 8 connections against ``onnxdeploy serve`` on the host (twice: A and B, an A/A control) and
@@ -91,6 +91,10 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=4)
     ap.add_argument("--repeats", type=int, default=3, help="rounds (host A, container, host B)")
     ap.add_argument("--starts", type=int, default=5)
+    ap.add_argument("--vs", metavar="IMAGE",
+                    help="a second image whose starts alternate with --image's (A B, B A, ...): "
+                         "start to ready side by side (the same image twice is the A/A control)")
+    ap.add_argument("--starts-only", action="store_true", help="skip the throughput rounds")
     ap.add_argument("--containers-conf", action="store_true",
                     help="write this test machine's containers.conf and use it")
     ap.add_argument("--json", type=Path)
@@ -117,12 +121,38 @@ def main() -> None:
 
     load_before = os.getloadavg()
     starts, podman_runs = [], []
-    for _ in range(args.starts):
-        port = free_port()
-        cid, took, started = container(image, port)
-        starts.append(took)
-        podman_runs.append(started)
-        podman("stop", "-t", "30", cid)
+    vs_starts, vs_podman_runs = [], []
+    for i in range(args.starts):
+        pairs = [(image, starts, podman_runs)]
+        if args.vs:
+            pairs.append((args.vs, vs_starts, vs_podman_runs))
+            pairs = pairs[::-1] if i % 2 else pairs
+        for img, into, into_podman in pairs:
+            port = free_port()
+            cid, took, started = container(img, port)
+            into.append(took)
+            into_podman.append(started)
+            podman("stop", "-t", "30", cid)
+    env = environment()
+    if args.vs:
+        print(f"CPU: {env['cpu']} ({env['usable_cores']} usable cores); load average "
+              f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
+        print(f"start to ready, {args.starts} starts each, alternated:")
+        for img, values, runs_ in ((image, starts, podman_runs), (args.vs, vs_starts, vs_podman_runs)):
+            print(f"  {img}: {median_range(values, '.2f')} s; of which podman run -d "
+                  f"{median_range(runs_, '.2f')} s")
+    if args.starts_only:
+        if args.json:
+            args.json.write_text(json.dumps({
+                "start_to_ready_s": {image: starts, **({args.vs: vs_starts} if args.vs else {})},
+                "podman_run_s": {image: podman_runs,
+                                 **({args.vs: vs_podman_runs} if args.vs else {})},
+                "load_average": [load_before[0], os.getloadavg()[0]], "environment": env},
+                indent=1))
+        if not args.vs:
+            print(f"start to ready {median_range(starts, '.2f')} s; of which podman run -d "
+                  f"{median_range(podman_runs, '.2f')} s")
+        return
 
     order = ["host-A", "container", "host-B"]
     runs: dict[str, list[dict]] = {k: [] for k in order}
@@ -145,7 +175,6 @@ def main() -> None:
     rps = {k: [r["rps"] for r in v] for k, v in runs.items()}
     ratio = statistics.median(rps["container"]) / statistics.median(rps["host-A"])
     control = statistics.median(rps["host-B"]) / statistics.median(rps["host-A"])
-    env = environment()
     print(f"CPU: {env['cpu']} ({env['usable_cores']} usable cores); load average "
           f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"digits-cnn, /predict one sample, wrk c=8, {args.repeats} rounds of {args.duration:g} s "

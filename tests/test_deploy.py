@@ -494,31 +494,3 @@ def test_manifests_carry_what_kserve_requires(built):
     assert {"name": "tmp", "mountPath": "/tmp"} in spec["containers"][0]["volumeMounts"]
     assert any(v["name"] == "tmp" and "emptyDir" in v for v in spec["volumes"])
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
-
-
-@pytest.mark.slow
-def test_buildah_builds_an_image_that_podman_runs(built, tmp_path):
-    if shutil.which("buildah") is None:
-        pytest.skip("buildah is not installed (Debian package buildah)")
-    image = f"localhost/onnxdeploy-test-buildah:{os.getpid()}"
-    t0 = time.monotonic()
-    r = cli("containerize", built["baked"], "-t", image, "--base", built["base"],
-            "--builder", "buildah", "--json")
-    assert r.returncode == 0, r.stderr
-    report = json.loads(r.stdout)
-    print(f"containerize --builder buildah {time.monotonic() - t0:.1f} s; "
-          f"{report['image_size_bytes'] / 1e6:.0f} MB")
-    assert report["builder"] == "buildah" and report["image_size_bytes"] > 100e6
-    port = free_port()
-    cid = podman("run", "-d", "--read-only", "--user", "10001:10001", "-p", f"127.0.0.1:{port}:8080",
-                 image).stdout.strip()
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v2/health/ready")
-        x = np.random.default_rng(5).standard_normal((2, 64)).astype(np.float32)
-        status, answer = _infer(port, "baked", x)
-        assert status == 200, answer
-        np.testing.assert_allclose(np.array(answer["outputs"][0]["data"], np.float32).reshape(2, -1),
-                                   _ort(built["baked"], x), rtol=1e-4, atol=1e-5)
-    finally:
-        podman("rm", "-f", cid, check=False)
-        podman("rmi", "-f", image, check=False)

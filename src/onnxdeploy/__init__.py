@@ -17,13 +17,7 @@ functions carry a verb: ``export_model``, ``quantize_model``, ``optimize_model``
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-
-try:
-    __version__ = version("onnxdeploy")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
 
 #: public name -> module that defines it
 _PUBLIC = {
@@ -38,7 +32,21 @@ _PUBLIC = {
 __all__ = ["__version__", *_PUBLIC]
 
 
+def _version() -> str:
+    # looked up on first use: importlib.metadata and the scan of the installed distributions
+    # cost ~0.1-0.3 s, paid by every serve process (the parent and each worker) at import
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("onnxdeploy")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "0.0.0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value = globals()["__version__"] = _version()
+        return value
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'onnxdeploy' has no attribute {name!r}")

@@ -2,102 +2,31 @@
 
 Each command lives in its own module (``onnxdeploy.cli.<command>``) and is imported only when
 it runs, so ``onnxdeploy --help`` and ``onnxdeploy serve`` never import torch.
+
+The group itself is in ``cli.root``, imported by ``main`` when a command runs: this module
+imports nothing, because every ``serve`` worker imports it again. granian starts its workers
+with multiprocessing's spawn, which re-runs the parent's main module (the console script,
+``from onnxdeploy.cli import main``) in each of them; importing click and the group there cost
+each worker ~0.1-0.3 s of start time for nothing.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
-
-import click
-
-from .. import __version__
-from ..errors import OnnxDeployError
-
-#: command name -> one-line help shown in ``onnxdeploy --help`` (without importing the module)
-COMMANDS = {
-    "zoo": "List the built-in models with their input shape, parameters and accuracy.",
-    "export": "Export a PyTorch model to ONNX with dynamic axes and check parity.",
-    "compare": "Compare two ONNX models on the same data: outputs, accuracy, latency.",
-    "inspect": "Show a model's signature as written and as understood, ops, size, metadata.",
-    "env": "Show the CPU, the flags int8 depends on, usable cores and versions.",
-    "quantize": "Quantize an ONNX model to int8 and report size, accuracy and speed.",
-    "optimize": "Optimize an ONNX graph pass by pass and prove the outputs did not change.",
-    "serve": "Serve an ONNX model over HTTP (JSON, Open Inference Protocol, metrics).",
-    "bench": "Load-test two served models side by side and say which to ship.",
-    "pipeline": "Run every step on one model and write one report.",
-    "containerize": "Build an OCI image that serves a model (and KServe/Kubernetes manifests).",
-}
-
-
-class LazyGroup(click.Group):
-    """A group whose commands are imported on first use and whose errors are ours to print."""
-
-    def list_commands(self, ctx):
-        return [name for name in COMMANDS if importlib.util.find_spec(f"onnxdeploy.cli.{name}")]
-
-    def get_command(self, ctx, name):
-        if name not in COMMANDS:
-            return None
-        try:
-            module = importlib.import_module(f"onnxdeploy.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"onnxdeploy.cli.{name}":
-                return None
-            raise
-        return module.command
-
-    def format_commands(self, ctx, formatter):
-        rows = [(name, COMMANDS[name]) for name in self.list_commands(ctx)]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except OnnxDeployError as exc:
-            click.echo(f"{type(exc).__name__}: {exc}", err=True)
-            if ctx.meta.get("verbose") and exc.__cause__ is not None:
-                cause = exc.__cause__
-                click.echo(f"  caused by {type(cause).__name__}: {cause}", err=True)
-            ctx.exit(exc.exit_code)
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="onnxdeploy")
-@click.option("-q", "--quiet", is_flag=True,
-              help="Print no tables or progress: only errors, --json output and written files.")
-@click.option("-v", "--verbose", is_flag=True,
-              help="Log what each step does (INFO) and show the underlying cause of an error.")
-@click.pass_context
-def cli(ctx, quiet: bool, verbose: bool) -> None:
-    """onnxdeploy: PyTorch to production through ONNX, measured at every step.
-
-    Shell completion: eval "$(_ONNXDEPLOY_COMPLETE=bash_source onnxdeploy)" (zsh_source, fish_source).
-    """
-    import logging
-    import os
-
-    if quiet:  # rich (report.terminal) only when asked: serve's start and its image skip it
-        from ..report.terminal import QUIET_ENV
-
-        previous = os.environ.get(QUIET_ENV)
-        os.environ[QUIET_ENV] = "1"
-
-        def restore() -> None:  # the CLI may run inside a longer process (tests, notebooks)
-            if previous is None:
-                os.environ.pop(QUIET_ENV, None)
-            else:
-                os.environ[QUIET_ENV] = previous
-
-        ctx.call_on_close(restore)
-    ctx.meta["verbose"] = verbose
-    if verbose:
-        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-        logging.getLogger("onnxdeploy").setLevel(logging.INFO)
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    from .root import cli
+
     cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="onnxdeploy")
+
+
+def __getattr__(name: str) -> Any:
+    # ``from onnxdeploy.cli import cli`` (tests, embedding code) keeps working
+    if name in ("cli", "COMMANDS", "LazyGroup"):
+        from . import root
+
+        return getattr(root, name)
+    raise AttributeError(f"module 'onnxdeploy.cli' has no attribute {name!r}")

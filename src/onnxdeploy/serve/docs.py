@@ -34,10 +34,15 @@ PAGE = """<!doctype html>
 
 def assets_dir() -> Path | None:
     """Where the Swagger UI files are, or None when swagger-ui-py is not installed."""
-    try:
-        from importlib.resources import files
+    # found, not imported: swagger_ui's __init__ imports its core (and yaml), which no route of
+    # ours uses; only the files under static/ are served
+    import importlib.util
 
-        root = Path(str(files("swagger_ui") / "static"))
-    except (ImportError, ModuleNotFoundError, TypeError):
+    try:
+        spec = importlib.util.find_spec("swagger_ui")
+    except (ImportError, ValueError):
         return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(next(iter(spec.submodule_search_locations))) / "static"
     return root if (root / "swagger-ui-bundle.js").is_file() else None

@@ -43,7 +43,6 @@ import grpc
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from .. import __version__
 from ..wire.proto import grpc_service_pb2 as pb
 from . import batching, protocols
 from .service import Service
@@ -299,6 +298,8 @@ class InferenceServicer:
         return self._answer(context, "v2_model_ready", fn)
 
     def server_metadata(self, raw: bytes, context) -> bytes:
+        from .. import __version__
+
         return self._answer(context, "v2_server", lambda: pb.ServerMetadataResponse(
             name="onnxdeploy", version=__version__,
             extensions=["binary_tensor_data"]).SerializeToString())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import __version__
 from ..tokenizer import DEFAULT_MAX_CHARS
 from .model import ModelInfo
 from .text import TEXT_INPUT
@@ -140,6 +139,8 @@ def openapi_spec(info: ModelInfo, *, max_batch: int = 1024,
         "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
         "datatype": {"type": "string"}, "data": {"type": "array"},
         "parameters": {"type": "object"}}}
+    from .. import __version__
+
     return {
         "openapi": "3.1.0",
         "info": {"title": f"onnxdeploy serving {info.name}", "version": __version__},

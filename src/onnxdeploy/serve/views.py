@@ -16,7 +16,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import __version__
 from ..errors import DataError, TextTooLongError
 from . import protocols, text
 from .batching import Executor
@@ -171,6 +170,8 @@ class Views:
         return json_reply(body, 200, headers)
 
     def server_metadata(self, request: Request) -> Reply:
+        from .. import __version__
+
         return json_reply({"name": "onnxdeploy", "version": __version__,
                            "extensions": ["binary_tensor_data"]})
 
