@@ -183,6 +183,26 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path):
         assert not list(tmp_path.glob(".onnxdeploy-context-*"))
 
 
+def test_sigterm_mid_containerize_leaves_no_context_behind(tmp_path):
+    # containerize writes its context into a temporary directory (beside --context-only's
+    # destination); a SIGTERM while it gathers the wheels must unwind and remove it
+    model = save(mlp_classifier(), tmp_path / "m.onnx")
+    out = tmp_path / "ctx"
+    proc = subprocess.Popen([sys.executable, "-m", "onnxdeploy", "containerize", str(model),
+                             "-t", "x", "--context-only", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".onnxdeploy-context-*/model")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no context directory appeared"
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert not out.exists() and not list(tmp_path.glob(".onnxdeploy-context-*")), \
+        sorted(p.name for p in tmp_path.iterdir())
+
+
 def test_missing_builder_exits_2(tmp_path):
     model = save(mlp_classifier(), tmp_path / "m.onnx")
     # a PATH with no builder at all; python is given by its full path

@@ -12,6 +12,7 @@ each worker ~0.1-0.3 s of start time for nothing.
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -20,7 +21,16 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     from .root import cli
 
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        # SIGTERM (an operator's kill, a CI timeout) unwinds like Ctrl-C: ``finally`` blocks and
+        # temporary directories clean up (a containerize stopped mid-build left its context
+        # behind). ``serve`` installs its own handlers (drain) over this one.
+        signal.signal(signal.SIGTERM, _terminated)
     cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="onnxdeploy")
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def __getattr__(name: str) -> Any:
