@@ -271,9 +271,9 @@ def run_wrk(url: str, body: bytes, concurrency: int, duration: float, name: str)
     r = external.run_wrk(url, "/predict", [body], concurrency=concurrency, duration_s=duration,
                          threads=2)
     errors = sum(r.errors.values())
-    total = r.requests + errors
-    return Run(name, concurrency, total / r.elapsed_s, r.latency_ms["p50"], r.latency_ms["p99"],
-               errors, total)
+    # req/s counts successes only: a failed request is no throughput (errors are reported beside)
+    return Run(name, concurrency, r.requests / r.elapsed_s, r.latency_ms["p50"],
+               r.latency_ms["p99"], errors, r.requests + errors)
 
 
 def run_python(url: str, body: bytes, concurrency: int, duration: float, name: str) -> Run:
@@ -283,9 +283,8 @@ def run_python(url: str, body: bytes, concurrency: int, duration: float, name: s
     r = run_load(LoadSpec("127.0.0.1", port, [raw], concurrency=concurrency, duration_s=duration))
     lat = latency_summary(r.latencies_us)
     errors = sum(r.errors.values())
-    total = r.ok + errors
-    return Run(name, concurrency, total / r.elapsed_s, lat["p50"] or 0.0, lat["p99"] or 0.0,
-               errors, total)
+    return Run(name, concurrency, r.ok / r.elapsed_s, lat["p50"] or 0.0, lat["p99"] or 0.0,
+               errors, r.ok + errors)
 
 
 # --------------------------------------------------------------------------- scenarios
