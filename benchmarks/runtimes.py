@@ -75,6 +75,8 @@ def session_of_file(path: Path, threads: int):
     from onnxdeploy.measure import Variant
 
     v = Variant.of("x", path, parent=None, produced_by={})
+    if v.precision == "int8":
+        PRECISION[str(path)] = "int8"
     return make_session(path, runtime=v.runtime, precision=v.precision, threads=threads)
 
 
@@ -131,7 +133,7 @@ def rows_for(model: str, sessions: dict, feeds: dict, quality_batches: list[dict
         ratios = [f / v for f, v in zip(per_round["ort-float32"], per_round[name])]
         cos = cosines(outs[name], base)
         row = {"model": model, "variant": name, "runtime": getattr(s, "runtime", "onnxruntime"),
-               "precision_used": getattr(s, "precision", "fp32"),
+               "precision_used": PRECISION.get(name) or getattr(s, "precision", "fp32"),
                "median_ms": round(statistics.median(per_round[name]), 3),
                "min_ms": round(min(per_round[name]), 3), "max_ms": round(max(per_round[name]), 3),
                "speedup": round(statistics.median(ratios), 3), "min_cosine": round(float(cos.min()), 5)}
@@ -155,6 +157,7 @@ def digits(work: Path, args) -> list[dict]:
         name, info = auto_choice(path, work / "digits-cnn.auto.onnx", "digits", args.threads)
         AUTO["digits-cnn"] = info
         sessions[name] = session_of_file(work / "digits-cnn.auto.onnx", args.threads)
+        PRECISION[name] = PRECISION.get(str(work / "digits-cnn.auto.onnx"), "")
     return rows_for(f"digits-cnn (batch {args.digits_batch})", sessions, feeds, quality, args.rounds, args.iters)
 
 
@@ -216,6 +219,7 @@ def minilm(work: Path, args) -> list[dict]:
     for name, file in made["files"].items():
         if name not in sessions:
             sessions[name] = session_of_file(file, args.threads)
+            PRECISION[name] = PRECISION.get(str(file), "")
     return rows_for(f"all-MiniLM-L6-v2 ({args.batch}x{args.length})", sessions, feeds, quality,
                     args.rounds, args.iters)
 
@@ -266,6 +270,9 @@ def wild_table() -> list[dict]:
     return rows
 
 
+#: the precision column of int8 files ("int8": the rest of the graph runs at the session's
+#: precision, fp32 for OpenVINO's int8 hint), by variant name
+PRECISION: dict[str, str] = {}
 #: auto's choice per model, and the MiniLM files (for --served)
 AUTO: dict[str, dict] = {}
 MADE: dict[str, dict] = {}
