@@ -80,12 +80,15 @@ def session_of_file(path: Path, threads: int):
     return make_session(path, runtime=v.runtime, precision=v.precision, threads=threads)
 
 
-def auto_choice(src: Path, out: Path, data: str | None, threads: int) -> tuple[str, dict]:
+def auto_choice(src: Path, out: Path, data: str | None, threads: int,
+                min_cosine: float | None = None) -> tuple[str, dict]:
     """``quantize --mode auto`` with the NNCF candidate; (the row's name, what it chose and why)."""
     from onnxdeploy.quantize import QuantizeOptions, quantize_model
 
     t0 = time.perf_counter()
-    report = quantize_model(src, out, QuantizeOptions(mode="auto", data=data, threads=threads, runtimes=True))
+    bound = {} if min_cosine is None else {"min_cosine": min_cosine}
+    report = quantize_model(src, out, QuantizeOptions(mode="auto", data=data, threads=threads, runtimes=True,
+                                                      **bound))
     d = report.to_dict()
     info = {"chosen": report.chosen, "reason": report.reason, "seconds": round(time.perf_counter() - t0, 1),
             "fallback": [{k: f.get(k) for k in ("base", "candidate", "kept_float", "summary")}
@@ -194,7 +197,8 @@ def minilm_files(work: Path, args) -> dict | None:
             print(f"NNCF int8 (ModelType.TRANSFORMER, {len(calib)} texts) built in {seconds:.1f} s ({load()})",
                   flush=True)
             files["openvino-nncf-int8"] = full
-        name, info = auto_choice(path, work / "minilm.auto.onnx", str(texts_file), args.threads)
+        name, info = auto_choice(path, work / "minilm.auto.onnx", str(texts_file), args.threads,
+                                 args.auto_min_cosine)
         AUTO["minilm"] = info
         files[name] = work / "minilm.auto.onnx"
     return {"dir": model_dir, "path": path, "files": files, "held_out": held_out, "texts_file": texts_file}
@@ -341,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--no-auto", dest="auto", action="store_false",
                         help="leave out auto's choice, NNCF's int8 and ORT's dynamic int8")
+    parser.add_argument("--auto-min-cosine", type=float,
+                        help="auto's quality bound on MiniLM (default: quantize's, 0.99)")
     parser.add_argument("--served", action="store_true", help="also the MiniLM variants over HTTP")
     parser.add_argument("--wild", action="store_true",
                         help="only the wild fixtures (tests/wild.py): OpenVINO FP32 against ORT")
