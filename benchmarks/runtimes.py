@@ -95,7 +95,7 @@ def auto_choice(src: Path, out: Path, data: str | None, threads: int,
                          for f in (d.get("fallback") or {}).get("searches", [])],
             "candidates": [{k: c[k] for k in ("name", "min_cosine", "top1_agreement", "admissible", "speedup")}
                            for c in d["candidates"]],
-            "notes": report.preprocessing}
+            "notes": report.preprocessing, "warnings": report.warnings}
     print(f"auto chose {report.chosen} in {info['seconds']} s ({load()}): {report.reason}", flush=True)
     for c in info["candidates"]:
         print(f"  {c['name']:<40} admissible {c['admissible']!s:<5} min cos {c['min_cosine']} "
@@ -164,6 +164,52 @@ def digits(work: Path, args) -> list[dict]:
     return rows_for(f"digits-cnn (batch {args.digits_batch})", sessions, feeds, quality, args.rounds, args.iters)
 
 
+def nncf_rescue(path: Path, calib, work: Path, args) -> tuple[str, Path] | None:
+    """NNCF's int8 rescued into ``--rescue-bound`` (min cosine to ORT float on auto's sentences) by
+    the partial search auto runs (``nncf_int8.rank`` + ``nncf_int8.rescue``: the costliest weight
+    nodes kept float through NNCF's ignored scope), called directly: auto starts it only when its
+    timing can rank the candidates (A/A within 25%), which a loaded machine does not give."""
+    from types import SimpleNamespace
+
+    from onnxdeploy.data import load_data
+    from onnxdeploy.modelfile import load_model, metadata, signature
+    from onnxdeploy.quantize import nncf_int8
+    from onnxdeploy.quantize.prepare import prepare
+    from onnxdeploy.runtimes import run_dataset
+
+    model = load_model(path)
+    prepared = prepare(model, work, path.name).path
+    data = load_data(str(work / "auto-texts.txt"), signature(model), meta=metadata(model))
+    want = run_dataset(make_session(path, threads=args.threads), data)["sentence_embedding"]
+    t0 = time.perf_counter()
+    ranking = nncf_int8.rank(nncf_int8.recipe(), prepared, data, work, args.threads, {})
+    print(f"ranked {len(ranking)} weight nodes in {time.perf_counter() - t0:.0f} s; costliest: "
+          + ", ".join(f"{c.node} ({c.snr_db:.1f} dB)" for c in ranking[:4]), flush=True)
+    built: dict[int, Path] = {}
+
+    def judge(rec):
+        k = len(rec.nodes_to_exclude)
+        out = work / f"minilm.nncf-mixed-{k}.onnx"
+        seconds = nncf_int8.build(rec, prepared, out, calib, transformer=True)
+        got = run_dataset(session_of_file(out, args.threads), data)["sentence_embedding"]
+        mc = float(cosines(got, want).min())
+        ok = mc >= args.rescue_bound
+        print(f"  NNCF with {k} node(s) float: min cosine {mc:.5f} on auto's texts "
+              f"({'within' if ok else 'outside'} {args.rescue_bound}; built in {seconds:.0f} s, {load()})", flush=True)
+        if ok:
+            built[k] = out
+        return SimpleNamespace(admissible=ok, min_cosine=mc, error=1 - mc, failures=[] if ok else ["below"])
+
+    record, found = nncf_int8.rescue(nncf_int8.recipe(), ranking, judge, None, budget_s=args.rescue_budget)
+    AUTO["nncf-rescue"] = {"bound": args.rescue_bound, "kept": record.kept, "tries": [t.to_dict() for t in record.tries],
+                           "summary": record.summary, "seconds": round(record.seconds, 1)}
+    if found is None:
+        print(f"rescue found nothing: {record.summary}", flush=True)
+        return None
+    k = len(found.nodes_to_exclude)
+    return f"openvino-nncf-int8 rescued ({k} float)", built[k]
+
+
 def minilm_files(work: Path, args) -> dict | None:
     """The exported MiniLM, its variants' files, the auto and held-out sentences."""
     from onnxdeploy.export import ExportOptions, export_model
@@ -197,10 +243,15 @@ def minilm_files(work: Path, args) -> dict | None:
             print(f"NNCF int8 (ModelType.TRANSFORMER, {len(calib)} texts) built in {seconds:.1f} s ({load()})",
                   flush=True)
             files["openvino-nncf-int8"] = full
-        name, info = auto_choice(path, work / "minilm.auto.onnx", str(texts_file), args.threads,
-                                 args.auto_min_cosine)
-        AUTO["minilm"] = info
-        files[name] = work / "minilm.auto.onnx"
+            if args.rescue_bound is not None:
+                rescued = nncf_rescue(path, calib, work, args)
+                if rescued is not None:
+                    files[rescued[0]] = rescued[1]
+        if args.auto_choice:
+            name, info = auto_choice(path, work / "minilm.auto.onnx", str(texts_file), args.threads,
+                                     args.auto_min_cosine)
+            AUTO["minilm"] = info
+            files[name] = work / "minilm.auto.onnx"
     return {"dir": model_dir, "path": path, "files": files, "held_out": held_out, "texts_file": texts_file}
 
 
@@ -347,6 +398,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave out auto's choice, NNCF's int8 and ORT's dynamic int8")
     parser.add_argument("--auto-min-cosine", type=float,
                         help="auto's quality bound on MiniLM (default: quantize's, 0.99)")
+    parser.add_argument("--rescue-bound", type=float,
+                        help="also NNCF's int8 rescued into this min cosine by the partial search")
+    parser.add_argument("--rescue-budget", type=float, default=900.0)
+    parser.add_argument("--no-auto-choice", dest="auto_choice", action="store_false",
+                        help="MiniLM: leave out auto's own run (minutes); keep the other variants")
     parser.add_argument("--served", action="store_true", help="also the MiniLM variants over HTTP")
     parser.add_argument("--wild", action="store_true",
                         help="only the wild fixtures (tests/wild.py): OpenVINO FP32 against ORT")
