@@ -245,6 +245,50 @@ def test_a_variant_serve_cannot_run_is_judged_but_not_served(measured_run, monke
     assert "float32-openvino was not served" in verdict["text"]
 
 
+def test_the_pipeline_serves_an_openvino_variant_and_the_verdict_names_it(measured_run, monkeypatch):
+    """End to end over real HTTP: the bench step serves an OpenVINO variant beside float32 and
+    auto's int8 (real servers running it on OpenVINO, as its metadata says); the verdict follows
+    the served figures by the shipping rule, and a shipped OpenVINO variant is named by runtime
+    and precision. The last part replays the report with the OpenVINO variant's served figure set
+    beyond the others: which variant wins on this CPU is the measurement's business, the wording
+    and the wiring are the pipeline's."""
+    import dataclasses
+
+    from onnxdeploy import pipeline as P
+    from onnxdeploy.judge.http import Speed
+    from onnxdeploy.serve.model import read_model_info
+
+    out, report = measured_run
+    names = {v["name"] for v in report.lineage}
+    ov = "bf16-openvino" if "bf16-openvino" in names else "float32-openvino"
+    assert read_model_info(report.artifacts[ov]).runtime == "openvino"
+    monkeypatch.setattr(P, "contenders_to_serve", lambda r: ["float32", "int8", ov])
+    opts = dataclasses.replace(P.PipelineOptions(model="digits-mlp", out=str(out)), concurrency=[8],
+                               requests=240, repeats=2, workers=1)
+    result, _ = P._step_bench(opts, out, report, lambda info: None)
+    report.results["bench"] = result
+    comparisons = result.verdict["comparisons"]
+    assert ov in comparisons and comparisons[ov]["what"] == "requests/s"
+    by_target = {t["name"] if isinstance(t, dict) else t.name: t for t in result.to_dict()["targets"]}
+    assert ov in by_target
+    verdict = P.decide_verdict(report)
+    considered = {c["name"]: c for c in verdict["considered"]}
+    assert considered[ov]["served"] is True and considered[ov]["speed"]["speed"] == comparisons[ov]["speed"]
+    assert verdict["ship"] in ("float32", "int8", ov)
+    if verdict["ship"] == ov:
+        assert verdict["text"].startswith("Ship float32 on OpenVINO (")
+    # the OpenVINO variant served faster beyond the noise: it ships, named by runtime and precision
+    used = next(v for v in report.lineage if v["name"] == ov)["precision_used"]
+    faster = Speed("faster", 3.0, 0.05, 0.02, 2, "requests/s", "concurrency 8").to_dict()
+    slower = Speed("slower", 0.8, 0.05, 0.02, 2, "requests/s", "concurrency 8").to_dict()
+    monkeypatch.setitem(result.verdict, "comparisons", {**comparisons, ov: faster, "int8": slower})
+    verdict = P.decide_verdict(report)
+    if ov in {n for n, why in P._within_bounds(report).items() if not why}:
+        assert verdict["ship"] == ov
+        assert verdict["text"].startswith(f"Ship float32 on OpenVINO ({used}): "), verdict["text"]
+        assert "3x faster" in verdict["text"] or "3.0x faster" in verdict["text"], verdict["text"]
+
+
 # --------------------------------------------------------------------------- the judge's rule
 
 

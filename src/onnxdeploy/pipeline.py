@@ -354,7 +354,7 @@ def _quantize(options: PipelineOptions, out: Path, report: PipelineReport, name:
         out / FLOAT_FILE,
         out / name,
         QuantizeOptions(mode=mode, data=options.data, max_accuracy_drop=options.max_accuracy_drop,
-                        allow_slower=True),
+                        allow_slower=True, runtimes=options.runtimes and mode == "auto"),
         reference=_reference(options, report), **kwargs,
     )
 
@@ -413,7 +413,9 @@ def _step_quantize(options, out, report, detail):
     report.artifacts["int8"] = str(out / INT8_FILE)
     m = result.measurement
     chosen = result.chosen
-    _stamp(out / INT8_FILE, "int8" if chosen != "float32" else "fp32")
+    # auto's choice may run on another runtime (NNCF's int8 on OpenVINO): serve runs it there
+    _stamp(out / INT8_FILE, "int8" if chosen != "float32" else "fp32",
+           runtime=result.settings.get("runtime", "onnxruntime"))
     _variant(report, "int8", out / INT8_FILE, "float32",
              {"step": "quantize", "mode": "auto", "chosen": chosen, "settings": result.settings})
     # the lineage lists the runtime variants after the int8 ones
@@ -614,6 +616,7 @@ def decide_verdict(report: PipelineReport) -> dict[str, Any]:
     base_speed = next(iter(comparisons.values()), None)
     for entry in report.lineage:
         name = entry["name"]
+        shown = _shown(entry, chosen if name == "int8" else "")
         key = names.get(name)
         result = m.results.get(key) if key else None
         delta = None if ref_acc is None or result is None or result.accuracy is None else result.accuracy - ref_acc
@@ -625,8 +628,8 @@ def decide_verdict(report: PipelineReport) -> dict[str, Any]:
             name, entry["size_bytes"], admissible=not why.get(name), why_not=why.get(name, ""),
             served=name in served and (name == "float32" or speed is not None), speed=speed,
             in_process="" if name == "float32" else inprocess.short_text(latency, name),
-            label=chosen if name == "int8" and chosen else "", accuracy_delta=delta))
-    d = decide(contenders)
+            label=chosen if name == "int8" and chosen else "", accuracy_delta=delta, shown=shown))
+    d = decide(contenders, simplicity=_simplicity(report))
     out = d.to_dict()
     out["served"] = served
     out["in_process"] = {c.name: inprocess.speed(latency, c.name) for c in contenders if c.name != "float32"}
@@ -634,6 +637,28 @@ def decide_verdict(report: PipelineReport) -> dict[str, Any]:
         out["text"] += (f" In-process timing was noisy (A/A control {100 * latency.noise:.0f}% apart): "
                         "in-process speed is undecided.")
     return out
+
+
+def _shown(entry: dict[str, Any], label: str) -> str:
+    """How the verdict names a variant on another runtime: ``float32 on OpenVINO (bf16)`` (the
+    precision it ran at, as the runtime reported it), ``int8 on OpenVINO (nncf-int8-mixed)``."""
+    if entry.get("runtime", "onnxruntime") == "onnxruntime":
+        return ""
+    runtime = {"openvino": "OpenVINO"}.get(entry["runtime"], entry["runtime"])
+    if entry.get("precision") == "int8":
+        return f"int8 on {runtime}" + (f" ({label})" if label else "")
+    return f"float32 on {runtime} ({entry.get('precision_used') or entry.get('precision')})"
+
+
+def _simplicity(report: PipelineReport) -> tuple[str, ...]:
+    """The shipping rule's order of the simpler, with ORT before OpenVINO and float before int8:
+    auto's int8 on OpenVINO (NNCF) comes after the float variants on OpenVINO."""
+    from .judge.ship import SIMPLICITY
+
+    v = report.context.get("variants", {}).get("int8")
+    if v is None or v.runtime == "onnxruntime":
+        return SIMPLICITY
+    return (*[n for n in SIMPLICITY if n != "int8"], "int8")
 
 
 def _step_report(options, out, report, detail):

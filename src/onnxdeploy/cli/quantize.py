@@ -167,13 +167,15 @@ def render(report) -> None:
 @click.option("--search-budget", "search_budget", type=click.FloatRange(min=0, min_open=True),
               default=DEFAULT_SEARCH_BUDGET_S, show_default=True,
               help="auto: seconds the partial-int8 search (calibration grid and tries) may spend.")
+@click.option("--runtimes/--no-runtimes", default=True, show_default=True,
+              help="auto: also try OpenVINO int8 through NNCF when the openvino extra is installed.")
 @ort_threads_option
 @input_options
 @report_options
 @click.pass_context
 def command(ctx, src, out, mode, weight_type, per_channel, reduce_range, op_types, data, dims, count,
             calibration_method, calibration_count, max_accuracy_drop, allow_slower, latency_batch,
-            latency_budget, rounds, min_cosine, task, no_fallback, no_outlier_split, max_float_matmuls, state, search_budget, ort_threads,
+            latency_budget, rounds, min_cosine, task, no_fallback, no_outlier_split, max_float_matmuls, state, search_budget, runtimes, ort_threads,
             batch_axes, int_ranges, as_json, report_path):
     """Quantize an ONNX model to int8 and report size, accuracy and speed against the float model."""
     opts = QuantizeOptions(
@@ -184,7 +186,7 @@ def command(ctx, src, out, mode, weight_type, per_channel, reduce_range, op_type
         latency_budget_s=latency_budget, min_cosine=min_cosine, task=task, threads=ort_threads,
         batch_axes=batch_axes, int_ranges=int_ranges, fallback=not no_fallback,
         split_outliers=not no_outlier_split, max_float_matmuls=max_float_matmuls,
-        state=parse_state(state), search_budget_s=search_budget,
+        state=parse_state(state), search_budget_s=search_budget, runtimes=runtimes,
     )
     if rounds is not None:
         click.echo("note: --rounds is deprecated and has no effect; timing follows --latency-budget",

@@ -38,6 +38,9 @@ class Contender:
     label: str = ""
     accuracy_delta: float | None = None
     quality: str = ""
+    #: how the sentence names it when not by ``name`` and ``label``: a variant on another runtime
+    #: ("float32 on OpenVINO (bf16)")
+    shown: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "size_bytes": self.size_bytes, "admissible": self.admissible,
@@ -132,7 +135,7 @@ def _sentence(best: Contender, base: Contender, cands: list[Contender], ties: li
     if best.in_process:
         parts.append(f"in process {best.in_process}")
     others = [] if best.name == base.name and not undecided else _not_shipped(cands, best, base.name)
-    text = f"Ship {best.name}{label}: " + ", ".join(parts) + "."
+    text = f"Ship {best.shown or best.name + label}: " + ", ".join(parts) + "."
     if others:
         text += " Not shipped: " + "; ".join(others) + "."
     if undecided:

@@ -54,6 +54,9 @@ class QuantizeOptions:
     state: dict[str, str] = field(default_factory=dict)
     #: seconds the partial-int8 search (calibration grid and tries) may spend before it stops
     search_budget_s: float = DEFAULT_SEARCH_BUDGET_S
+    #: auto: also OpenVINO int8 through NNCF (quantize/nncf_int8.py) when the openvino extra is
+    #: installed; the CLI and the pipeline turn it on, the library leaves ORT's candidates alone
+    runtimes: bool = False
 
 
 def supported_op_types(mode: str) -> frozenset[str]:

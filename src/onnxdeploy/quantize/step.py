@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data import DIGITS, RANDOM, DataSet, digits_split
 from ..environment import environment
-from ..errors import ModelLoadError, OptionError, RuntimeFailure, first_line
+from ..errors import DataError, ModelLoadError, OptionError, RuntimeFailure, first_line
 from ..judge import inprocess
 from ..judge.choose import choose, ship_admissible
 from ..measure import Measurement, Reference, Variant, build_reference
@@ -26,7 +26,7 @@ from ..measure.numeric import half_min_cosines
 from ..measure.variants import evaluate, reference_result, time_variants
 from ..modelfile import copy_model, external_data_files, load_model, op_counts, save_model
 from . import fallback as mixed
-from . import outliers, partial
+from . import nncf_int8, outliers, partial
 from .options import CALIBRATION_METHODS, QuantizeOptions, supported_op_types, validate
 from .prepare import check_not_quantized, prepare
 from .recipes import Recipe, auto_recipes, recipe_for, run_recipe
@@ -71,14 +71,26 @@ def quantize_model(
     data = ref.data
     ops_before = op_counts(model)
     _check_quantizable(src.name, ops_before, opts)
+    takes_tokens = bool(ref.signature.inputs) and all(
+        s.dtype is not None and np.dtype(s.dtype).kind in "iub" for s in ref.signature.inputs)
+    nncf_recipe = None
     if opts.mode == "auto":
-        takes_tokens = bool(ref.signature.inputs) and all(
-            s.dtype is not None and np.dtype(s.dtype).kind in "iub" for s in ref.signature.inputs)
         recipes, skipped = auto_recipes(opts, set(ops_before), takes_tokens=takes_tokens)
+        # OpenVINO int8 through NNCF, when the openvino extra is installed (quantize/nncf_int8.py)
+        if opts.runtimes:
+            missing = nncf_int8.unavailable()
+            if opts.op_types:
+                skipped.append(f"{nncf_int8.NAME} left out: --op-types restricts ONNX Runtime's quantizer; "
+                               "NNCF chooses the operators it quantizes itself")
+            elif missing:
+                skipped.append(missing)
+            else:
+                nncf_recipe = nncf_int8.recipe()
     else:
         recipes, skipped = [recipe_for(opts)], []
     warnings = _input_warnings(opts, data, set(ops_before), recipes)
-    calibration = _calibration_set(data, opts.calibration_count) if any(r.mode == "static" for r in recipes) else None
+    calibration = (_calibration_set(data, opts.calibration_count)
+                   if nncf_recipe is not None or any(r.mode == "static" for r in recipes) else None)
     criterion, tolerance = _criterion(ref, opts)
     float_variant = Variant.of(REFERENCE, src, parent=None, produced_by={"step": "input"})
     layers = {n.name: partial.source_layer(n) for n in model.graph.node}
@@ -96,7 +108,8 @@ def quantize_model(
 
     with tempfile.TemporaryDirectory(prefix="onnxdeploy-quantize-") as tmp:
         work = Path(tmp)
-        prepared = prepare(model, work, src.name) if _needs_build(recipes, prebuilt) else None
+        needs = _needs_build(recipes, prebuilt) or nncf_recipe is not None
+        prepared = prepare(model, work, src.name) if needs else None
         if prepared is not None:
             warnings += prepared.warnings
         results: list[CandidateResult] = []
@@ -128,6 +141,18 @@ def quantize_model(
             paths[recipe.name] = path
             _score(result, vr, ref, criterion, tolerance)
             state.judge(result, sessions[recipe.name])
+
+        def nncf_candidate(rec: Recipe, path: Path):
+            """Build one NNCF model (the candidate, or a try of its rescue) and judge it on OpenVINO."""
+            return _nncf_candidate(rec, prepared.path, path, calibration, takes_tokens, ref, opts,
+                                   criterion, tolerance, state)
+
+        if nncf_recipe is not None:
+            path = work / f"{nncf_recipe.name}.onnx"
+            result, vr, session = nncf_candidate(nncf_recipe, path)
+            results.append(result)
+            if vr is not None:
+                measured[result.name], sessions[result.name], paths[result.name] = vr, session, path
         search = None
         searches: list = []
         if opts.mode == "auto" and opts.fallback:
@@ -136,10 +161,14 @@ def quantize_model(
                 if prepared is None:
                     prepared = prepare(model, work, src.name)
                 for base_result in bases:
-                    base = _recipe_named(recipes, base_result.name)
-                    record, found = _partial(opts, base, base_result, results, ref, prepared.path, work,
-                                             criterion, tolerance, warnings, layers, calibration,
-                                             state, prelim, sessions, measured, paths)
+                    if base_result.settings.get("mode") == nncf_int8.MODE:
+                        record, found = _partial_nncf(opts, nncf_recipe, base_result, ref, prepared.path,
+                                                      work, warnings, layers, prelim, nncf_candidate)
+                    else:
+                        base = _recipe_named(recipes, base_result.name)
+                        record, found = _partial(opts, base, base_result, results, ref, prepared.path,
+                                                 work, criterion, tolerance, warnings, layers,
+                                                 calibration, state, prelim, sessions, measured, paths)
                     if record is None:
                         continue
                     searches.append(record)
@@ -267,7 +296,7 @@ def _search_bases(opts, results: list[CandidateResult], ref: Reference, sessions
     elif not eligible:
         eligible = missed
     bases = []
-    for mode in ("static", "dynamic"):
+    for mode in ("static", "dynamic", nncf_int8.MODE):
         pool = [r for r in eligible if r.settings.get("mode") == mode]
         if not pool:
             continue
@@ -276,7 +305,9 @@ def _search_bases(opts, results: list[CandidateResult], ref: Reference, sessions
         bases.append(min(near, key=lambda r: (r.error, SIMPLICITY.index(r.name)
                                               if r.name in SIMPLICITY else len(SIMPLICITY))))
     bases.sort(key=lambda r: -worst[r.name])
-    return bases[:MAX_BASES], prelim
+    # at most MAX_BASES of ORT's modes; the NNCF candidate (another runtime) has a slot of its own
+    ort = [r for r in bases if r.settings.get("mode") != nncf_int8.MODE][:MAX_BASES]
+    return [r for r in bases if r in ort or r.settings.get("mode") == nncf_int8.MODE], prelim
 
 
 def _partial(opts, base: Recipe, base_result: CandidateResult, results, ref: Reference, prepared: Path,
@@ -391,6 +422,62 @@ def _partial(opts, base: Recipe, base_result: CandidateResult, results, ref: Ref
                               "samples": None if calib is None else len(calib), "grid": tried}
     record.seconds = time.monotonic() - start
     return record, None if recipe is None else built[len(recipe.nodes_to_exclude)]
+
+
+def _nncf_candidate(rec: Recipe, prepared: Path, path: Path, calibration: DataSet | None,
+                    transformer: bool, ref: Reference, opts, criterion: str, tolerance: float, state):
+    """``(result, VariantResult or None, session or None)`` of one NNCF model judged on OpenVINO
+    (the file's metadata names the runtime); a build or load failure is the result's reason."""
+    result = CandidateResult(rec.name, nncf_int8.settings(rec, transformer=transformer))
+    try:
+        seconds = nncf_int8.build(rec, prepared, path, calibration, transformer=transformer)
+        result.settings["build_seconds"] = round(seconds, 2)
+        variant = Variant.of(rec.name, path, parent=REFERENCE,
+                             produced_by={"step": "quantize", "recipe": result.settings})
+        vr, session = evaluate(ref, variant, max_disagreement=tolerance, min_cosine=opts.min_cosine)
+    except (RuntimeFailure, ModelLoadError, DataError) as exc:
+        result.reason = result.reason or first_line(exc)
+        result.failures = [first_line(exc)]
+        return result, None, None
+    _score(result, vr, ref, criterion, tolerance)
+    state.judge(result, session)
+    return result, vr, session
+
+
+def _partial_nncf(opts, rec: Recipe, base_result: CandidateResult, ref: Reference, prepared: Path,
+                  work: Path, warnings: list[str], layers: dict[str, str], prelim, candidate):
+    """The partial-int8 search from the NNCF candidate (``fallback.search`` on ``partial``'s
+    ranking; the kept nodes go to NNCF's ignored scope); ``(record, found)`` as ``_partial``."""
+    import time
+
+    start = time.monotonic()
+    deadline = start + opts.search_budget_s
+    try:
+        ranking = nncf_int8.rank(rec, prepared, ref.data, work, ref.threads, layers)
+    except RuntimeFailure as exc:
+        warnings.append(f"partial int8 from {rec.name} skipped: {exc}")
+        return None, None
+    if not ranking:
+        warnings.append(f"partial int8 from {rec.name} skipped: no weight node to keep float")
+        return None, None
+    built: dict[int, tuple] = {}
+
+    def judge(recipe: Recipe) -> CandidateResult:
+        k = len(recipe.nodes_to_exclude)
+        path = work / f"{recipe.name}-{k}.onnx"
+        result, vr, session = candidate(recipe, path)
+        result.settings["partial_from"] = rec.name
+        if result.admissible:
+            built[k] = (result, vr, session, path)
+        return result
+
+    record, found = nncf_int8.rescue(rec, ranking, judge, opts.max_float_matmuls,
+                                     budget_s=max(1.0, deadline - time.monotonic()))
+    record.quantizable_matmuls = sum(1 for c in ranking if c.op_type in ("MatMul", "Gemm"))
+    record.base_min_cosine, record.base_error = base_result.min_cosine, base_result.error
+    record.base_speedup = {k: round(v, 3) for k, v in prelim.speedup(base_result.name).items()}
+    record.seconds = time.monotonic() - start
+    return record, None if found is None else built[len(found.nodes_to_exclude)]
 
 
 def calibration_grid(base: Recipe, available: int, count: int) -> list[tuple[str, int]]:
