@@ -252,28 +252,42 @@ def _simulate(unit: Unit, model: onnx.ModelProto, inits: dict, acts: dict[str, n
 
 def rank_units(prepared: Path, recipe: Recipe, data: DataSet, workdir: Path, threads: int | None,
                layers: dict[str, str] | None = None,
-               quantize_one: callable | None = None, budget_s: float = 60.0) -> list[LayerCost]:
+               quantize_one: callable | None = None, budget_s: float = 60.0,
+               method: str = "auto") -> list[LayerCost]:
     """Every unit's int8 cost, costliest first (simulated where the unit runs alone; else
-    ``quantize_one(node names)`` quantizes the unit alone and returns the model's output SNR)."""
+    ``quantize_one(node names to exclude)`` quantizes the unit alone (every other unit excluded)
+    and returns the model's output SNR).
+
+    ``method``: "auto" (simulate, quantize the units that will not run alone), "quantized"
+    (every unit quantized alone: what the search re-ranks with when the simulated ranking
+    misled it). Each entry's ``method`` says which was used; units left when ``budget_s`` is
+    spent are "not measured (time budget)" and rank last.
+    """
+    if method not in ("auto", "quantized"):
+        raise ValueError(f"method must be 'auto' or 'quantized', not {method!r}")
     model = load_model(prepared)
     found = units(model, recipe)
     if not found:
         return []
     inits = {i.name: i for i in model.graph.initializer}
-    wanted: list[str] = []
-    for u in found:
-        for name in [*_float_inputs(u, inits, set()), u.nodes[-1].output[0]]:
-            if name not in wanted:
-                wanted.append(name)
-    acts = _exposed_run(prepared, wanted, data, workdir, threads)
+    acts: dict[str, np.ndarray] = {}
+    if method == "auto":
+        wanted: list[str] = []
+        for u in found:
+            for name in [*_float_inputs(u, inits, set()), u.nodes[-1].output[0]]:
+                if name not in wanted:
+                    wanted.append(name)
+        acts = _exposed_run(prepared, wanted, data, workdir, threads)
     costs, later = [], []
     for u in found:
         cost = LayerCost(u.head.name, list(u.weight.shape) if u.weight is not None else [],
                          float("nan"), (layers or {}).get(u.head.name) or source_layer(u.head),
                          nodes=u.names, op_type=u.head.op_type, method="simulated")
         try:
+            if method != "auto":
+                raise RuntimeFailure("quantized on request")
             cost.snr_db = _simulate(u, model, inits, acts, recipe)
-        except Exception:  # ORT will not run it alone: measure it for real below
+        except Exception:  # ORT will not run it alone (or asked): measure it for real below
             cost.method = "quantized"
             later.append(cost)
         costs.append(cost)
