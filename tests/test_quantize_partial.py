@@ -330,6 +330,9 @@ def test_fast_vad_static_search_keeps_proj_float_and_the_chained_state_holds(tmp
     s = _static_search(path, fit, held, quality, tmp_path, calibration=calib)
     assert s.full < BOUND - MARGIN, s.full
     assert s.ranking[0].node == "/proj/Conv" and s.ranking[0].method == "simulated"
+    # static QDQ rounds the QOperator registry's ops too: the input's ``* sr / 16000`` Mul is a
+    # unit, and its 0-d operand (a numpy scalar once exposed) is simulated like any other
+    assert {c.method for c in s.ranking} == {"simulated"} and "/Mul" in {c.node for c in s.ranking}
     assert s.record.kept == ["/proj/Conv", "/Relu_3"], s.scores
     assert s.scores[("/proj/Conv", "/Relu_3")] >= BOUND
 
@@ -374,3 +377,28 @@ def test_quantize_one_at_a_time_ranks_the_conv_net_as_simulation_does(tmp_path):
                    key=lambda ex: sorted(everything - set(ex))[0])))
     assert {c.node for c in q.ranking[:2]} == {"/conv3/Conv", "/conv4/Conv"}
     assert set(q.record.kept) == set(sim.record.kept) and "/conv4/Conv" in q.record.kept
+
+
+def test_search_probes_the_limit_before_doubling_past_4():
+    """With probe_limit, after 1, 2 and 4 miss the limit is tried next: a miss there ends the
+    search (the loss is spread over the model), a pass is bisected down from it."""
+    ranking = [LayerCost(f"c{i}", [4], float(i), nodes=[f"c{i}"], op_type="Conv") for i in range(20)]
+
+    def judge_from(passes_from, seen):
+        def judge(recipe):
+            k = len(recipe.nodes_to_exclude)
+            seen.append(k)
+            ok = k >= passes_from
+            return SimpleNamespace(admissible=ok, min_cosine=0.995 if ok else 0.9, error=None, failures=[])
+        return judge
+
+    seen: list[int] = []
+    record, recipe = search(Recipe("static-qdq", "static"), ranking, judge_from(9, seen), probe_limit=True)
+    assert seen == [1, 2, 4, 10, 7, 8, 9] and len(recipe.nodes_to_exclude) == 9
+    seen.clear()
+    record, recipe = search(Recipe("static-qdq", "static"), ranking, judge_from(99, seen), probe_limit=True)
+    assert seen == [1, 2, 4, 10] and recipe is None
+    assert "spread over the model" in record.summary and "up to 10 of 20" in record.summary
+    seen.clear()  # without it, the doubling goes on to the limit
+    search(Recipe("static-qdq", "static"), ranking, judge_from(99, seen))
+    assert seen == [1, 2, 4, 8, 10]

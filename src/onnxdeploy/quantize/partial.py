@@ -79,6 +79,14 @@ def quantized_op_types(recipe: Recipe) -> set[str]:
     types = set(recipe.op_types) if recipe.op_types else set(supported_op_types(recipe.mode))
     if recipe.mode == "dynamic" and types & {"MatMul", "Gemm"}:
         types |= {"MatMul", "Gemm"}
+    if recipe.mode == "static" and not recipe.op_types:
+        # with no op types given, ORT's quantize_static quantizes the QOperator registry's ops
+        # too (Add, Mul, Sigmoid, Softmax, GlobalAveragePool ...), whichever the format: their
+        # tensors are rounded, so they are units (PP-OCRv4 rec: 73 Adds and 68 Muls of its
+        # hardswish and LayerNorm arithmetic quantized, none of them ranked before)
+        from onnxruntime.quantization.registry import QLinearOpsRegistry
+
+        types |= set(QLinearOpsRegistry)
     return types
 
 
@@ -231,7 +239,9 @@ def _simulate(unit: Unit, model: onnx.ModelProto, inits: dict, acts: dict[str, n
     if unit.head.op_type in ("LSTM", "GRU", "RNN"):
         quantized &= {unit.head.input[0]}  # X (the state goes in float at step 0)
     for n in inputs:
-        feeds[n] = fake_activation(acts[n]) if n in quantized else acts[n]
+        # np.asarray: a 0-d activation (Silero's ``sr / 16000``) comes back from numpy as a
+        # scalar, which ORT refuses as a feed
+        feeds[n] = np.asarray(fake_activation(acts[n]) if n in quantized else acts[n])
     graph = helper.make_graph(
         [n for n in unit.nodes], "unit",
         [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(acts[n].dtype), None)
