@@ -167,6 +167,10 @@ def test_nothing_saved_exits_1_with_one_line_and_no_file(vad, tmp_path):
 
     d = json.loads(result.output)
     assert d["output"] is None and d["state"]["assumed"] is False
+    # the static search missed with the nodes alone, then again with their tensors' neighbours
+    fb = d["fallback"]
+    assert fb["grouping"] == "tensors" and fb["earlier"]["grouping"] == "nodes" and fb["earlier"]["tries"]
+    assert len(fb["tries"][0]["nodes"]) > len(fb["earlier"]["tries"][0]["nodes"])
     assert d["chosen"]["reason"].count("\n") == 0 and "no model written" in d["chosen"]["reason"]
 
 
@@ -402,3 +406,18 @@ def test_search_probes_the_limit_before_doubling_past_4():
     seen.clear()  # without it, the doubling goes on to the limit
     search(Recipe("static-qdq", "static"), ranking, judge_from(99, seen))
     assert seen == [1, 2, 4, 8, 10]
+
+
+def test_with_tensors_widens_a_unit_to_the_quantized_nodes_around_its_tensors():
+    """A Conv kept float alone still reads the tensor its quantized producer writes (rounded
+    once for all its quantized readers); widened, the unit takes that producer too, and a node a
+    costlier unit took is not repeated."""
+    from onnxdeploy.quantize.partial import with_tensors
+
+    model = conv_net(outlier=1.0)
+    ranking = [LayerCost("/conv4/Conv", [32], 1.0, nodes=["/conv4/Conv", "/Relu_3"], op_type="Conv"),
+               LayerCost("/conv3/Conv", [32], 2.0, nodes=["/conv3/Conv", "/Relu_2"], op_type="Conv")]
+    wide = with_tensors(ranking, model, Recipe("static-qdq", "static"))
+    assert [c.node for c in wide] == ["/conv4/Conv", "/conv3/Conv"]
+    assert wide[0].members == ["/conv4/Conv", "/Relu_3", "/Relu_2"]
+    assert wide[1].members == ["/conv3/Conv", "/Relu_1"]

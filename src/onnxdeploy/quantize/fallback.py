@@ -117,6 +117,11 @@ class Fallback:
     calibration: dict[str, Any] | None = None
     seconds: float = 0.0
     stopped: str = ""
+    #: "nodes": each unit's own nodes kept float; "tensors": with the quantized nodes that read
+    #: or write its tensors (partial.with_tensors), so those tensors stay float too
+    grouping: str = "nodes"
+    #: an earlier search from the same base that missed (the node-only one before "tensors")
+    earlier: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         ops = sorted({c.op_type for c in self.ranking})
@@ -128,7 +133,8 @@ class Fallback:
                 "halves_min_cosine": self.halves_min_cosine, "warning": self.warning or None,
                 "ranking": [c.to_dict() for c in self.ranking], "tries": [t.to_dict() for t in self.tries],
                 "kept_float": self.kept, "kept_units": self.kept_units, "candidate": self.candidate,
-                "summary": self.summary, "seconds": round(self.seconds, 2), "stopped": self.stopped or None}
+                "summary": self.summary, "seconds": round(self.seconds, 2), "stopped": self.stopped or None,
+                "grouping": self.grouping, "earlier": self.earlier}
 
 
 def weight_matmuls(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, np.ndarray]]:

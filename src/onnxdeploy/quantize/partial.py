@@ -315,6 +315,37 @@ def rank_units(prepared: Path, recipe: Recipe, data: DataSet, workdir: Path, thr
     return costs
 
 
+def with_tensors(ranking: list[LayerCost], model: onnx.ModelProto, recipe: Recipe) -> list[LayerCost]:
+    """The ranking again, each unit widened to the quantized nodes that write its inputs or read
+    its inputs and outputs: a node kept float alone still reads and writes rounded tensors wherever
+    a neighbour is quantized (ORT quantizes a tensor once for all its quantized consumers); with
+    its neighbours float too, the unit's tensors stay float. Units keep their order; a node already
+    taken by a costlier unit is not repeated."""
+    types = quantized_op_types(recipe)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for name in n.input:
+            readers.setdefault(name, []).append(n)
+    by_name = {n.name: n for n in model.graph.node if n.name}
+    taken: set[str] = set()
+    out = []
+    for cost in ranking:
+        nodes = list(cost.members)
+        for name in cost.members:
+            node = by_name.get(name)
+            if node is None:
+                continue
+            around = [producer[i] for i in node.input if i in producer]
+            around += [r for t in [*node.input, *node.output] for r in readers.get(t, [])]
+            nodes += [n.name for n in around if n.name and n.op_type in types]
+        fresh = [n for n in dict.fromkeys(nodes) if n not in taken]
+        taken.update(fresh)
+        out.append(LayerCost(cost.node, cost.weight_shape, cost.snr_db, cost.layer,
+                             nodes=fresh or list(cost.members), op_type=cost.op_type, method=cost.method))
+    return out
+
+
 def source_layer(node: onnx.NodeProto) -> str:
     """The source layer: torch's name scope, the TorchScript node path (``/conv2/Conv`` is
     ``conv2``), else the weight's name."""
@@ -413,4 +444,4 @@ def per_sample_min_cosine(ref: np.ndarray, got: np.ndarray, axis: int | None) ->
 
 __all__ = ["CHAIN_STEPS", "Unit", "chained_outputs", "channel_snr_db", "fake_activation", "fake_weight",
            "output_snr", "per_sample_min_cosine", "quantized_op_types", "rank_units", "snr_db",
-           "source_layer", "state_pairs", "units"]
+           "source_layer", "state_pairs", "units", "with_tensors"]

@@ -384,6 +384,16 @@ def _partial(opts, base: Recipe, base_result: CandidateResult, results, ref: Ref
     record, recipe = mixed.search(base, ranking, judge, opts.max_float_matmuls,
                                   budget_s=max(1.0, deadline - time.monotonic()), noun="nodes",
                                   probe_limit=True)
+    if recipe is None and base.mode == "static" and time.monotonic() < deadline:
+        # the nodes alone missed: again with each unit's neighbours, so its tensors stay float
+        # (a node kept float still reads and writes the tensors its quantized neighbours round)
+        first = record
+        record, recipe = mixed.search(base, partial.with_tensors(ranking, load_model(prepared), base),
+                                      judge, opts.max_float_matmuls,
+                                      budget_s=max(1.0, deadline - time.monotonic()), noun="nodes",
+                                      probe_limit=True)
+        record.grouping, record.earlier = "tensors", first.to_dict()
+        record.earlier.pop("ranking", None)
     record.quantizable_matmuls = sum(1 for c in ranking if c.op_type in ("MatMul", "Gemm"))
     src_result = by_name.get(base.name) or base_result
     record.base_min_cosine = src_result.min_cosine
