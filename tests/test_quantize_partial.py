@@ -421,3 +421,24 @@ def test_with_tensors_widens_a_unit_to_the_quantized_nodes_around_its_tensors():
     assert [c.node for c in wide] == ["/conv4/Conv", "/conv3/Conv"]
     assert wide[0].members == ["/conv4/Conv", "/Relu_3", "/Relu_2"]
     assert wide[1].members == ["/conv3/Conv", "/Relu_1"]
+
+
+def test_with_tensors_is_not_tied_by_a_shared_constant():
+    """hardswish's ``+ 3`` reads one initializer in every block: it ties no two blocks together
+    (PP-OCRv4 det: one unit took all 27 of its Adds and 24 Clips before this)."""
+    from onnx import TensorProto, helper
+
+    from onnxdeploy.quantize.partial import with_tensors
+
+    three = helper.make_tensor("three", TensorProto.FLOAT, [], [3.0])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "three"], ["a"], name="add1"),
+         helper.make_node("Relu", ["a"], ["b"], name="relu1"),
+         helper.make_node("Add", ["b", "three"], ["c"], name="add2"),
+         helper.make_node("Relu", ["c"], ["y"], name="relu2")],
+        "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [three])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    wide = with_tensors([LayerCost("add1", [], 0.0, nodes=["add1"], op_type="Add")], model,
+                        Recipe("static-qdq", "static"))
+    assert wide[0].members == ["add1", "relu1"]

@@ -328,6 +328,9 @@ def with_tensors(ranking: list[LayerCost], model: onnx.ModelProto, recipe: Recip
         for name in n.input:
             readers.setdefault(name, []).append(n)
     by_name = {n.name: n for n in model.graph.node if n.name}
+    # a weight or a shared constant (hardswish's 3 read by every Add) ties no nodes together
+    constant = {i.name for i in model.graph.initializer}
+    constant |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     taken: set[str] = set()
     out = []
     for cost in ranking:
@@ -336,8 +339,9 @@ def with_tensors(ranking: list[LayerCost], model: onnx.ModelProto, recipe: Recip
             node = by_name.get(name)
             if node is None:
                 continue
-            around = [producer[i] for i in node.input if i in producer]
-            around += [r for t in [*node.input, *node.output] for r in readers.get(t, [])]
+            tensors = [t for t in [*node.input, *node.output] if t and t not in constant]
+            around = [producer[t] for t in node.input if t in producer and t not in constant]
+            around += [r for t in tensors for r in readers.get(t, [])]
             nodes += [n.name for n in around if n.name and n.op_type in types]
         fresh = [n for n in dict.fromkeys(nodes) if n not in taken]
         taken.update(fresh)
