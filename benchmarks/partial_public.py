@@ -14,7 +14,7 @@ min cosine (or top-1 disagreement) and speed vs float, the partial search's base
 kept float (with the source layer), its tries, the chosen model and the seconds auto took. The
 CPU and the load average stand beside the figures.
 
-    python benchmarks/partial_public.py --models DIR [--only rec,det,cls] [--samples 32]
+    python benchmarks/partial_public.py --models DIR [--only det,rec,cls] [--samples 32]
                                         [--budget 300] [--json out.json]
 """
 
@@ -110,9 +110,13 @@ def table(name: str, d: dict) -> str:
     fb = d.get("fallback")
     if fb:
         lines += ["", f"search from {fb['base']} ({fb['quantizable_units']} units, ranked by "
-                      f"{'/'.join(fb['methods'])}), {fb['seconds']} s: {fb['summary']}"]
+                      f"{'/'.join(fb['methods'])}, kept float as {fb.get('grouping')}), "
+                      f"{fb['seconds']} s: {fb['summary']}"]
+        for t in (fb.get("earlier") or {}).get("tries", []):
+            lines.append(f"- (nodes alone) {t['kept_float']} units, {len(t['nodes'])} nodes float: "
+                         f"min cosine {t['min_cosine']}, admissible {t['admissible']}, {t['seconds']} s")
         for t in fb["tries"]:
-            lines.append(f"- {t['kept_float']} float: min cosine {t['min_cosine']}, "
+            lines.append(f"- {t['kept_float']} units, {len(t['nodes'])} nodes float: min cosine {t['min_cosine']}, "
                          f"admissible {t['admissible']}, {t['seconds']} s")
         for u in fb.get("kept_units") or []:
             lines.append(f"- kept float: {'+'.join(u['nodes'])} (layer {u['layer']}, {u['op_type']}, "
@@ -125,7 +129,7 @@ def table(name: str, d: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", type=Path, required=True, help="folder holding the unzipped wheel")
-    ap.add_argument("--only", default="rec,det", help="comma-separated: cls, rec, det")
+    ap.add_argument("--only", default="det", help="comma-separated: cls, rec, det")
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--budget", type=float, default=300.0, help="--search-budget seconds")
     ap.add_argument("--threads", type=int, default=1)
