@@ -53,7 +53,9 @@ clean:
 
 # The CPU-sensitive quantize tests on an emulated AVX2 CPU without AVX-512 or VNNI (qemu-user's Haswell model):
 # int8 numerics (u8 x s8 saturation) and our CPUID-read flags both follow the emulated CPU.
-AVX2_TESTS := tests/test_env.py tests/test_quantize_fallback.py tests/test_quantize_outliers.py
+AVX2_TESTS := tests/test_env.py tests/test_quantize_fallback.py tests/test_quantize_outliers.py \
+  tests/test_quantize_partial.py::test_fast_vad_static_search_keeps_proj_float_and_the_chained_state_holds \
+  tests/test_quantize_partial.py::test_fast_conv_static_search_keeps_only_the_sensitive_layer_float
 test-avx2: $(STAMP)
 	@command -v qemu-x86_64 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user >/dev/null 2>&1; } \
 	  || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user >/dev/null 2>&1; }

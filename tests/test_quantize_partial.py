@@ -167,6 +167,10 @@ def test_nothing_saved_exits_1_with_one_line_and_no_file(vad, tmp_path):
 
     d = json.loads(result.output)
     assert d["output"] is None and d["state"]["assumed"] is False
+    # the static search missed with the nodes alone, then again with their tensors' neighbours
+    fb = d["fallback"]
+    assert fb["grouping"] == "tensors" and fb["earlier"]["grouping"] == "nodes" and fb["earlier"]["tries"]
+    assert len(fb["tries"][0]["nodes"]) > len(fb["earlier"]["tries"][0]["nodes"])
     assert d["chosen"]["reason"].count("\n") == 0 and "no model written" in d["chosen"]["reason"]
 
 
@@ -250,3 +254,191 @@ def test_a_pair_assumed_by_name_must_match_what_the_model_produces(tmp_path):
     assert check.pairs == [("state", "stateN")]
     # said explicitly, a pair is taken as given
     assert _StateCheck(ref, _opts(data, state={"input": "output"})).pairs == [("input", "output")]
+
+
+# --------------------------------------------------------------------------- the fast subset
+# Run under qemu-x86_64 -cpu Haswell too (Makefile AVX2_TESTS): no auto candidates, no timing,
+# no calibration grid; the search from static QDQ with a real judge (ORT's quantizer, an ORT
+# session, min cosine on held-back data, the VAD's state over chained steps), small data. What
+# depends on the CPU class (the int8 arithmetic) is all here.
+
+
+def _chained_state(path, feeds, steps):
+    """The float or int8 model's state after ``steps`` steps from ``feeds`` (each step's
+    ``stateN`` fed back, the audio rolled one sample a step as a stream's next chunk)."""
+    cur = dict(feeds)
+    for t in range(steps):
+        cur = {**cur, "input": np.roll(feeds["input"], t, axis=0)}
+        cur["state"] = _run(path, cur)["stateN"]
+    return cur["state"]
+
+
+def _static_search(path, fit, held, judge_outputs, tmp_path, calibration=None, **rank):
+    tmp_path.mkdir(exist_ok=True)
+    """Rank the prepared model's units for static QDQ on ``fit`` and search with a real judge:
+    each try is quantized by ORT, run on ``held``, judged by ``judge_outputs(path) -> min cosine``."""
+    from dataclasses import replace
+
+    from onnxdeploy.data.dataset import DataSet
+    from onnxdeploy.quantize.partial import output_snr, rank_units
+    from onnxdeploy.quantize.prepare import prepare
+    from onnxdeploy.quantize.recipes import run_recipe
+
+    prepared = prepare(onnx.load(str(path)), tmp_path, path.name).path
+    axes = {k: (1 if k == "state" else None if np.ndim(v) == 0 else 0) for k, v in fit.items()}
+    data = DataSet("fit", dict(fit), None, batch_axes=axes)
+    calib = DataSet("calib", dict(calibration or fit), None,
+                    batch_axes={k: axes[k] for k in fit})
+    base = Recipe("static-qdq", "static")
+    fit_ref = _run(prepared, fit)
+    one = []
+
+    def quantize_one(exclude):  # the unit alone int8 (every other unit float), the model's output SNR
+        out = tmp_path / "one.onnx"
+        run_recipe(replace(base, nodes_to_exclude=tuple(exclude)), prepared, out, calib)
+        one.append(tuple(exclude))
+        return output_snr(fit_ref, _run(out, fit))
+
+    ranking = rank_units(prepared, base, data, tmp_path, 1, quantize_one=quantize_one, **rank)
+    scores = {}
+
+    def judge(recipe):
+        out = tmp_path / f"try-{len(recipe.nodes_to_exclude)}.onnx"
+        run_recipe(recipe, prepared, out, calib)
+        cos = judge_outputs(out)
+        scores[recipe.nodes_to_exclude] = cos
+        return SimpleNamespace(admissible=cos >= BOUND, min_cosine=cos, error=1 - cos, failures=[])
+
+    full = tmp_path / "full.onnx"
+    run_recipe(base, prepared, full, calib)
+    record, found = search(base, ranking, judge)
+    return SimpleNamespace(full=judge_outputs(full), ranking=ranking, record=record, found=found,
+                           scores=scores, quantized_alone=one)
+
+
+def test_fast_vad_static_search_keeps_proj_float_and_the_chained_state_holds(tmp_path):
+    path = tmp_path / "vad.onnx"
+    save(vad_lstm(), path)
+    fit, held = vad_data(16, 0), vad_data(16, 7)
+    # calibration sees the states a stream reaches (as auto's does): the data's own states and
+    # those after 1-3 chained float steps
+    parts = [fit] + [{**fit, "state": _chained_state(path, fit, s)} for s in (1, 2, 3)]
+    calib = {"input": np.concatenate([p["input"] for p in parts]),
+             "state": np.concatenate([p["state"] for p in parts], axis=1), "sr": fit["sr"]}
+    ref_one, ref_chain = _run(path, held)["stateN"], _chained_state(path, held, 4)
+
+    def quality(model):
+        one = per_sample_min_cosine(ref_one, _run(model, held)["stateN"], 1)
+        return min(one, per_sample_min_cosine(ref_chain, _chained_state(model, held, 4), 1))
+
+    s = _static_search(path, fit, held, quality, tmp_path, calibration=calib)
+    assert s.full < BOUND - MARGIN, s.full
+    assert s.ranking[0].node == "/proj/Conv" and s.ranking[0].method == "simulated"
+    # static QDQ rounds the QOperator registry's ops too: the input's ``* sr / 16000`` Mul is a
+    # unit, and its 0-d operand (a numpy scalar once exposed) is simulated like any other
+    assert {c.method for c in s.ranking} == {"simulated"} and "/Mul" in {c.node for c in s.ranking}
+    assert s.record.kept == ["/proj/Conv", "/Relu_3"], s.scores
+    assert s.scores[("/proj/Conv", "/Relu_3")] >= BOUND
+
+
+def test_fast_conv_static_search_keeps_only_the_sensitive_layer_float(tmp_path):
+    path = tmp_path / "conv.onnx"
+    save(conv_net(), path)
+    fit, held = conv_data(16, 0), conv_data(16, 9)
+    ref = _run(path, held)["embedding"]
+
+    def quality(model):
+        return per_sample_min_cosine(ref, _run(model, held)["embedding"], 0)
+
+    s = _static_search(path, fit, held, quality, tmp_path)
+    assert s.full < BOUND - MARGIN, s.full
+    assert {c.node for c in s.ranking[:2]} == {"/conv3/Conv", "/conv4/Conv"}
+    assert "/conv4/Conv" in s.record.kept
+    assert set(s.record.kept) <= {"/conv3/Conv", "/Relu_2", "/conv4/Conv", "/Relu_3"}, s.scores
+    assert max(s.scores.values()) >= BOUND
+
+
+def test_quantize_one_at_a_time_ranks_the_conv_net_as_simulation_does(tmp_path):
+    """The other measuring path: every unit quantized alone by ORT's quantizer (the rest
+    float) and the model's output compared with float. Recorded as such, one quantize a unit,
+    and it finds the same two convs and keeps the same nodes float as the simulated ranking."""
+    path = tmp_path / "conv.onnx"
+    save(conv_net(), path)
+    fit, held = conv_data(16, 0), conv_data(16, 9)
+    ref = _run(path, held)["embedding"]
+
+    def quality(model):
+        return per_sample_min_cosine(ref, _run(model, held)["embedding"], 0)
+
+    q = _static_search(path, fit, held, quality, tmp_path / "q", method="quantized")
+    sim = _static_search(path, fit, held, quality, tmp_path / "s")
+    assert {c.method for c in q.ranking} == {"quantized"} and {c.method for c in sim.ranking} == {"simulated"}
+    assert len(q.quantized_alone) == len(q.ranking) == 5 and not sim.quantized_alone
+    # each measurement excluded every unit but its own
+    everything = {n for c in q.ranking for n in c.members}
+    assert all(everything - set(ex) == set(c.members) for c, ex in
+               zip(sorted(q.ranking, key=lambda c: c.node), sorted(q.quantized_alone,
+                   key=lambda ex: sorted(everything - set(ex))[0])))
+    assert {c.node for c in q.ranking[:2]} == {"/conv3/Conv", "/conv4/Conv"}
+    assert set(q.record.kept) == set(sim.record.kept) and "/conv4/Conv" in q.record.kept
+
+
+def test_search_probes_the_limit_before_doubling_past_4():
+    """With probe_limit, after 1, 2 and 4 miss the limit is tried next: a miss there ends the
+    search (the loss is spread over the model), a pass is bisected down from it."""
+    ranking = [LayerCost(f"c{i}", [4], float(i), nodes=[f"c{i}"], op_type="Conv") for i in range(20)]
+
+    def judge_from(passes_from, seen):
+        def judge(recipe):
+            k = len(recipe.nodes_to_exclude)
+            seen.append(k)
+            ok = k >= passes_from
+            return SimpleNamespace(admissible=ok, min_cosine=0.995 if ok else 0.9, error=None, failures=[])
+        return judge
+
+    seen: list[int] = []
+    record, recipe = search(Recipe("static-qdq", "static"), ranking, judge_from(9, seen), probe_limit=True)
+    assert seen == [1, 2, 4, 10, 7, 8, 9] and len(recipe.nodes_to_exclude) == 9
+    seen.clear()
+    record, recipe = search(Recipe("static-qdq", "static"), ranking, judge_from(99, seen), probe_limit=True)
+    assert seen == [1, 2, 4, 10] and recipe is None
+    assert "spread over the model" in record.summary and "up to 10 of 20" in record.summary
+    seen.clear()  # without it, the doubling goes on to the limit
+    search(Recipe("static-qdq", "static"), ranking, judge_from(99, seen))
+    assert seen == [1, 2, 4, 8, 10]
+
+
+def test_with_tensors_widens_a_unit_to_the_quantized_nodes_around_its_tensors():
+    """A Conv kept float alone still reads the tensor its quantized producer writes (rounded
+    once for all its quantized readers); widened, the unit takes that producer too, and a node a
+    costlier unit took is not repeated."""
+    from onnxdeploy.quantize.partial import with_tensors
+
+    model = conv_net(outlier=1.0)
+    ranking = [LayerCost("/conv4/Conv", [32], 1.0, nodes=["/conv4/Conv", "/Relu_3"], op_type="Conv"),
+               LayerCost("/conv3/Conv", [32], 2.0, nodes=["/conv3/Conv", "/Relu_2"], op_type="Conv")]
+    wide = with_tensors(ranking, model, Recipe("static-qdq", "static"))
+    assert [c.node for c in wide] == ["/conv4/Conv", "/conv3/Conv"]
+    assert wide[0].members == ["/conv4/Conv", "/Relu_3", "/Relu_2"]
+    assert wide[1].members == ["/conv3/Conv", "/Relu_1"]
+
+
+def test_with_tensors_is_not_tied_by_a_shared_constant():
+    """hardswish's ``+ 3`` reads one initializer in every block: it ties no two blocks together
+    (PP-OCRv4 det: one unit took all 27 of its Adds and 24 Clips before this)."""
+    from onnx import TensorProto, helper
+
+    from onnxdeploy.quantize.partial import with_tensors
+
+    three = helper.make_tensor("three", TensorProto.FLOAT, [], [3.0])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "three"], ["a"], name="add1"),
+         helper.make_node("Relu", ["a"], ["b"], name="relu1"),
+         helper.make_node("Add", ["b", "three"], ["c"], name="add2"),
+         helper.make_node("Relu", ["c"], ["y"], name="relu2")],
+        "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [three])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    wide = with_tensors([LayerCost("add1", [], 0.0, nodes=["add1"], op_type="Add")], model,
+                        Recipe("static-qdq", "static"))
+    assert wide[0].members == ["add1", "relu1"]

@@ -117,6 +117,11 @@ class Fallback:
     calibration: dict[str, Any] | None = None
     seconds: float = 0.0
     stopped: str = ""
+    #: "nodes": each unit's own nodes kept float; "tensors": with the quantized nodes that read
+    #: or write its tensors (partial.with_tensors), so those tensors stay float too
+    grouping: str = "nodes"
+    #: an earlier search from the same base that missed (the node-only one before "tensors")
+    earlier: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         ops = sorted({c.op_type for c in self.ranking})
@@ -128,7 +133,8 @@ class Fallback:
                 "halves_min_cosine": self.halves_min_cosine, "warning": self.warning or None,
                 "ranking": [c.to_dict() for c in self.ranking], "tries": [t.to_dict() for t in self.tries],
                 "kept_float": self.kept, "kept_units": self.kept_units, "candidate": self.candidate,
-                "summary": self.summary, "seconds": round(self.seconds, 2), "stopped": self.stopped or None}
+                "summary": self.summary, "seconds": round(self.seconds, 2), "stopped": self.stopped or None,
+                "grouping": self.grouping, "earlier": self.earlier}
 
 
 def weight_matmuls(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, np.ndarray]]:
@@ -251,13 +257,16 @@ def rank_matmuls(prepared: Path, recipe: Recipe, data: DataSet, workdir: Path,
 
 def search(base: Recipe, ranking: list[LayerCost], judge: Callable[[Recipe], Any],
            max_float: int | None = None, *, budget_s: float | None = None,
-           noun: str = "MatMuls") -> tuple[Fallback, Recipe | None]:
+           noun: str = "MatMuls", probe_limit: bool = False) -> tuple[Fallback, Recipe | None]:
     """Keep the top-k units float for growing k, then bisect; ``judge(recipe)`` builds and
     scores one try and returns a CandidateResult-like object (``admissible``, ``min_cosine``,
     ``error``, ``failures``). Returns the record and the smallest passing recipe (or None).
 
     A unit is every node of ``LayerCost.members`` (a Conv and its fused Relu go together).
     ``budget_s``: no new try starts after this many seconds; the best passing k so far stands.
+    ``probe_limit``: once k = 1, 2, 4 have failed, try the limit itself before doubling on; if
+    even that misses, stop there (the loss is spread over the model, not in a few units: the
+    tries in between would all miss and each costs a quantize and an evaluation).
     """
     n = len(ranking)
     limit = max(1, int(n * MAX_FLOAT_SHARE)) if max_float is None else min(n, max_float)
@@ -286,13 +295,22 @@ def search(base: Recipe, ranking: list[LayerCost], judge: Callable[[Recipe], Any
     while k <= limit:
         if out_of_time():
             break
+        if probe_limit and 4 < k < limit:
+            if attempt(limit):  # the limit passes: bisect between the last miss and it
+                high = limit
+                break
+            record.stopped = (f"keeping {limit} float (the limit) missed too (min cosine "
+                              f"{record.tries[-1].min_cosine}): the loss is spread over the model, "
+                              "not in a few nodes")
+            break
         if attempt(k):
             high = k
             break
         low = k
         k = limit if k < limit < 2 * k else 2 * k
     if high is None:
-        record.summary = (f"keeping up to {min(k, limit) if record.stopped else limit} of {n} {noun} "
+        tried = max((t.kept_float for t in record.tries), default=0)
+        record.summary = (f"keeping up to {tried if record.stopped else limit} of {n} {noun} "
                           f"float did not reach the bound{'; ' + record.stopped if record.stopped else ''}; "
                           "no mixed-precision model")
         record.seconds = time.monotonic() - start

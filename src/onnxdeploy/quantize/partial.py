@@ -79,6 +79,14 @@ def quantized_op_types(recipe: Recipe) -> set[str]:
     types = set(recipe.op_types) if recipe.op_types else set(supported_op_types(recipe.mode))
     if recipe.mode == "dynamic" and types & {"MatMul", "Gemm"}:
         types |= {"MatMul", "Gemm"}
+    if recipe.mode == "static" and not recipe.op_types:
+        # with no op types given, ORT's quantize_static quantizes the QOperator registry's ops
+        # too (Add, Mul, Sigmoid, Softmax, GlobalAveragePool ...), whichever the format: their
+        # tensors are rounded, so they are units (PP-OCRv4 rec: 73 Adds and 68 Muls of its
+        # hardswish and LayerNorm arithmetic quantized, none of them ranked before)
+        from onnxruntime.quantization.registry import QLinearOpsRegistry
+
+        types |= set(QLinearOpsRegistry)
     return types
 
 
@@ -231,7 +239,9 @@ def _simulate(unit: Unit, model: onnx.ModelProto, inits: dict, acts: dict[str, n
     if unit.head.op_type in ("LSTM", "GRU", "RNN"):
         quantized &= {unit.head.input[0]}  # X (the state goes in float at step 0)
     for n in inputs:
-        feeds[n] = fake_activation(acts[n]) if n in quantized else acts[n]
+        # np.asarray: a 0-d activation (Silero's ``sr / 16000``) comes back from numpy as a
+        # scalar, which ORT refuses as a feed
+        feeds[n] = np.asarray(fake_activation(acts[n]) if n in quantized else acts[n])
     graph = helper.make_graph(
         [n for n in unit.nodes], "unit",
         [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(acts[n].dtype), None)
@@ -252,28 +262,42 @@ def _simulate(unit: Unit, model: onnx.ModelProto, inits: dict, acts: dict[str, n
 
 def rank_units(prepared: Path, recipe: Recipe, data: DataSet, workdir: Path, threads: int | None,
                layers: dict[str, str] | None = None,
-               quantize_one: callable | None = None, budget_s: float = 60.0) -> list[LayerCost]:
+               quantize_one: callable | None = None, budget_s: float = 60.0,
+               method: str = "auto") -> list[LayerCost]:
     """Every unit's int8 cost, costliest first (simulated where the unit runs alone; else
-    ``quantize_one(node names)`` quantizes the unit alone and returns the model's output SNR)."""
+    ``quantize_one(node names to exclude)`` quantizes the unit alone (every other unit excluded)
+    and returns the model's output SNR).
+
+    ``method``: "auto" (simulate, quantize the units that will not run alone), "quantized"
+    (every unit quantized alone: what the search re-ranks with when the simulated ranking
+    misled it). Each entry's ``method`` says which was used; units left when ``budget_s`` is
+    spent are "not measured (time budget)" and rank last.
+    """
+    if method not in ("auto", "quantized"):
+        raise ValueError(f"method must be 'auto' or 'quantized', not {method!r}")
     model = load_model(prepared)
     found = units(model, recipe)
     if not found:
         return []
     inits = {i.name: i for i in model.graph.initializer}
-    wanted: list[str] = []
-    for u in found:
-        for name in [*_float_inputs(u, inits, set()), u.nodes[-1].output[0]]:
-            if name not in wanted:
-                wanted.append(name)
-    acts = _exposed_run(prepared, wanted, data, workdir, threads)
+    acts: dict[str, np.ndarray] = {}
+    if method == "auto":
+        wanted: list[str] = []
+        for u in found:
+            for name in [*_float_inputs(u, inits, set()), u.nodes[-1].output[0]]:
+                if name not in wanted:
+                    wanted.append(name)
+        acts = _exposed_run(prepared, wanted, data, workdir, threads)
     costs, later = [], []
     for u in found:
         cost = LayerCost(u.head.name, list(u.weight.shape) if u.weight is not None else [],
                          float("nan"), (layers or {}).get(u.head.name) or source_layer(u.head),
                          nodes=u.names, op_type=u.head.op_type, method="simulated")
         try:
+            if method != "auto":
+                raise RuntimeFailure("quantized on request")
             cost.snr_db = _simulate(u, model, inits, acts, recipe)
-        except Exception:  # ORT will not run it alone: measure it for real below
+        except Exception:  # ORT will not run it alone (or asked): measure it for real below
             cost.method = "quantized"
             later.append(cost)
         costs.append(cost)
@@ -289,6 +313,41 @@ def rank_units(prepared: Path, recipe: Recipe, data: DataSet, workdir: Path, thr
         cost.snr_db = quantize_one(keep)
     costs.sort(key=lambda c: c.snr_db)
     return costs
+
+
+def with_tensors(ranking: list[LayerCost], model: onnx.ModelProto, recipe: Recipe) -> list[LayerCost]:
+    """The ranking again, each unit widened to the quantized nodes that write its inputs or read
+    its inputs and outputs: a node kept float alone still reads and writes rounded tensors wherever
+    a neighbour is quantized (ORT quantizes a tensor once for all its quantized consumers); with
+    its neighbours float too, the unit's tensors stay float. Units keep their order; a node already
+    taken by a costlier unit is not repeated."""
+    types = quantized_op_types(recipe)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for name in n.input:
+            readers.setdefault(name, []).append(n)
+    by_name = {n.name: n for n in model.graph.node if n.name}
+    # a weight or a shared constant (hardswish's 3 read by every Add) ties no nodes together
+    constant = {i.name for i in model.graph.initializer}
+    constant |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    taken: set[str] = set()
+    out = []
+    for cost in ranking:
+        nodes = list(cost.members)
+        for name in cost.members:
+            node = by_name.get(name)
+            if node is None:
+                continue
+            tensors = [t for t in [*node.input, *node.output] if t and t not in constant]
+            around = [producer[t] for t in node.input if t in producer and t not in constant]
+            around += [r for t in tensors for r in readers.get(t, [])]
+            nodes += [n.name for n in around if n.name and n.op_type in types]
+        fresh = [n for n in dict.fromkeys(nodes) if n not in taken]
+        taken.update(fresh)
+        out.append(LayerCost(cost.node, cost.weight_shape, cost.snr_db, cost.layer,
+                             nodes=fresh or list(cost.members), op_type=cost.op_type, method=cost.method))
+    return out
 
 
 def source_layer(node: onnx.NodeProto) -> str:
@@ -389,4 +448,4 @@ def per_sample_min_cosine(ref: np.ndarray, got: np.ndarray, axis: int | None) ->
 
 __all__ = ["CHAIN_STEPS", "Unit", "chained_outputs", "channel_snr_db", "fake_activation", "fake_weight",
            "output_snr", "per_sample_min_cosine", "quantized_op_types", "rank_units", "snr_db",
-           "source_layer", "state_pairs", "units"]
+           "source_layer", "state_pairs", "units", "with_tensors"]

@@ -40,6 +40,8 @@ SIMPLICITY = ("dynamic", "dynamic-matmul", "dynamic-matmul-per-channel",
               "static-qdq-u8s8", "static-qoperator-u8s8")
 #: at most this many candidates (one a mode) are searched for nodes to keep float
 MAX_BASES = 2
+#: no new calibration-grid try starts after this share of --search-budget
+GRID_SHARE = 0.4
 
 
 def quantize_model(
@@ -342,8 +344,8 @@ def _partial(opts, base: Recipe, base_result: CandidateResult, results, ref: Ref
     if base.mode == "static" and calibration is not None:
         best_recipe, best_result = base, base_result
         for method, count in calibration_grid(base, len(calibration), len(calibration)):
-            if time.monotonic() > deadline:
-                break
+            if time.monotonic() > start + GRID_SHARE * opts.search_budget_s:
+                break  # the rest of the budget is the search's (PP-OCR det: 158 s of 300 went here)
             name = f"{base.name}-{method}" + ("" if count >= len(calibration) else f"-{count}")
             recipe = replace(base, name=name, calibration_method=method)
             subset = calibration if count >= len(calibration) else calibration.head(count)
@@ -411,7 +413,18 @@ def _partial(opts, base: Recipe, base_result: CandidateResult, results, ref: Ref
         return result
 
     record, recipe = mixed.search(base, ranking, judge, opts.max_float_matmuls,
-                                  budget_s=max(1.0, deadline - time.monotonic()), noun="nodes")
+                                  budget_s=max(1.0, deadline - time.monotonic()), noun="nodes",
+                                  probe_limit=True)
+    if recipe is None and base.mode == "static" and time.monotonic() < deadline:
+        # the nodes alone missed: again with each unit's neighbours, so its tensors stay float
+        # (a node kept float still reads and writes the tensors its quantized neighbours round)
+        first = record
+        record, recipe = mixed.search(base, partial.with_tensors(ranking, load_model(prepared), base),
+                                      judge, opts.max_float_matmuls,
+                                      budget_s=max(1.0, deadline - time.monotonic()), noun="nodes",
+                                      probe_limit=True)
+        record.grouping, record.earlier = "tensors", first.to_dict()
+        record.earlier.pop("ranking", None)
     record.quantizable_matmuls = sum(1 for c in ranking if c.op_type in ("MatMul", "Gemm"))
     src_result = by_name.get(base.name) or base_result
     record.base_min_cosine = src_result.min_cosine
