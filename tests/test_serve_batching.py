@@ -234,3 +234,36 @@ def test_requests_that_never_reach_the_executor_are_not_waited_for(mlp):
     off = _executor(mlp, max_batch_size=0)
     with off.expecting():
         assert off.in_flight() == (0, 0)  # batching off: nothing counted, nothing to wait for
+
+
+def test_idle_means_a_request_made_now_would_run_at_once_and_alone(mlp):
+    # the front runs a lone request inline in its event loop only while this holds
+    executor = _executor(mlp, timeout_ms=LONG_MS)
+    assert executor.idle()
+    with executor.paused():  # a run in progress
+        assert not executor.idle()
+    assert executor.idle()
+    with executor.expecting():  # a request on its way to the executor
+        assert not executor.idle()
+    assert executor.idle()
+
+
+@pytest.mark.parametrize("hold, inline", [("adaptive", True), ("always", False)])
+def test_the_front_runs_lone_requests_inline_with_adaptive_batching_only(mlp, hold, inline):
+    # adaptive: a lone request never waits, so it may run in the loop's thread (batching on
+    # then costs a quick model no thread hop at low concurrency); always: it waits for the
+    # timeout, which must never hold the loop
+    import asyncio
+
+    from onnxdeploy.serve.front import Front
+
+    loop = asyncio.new_event_loop()
+    front = Front({"MODEL_PATH": str(mlp), "ORT_THREADS": 1, "MAX_BATCH_SIZE": 8,
+                   "BATCH_HOLD": hold})
+    try:
+        front.__rsgi_init__(loop)
+        assert front.inline_allowed is inline
+        assert front.executor is front.service.executor
+    finally:
+        front.__rsgi_del__(loop)
+        loop.close()

@@ -252,6 +252,12 @@ class Executor:
         with self._cond:
             return self._inview, self._coming
 
+    def idle(self) -> bool:
+        """No run in progress and nothing queued or on its way (a request made now runs at once
+        and alone, without waiting: what the front's inline path needs)."""
+        with self._cond:
+            return not self._busy and not self._queue and self._coming == 0
+
     def waiting(self) -> int:
         """Requests queued for the runner now."""
         with self._cond:

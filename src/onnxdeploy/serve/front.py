@@ -184,10 +184,14 @@ class Front:
         threads = int(self.config.get("HTTP_THREADS") or 1)
         self.work = Lane(loop, self._timed_call, threads, "serve-work")
         # Inline: a quick model runs in the loop thread itself while nothing else is in flight
-        # (one thread hop less a request); see INLINE_BELOW_S. Never with batching: a request
-        # waiting for its batch must not hold the loop.
+        # (one thread hop less a request); see INLINE_BELOW_S. With batching only under the
+        # adaptive hold and only while the executor is idle (a lone request runs at once and
+        # alone there, so it never waits for a batch in the loop's thread); never with
+        # ``--batch-hold always``, where a lone request waits for the timeout.
+        batching = int(service.config["MAX_BATCH_SIZE"]) > 1
+        self.executor = service.executor if batching else None
         self.inline_allowed = (bool(self.config.get("INLINE", True))
-                               and int(service.config["MAX_BATCH_SIZE"]) <= 1)
+                               and (not batching or service.config["BATCH_HOLD"] == "adaptive"))
         self.inline = False
         self.service_s = None
         self.probe = Lane(loop, _call, PROBE_THREADS, "serve-probe")
@@ -288,7 +292,8 @@ class Front:
                 if not admission.enter():
                     return self._refuse(proto, route.endpoint, admission.busy())
                 try:
-                    if self.inline and admission.count == 1:
+                    if (self.inline and admission.count == 1
+                            and (self.executor is None or self.executor.idle())):
                         reply = self._timed_call(call)
                     else:
                         reply = await self.work.submit(call)
