@@ -186,10 +186,13 @@ class Front:
         # Inline: a quick model runs in the loop thread itself while nothing else is in flight
         # (one thread hop less a request); see INLINE_BELOW_S. With batching only under the
         # adaptive hold and only while the executor is idle (a lone request runs at once and
-        # alone there, so it never waits for a batch in the loop's thread); never with
+        # alone there, so it never waits for a batch in the loop's thread) and no other
+        # inference request is being read (under load the loop must go on reading them, so
+        # that they join one batch instead of running one by one inline); never with
         # ``--batch-hold always``, where a lone request waits for the timeout.
         batching = int(service.config["MAX_BATCH_SIZE"]) > 1
         self.executor = service.executor if batching else None
+        self.reading = 0  # inference requests whose body is being read (the loop's own count)
         self.inline_allowed = (bool(self.config.get("INLINE", True))
                                and (not batching or service.config["BATCH_HOLD"] == "adaptive"))
         self.inline = False
@@ -277,11 +280,17 @@ class Front:
         else:
             cap = SMALL_BODY_BYTES
         held = _Held()
+        reading = route.lane == WORK
+        if reading:
+            self.reading += 1  # batching: others on their way mean no inline run (below)
         try:
             try:
                 body = await self._read_body(proto, headers, cap, held)
             except _BodyError as exc:
                 return self._refuse(proto, route.endpoint, exc.error)
+            finally:
+                if reading:
+                    self.reading -= 1
             # the headers the views read, taken here: granian's objects stay in the loop's thread
             request = Request(method, path, {name: headers.get(name) for name in HEADERS}.get,
                               body)
@@ -293,7 +302,8 @@ class Front:
                     return self._refuse(proto, route.endpoint, admission.busy())
                 try:
                     if (self.inline and admission.count == 1
-                            and (self.executor is None or self.executor.idle())):
+                            and (self.executor is None
+                                 or (self.reading == 0 and self.executor.idle()))):
                         reply = self._timed_call(call)
                     else:
                         reply = await self.work.submit(call)
