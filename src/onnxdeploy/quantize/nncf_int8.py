@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from ..data import DataSet
 from ..errors import RuntimeFailure, first_line
 from ..modelfile import META_PRECISION, META_RUNTIME, load_model, save_model, set_metadata
 from . import fallback, partial
+from .prepare import quiet_quantizer
 from .recipes import CALIBRATION_BATCH, Recipe
 
 NAME = "nncf-int8"
@@ -99,7 +99,8 @@ def build(rec: Recipe, src: Path, out: Path, calibration: DataSet, *, transforme
     t0 = time.monotonic()
     model = load_model(src)
     try:
-        with _quiet(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        # NNCF logs INFO lines and progress bars: keep ``--json`` output clean
+        with quiet_quantizer("nncf"), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items), **kwargs)
     except Exception as exc:  # NNCF raises its own errors with pages of text
         raise RuntimeFailure(f"NNCF {_version()} failed on '{rec.name}': {type(exc).__name__}: "
@@ -107,18 +108,6 @@ def build(rec: Recipe, src: Path, out: Path, calibration: DataSet, *, transforme
     set_metadata(quantized, {META_RUNTIME: RUNTIME, META_PRECISION: PRECISION})
     save_model(quantized, out)
     return time.monotonic() - t0
-
-
-@contextlib.contextmanager
-def _quiet():
-    """NNCF logs INFO lines and progress bars: keep ``--json`` output clean."""
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def rank(rec: Recipe, src: Path, data: DataSet, work: Path, threads: int | None,

@@ -146,15 +146,16 @@ def working_directory(path: Path):
 
 
 @contextlib.contextmanager
-def quiet_quantizer():
-    """Silence ORT's quantizer, which logs advice through the root logger; steps never print."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+def quiet_quantizer(logger: str | None = None):
+    """Silence a quantizer's logger (ORT's logs advice through the root logger, NNCF through
+    ``nncf``) to errors while the block runs; steps never print."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        root.setLevel(level)
+        log.setLevel(level)
 
 
 @dataclass
