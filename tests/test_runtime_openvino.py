@@ -359,6 +359,49 @@ def test_serve_runs_a_variant_on_the_runtime_its_metadata_names(tmp_path):
     assert len({str(a) for a in answers.values()}) == 1
 
 
+@pytest.mark.parametrize("runtime, workers, threads, expected", [
+    ("onnxruntime", None, None, (4, 1)), ("openvino", None, None, (1, 4)),
+    ("openvino", 2, None, (2, 2)), ("openvino", None, 1, (4, 1)), ("onnxruntime", 3, 2, (3, 2))])
+def test_serve_sizes_openvino_as_one_worker_with_every_cpu(runtime, workers, threads, expected):
+    # two single-threaded OpenVINO worker processes slowed each other's runs 3x (docs/runtimes.md,
+    # "Served"): by default OpenVINO gets one worker and the CPUs as threads; flags still win
+    from onnxdeploy.serve.runner import thread_budget
+
+    assert thread_budget(workers, threads, cpus=4, runtime=runtime) == expected
+
+
+def test_serve_starts_one_openvino_worker_with_the_cpus_as_threads(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from builders import mlp_classifier, save
+
+    from onnxdeploy.bench.servers import free_port
+    from onnxdeploy.environment import usable_cores
+    from onnxdeploy.modelfile import write_variant
+
+    plain = save(mlp_classifier(), tmp_path / "mlp.onnx")
+    written = write_variant(plain, tmp_path / "model.float32-openvino.onnx", runtime="openvino",
+                            precision="fp32")
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "onnxdeploy", "serve", str(written),
+                                 "--port", str(free_port())], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "session ready" not in log.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    text = log.read_text()
+    cpus = usable_cores()
+    assert f"1 workers x {cpus} ORT threads" in text, text
+    assert f"(openvino, {cpus} threads" in text, text
+
+
 def test_serve_refuses_an_unknown_runtime_in_metadata(tmp_path):
     from builders import mlp_classifier, save
 
