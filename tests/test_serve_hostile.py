@@ -537,8 +537,7 @@ def _send_body(port: int, data: bytes, piece: int = 1 << 20) -> tuple[int, dict,
 def test_concurrent_large_bodies_are_refused_before_they_are_buffered(start, protocol):
     # issue 26: one worker, --max-inflight 4, 12 concurrent 48 MB bodies (cap raised to 64 MB):
     # all 12 were buffered (240 -> 816 MiB) before any 503. gRPC's form: 12 concurrent 48 MB
-    # messages over a 16 MB cap (gRPC reads a whole message before any handler runs, so a
-    # message under the cap cannot be refused unread: docs/serve.md)
+    # messages over a 16 MB cap (messages under the cap: the next test)
     cap_mb = 64 if protocol == "rest" else 16
     server = start("--workers", "1", "--max-inflight", "4", "--max-body-mb", str(cap_mb),
                    "--body-timeout", "60", grpc=protocol == "grpc")
@@ -641,6 +640,34 @@ def test_json_numbers_decode_to_a_small_multiple_of_the_body(start, models, rout
 
 
 # --------------------------------------------------------------------------- (4) one per port
+
+
+def test_grpc_messages_under_the_cap_are_read_within_the_body_budget(start):
+    # issue 26, gRPC: concurrent 48 MB messages under a 64 MB cap were all read at once and
+    # never charged to the body budget (12 of them: +300..320 MiB, all 200). gRPC gives no size
+    # before a message is read, so one worker now reads as many at once as its body budget
+    # holds at gRPC's receive limit (here one); the others wait for that read slot or are
+    # UNAVAILABLE unread; a read message is charged to the budget: here the budget (40 MiB) is
+    # smaller than one message, so every message read is RESOURCE_EXHAUSTED naming the budget
+    server = start("--workers", "1", "--max-inflight", "16", "--max-body-mb", "64",
+                   "--max-buffer-mb", "40", "--body-timeout", "60", grpc=True)
+    size = 48 * 10**6
+    message = infer_message("mlp", [ROW]) + b"\x82\x01" + _varint(size) + b"\0" * size
+    since = counted(server)
+    with PeakRss(server.proc.pid) as rss:
+        statuses, details = _rpcs(server, message, 12, metadata=())
+    print(f"12 concurrent 48 MB messages under a 64 MB cap, 40 MiB budget: {sorted(statuses)}; "
+          f"process tree RSS {rss.idle:.0f} -> peak {rss.peak:.0f} MiB")
+    assert set(statuses) <= {413, 503} and 413 in statuses, (statuses, details)
+    assert all("budget" in d for d in details), details
+    assert all("reading 1 gRPC message" in d for s, d in zip(statuses, details) if s == 503)
+    counts = since()
+    assert counts.get(("v2_infer", "413", "grpc"), 0) == statuses.count(413), counts
+    assert counts.get(("v2_infer", "503", "grpc"), 0) == statuses.count(503), counts
+    # one message read at a time: a read costs ~3x the message at its peak (gRPC's growing
+    # buffer, then the bytes): one alone +136 MiB, 4 or 12 at once +150..169; old +300..323
+    assert rss.peak - rss.idle < 215, (rss.idle, rss.peak)
+    assert rpc(server, "ModelInfer", infer_message("mlp", [ROW]))[0] == "OK"
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -7,7 +7,17 @@ HTTP side uses. A request takes the same path as a REST one (``serve.service``):
 - the API key (the ``authorization`` metadata, ``Bearer <key>``) when the RPC starts, before its
   message is read: without it, a handler that never reads the request answers UNAUTHENTICATED;
 - **admission** (``Service.admission``, the counter the HTTP front takes: one
-  ``--max-inflight`` per worker for both protocols); a full worker answers UNAVAILABLE at once;
+  ``--max-inflight`` per worker for both protocols); a full worker answers UNAVAILABLE at once,
+  before the message is read;
+- **the message, read by the handler** (ModelInfer is registered request-streaming, so gRPC
+  does not read it before the handler runs; the client's unary call is the same on the wire):
+  gRPC tells no message size before it has read the whole message, so at most
+  ``read_slots(...)`` messages are read at once per worker (the worker's body budget over
+  gRPC's receive limit, at least one); an RPC that finds them taken waits up to
+  ``READ_WAIT_S`` and is then UNAVAILABLE unread. A read message is charged to the worker's
+  body budget (``Service.buffer``, shared with the HTTP front) until it is answered: past the
+  budget, UNAVAILABLE. A sender too slow to finish is cut by the connection age
+  (``DEFAULT_CONNECTION_AGE_S`` plus its grace);
 - ``Service.rpc``: the API key again, the in-flight gauge, the error turned into the REST
   status and its one-line message, the request counter and histogram (``protocol="grpc"``,
   the REST endpoint names: ``v2_infer``, ``v2_live``...);
@@ -63,6 +73,19 @@ DEFAULT_CONNECTION_AGE_S = 10.0
 AGE_ENV = "ONNXDEPLOY_GRPC_CONNECTION_AGE_S"
 #: threads beyond --max-inflight: a shed RPC and a probe still find a thread to answer them
 SPARE_THREADS = 4
+#: how long a ModelInfer waits for a read slot before it is refused unread (UNAVAILABLE)
+READ_WAIT_S = 1.0
+
+
+def grpc_limit(max_body: int) -> int:
+    """gRPC's own cap on a received message (``grpc.max_receive_message_length``)."""
+    return max_body * GRPC_LIMIT_FACTOR + GRPC_LIMIT_SLACK
+
+
+def read_slots(budget: int, max_body: int) -> int:
+    """How many gRPC messages one worker reads at once: as many messages at gRPC's receive
+    limit as its body budget holds, at least one."""
+    return max(1, budget // grpc_limit(max_body))
 
 CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
          403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
@@ -205,6 +228,9 @@ class InferenceServicer:
         self.admission = service.admission
         self.max_body = service.max_body
         self.work = threading.BoundedSemaphore(max(1, work_threads))  # as the HTTP work lane
+        self.buffer = service.buffer
+        self.slots = read_slots(self.buffer.limit, self.max_body)
+        self.reading = threading.BoundedSemaphore(self.slots)
         self.draining = False
         self.inflight = 0
         self._lock = threading.Lock()
@@ -213,9 +239,12 @@ class InferenceServicer:
     def handlers(self) -> grpc.GenericRpcHandler:
         rpcs = {"ServerLive": self.server_live, "ServerReady": self.server_ready,
                 "ModelReady": self.model_ready, "ServerMetadata": self.server_metadata,
-                "ModelMetadata": self.model_metadata, "ModelInfer": self.model_infer}
+                "ModelMetadata": self.model_metadata}
         handlers = {f"/{SERVICE_NAME}/{name}": grpc.unary_unary_rpc_method_handler(
             self._tracked(fn)) for name, fn in rpcs.items()}
+        # ModelInfer reads its message itself (see the module docstring)
+        handlers[f"/{SERVICE_NAME}/ModelInfer"] = grpc.stream_unary_rpc_method_handler(
+            self._tracked(self.model_infer))
         endpoints = {f"/{SERVICE_NAME}/{name}": endpoint for name, endpoint in (
             ("ServerReady", "v2_ready"), ("ModelReady", "v2_model_ready"),
             ("ServerMetadata", "v2_server"), ("ModelMetadata", "v2_model"),
@@ -248,11 +277,11 @@ class InferenceServicer:
     # ------------------------------------------------------------------ plumbing
 
     def _tracked(self, fn):
-        def call(raw: bytes, context):
+        def call(request, context):
             with self._lock:
                 self.inflight += 1
             try:
-                return fn(raw, context)
+                return fn(request, context)
             finally:
                 with self._lock:
                     self.inflight -= 1
@@ -319,29 +348,60 @@ class InferenceServicer:
             return resp.SerializeToString()
         return self._answer(context, "v2_model", fn)
 
-    def model_infer(self, raw: bytes, context) -> bytes:
+    def model_infer(self, requests, context) -> bytes:
+        """ModelInfer: drain and admission first, then the message, read here (``requests``:
+        gRPC's iterator over the request messages, of which a unary call has one)."""
         endpoint = "v2_infer"
-        if len(raw) > self.max_body:
-            error = ApiError(413, f"request message is {len(raw)} bytes; expected at most "
-                                  f"{self.max_body} bytes")
-            self.service.refuse(endpoint, error, "grpc")
-            _abort(context, (413, error.message, {}))
         if self.draining:
-            self.service.refuse(endpoint, _draining(), "grpc")
-            _abort(context, (503, _draining().message, {}))
+            self._refuse(context, endpoint, _draining())
         admission = self.admission
         if not admission.enter():
-            busy = admission.busy()
-            self.service.refuse(endpoint, busy, "grpc")
-            _abort(context, (503, busy.message, {}))
+            self._refuse(context, endpoint, admission.busy())
         try:
-            value, error = self.service.rpc(endpoint, self._auth(context),
-                                            lambda: self._infer(raw), work=True)
+            raw = self._read(requests, context, endpoint)
+            try:
+                value, error = self.service.rpc(endpoint, self._auth(context),
+                                                lambda: self._infer(raw), work=True)
+            finally:
+                size = len(raw)
+                del raw  # the message goes before its bytes leave the budget
+                self.buffer.give(size)
         finally:
             admission.leave()
         if error is not None:
             _abort(context, error)
         return value
+
+    def _read(self, requests, context, endpoint: str) -> bytes:
+        """The request message, read under a read slot and charged to the body budget (the
+        caller gives it back); a refusal aborts the RPC."""
+        if not self.reading.acquire(timeout=READ_WAIT_S):
+            self._refuse(context, endpoint, ApiError(
+                503, f"server busy: this worker is reading {self.slots} gRPC message(s) at "
+                     f"once already (body budget {self.buffer.limit} bytes); retry later",
+                {"Retry-After": "1"}))
+        try:
+            raw = next(requests, None)
+        except grpc.RpcError:  # the client went away while sending: nobody to answer
+            context.abort(grpc.StatusCode.CANCELLED, "the client cancelled the call")
+        finally:
+            self.reading.release()
+        if raw is None:
+            self._refuse(context, endpoint, ApiError(
+                400, "ModelInfer carried no request message; expected one ModelInferRequest"))
+        if len(raw) > self.max_body:
+            self._refuse(context, endpoint, ApiError(
+                413, f"request message is {len(raw)} bytes; expected at most {self.max_body} bytes"))
+        if len(raw) > self.buffer.limit:
+            self._refuse(context, endpoint, self.buffer.too_large(len(raw)))
+        if not self.buffer.take(len(raw)):
+            self._refuse(context, endpoint, self.buffer.busy())
+        return raw
+
+    def _refuse(self, context, endpoint: str, error: ApiError):
+        """Count ``error`` as a refusal of ``endpoint`` and abort the RPC with it."""
+        self.service.refuse(endpoint, error, "grpc")
+        _abort(context, (error.status, error.message, {}))
 
     def _infer(self, raw: bytes) -> bytes:
         req = _parse(pb.ModelInferRequest, raw)
@@ -391,7 +451,7 @@ class GrpcServer:
     def __init__(self, service: Service, host: str, port: int, *, work_threads: int,
                  connection_age_s: float = DEFAULT_CONNECTION_AGE_S):
         self.servicer = InferenceServicer(service, work_threads=work_threads)
-        limit = service.max_body * GRPC_LIMIT_FACTOR + GRPC_LIMIT_SLACK
+        limit = grpc_limit(service.max_body)
         # no BDP probing: it grows the flow-control windows, and a stream refused unread (no
         # key) then held up to ~0.3 MB of its message in gRPC's buffers (300 x 1.5 MB without
         # the key: +42..88 MiB with it, +5 without); a read message still gets the window it

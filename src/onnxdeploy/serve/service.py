@@ -110,23 +110,28 @@ class BodyBudget:
     answer), across all its requests; beyond ``limit`` a request is refused without reading.
 
     A body with a ``Content-Length`` reserves its whole length before a byte is read; a chunked
-    body reserves as its chunks arrive. The reservation lasts until the answer is made (the body
-    is alive until then). ``take`` is called from the event loop only (no lock needed).
+    body reserves as its chunks arrive; a gRPC message is charged once read (gRPC gives no size
+    before that: ``grpc_service`` bounds how many are being read at once instead). The
+    reservation lasts until the answer is made (the body is alive until then). The HTTP front
+    takes and gives from its event loop, gRPC from its threads: hence the lock.
     """
 
     def __init__(self, limit: int):
         self.limit = limit
         self.held = 0
+        self._lock = threading.Lock()
 
     def take(self, n: int) -> bool:
         """Reserve ``n`` more bytes; False (nothing reserved) when that passes the budget."""
-        if self.held + n > self.limit:
-            return False
-        self.held += n
-        return True
+        with self._lock:
+            if self.held + n > self.limit:
+                return False
+            self.held += n
+            return True
 
     def give(self, n: int) -> None:
-        self.held -= n
+        with self._lock:
+            self.held -= n
 
     def busy(self) -> ApiError:
         return ApiError(503, f"server busy: this worker is holding {self.held} bytes of request "
