@@ -358,13 +358,13 @@ class InferenceServicer:
         if not admission.enter():
             self._refuse(context, endpoint, admission.busy())
         try:
-            raw = self._read(requests, context, endpoint)
+            box = [self._read(requests, context, endpoint)]  # _infer drops it once parsed
+            size = len(box[0])
             try:
                 value, error = self.service.rpc(endpoint, self._auth(context),
-                                                lambda: self._infer(raw), work=True)
+                                                lambda: self._infer(box), work=True)
             finally:
-                size = len(raw)
-                del raw  # the message goes before its bytes leave the budget
+                box.clear()  # the message goes before its bytes leave the budget
                 self.buffer.give(size)
         finally:
             admission.leave()
@@ -403,8 +403,8 @@ class InferenceServicer:
         self.service.refuse(endpoint, error, "grpc")
         _abort(context, (error.status, error.message, {}))
 
-    def _infer(self, raw: bytes) -> bytes:
-        req = _parse(pb.ModelInferRequest, raw)
+    def _infer(self, box: list[bytes]) -> bytes:
+        req = _parse(pb.ModelInferRequest, box.pop())  # the bytes go once parsed
         protocols.check_name(req.model_name, self.info)
         protocols.check_version(req.model_version or None)
         payload, binary = request_payload(req)
