@@ -121,7 +121,7 @@ def cast(name: str, want: np.dtype, raw: np.ndarray) -> np.ndarray:
         if raw.size and (raw.min() < info.min or raw.max() > info.max):
             raise ApiError(400, f"input '{name}': values out of range for {want} "
                                 f"(expected {info.min}..{info.max})")
-        return raw.astype(want)
+        return raw.astype(want, copy=False)  # int64 JSON for an int64 input: no second copy
     if want.kind == "b":
         if got.kind != "b":
             raise ApiError(400, f"input '{name}': got {_describe(got)}; expected booleans (true/false)")
