@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -92,16 +93,16 @@ def check_json_size(body: bytes, max_values: int | None) -> None:
 
 
 def loads(body: bytes, max_values: int | None = None,
-          numbers: np.dtype | str | None = None) -> Any:
+          numbers: Mapping[str, np.dtype | None] | np.dtype | None = None) -> Any:
     """Parse a JSON body or raise a 400 saying where it broke (a 413 past ``max_values``).
 
     For a model whose signature cannot bound a request (``max_values`` None), a body over
     ``ARRAY_DECODE_MIN_BYTES`` has its long arrays of numbers (and its arrays of such arrays:
     the rows of a 2-D tensor) decoded straight into numpy arrays (``_decode_arrays``), not into
     Python objects (a float is 24 bytes and an int past 256 is 28, plus an 8-byte list slot, for
-    2-7 bytes of text: a body of numbers decoded to ~8-12x its size, then the array on top).
-    ``numbers`` (``json_number_dtype``) says into what: one float dtype when every input takes
-    it, ``EXACT`` otherwise (each array as numpy reads its values: bool, int64 or float64).
+    2-7 bytes of text: a body of numbers decoded to 13-18x its size, then the array on top).
+    ``numbers`` (``json_number_dtype``) gives each input's dtype (or one dtype for every input):
+    an input's float arrays decode into its float dtype, every other array exactly.
     A bounded model keeps orjson: its bodies are capped by what a valid request holds, and
     orjson was faster on them (docs/serve.md)."""
     if not body:
@@ -119,15 +120,12 @@ ARRAY_DECODE_MIN_BYTES = 1 << 20
 #: ones (shapes, short rows) are left to orjson (a numpy array costs ~110 bytes however short)
 ARRAY_MIN_TEXT = 256
 #: a long array's text is decoded this many bytes at a time (orjson, then numpy): the Python
-#: objects of one piece at most are alive at once
+#: objects of one piece at most are alive at once (256 KiB of "1," are 4 MiB of them)
 ARRAY_PIECE_BYTES = 1 << 18
-#: ``json_number_dtype`` of a model whose inputs are not all one float dtype (integers,
-#: booleans, mixed, text models' token ids): each array is decoded to the dtype numpy gives its
-#: values (``np.asarray`` of orjson's list: bool, int64 or float64), values exact, and
-#: validation casts or refuses it as it does orjson's lists
-EXACT = "exact"
-#: the dtypes an ``EXACT`` array may have; anything else (uint64 past int64, objects for null)
-#: sends the whole body to orjson
+#: what an array that is not a float input's decodes to (exact): the dtype numpy gives its
+#: values (``np.asarray`` of orjson's list: bool, int64 or float64), values exact; validation
+#: then casts or refuses it as it does orjson's lists. Anything else (uint64 past int64, objects
+#: for null, ragged rows) sends the whole body to orjson.
 _EXACT_DTYPES = (np.dtype(bool), np.dtype(np.int64), np.dtype(np.float64))
 _ROW = rb'\[[^\[\]{}"]*\]'
 #: a JSON string (skipped whole, so no array is seen inside one); an array of arrays that hold
@@ -138,54 +136,50 @@ _CANDIDATE = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|(?P<matrix>\[\s*+%s(?:\s*
 _COMMA, _CLOSE = ord(","), ord("]")
 
 
-def json_number_dtype(info: ModelInfo) -> np.dtype | str | None:
-    """What numbers in a large JSON request of this model decode to: the float dtype every input
-    takes when they all take one, else ``EXACT`` (None for a model without inputs)."""
-    dtypes = {spec.dtype for spec in info.signature.inputs}
-    if not dtypes:
-        return None
-    if info.text is None and len(dtypes) == 1:
-        (dtype,) = dtypes
-        if dtype is not None and dtype.kind == "f":
-            return dtype
-    return EXACT
+def json_number_dtype(info: ModelInfo) -> dict[str, np.dtype | None] | None:
+    """Each input's dtype, for ``loads`` (None for a model without inputs): a float input's
+    arrays decode into its dtype, every other array exactly (text models' token ids too)."""
+    return {spec.name: spec.dtype for spec in info.signature.inputs} or None
 
 
-def _decode_arrays(body: bytes, numbers: np.dtype | str) -> Any:
+class _Undecodable(Exception):
+    """An array exact decoding cannot take: orjson decodes the whole body."""
+
+
+def _decode_arrays(body: bytes, numbers: Mapping[str, np.dtype | None] | np.dtype) -> Any:
     """``orjson.loads(body)``, but with each long array of numbers (or array of such arrays of
-    equal length) a numpy array: 1-D, or 2-D for the rows of a matrix. The arrays are cut out of
-    the text and decoded a piece at a time (``_numbers``); the rest (keys, shapes, short arrays)
-    is decoded by orjson with a marker string in each array's place; then the markers are
-    swapped back: for the arrays in the inputs' data (``/predict``'s ``inputs``, v2's
-    ``inputs[i].data``), the numpy array; anywhere else (v2 ``shape``, ``parameters``: fields
-    read as JSON), orjson's list of the same text, so those read exactly as before.
+    equal length) of an input's data a numpy array: 1-D, or 2-D for the rows of a matrix.
 
-    A float dtype (``numbers``): an array that is not all numbers, or does not fit the dtype
-    (1e39 in float32), stays orjson's list and validation says what is wrong. ``EXACT``: an
-    array that numpy would not read as bool, int64 or float64 (null, integers past int64, a
-    ragged matrix) sends the whole body to orjson, so the answer is the one orjson's lists get.
-    Peak: the body, the arrays (8 bytes a value for int64 against 2-7 bytes of text, 4 for
-    float32, 1 for bool against 5-6), one piece's Python objects."""
-    exact = isinstance(numbers, str)
-    dtype = None if exact else np.dtype(numbers)
+    The arrays are found in the text (a regex that skips strings whole) and cut out; the rest
+    (keys, shapes, short arrays) is decoded by orjson with a marker string in each array's
+    place; then each marker is replaced, knowing where it is. In an input's data (``/predict``'s
+    ``inputs`` or ``inputs[name]``, v2's ``inputs[i].data`` of the input ``inputs[i].name``),
+    the array decoded a piece at a time (``_numbers``): into the input's dtype when it is a
+    float (not all numbers, or not fitting it, e.g. 1e39 in float32: orjson's list, and
+    validation says what is wrong), else exact (an array numpy would not read as bool,
+    int64 or float64: the whole body goes to orjson, so the answer is the one orjson's lists
+    get). Anywhere else (v2 ``shape``, ``parameters``: fields read as JSON): orjson's list of the
+    same text. Peak: the body, the arrays (8 bytes a value for int64 against 2-7 bytes of text,
+    4 for float32, 1 for bool against 5-6), one piece's Python objects."""
+    if isinstance(numbers, np.dtype):
+        dtypes: Mapping[str, np.dtype | None] = {}
+        sole: np.dtype | None = numbers
+    else:
+        dtypes = numbers
+        sole = next(iter(dtypes.values())) if len(dtypes) == 1 else None
     token = os.urandom(8).hex().encode()  # no client can know it: a marker is ours
     pieces: list = []
-    arrays: list[tuple[np.ndarray, int, int]] = []
+    spans: list[tuple[int, int, bool]] = []
     start = 0
     view = memoryview(body)
     for match in _CANDIDATE.finditer(body):
         lo, hi = match.span()
         if body[lo] == 0x22 or hi - lo < ARRAY_MIN_TEXT:  # a string, or a short array
             continue
-        arr = _numbers(body, view, lo, hi, dtype, match.lastgroup == "matrix")
-        if arr is None:
-            if exact:
-                return _orjson(body)
-            continue  # not all numbers: orjson and validation say what it is
-        arrays.append((arr, lo, hi))
-        pieces += [view[start:lo], b'"\\u0000%s:%d"' % (token, len(arrays) - 1)]
+        spans.append((lo, hi, match.lastgroup == "matrix"))
+        pieces += [view[start:lo], b'"\\u0000%s:%d"' % (token, len(spans) - 1)]
         start = hi
-    if not arrays:
+    if not spans:
         return _orjson(body)
     pieces.append(view[start:])
     skeleton = b"".join(pieces)
@@ -193,36 +187,63 @@ def _decode_arrays(body: bytes, numbers: np.dtype | str) -> Any:
     try:
         tree = orjson.loads(skeleton)
     except orjson.JSONDecodeError:  # the body is broken outside the arrays: say where in it
-        del skeleton, arrays
+        del skeleton
         return _orjson(body)
     del skeleton
     marker = "\0" + token.decode() + ":"
     root = [tree]
+    del tree
     # no recursion: JSON nests as deep as orjson allows. Each node goes with where it is:
     # "wrap" (root), "payload", "inputs" (payload["inputs"]), "item" (a dict in the inputs
-    # list: v2), "data" (an input's values), "out" (anything else)
-    stack: list = [(root, "wrap")]
-    while stack:
-        node, where = stack.pop()
-        is_dict = isinstance(node, dict)
-        for key in (node.keys() if is_dict else range(len(node))):
-            item = node[key]
-            if where == "wrap":
-                place = "payload"
-            elif where == "payload":
-                place = "inputs" if is_dict and key == "inputs" else "out"
-            elif where == "inputs":
-                place = "item" if not is_dict and isinstance(item, dict) else "data"
-            elif where == "item":
-                place = "data" if key == "data" else "out"
-            else:
-                place = where
-            if isinstance(item, (list, dict)):
-                stack.append((item, place))
-            elif isinstance(item, str) and item.startswith(marker):
-                arr, lo, hi = arrays[int(item[len(marker):])]
-                node[key] = arr if place in ("data", "inputs") else orjson.loads(view[lo:hi])
+    # list: v2), "data" (an input's values; with the input's name, None for /predict's one
+    # input), "out" (anything else)
+    stack: list = [(root, "wrap", None)]
+    try:
+        while stack:
+            node, where, name = stack.pop()
+            is_dict = isinstance(node, dict)
+            for key in (node.keys() if is_dict else range(len(node))):
+                item = node[key]
+                place, input_name = where, name
+                if where == "wrap":
+                    place = "payload"
+                elif where == "payload":
+                    place = "inputs" if is_dict and key == "inputs" else "out"
+                elif where == "inputs":
+                    if is_dict:
+                        place, input_name = "data", key
+                    else:
+                        place = "item" if isinstance(item, dict) else "data"
+                elif where == "item":
+                    place = "data" if key == "data" else "out"
+                    input_name = node.get("name") if place == "data" else None
+                if isinstance(item, (list, dict)):
+                    stack.append((item, place, input_name))
+                elif isinstance(item, str) and item.startswith(marker):
+                    lo, hi, matrix = spans[int(item[len(marker):])]
+                    if place not in ("data", "inputs"):
+                        node[key] = orjson.loads(view[lo:hi])
+                        continue
+                    dtype = (dtypes.get(input_name, sole) if isinstance(input_name, str)
+                             else sole)
+                    node[key] = _input_array(body, view, lo, hi, matrix, dtype)
+    except _Undecodable:
+        del root, stack
+        return _orjson(body)
     return root[0]
+
+
+def _input_array(body: bytes, view: memoryview, lo: int, hi: int, matrix: bool,
+                 dtype: np.dtype | None) -> Any:
+    """The array ``body[lo:hi]`` of an input of ``dtype``: into that dtype when it is a float
+    (orjson's list when it cannot be), else exact (``_Undecodable`` when it cannot be)."""
+    if dtype is not None and dtype.kind == "f":
+        arr = _numbers(body, view, lo, hi, dtype, matrix)
+        return orjson.loads(view[lo:hi]) if arr is None else arr
+    arr = _numbers(body, view, lo, hi, None, matrix)
+    if arr is None:
+        raise _Undecodable
+    return arr
 
 
 def _orjson(body) -> Any:
@@ -238,7 +259,7 @@ def _numbers(body: bytes, view: memoryview, lo: int, hi: int, dtype: np.dtype | 
     (no brackets, braces or quotes inside) or, ``matrix``, an array of such arrays, which must
     all have the same length (2-D); decoded ``ARRAY_PIECE_BYTES`` at a time, cut at commas
     (a matrix's row brackets dropped from each piece's text, after checking that the k-th row
-    ends after (k+1) x cols values). As ``dtype``, or (None: ``EXACT``) as bool, int64 or
+    ends after (k+1) x cols values). As ``dtype``, or (None: exact) as bool, int64 or
     float64, promoted as numpy promotes the values of one list. None when it is anything else:
     not all numbers, a value ``dtype`` cannot hold (1e39 in float32), ragged rows, text orjson
     refuses (then orjson decodes it in its place, and says where a broken body broke)."""
@@ -383,8 +404,8 @@ def _texts_given(inputs: Any, names: list[str]) -> bool:
 
 def _listed(values: Any) -> Any:
     """What was sent as texts, with the numpy arrays ``loads`` made of lists of numbers (and of
-    their elements) back as the lists orjson gives (``EXACT`` arrays: bool, int64, float64, so
-    ``tolist`` gives the same values): the texts' checks answer what they answered them."""
+    their elements) back as the lists orjson gives (a text model's arrays are exact: bool,
+    int64, float64, so ``tolist`` gives the same values): the texts' checks answer what they answered them."""
     if isinstance(values, np.ndarray):
         return values.tolist()
     if isinstance(values, list):
