@@ -227,7 +227,7 @@ def _decode_arrays(body: bytes, numbers: Mapping[str, np.dtype | None] | np.dtyp
                     dtype = (dtypes.get(input_name, sole) if isinstance(input_name, str)
                              else sole)
                     node[key] = _input_array(body, view, lo, hi, matrix, dtype)
-    except _Undecodable:
+    except (_Undecodable, orjson.JSONDecodeError):  # orjson's answer (and where it broke)
         del root, stack
         return _orjson(body)
     return root[0]
