@@ -108,11 +108,11 @@ def mixed_model() -> onnx.ModelProto:
         [axis1])
 
 
-def one_input_model(dtype: int, name: str = "input_ids") -> onnx.ModelProto:
+def one_input_model(dtype: int, name: str = "input_ids", sequence="sequence") -> onnx.ModelProto:
     """One input [batch, sequence] of ``dtype``, echoed."""
     return _model([helper.make_node("Identity", [name], ["out"])],
-                  [helper.make_tensor_value_info(name, dtype, ["batch", "sequence"])],
-                  [helper.make_tensor_value_info("out", dtype, ["batch", "sequence"])])
+                  [helper.make_tensor_value_info(name, dtype, ["batch", sequence])],
+                  [helper.make_tensor_value_info("out", dtype, ["batch", sequence])])
 
 
 @pytest.fixture(scope="module")
@@ -515,6 +515,35 @@ def test_a_bool_body_peaks_under_the_body(infos, tmp_path):
         print(f"bool {route}: body {len(body) / 2**20:.1f} MiB, peak orjson "
               f"{before / len(body):.2f}x, numpy {peak / len(body):.2f}x")
         assert peak < len(body) and before > 4 * len(body)
+
+
+def test_a_bounded_model_decodes_into_numpy_too(tmp_path):
+    # a fixed sequence (512): the signature bounds a request, the body is sized against that
+    # budget first; its numbers then decode into arrays as an open signature's do (orjson's
+    # lists were 16x the body)
+    from onnxdeploy.serve.protocols import json_budget
+
+    info = read_model_info(save(one_input_model(TensorProto.INT64, sequence=512),
+                                tmp_path / "fixed.onnx"))
+    budget = json_budget(info, 1024)
+    assert budget is not None
+    ids = np.random.default_rng(9).integers(0, 30522, (1024, 512))
+    body = orjson.dumps({"inputs": ids}, option=orjson.OPT_SERIALIZE_NUMPY)
+    payload = loads(body, budget, json_number_dtype(info))
+    assert isinstance(payload["inputs"], np.ndarray) and payload["inputs"].dtype == np.int64
+    assert np.array_equal(parse_predict(payload, info, max_batch=1024)["input_ids"], ids)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        feeds = parse_predict(loads(body, budget, json_number_dtype(info)), info, max_batch=1024)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    print(f"bounded int64: body {len(body) / 2**20:.1f} MiB, peak {peak / len(body):.2f}x")
+    assert peak < feeds["input_ids"].nbytes + 2 * len(body)
+    with pytest.raises(ApiError) as err:  # the budget still holds first
+        loads(b"[" + b"1," * budget + b"1]", budget, json_number_dtype(info))
+    assert err.value.status == 413
 
 
 # --------------------------------------------------------------------------- a real server

@@ -96,19 +96,18 @@ def loads(body: bytes, max_values: int | None = None,
           numbers: Mapping[str, np.dtype | None] | np.dtype | None = None) -> Any:
     """Parse a JSON body or raise a 400 saying where it broke (a 413 past ``max_values``).
 
-    For a model whose signature cannot bound a request (``max_values`` None), a body over
-    ``ARRAY_DECODE_MIN_BYTES`` has its long arrays of numbers (and its arrays of such arrays:
+    A body of ``ARRAY_DECODE_MIN_BYTES`` or more has its long arrays of numbers (and its arrays of such arrays:
     the rows of a 2-D tensor) decoded straight into numpy arrays (``_decode_arrays``), not into
     Python objects (a float is 24 bytes and an int past 256 is 28, plus an 8-byte list slot, for
     2-7 bytes of text: a body of numbers decoded to 13-18x its size, then the array on top).
     ``numbers`` (``json_number_dtype``) gives each input's dtype (or one dtype for every input):
-    an input's float arrays decode into its float dtype, every other array exactly.
-    A bounded model keeps orjson: its bodies are capped by what a valid request holds, and
-    orjson was faster on them (docs/serve.md)."""
+    an input's float arrays decode into its float dtype, every other array exactly. Bounded
+    models too (``max_values`` set): orjson is no faster on their bodies from 5 MiB, and the
+    Python objects of a body under their cap still took 16x it (docs/serve.md)."""
     if not body:
         raise ApiError(400, "empty request body; expected a JSON object")
     check_json_size(body, max_values)
-    if numbers is not None and max_values is None and len(body) >= ARRAY_DECODE_MIN_BYTES:
+    if numbers is not None and len(body) >= ARRAY_DECODE_MIN_BYTES:
         return _decode_arrays(body, numbers)
     return _orjson(body)
 
@@ -263,6 +262,20 @@ def _numbers(body: bytes, view: memoryview, lo: int, hi: int, dtype: np.dtype | 
     float64, promoted as numpy promotes the values of one list. None when it is anything else:
     not all numbers, a value ``dtype`` cannot hold (1e39 in float32), ragged rows, text orjson
     refuses (then orjson decodes it in its place, and says where a broken body broke)."""
+    if hi - lo <= ARRAY_PIECE_BYTES:  # one piece (most rows, small matrices): numpy reads it
+        try:
+            raw = np.array(orjson.loads(view[lo:hi]))
+        except (orjson.JSONDecodeError, ValueError):  # broken text; ragged rows
+            return None
+        if raw.ndim != (2 if matrix else 1) or not raw.size:
+            return None
+        if dtype is None:
+            return raw if raw.dtype in _EXACT_DTYPES else None
+        if raw.dtype.kind not in "fi":
+            return None
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = raw.astype(dtype)
+        return arr if np.isfinite(arr).all() else None
     inner_lo, inner_hi = lo + 1, hi - 1
     if matrix:
         rows = body.count(b"[", inner_lo, inner_hi)
@@ -288,8 +301,6 @@ def _numbers(body: bytes, view: memoryview, lo: int, hi: int, dtype: np.dtype | 
             closes += close_at.size
             del comma_at, close_at, before
             text = b"[" + text.translate(None, b"[]") + b"]"
-        elif at == inner_lo and end == inner_hi:
-            text = view[lo:hi]  # one piece (most rows): no copy of the text
         else:
             text = b"[" + bytes(view[at:end]) + b"]"
         try:
