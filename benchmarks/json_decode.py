@@ -37,7 +37,13 @@ from onnx import TensorProto, helper
 
 from onnxdeploy.environment import environment
 from onnxdeploy.serve.model import read_model_info
-from onnxdeploy.serve.protocols import json_budget, json_number_dtype, loads, parse_predict, parse_v2
+from onnxdeploy.serve.protocols import (
+    json_budget,
+    json_number_dtype,
+    loads,
+    parse_predict,
+    parse_v2,
+)
 from onnxdeploy.serve.validation import check_feeds
 
 DTYPES = {"float": TensorProto.FLOAT, "int64": TensorProto.INT64, "bool": TensorProto.BOOL,

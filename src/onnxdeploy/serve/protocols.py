@@ -96,14 +96,16 @@ def loads(body: bytes, max_values: int | None = None,
           numbers: Mapping[str, np.dtype | None] | np.dtype | None = None) -> Any:
     """Parse a JSON body or raise a 400 saying where it broke (a 413 past ``max_values``).
 
-    A body of ``ARRAY_DECODE_MIN_BYTES`` or more has its long arrays of numbers (and its arrays of such arrays:
-    the rows of a 2-D tensor) decoded straight into numpy arrays (``_decode_arrays``), not into
-    Python objects (a float is 24 bytes and an int past 256 is 28, plus an 8-byte list slot, for
-    2-7 bytes of text: a body of numbers decoded to 13-18x its size, then the array on top).
+    A body of ``ARRAY_DECODE_MIN_BYTES`` or more has its long arrays of numbers (and its arrays
+    of such arrays: the rows of a 2-D tensor) decoded straight into numpy arrays
+    (``_decode_arrays``), not into Python objects (a float is 24 bytes and an int past 256 is
+    28, plus an 8-byte list slot, for 2-7 bytes of text: a body of numbers decoded to 13-18x
+    its size, then the array on top).
     ``numbers`` (``json_number_dtype``) gives each input's dtype (or one dtype for every input):
     an input's float arrays decode into its float dtype, every other array exactly. Bounded
-    models too (``max_values`` set): orjson is no faster on their bodies from 5 MiB, and the
-    Python objects of a body under their cap still took 16x it (docs/serve.md)."""
+    models too (``max_values`` set, the body sized first): orjson took the same time on their
+    bodies of 5-11 MiB, and the Python objects of a body under their cap took 16x it
+    (docs/serve.md, "JSON decoding")."""
     if not body:
         raise ApiError(400, "empty request body; expected a JSON object")
     check_json_size(body, max_values)
@@ -130,8 +132,8 @@ _ROW = rb'\[[^\[\]{}"]*\]'
 #: a JSON string (skipped whole, so no array is seen inside one); an array of arrays that hold
 #: no string, array or object (a matrix: the rows of a 2-D tensor); such an array alone (a
 #: flat array). Possessive repeats: no backtracking stack however many rows.
-_CANDIDATE = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|(?P<matrix>\[\s*+%s(?:\s*+,\s*+%s)*+\s*+\])|%s'
-                        % (_ROW, _ROW, _ROW))
+_CANDIDATE = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+                        rb'|(?P<matrix>\[\s*+%s(?:\s*+,\s*+%s)*+\s*+\])|%s' % (_ROW, _ROW, _ROW))
 _COMMA, _CLOSE = ord(","), ord("]")
 
 
@@ -416,7 +418,7 @@ def _texts_given(inputs: Any, names: list[str]) -> bool:
 def _listed(values: Any) -> Any:
     """What was sent as texts, with the numpy arrays ``loads`` made of lists of numbers (and of
     their elements) back as the lists orjson gives (a text model's arrays are exact: bool,
-    int64, float64, so ``tolist`` gives the same values): the texts' checks answer what they answered them."""
+    int64, float64, so ``tolist`` gives the same values): the texts' checks answer as before."""
     if isinstance(values, np.ndarray):
         return values.tolist()
     if isinstance(values, list):
