@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -91,20 +92,24 @@ def check_json_size(body: bytes, max_values: int | None) -> None:
                             "(rows this short, or empty arrays, are not tensors this server takes)")
 
 
-def loads(body: bytes, max_values: int | None = None, numbers: np.dtype | None = None) -> Any:
+def loads(body: bytes, max_values: int | None = None,
+          numbers: Mapping[str, np.dtype | None] | np.dtype | None = None) -> Any:
     """Parse a JSON body or raise a 400 saying where it broke (a 413 past ``max_values``).
 
-    For a model whose signature cannot bound a request (``max_values`` None) and whose inputs
-    all take one float dtype (``numbers``, ``json_number_dtype``), a body over
-    ``ARRAY_DECODE_MIN_BYTES`` has its long arrays of numbers decoded straight into numpy
-    arrays of that dtype (``_decode_arrays``), not into Python floats (32 bytes each for the
-    2-4 bytes of text: a body of numbers decoded to ~8x its size, then the array on top).
-    A bounded model keeps orjson: its bodies are capped by what a valid request holds, and
-    orjson was 2.3x faster on 14.8 MiB of digits-cnn rows (docs/serve.md)."""
+    A body of ``ARRAY_DECODE_MIN_BYTES`` or more has its long arrays of numbers (and its arrays
+    of such arrays: the rows of a 2-D tensor) decoded straight into numpy arrays
+    (``_decode_arrays``), not into Python objects (a float is 24 bytes and an int past 256 is
+    28, plus an 8-byte list slot, for 2-7 bytes of text: a body of numbers decoded to 13-18x
+    its size, then the array on top).
+    ``numbers`` (``json_number_dtype``) gives each input's dtype (or one dtype for every input):
+    an input's float arrays decode into its float dtype, every other array exactly. Bounded
+    models too (``max_values`` set, the body sized first): orjson took the same time on their
+    bodies of 5-11 MiB, and the Python objects of a body under their cap took 16x it
+    (docs/serve.md, "JSON decoding")."""
     if not body:
         raise ApiError(400, "empty request body; expected a JSON object")
     check_json_size(body, max_values)
-    if numbers is not None and max_values is None and len(body) >= ARRAY_DECODE_MIN_BYTES:
+    if numbers is not None and len(body) >= ARRAY_DECODE_MIN_BYTES:
         return _decode_arrays(body, numbers)
     return _orjson(body)
 
@@ -112,71 +117,134 @@ def loads(body: bytes, max_values: int | None = None, numbers: np.dtype | None =
 #: bodies from this size on have their number arrays decoded into numpy (smaller ones: orjson,
 #: faster for them and bounded by the body cap anyway)
 ARRAY_DECODE_MIN_BYTES = 1 << 20
-#: arrays whose text is at least this long are decoded into numpy; shorter ones (shapes, short
-#: rows) are left to orjson (a numpy array costs ~110 bytes however short)
+#: arrays (or arrays of arrays) whose text is at least this long are decoded into numpy; shorter
+#: ones (shapes, short rows) are left to orjson (a numpy array costs ~110 bytes however short)
 ARRAY_MIN_TEXT = 256
 #: a long array's text is decoded this many bytes at a time (orjson, then numpy): the Python
-#: floats of one piece at most are alive at once
-ARRAY_PIECE_BYTES = 1 << 20
-#: a JSON string (skipped whole, so no array is seen inside one), or an array holding no string,
-#: array or object (a candidate: its values are checked as it is decoded)
-_STRING_OR_FLAT_ARRAY = re.compile(
-    rb'"[^"\\]*(?:\\.[^"\\]*)*"|\[[^\[\]{}"]{%d,}\]' % (ARRAY_MIN_TEXT - 2))
+#: objects of one piece at most are alive at once (256 KiB of "1," are 4 MiB of them)
+ARRAY_PIECE_BYTES = 1 << 18
+#: what an array that is not a float input's decodes to (exact): the dtype numpy gives its
+#: values (``np.asarray`` of orjson's list: bool, int64 or float64), values exact; validation
+#: then casts or refuses it as it does orjson's lists. Anything else (uint64 past int64, objects
+#: for null, ragged rows) sends the whole body to orjson.
+_EXACT_DTYPES = (np.dtype(bool), np.dtype(np.int64), np.dtype(np.float64))
+_ROW = rb'\[[^\[\]{}"]*\]'
+#: a JSON string (skipped whole, so no array is seen inside one); an array of arrays that hold
+#: no string, array or object (a matrix: the rows of a 2-D tensor); such an array alone (a
+#: flat array). Possessive repeats: no backtracking stack however many rows.
+_CANDIDATE = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+                        rb'|(?P<matrix>\[\s*+%s(?:\s*+,\s*+%s)*+\s*+\])|%s' % (_ROW, _ROW, _ROW))
+_COMMA, _CLOSE = ord(","), ord("]")
 
 
-def json_number_dtype(info: ModelInfo) -> np.dtype | None:
-    """The dtype numbers in a JSON request decode to when every input of the model is a float
-    tensor of it (None otherwise: integers and booleans keep orjson's exact decoding)."""
-    if info.text is not None:
-        return None
-    dtypes = {spec.dtype for spec in info.signature.inputs}
-    if len(dtypes) != 1:
-        return None
-    (dtype,) = dtypes
-    return dtype if dtype is not None and dtype.kind == "f" else None
+def json_number_dtype(info: ModelInfo) -> dict[str, np.dtype | None] | None:
+    """Each input's dtype, for ``loads`` (None for a model without inputs): a float input's
+    arrays decode into its dtype, every other array exactly (text models' token ids too)."""
+    return {spec.name: spec.dtype for spec in info.signature.inputs} or None
 
 
-def _decode_arrays(body: bytes, dtype: np.dtype) -> Any:
-    """``orjson.loads(body)``, but with each long array of numbers a 1-D numpy array of
-    ``dtype`` (what validation would cast it to): the arrays are cut out of the text and decoded
-    a piece at a time, the rest (keys, shapes, short arrays) is decoded by orjson with a marker
-    string in each array's place, then the markers are swapped for the arrays. Peak: the body,
-    the arrays (4 bytes a value for float32, against 2-20 bytes of text), one piece's Python
-    floats."""
+class _Undecodable(Exception):
+    """An array exact decoding cannot take: orjson decodes the whole body."""
+
+
+def _decode_arrays(body: bytes, numbers: Mapping[str, np.dtype | None] | np.dtype) -> Any:
+    """``orjson.loads(body)``, but with each long array of numbers (or array of such arrays of
+    equal length) of an input's data a numpy array: 1-D, or 2-D for the rows of a matrix.
+
+    The arrays are found in the text (a regex that skips strings whole) and cut out; the rest
+    (keys, shapes, short arrays) is decoded by orjson with a marker string in each array's
+    place; then each marker is replaced, knowing where it is. In an input's data (``/predict``'s
+    ``inputs`` or ``inputs[name]``, v2's ``inputs[i].data`` of the input ``inputs[i].name``),
+    the array decoded a piece at a time (``_numbers``): into the input's dtype when it is a
+    float (not all numbers, or not fitting it, e.g. 1e39 in float32: orjson's list, and
+    validation says what is wrong), else exact (an array numpy would not read as bool,
+    int64 or float64: the whole body goes to orjson, so the answer is the one orjson's lists
+    get). Anywhere else (v2 ``shape``, ``parameters``: fields read as JSON): orjson's list of the
+    same text. Peak: the body, the arrays (8 bytes a value for int64 against 2-7 bytes of text,
+    4 for float32, 1 for bool against 5-6), one piece's Python objects."""
+    if isinstance(numbers, np.dtype):
+        dtypes: Mapping[str, np.dtype | None] = {}
+        sole: np.dtype | None = numbers
+    else:
+        dtypes = numbers
+        sole = next(iter(dtypes.values())) if len(dtypes) == 1 else None
     token = os.urandom(8).hex().encode()  # no client can know it: a marker is ours
-    pieces: list[bytes] = []
-    arrays: list[np.ndarray] = []
+    pieces: list = []
+    spans: list[tuple[int, int, bool]] = []
     start = 0
     view = memoryview(body)
-    for match in _STRING_OR_FLAT_ARRAY.finditer(body):
+    for match in _CANDIDATE.finditer(body):
         lo, hi = match.span()
-        if body[lo] == 0x22:  # a string
+        if body[lo] == 0x22 or hi - lo < ARRAY_MIN_TEXT:  # a string, or a short array
             continue
-        arr = _flat_numbers(body, view, lo + 1, hi - 1, dtype)
-        if arr is None:  # not all numbers: orjson and validation say what it is
-            continue
-        arrays.append(arr)
-        pieces += [view[start:lo], b'"\\u0000%s:%d"' % (token, len(arrays) - 1)]
+        spans.append((lo, hi, match.lastgroup == "matrix"))
+        pieces += [view[start:lo], b'"\\u0000%s:%d"' % (token, len(spans) - 1)]
         start = hi
-    if not arrays:
+    if not spans:
         return _orjson(body)
     pieces.append(view[start:])
     skeleton = b"".join(pieces)
-    del pieces, view
-    tree = _orjson(skeleton)
+    del pieces
+    try:
+        tree = orjson.loads(skeleton)
+    except orjson.JSONDecodeError:  # the body is broken outside the arrays: say where in it
+        del skeleton
+        return _orjson(body)
     del skeleton
     marker = "\0" + token.decode() + ":"
     root = [tree]
-    stack: list = [root]  # no recursion: JSON nests as deep as orjson allows
-    while stack:
-        node = stack.pop()
-        for key in (node.keys() if isinstance(node, dict) else range(len(node))):
-            item = node[key]
-            if isinstance(item, (list, dict)):
-                stack.append(item)
-            elif isinstance(item, str) and item.startswith(marker):
-                node[key] = arrays[int(item[len(marker):])]
+    del tree
+    # no recursion: JSON nests as deep as orjson allows. Each node goes with where it is:
+    # "wrap" (root), "payload", "inputs" (payload["inputs"]), "item" (a dict in the inputs
+    # list: v2), "data" (an input's values; with the input's name, None for /predict's one
+    # input), "out" (anything else)
+    stack: list = [(root, "wrap", None)]
+    try:
+        while stack:
+            node, where, name = stack.pop()
+            is_dict = isinstance(node, dict)
+            for key in (node.keys() if is_dict else range(len(node))):
+                item = node[key]
+                place, input_name = where, name
+                if where == "wrap":
+                    place = "payload"
+                elif where == "payload":
+                    place = "inputs" if is_dict and key == "inputs" else "out"
+                elif where == "inputs":
+                    if is_dict:
+                        place, input_name = "data", key
+                    else:
+                        place = "item" if isinstance(item, dict) else "data"
+                elif where == "item":
+                    place = "data" if key == "data" else "out"
+                    input_name = node.get("name") if place == "data" else None
+                if isinstance(item, (list, dict)):
+                    stack.append((item, place, input_name))
+                elif isinstance(item, str) and item.startswith(marker):
+                    lo, hi, matrix = spans[int(item[len(marker):])]
+                    if place not in ("data", "inputs"):
+                        node[key] = orjson.loads(view[lo:hi])
+                        continue
+                    dtype = (dtypes.get(input_name, sole) if isinstance(input_name, str)
+                             else sole)
+                    node[key] = _input_array(body, view, lo, hi, matrix, dtype)
+    except (_Undecodable, orjson.JSONDecodeError):  # orjson's answer (and where it broke)
+        del root, stack
+        return _orjson(body)
     return root[0]
+
+
+def _input_array(body: bytes, view: memoryview, lo: int, hi: int, matrix: bool,
+                 dtype: np.dtype | None) -> Any:
+    """The array ``body[lo:hi]`` of an input of ``dtype``: into that dtype when it is a float
+    (orjson's list when it cannot be), else exact (``_Undecodable`` when it cannot be)."""
+    if dtype is not None and dtype.kind == "f":
+        arr = _numbers(body, view, lo, hi, dtype, matrix)
+        return orjson.loads(view[lo:hi]) if arr is None else arr
+    arr = _numbers(body, view, lo, hi, None, matrix)
+    if arr is None:
+        raise _Undecodable
+    return arr
 
 
 def _orjson(body) -> Any:
@@ -186,36 +254,90 @@ def _orjson(body) -> Any:
         raise ApiError(400, f"malformed JSON: {exc}; expected a JSON object") from exc
 
 
-def _flat_numbers(body: bytes, view: memoryview, lo: int, hi: int, dtype: np.dtype
-                  ) -> np.ndarray | None:
-    """The values of the array whose text is ``body[lo:hi]`` (no brackets, braces or quotes
-    inside) as ``dtype``, decoded ``ARRAY_PIECE_BYTES`` at a time (cut at commas); None when it
-    holds anything but numbers, or a value ``dtype`` cannot hold (1e39 in float32): then orjson
-    decodes it and validation names what is wrong."""
-    if hi - lo <= ARRAY_PIECE_BYTES:  # one piece (most rows): no count, no copy of the text
-        raw = np.array(_orjson(view[lo - 1:hi + 1]))
-        if raw.dtype.kind not in "fi" or raw.ndim != 1:
+def _numbers(body: bytes, view: memoryview, lo: int, hi: int, dtype: np.dtype | None,
+             matrix: bool) -> np.ndarray | None:
+    """The values of the array whose text is ``body[lo:hi]`` (brackets included): a flat array
+    (no brackets, braces or quotes inside) or, ``matrix``, an array of such arrays, which must
+    all have the same length (2-D); decoded ``ARRAY_PIECE_BYTES`` at a time, cut at commas
+    (a matrix's row brackets dropped from each piece's text, after checking that the k-th row
+    ends after (k+1) x cols values). As ``dtype``, or (None: exact) as bool, int64 or
+    float64, promoted as numpy promotes the values of one list. None when it is anything else:
+    not all numbers, a value ``dtype`` cannot hold (1e39 in float32), ragged rows, text orjson
+    refuses (then orjson decodes it in its place, and says where a broken body broke)."""
+    if hi - lo <= ARRAY_PIECE_BYTES:  # one piece (most rows, small matrices): numpy reads it
+        try:
+            raw = np.array(orjson.loads(view[lo:hi]))
+        except (orjson.JSONDecodeError, ValueError):  # broken text; ragged rows
+            return None
+        if raw.ndim != (2 if matrix else 1) or not raw.size:
+            return None
+        if dtype is None:
+            return raw if raw.dtype in _EXACT_DTYPES else None
+        if raw.dtype.kind not in "fi":
             return None
         with np.errstate(over="ignore", invalid="ignore"):
             arr = raw.astype(dtype)
         return arr if np.isfinite(arr).all() else None
-    out = np.empty(body.count(b",", lo, hi) + 1, dtype)
-    filled, at = 0, lo
-    while at < hi:
-        end = body.find(b",", min(at + ARRAY_PIECE_BYTES, hi), hi)
-        end = hi if end < 0 else end
-        values = _orjson(b"[" + bytes(view[at:end]) + b"]")
+    inner_lo, inner_hi = lo + 1, hi - 1
+    if matrix:
+        rows = body.count(b"[", inner_lo, inner_hi)
+        cols = body.count(b",", inner_lo, body.find(b"]", inner_lo, inner_hi)) + 1
+    else:
+        rows, cols = 1, body.count(b",", inner_lo, inner_hi) + 1
+    size = rows * cols
+    out: np.ndarray | None = None
+    filled, at, commas, closes = 0, inner_lo, 0, 0
+    while at < inner_hi:
+        end = body.find(b",", min(at + ARRAY_PIECE_BYTES, inner_hi), inner_hi)
+        end = inner_hi if end < 0 else end
+        if matrix:
+            text = bytes(view[at:end])
+            chars = np.frombuffer(text, np.uint8)
+            comma_at = np.flatnonzero(chars == _COMMA)
+            close_at = np.flatnonzero(chars == _CLOSE)
+            del chars
+            before = commas + np.searchsorted(comma_at, close_at)
+            if not np.array_equal(before, (closes + np.arange(close_at.size) + 1) * cols - 1):
+                return None  # ragged rows (or empty ones): orjson's lists, validation's message
+            commas += comma_at.size + 1  # and the comma this piece was cut at
+            closes += close_at.size
+            del comma_at, close_at, before
+            text = b"[" + text.translate(None, b"[]") + b"]"
+        else:
+            text = b"[" + bytes(view[at:end]) + b"]"
+        try:
+            values = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return None
+        del text
         raw = np.array(values)
         del values
-        if raw.dtype.kind not in "fi" or raw.ndim != 1 or filled + raw.size > out.size:
+        if raw.ndim != 1 or filled + raw.size > size:
             return None
-        with np.errstate(over="ignore", invalid="ignore"):
+        if dtype is not None:
+            if raw.dtype.kind not in "fi":
+                return None
+            if out is None:
+                out = np.empty(size, dtype)
+            with np.errstate(over="ignore", invalid="ignore"):
+                out[filled:filled + raw.size] = raw
+            if not np.isfinite(out[filled:filled + raw.size]).all():
+                return None
+        else:
+            if raw.dtype not in _EXACT_DTYPES:
+                return None
+            if out is None:
+                out = np.empty(size, raw.dtype)
+            elif raw.dtype != out.dtype:
+                wider = np.result_type(out.dtype, raw.dtype)  # bool < int64 < float64
+                if wider != out.dtype:
+                    out = out.astype(wider)
             out[filled:filled + raw.size] = raw
-        if not np.isfinite(out[filled:filled + raw.size]).all():
-            return None
         filled += raw.size
         at = end + 1
-    return out if filled == out.size else None
+    if out is None or filled != size or (matrix and closes != rows):
+        return None
+    return out.reshape(rows, cols) if matrix else out
 
 
 # --------------------------------------------------------------------------- /predict
@@ -238,12 +360,14 @@ def parse_predict(payload: Any, info: ModelInfo, *, max_batch: int = 1024,
                 raise ApiError(400, f"'inputs' has {sorted(inputs)}; expected either "
                                     f"'{text.TEXT_INPUT}' (texts) or the token inputs "
                                     f"({', '.join(names)}), not both")
-            return text.check_texts(inputs[text.TEXT_INPUT], f"inputs.{text.TEXT_INPUT}",
-                                    max_batch=max_batch, max_chars=max_chars)
-        return text.check_texts(inputs, "inputs", max_batch=max_batch, max_chars=max_chars)
+            return text.check_texts(_listed(inputs[text.TEXT_INPUT]),
+                                    f"inputs.{text.TEXT_INPUT}", max_batch=max_batch,
+                                    max_chars=max_chars)
+        return text.check_texts(_listed(inputs), "inputs", max_batch=max_batch,
+                                max_chars=max_chars)
     if isinstance(inputs, dict):
         raw = inputs
-    elif isinstance(inputs, list):
+    elif isinstance(inputs, (list, np.ndarray)):  # an array: a list of numbers decoded by numpy
         if len(names) != 1:
             raise ApiError(
                 400, f"the model has {len(names)} inputs ({', '.join(names)}); expected 'inputs' "
@@ -283,11 +407,23 @@ def _texts_given(inputs: Any, names: list[str]) -> bool:
         return text.TEXT_INPUT in inputs and text.TEXT_INPUT not in names
     if isinstance(inputs, str):
         return True  # answered "expected a list of strings"
-    if not isinstance(inputs, list):
+    if not isinstance(inputs, (list, np.ndarray)):  # an array: a list of numbers (loads)
         return False
     # a list of lists for a one-input model is token ids; any other list is meant as texts
     # (a several-input model cannot take a bare list of ids)
-    return not (len(names) == 1 and inputs and isinstance(inputs[0], list))
+    return not (len(names) == 1 and len(inputs) > 0
+                and isinstance(inputs[0], (list, np.ndarray)))
+
+
+def _listed(values: Any) -> Any:
+    """What was sent as texts, with the numpy arrays ``loads`` made of lists of numbers (and of
+    their elements) back as the lists orjson gives (a text model's arrays are exact: bool,
+    int64, float64, so ``tolist`` gives the same values): the texts' checks answer as before."""
+    if isinstance(values, np.ndarray):
+        return values.tolist()
+    if isinstance(values, list):
+        return [v.tolist() if isinstance(v, np.ndarray) else v for v in values]
+    return values
 
 
 def predict_response(info: ModelInfo, outputs: list[np.ndarray]) -> dict[str, Any]:
@@ -336,7 +472,8 @@ def parse_v2(payload: Any, binary: bytes, info: ModelInfo, *, max_batch: int = 1
              ) -> tuple[dict[str, np.ndarray] | Texts, dict]:
     """Feeds (or, for the ``text`` BYTES input of a text model, Texts) and the response options
     (``id``, requested outputs, binary flags)."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
+    # (an array for 'inputs' is a list of numbers that loads decoded: refused below, as a list)
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), (list, np.ndarray)):
         raise ApiError(400, "expected a JSON object with 'inputs': a list of "
                             "{name, shape, datatype, data}")
     names = [s.name for s in info.signature.inputs]
@@ -355,6 +492,8 @@ def parse_v2(payload: Any, binary: bytes, info: ModelInfo, *, max_batch: int = 1
             raise ApiError(400, f"input {name!r} given twice; expected each input once")
         chunk, offset = _binary_chunk(name, item, binary, offset)
         if name == text.TEXT_INPUT and takes_text:
+            if isinstance(item.get("data"), np.ndarray):
+                item = {**item, "data": _listed(item["data"])}
             texts = text.v2_texts(item, chunk, max_batch=max_batch, max_chars=max_chars)
             continue
         spec = info.signature.input(name)

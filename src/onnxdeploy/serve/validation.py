@@ -118,10 +118,12 @@ def cast(name: str, want: np.dtype, raw: np.ndarray) -> np.ndarray:
         elif got.kind not in "iu":
             raise ApiError(400, f"input '{name}': got {_describe(got)}; expected {want} values")
         info = np.iinfo(want)
-        if raw.size and (raw.min() < info.min or raw.max() > info.max):
+        # as Python numbers, compared exactly: numpy compares a float64 2**63 with int64's max
+        # as floats, found it equal, and the cast wrapped it to -2**63
+        if raw.size and (raw.min().item() < info.min or raw.max().item() > info.max):
             raise ApiError(400, f"input '{name}': values out of range for {want} "
                                 f"(expected {info.min}..{info.max})")
-        return raw.astype(want)
+        return raw.astype(want, copy=False)  # int64 JSON for an int64 input: no second copy
     if want.kind == "b":
         if got.kind != "b":
             raise ApiError(400, f"input '{name}': got {_describe(got)}; expected booleans (true/false)")
