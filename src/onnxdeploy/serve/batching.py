@@ -98,7 +98,21 @@ class _Pending:
     outputs: list[np.ndarray] | None = None
     error: BaseException | None = None
     lead: bool = False  # woken to run the next batch (not with its result)
-    counted: bool = False  # its thread is inside ``expecting`` (counted in flight)
+    counted: bool = False  # its request is inside ``expect`` (counted in flight)
+    future: object = None  # an event loop's caller (``infer_async``): resolved in its loop
+    loop: object = None
+    timer: object = None  # its loop's RESULT_TIMEOUT_S timer
+
+
+class Ticket:
+    """One request on its way to the executor (``Executor.expect``): counted in flight until
+    it leaves, and "coming" until it reaches ``infer``/``infer_async``."""
+
+    __slots__ = ("entered", "arrived")
+
+    def __init__(self, entered: float):
+        self.entered = entered
+        self.arrived = False
 
 
 class CostModel:
@@ -152,11 +166,15 @@ class Executor:
         self._cond = threading.Condition()
         self._queue: collections.deque[_Pending] = collections.deque()
         self._busy = False  # a thread is running (or gathering) a batch
+        self._next: _Pending | None = None  # handed to the runner thread to lead
+        self._thread: threading.Thread | None = None  # the runner thread (``start``)
+        self._closing = False
         self._inview = 0  # requests inside ``expecting`` (in flight in this process)
         self._coming = 0  # of those, the ones that have not reached ``infer`` yet
         self.costs = CostModel()
         self.lead_s: float | None = None  # moving average: entering the view -> reaching infer
         self.gap_s: float | None = None  # moving average: time between arrivals
+        self.run_s: float | None = None  # moving average: a session run's duration
         self._last_arrival: float | None = None
         self.counts: collections.Counter[str] = collections.Counter()
         self._batches = {}
@@ -164,38 +182,25 @@ class Executor:
 
     # ------------------------------------------------------------------ callers
 
-    def infer(self, feeds: dict[str, np.ndarray], rows: int, *, padded: bool = False
-              ) -> list[np.ndarray]:
-        """All outputs for these feeds, in graph order.
+    def infer(self, feeds: dict[str, np.ndarray], rows: int, *, padded: bool = False,
+              ticket: Ticket | None = None) -> list[np.ndarray]:
+        """All outputs for these feeds, in graph order, run in the calling thread or by the
+        runner of the moment (see the module docstring).
 
         ``padded``: the feeds are a text request's tokens ``[rows, length]``, right-padded, which
         may merge with other text requests of any length (see the module docstring).
+        ``ticket``: the request's ``expect`` ticket (default: the one ``expecting`` left in
+        this thread, if any).
         """
-        now = time.perf_counter()
-        arrived = getattr(_origin, "expected", None) is self
-        if arrived:
-            _origin.expected = None
-        if not self.batchable or rows >= self.max_batch_size or not self._uniform(feeds, rows):
-            if arrived:
-                with self._cond:
-                    self._coming -= 1
+        if ticket is None:
+            ticket = getattr(_origin, "ticket", None)
+            if ticket is not None:
+                _origin.ticket = None
+        item = self._item(feeds, rows, padded, ticket)
+        if item is None:
             return self._run(feeds)
-        if padded:
-            length = int(feeds[self.text_inputs[0]].shape[1])
-            item = _Pending(feeds, rows, ("text",), now, length)
-        else:
-            item = _Pending(feeds, rows, self._key(feeds), now)
-        item.protocol = getattr(_origin, "name", "http")
-        item.counted = arrived
         with self._cond:
-            if self._last_arrival is not None:
-                gap = now - self._last_arrival
-                self.gap_s = gap if self.gap_s is None else self.gap_s + (gap - self.gap_s) * EWMA
-            self._last_arrival = now
-            if arrived:
-                self._coming -= 1
-                lead = now - _origin.entered
-                self.lead_s = lead if self.lead_s is None else self.lead_s + (lead - self.lead_s) * EWMA
+            self._arrive(item, ticket)
             if self._busy:
                 self._queue.append(item)
                 self._cond.notify_all()  # a runner holding for more sees it
@@ -209,8 +214,7 @@ class Executor:
                     if queued:
                         self._queue.remove(item)
                 if queued:
-                    raise ApiError(503, "the batch did not run in time; retry later",
-                                   {"Retry-After": "1"})
+                    raise _late()
                 item.done.wait()  # taken into a batch, or made the next leader: never dropped
             if not item.lead:  # another thread ran it
                 if item.error is not None:
@@ -218,31 +222,67 @@ class Executor:
                 return item.outputs
         try:
             batch = self._gather(item)
-            self._execute(batch)
+            try:
+                self._execute(batch)
+            finally:
+                self._finish(batch, item)
         finally:
             self._hand_over()
         if item.error is not None:
             raise item.error
         return item.outputs
 
-    def expecting(self) -> contextlib.AbstractContextManager:
+    def infer_async(self, feeds: dict[str, np.ndarray], rows: int, loop, *,
+                    padded: bool = False, ticket: Ticket | None = None):
+        """``infer`` for a caller in an event loop (the front): an ``asyncio`` future of the
+        outputs, run by the executor's runner thread (``start``) with whatever is waiting, and
+        resolved in ``loop``: the caller's thread never blocks, and a request costs one hand-off
+        to the runner and one back."""
+        if self._thread is None:
+            self.start()
+        future = loop.create_future()
+        item = self._item(feeds, rows, padded, ticket)
+        if item is None:  # not mergeable: run alone by the runner, in turn
+            item = _Pending(feeds, rows, (object(),), time.perf_counter())
+        item.future, item.loop = future, loop
+        with self._cond:
+            self._arrive(item, ticket)
+            if self._busy:
+                self._queue.append(item)
+            else:
+                self._busy = True
+                self._next = item
+            self._cond.notify_all()  # the runner thread, or a runner holding for more
+        item.timer = loop.call_later(RESULT_TIMEOUT_S, self._expire, item)
+        return future
+
+    def expect(self) -> contextlib.AbstractContextManager:
         """Around a request's view: while it is parsed, the runner knows one more request is on
-        its way (and may hold a batch for it, see the module docstring). Costs nothing with
-        batching off."""
-        return self._expecting() if self.batchable else _NOTHING
+        its way (and may hold a batch for it, see the module docstring). Yields the request's
+        ``Ticket`` for ``infer``/``infer_async`` (None with batching off: costs nothing)."""
+        return self._expect(False) if self.batchable else _NOTHING
+
+    def expecting(self) -> contextlib.AbstractContextManager:
+        """``expect`` for a caller that runs its request in this thread from start to end
+        (gRPC's handlers, Flask, tests): ``infer`` made in the block finds the ticket itself."""
+        return self._expect(True) if self.batchable else _NOTHING
 
     @contextlib.contextmanager
-    def _expecting(self) -> Iterator[None]:
+    def _expect(self, local: bool) -> Iterator[Ticket]:
+        ticket = Ticket(time.perf_counter())
         with self._cond:
             self._coming += 1
             self._inview += 1
-        _origin.expected, _origin.entered = self, time.perf_counter()
+        if local:
+            _origin.ticket = ticket
         try:
-            yield
+            yield ticket
         finally:
+            if local and getattr(_origin, "ticket", None) is ticket:
+                _origin.ticket = None
             with self._cond:
-                if getattr(_origin, "expected", None) is self:  # refused before reaching infer
-                    _origin.expected = None
+                if not ticket.arrived:  # refused before reaching infer
+                    ticket.arrived = True
                     self._coming -= 1
                 self._inview -= 1
                 self._cond.notify_all()  # a holding runner re-decides
@@ -252,11 +292,13 @@ class Executor:
         with self._cond:
             return self._inview, self._coming
 
-    def idle(self) -> bool:
-        """No run in progress and nothing queued or on its way (a request made now runs at once
-        and alone, without waiting: what the front's inline path needs)."""
+    def idle(self, ticket: Ticket | None = None) -> bool:
+        """No run in progress and nothing queued or on its way but ``ticket``'s own request (a
+        request made now runs at once and alone, without waiting: what the front's inline path
+        needs)."""
+        own = 1 if ticket is not None and not ticket.arrived else 0
         with self._cond:
-            return not self._busy and not self._queue and self._coming == 0
+            return not self._busy and not self._queue and self._coming == own
 
     def waiting(self) -> int:
         """Requests queued for the runner now."""
@@ -276,18 +318,124 @@ class Executor:
         finally:
             self._hand_over()
 
+    def start(self) -> None:
+        """Start the runner thread that ``infer_async``'s requests are run by (idempotent)."""
+        with self._cond:
+            if self._thread is not None:
+                return
+            self._closing = False
+            self._thread = threading.Thread(target=self._serve, name="serve-runner", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the runner thread once every request handed to it was answered."""
+        with self._cond:
+            thread = self._thread
+            self._closing = True
+            self._cond.notify_all()
+        if thread is not None:
+            thread.join()
+        self._thread = None
+
     # ------------------------------------------------------------------ the runner
 
-    def _hand_over(self) -> None:
-        """The run is over: the oldest waiting request leads the next batch, else idle."""
+    def _item(self, feeds, rows: int, padded: bool, ticket: Ticket | None) -> _Pending | None:
+        """The queue entry of a request that may merge (None: it runs alone, at once)."""
+        if not self.batchable or rows >= self.max_batch_size or not self._uniform(feeds, rows):
+            if ticket is not None and not ticket.arrived:
+                with self._cond:
+                    ticket.arrived = True
+                    self._coming -= 1
+            return None
+        now = time.perf_counter()
+        if padded:
+            length = int(feeds[self.text_inputs[0]].shape[1])
+            item = _Pending(feeds, rows, ("text",), now, length)
+        else:
+            item = _Pending(feeds, rows, self._key(feeds), now)
+        item.protocol = getattr(_origin, "name", "http")
+        return item
+
+    def _arrive(self, item: _Pending, ticket: Ticket | None) -> None:
+        """Record an arrival (lock held): the gap since the last one, the lead from the view."""
+        now = item.enqueued
+        if self._last_arrival is not None:
+            gap = now - self._last_arrival
+            self.gap_s = gap if self.gap_s is None else self.gap_s + (gap - self.gap_s) * EWMA
+        self._last_arrival = now
+        if ticket is not None:
+            item.counted = True
+            if not ticket.arrived:
+                ticket.arrived = True
+                self._coming -= 1
+                lead = now - ticket.entered
+                self.lead_s = lead if self.lead_s is None else self.lead_s + (lead - self.lead_s) * EWMA
+
+    def _serve(self) -> None:
+        """The runner thread: leads each batch handed to it, then the next, until closed."""
+        while True:
+            with self._cond:
+                while self._next is None and not (self._closing and not self._busy):
+                    self._cond.wait()
+                item, self._next = self._next, None
+            if item is None:
+                return
+            while item is not None:
+                try:
+                    batch = self._gather(item)
+                    try:
+                        self._execute(batch)
+                    finally:
+                        self._finish(batch, None)
+                except BaseException:  # pragma: no cover - _execute keeps errors per request
+                    log.exception("the batch runner failed")
+                item = self._hand_over(runner=True)
+
+    def _hand_over(self, runner: bool = False) -> _Pending | None:
+        """The run is over: the oldest waiting request leads the next batch, else idle. Called
+        by the runner thread (``runner``), that request is returned for it to lead."""
         with self._cond:
             nxt = self._queue.popleft() if self._queue else None
             if nxt is None:
                 self._busy = False
-                self._cond.notify_all()  # paused() may be waiting for an idle runner
-        if nxt is not None:
-            nxt.lead = True
-            nxt.done.set()
+                self._cond.notify_all()  # paused() and close() may be waiting for an idle runner
+                return None
+            if runner:
+                return nxt
+            if nxt.future is not None:  # an event loop's request: the runner thread leads it
+                self._next = nxt
+                self._cond.notify_all()
+                return None
+        nxt.lead = True
+        nxt.done.set()
+        return None
+
+    def _finish(self, batch: list[_Pending], me: _Pending | None) -> None:
+        """Wake every caller of ``batch`` but ``me``; an event loop's callers with one call into
+        their loop per batch."""
+        loops: dict = {}
+        for p in batch:
+            if p is me:
+                continue
+            if p.future is None:
+                p.done.set()
+            else:
+                loops.setdefault(p.loop, []).append(p)
+        for loop, items in loops.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:  # the loop is closed: the worker is stopping, nobody waits
+                pass
+
+    def _expire(self, item: _Pending) -> None:
+        """In the caller's loop, ``RESULT_TIMEOUT_S`` after ``infer_async``: a request still
+        queued then is answered 503 (a wedged runner); one taken into a batch is answered."""
+        with self._cond:
+            queued = item in self._queue
+            if queued:
+                self._queue.remove(item)
+        if queued and not item.future.done():
+            item.future.set_exception(_late())
 
     def _gather(self, first: _Pending) -> list[_Pending]:
         """``first`` and the compatible requests waiting now; more only where waiting pays."""
@@ -368,12 +516,9 @@ class Executor:
                 outputs = self._run(merged)
                 _split(batch, outputs, self.out_axes)
             self.costs.add(rows, time.perf_counter() - start)
-        except BaseException as exc:  # every waiter must wake, whatever happened
+        except BaseException as exc:  # every waiter must wake, whatever happened (_finish)
             for p in batch:
                 p.error = exc
-        finally:
-            for p in batch[1:]:
-                p.done.set()
 
     def _observe(self, batch: list[_Pending], start: float, rows: int) -> None:
         metrics = self.metrics
@@ -416,7 +561,25 @@ class Executor:
         try:
             return self.holder.run(feeds)
         finally:
-            self.metrics.compute_seconds.observe(time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            self.metrics.compute_seconds.observe(took)
+            run_s = self.run_s
+            self.run_s = took if run_s is None else run_s + (took - run_s) * EWMA
+
+
+def _late() -> ApiError:
+    return ApiError(503, "the batch did not run in time; retry later", {"Retry-After": "1"})
+
+
+def _settle(items: list[_Pending]) -> None:
+    """In an event loop: resolve the futures of its requests that a batch answered."""
+    for p in items:
+        p.timer.cancel()
+        if not p.future.done():  # the caller may have gone (cancelled)
+            if p.error is not None:
+                p.future.set_exception(p.error)
+            else:
+                p.future.set_result(p.outputs)
 
 
 def _split(batch: list[_Pending], outputs: list[np.ndarray], axes: list[int | None]) -> None:
