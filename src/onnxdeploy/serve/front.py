@@ -211,7 +211,10 @@ class Front:
         self.in_loop_allowed = (batching and service.executor.batchable
                                 and bool(self.config.get("IN_LOOP", True)))
         self.in_loop = self.in_loop_allowed
-        self.parse_s = None  # EWMA: a request's work outside its session run
+        # EWMA of a request's work outside its session run (CPU time of the thread doing it: a
+        # request preempted on busy cores is not slow to parse); from 0, so that one slow first
+        # request (imports, first allocations) does not send the next ones to the threads
+        self.parse_s = 0.0
         if self.in_loop_allowed:
             service.executor.start()
         self.probe = Lane(loop, _call, PROBE_THREADS, "serve-probe")
@@ -477,8 +480,7 @@ class Front:
 
     def _parsed(self, took: float) -> None:
         """One more request's work outside its run (parse, answer), for the in-loop decision."""
-        ewma = self.parse_s
-        self.parse_s = took if ewma is None else ewma + (took - ewma) * 0.05
+        self.parse_s += (took - self.parse_s) * 0.05
         if self.in_loop and self.parse_s > PARSE_ABOVE_S:
             self.in_loop = False
         elif not self.in_loop and self.parse_s < PARSE_BELOW_S:
@@ -489,14 +491,14 @@ class Front:
         thread with whatever else is waiting (``Executor.infer_async``). A request that is the
         only one in flight, with the executor idle and nothing being read, runs inline here
         instead (when the model is quick, see INLINE_BELOW_S): nothing could join its batch."""
-        executor, clock = self.executor, time.perf_counter
+        executor, clock, cpu = self.executor, time.perf_counter, time.thread_time
         steps = self.service.answer_steps(match, request)
-        t0 = clock()
+        t0 = cpu()
         spent = ran = 0.0
         try:
             need = next(steps)  # parsed and checked here
             while True:
-                spent += clock() - t0
+                spent += cpu() - t0
                 try:
                     if (self.inline and self.admission.count == 1 and self.reading == 0
                             and executor.idle(need.ticket)):
@@ -510,13 +512,13 @@ class Front:
                                                              ticket=need.ticket)
                         ran = executor.run_s or 0.0
                 except Exception as exc:  # the run's error, raised where the view waits
-                    t0 = clock()
+                    t0 = cpu()
                     need = steps.throw(exc)
                 else:
-                    t0 = clock()
+                    t0 = cpu()
                     need = steps.send(outputs)
         except StopIteration as stop:
-            spent += clock() - t0
+            spent += cpu() - t0
             self._parsed(spent)
             if self.inline_allowed:
                 self._served(spent + ran)
@@ -527,25 +529,25 @@ class Front:
     def _answer_timed(self, match, request):
         """Batching, in a work-lane thread while parsing is slow: the request answered here,
         its work outside the run timed for the in-loop decision."""
-        executor, clock = self.executor, time.perf_counter
+        executor, cpu = self.executor, time.thread_time
         steps = self.service.answer_steps(match, request)
-        t0 = clock()
+        t0 = cpu()
         spent = 0.0
         try:
             need = next(steps)
             while True:
-                spent += clock() - t0
+                spent += cpu() - t0
                 try:
                     outputs = executor.infer(need.feeds, need.rows, padded=need.padded,
                                              ticket=need.ticket)
                 except Exception as exc:
-                    t0 = clock()
+                    t0 = cpu()
                     need = steps.throw(exc)
                 else:
-                    t0 = clock()
+                    t0 = cpu()
                     need = steps.send(outputs)
         except StopIteration as stop:
-            spent += clock() - t0
+            spent += cpu() - t0
             self.loop.call_soon_threadsafe(self._parsed, spent)  # the loop's own figures
             return stop.value
 
