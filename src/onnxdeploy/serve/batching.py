@@ -3,16 +3,22 @@
 With batching on, one request at a time per process runs the session (the *runner*); the rest
 queue. The policy (measured on 2 shared cores, docs/serve.md "Dynamic batching"):
 
-- **a request that finds the runner idle runs at once**, in its own thread, with whatever is
-  waiting (nothing, when the runner was idle): a lone request is never held, and batching on
-  costs a request no thread hop it would not make with batching off;
-- **a request that finds the runner busy queues**; when the run ends, the runner hands over to
-  the oldest waiting request, whose thread gathers every compatible request waiting by then (up
-  to ``max_batch_size`` rows) and runs them as one batch. Under load batches grow by themselves,
-  as large as what arrived during the previous run;
+- **the front's requests** (``infer_async``, from the worker's event loop, which parses and
+  answers them itself) are run by one runner thread per process (``start``): a request that
+  finds the runner idle wakes it and is run at once with whatever is waiting; one that finds it
+  busy queues, and when the run ends the runner thread takes the oldest waiting request and
+  every compatible one waiting by then (up to ``max_batch_size`` rows) into its next run. Each
+  request costs one hand-off to the runner thread and one back into its loop (one call per
+  batch and loop), however many are in flight: no thread per request;
+- **a thread's requests** (``infer``: gRPC's handlers, Flask, the front's work lane while
+  parsing is slow) join the same queue and batches: a thread that finds the runner idle runs at
+  once in its own thread; one that finds it busy waits, and is answered by the batch that takes
+  it, or woken to lead the next batch itself when it is the oldest waiting and the runner of
+  the moment was a thread. A lone request is never held, and costs no hop it would not make
+  with batching off;
 - **waiting for more** (holding a batch up to ``timeout_ms`` once the runner is free) happens
-  only where it is measured to pay: ``expecting`` (entered by the request path around each view)
-  tells the executor how many requests of this process are in flight and how many of those are
+  only where it is measured to pay: ``expect`` (entered by the request path around each view;
+  ``expecting`` for a thread that runs its request from start to end) tells the executor how many requests of this process are in flight and how many of those are
   still being parsed (on their way to it). The runner holds while some other request is in
   flight and the expected wait for the next arrival (the measured time from entering a view to
   reaching the executor when one is on its way, else the measured gap between arrivals) is
@@ -51,7 +57,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -94,7 +100,7 @@ class _Pending:
     enqueued: float
     length: int | None = None  # a text request's own sequence length (padded merges)
     protocol: str = "http"
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event | None = None  # a thread's request that queued: woken by this
     outputs: list[np.ndarray] | None = None
     error: BaseException | None = None
     lead: bool = False  # woken to run the next batch (not with its result)
@@ -113,6 +119,22 @@ class Ticket:
     def __init__(self, entered: float):
         self.entered = entered
         self.arrived = False
+
+
+class _Expect:
+    """``Executor.expect``'s context manager (a class: cheaper than a generator's, per request)."""
+
+    __slots__ = ("executor", "local", "ticket")
+
+    def __init__(self, executor: Executor, local: bool):
+        self.executor, self.local, self.ticket = executor, local, None
+
+    def __enter__(self) -> Ticket:
+        self.ticket = self.executor._enter(self.local)
+        return self.ticket
+
+    def __exit__(self, *exc) -> None:
+        self.executor._leave(self.ticket, self.local)
 
 
 class CostModel:
@@ -163,7 +185,14 @@ class Executor:
         self.pad_id = text.pad_id if text is not None else 0
         self.text_inputs = text.inputs if text is not None else ()
         self.seq_axes = _sequence_axes(sig) if text is not None else []
-        self._cond = threading.Condition()
+        # one lock, two conditions: ``_cond`` for a runner holding its batch (and ``paused``,
+        # ``close``), ``_wake`` for the runner thread waiting for work. Waking a thread costs a
+        # futex call and a GIL hand-off: a request wakes the runner thread only when it hands it
+        # work, and a holding runner only when one is holding (``_holding``).
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._wake = threading.Condition(self._lock)
+        self._holding = 0
         self._queue: collections.deque[_Pending] = collections.deque()
         self._busy = False  # a thread is running (or gathering) a batch
         self._next: _Pending | None = None  # handed to the runner thread to lead
@@ -202,8 +231,10 @@ class Executor:
         with self._cond:
             self._arrive(item, ticket)
             if self._busy:
+                item.done = threading.Event()  # made only for a request that waits
                 self._queue.append(item)
-                self._cond.notify_all()  # a runner holding for more sees it
+                if self._holding:
+                    self._cond.notify_all()  # a runner holding for more sees it
                 lead = False
             else:
                 self._busy = lead = True
@@ -220,14 +251,15 @@ class Executor:
                 if item.error is not None:
                     raise item.error
                 return item.outputs
+        batch = [item]
         try:
             batch = self._gather(item)
-            try:
-                self._execute(batch)
-            finally:
-                self._finish(batch, item)
+            self._execute(batch)
         finally:
+            # idle (or handed over) before the callers wake: a caller's next request must find
+            # the runner free, not be queued behind a runner about to finish
             self._hand_over()
+            self._finish(batch, item)
         if item.error is not None:
             raise item.error
         return item.outputs
@@ -249,10 +281,12 @@ class Executor:
             self._arrive(item, ticket)
             if self._busy:
                 self._queue.append(item)
+                if self._holding:
+                    self._cond.notify_all()  # a runner holding for more sees it
             else:
                 self._busy = True
                 self._next = item
-            self._cond.notify_all()  # the runner thread, or a runner holding for more
+                self._wake.notify()  # the runner thread leads it
         item.timer = loop.call_later(RESULT_TIMEOUT_S, self._expire, item)
         return future
 
@@ -267,24 +301,27 @@ class Executor:
         (gRPC's handlers, Flask, tests): ``infer`` made in the block finds the ticket itself."""
         return self._expect(True) if self.batchable else _NOTHING
 
-    @contextlib.contextmanager
-    def _expect(self, local: bool) -> Iterator[Ticket]:
+    def _expect(self, local: bool) -> _Expect:
+        return _Expect(self, local)
+
+    def _enter(self, local: bool) -> Ticket:
         ticket = Ticket(time.perf_counter())
-        with self._cond:
+        with self._lock:
             self._coming += 1
             self._inview += 1
         if local:
             _origin.ticket = ticket
-        try:
-            yield ticket
-        finally:
-            if local and getattr(_origin, "ticket", None) is ticket:
-                _origin.ticket = None
-            with self._cond:
-                if not ticket.arrived:  # refused before reaching infer
-                    ticket.arrived = True
-                    self._coming -= 1
-                self._inview -= 1
+        return ticket
+
+    def _leave(self, ticket: Ticket, local: bool) -> None:
+        if local and getattr(_origin, "ticket", None) is ticket:
+            _origin.ticket = None
+        with self._lock:
+            if not ticket.arrived:  # refused before reaching infer
+                ticket.arrived = True
+                self._coming -= 1
+            self._inview -= 1
+            if self._holding:
                 self._cond.notify_all()  # a holding runner re-decides
 
     def in_flight(self) -> tuple[int, int]:
@@ -332,7 +369,7 @@ class Executor:
         with self._cond:
             thread = self._thread
             self._closing = True
-            self._cond.notify_all()
+            self._wake.notify_all()
         if thread is not None:
             thread.join()
         self._thread = None
@@ -376,20 +413,23 @@ class Executor:
         while True:
             with self._cond:
                 while self._next is None and not (self._closing and not self._busy):
-                    self._cond.wait()
+                    self._wake.wait()
                 item, self._next = self._next, None
             if item is None:
                 return
             while item is not None:
+                batch = [item]
                 try:
                     batch = self._gather(item)
-                    try:
-                        self._execute(batch)
-                    finally:
-                        self._finish(batch, None)
+                    self._execute(batch)
                 except BaseException:  # pragma: no cover - _execute keeps errors per request
                     log.exception("the batch runner failed")
-                item = self._hand_over(runner=True)
+                # idle (or the next batch's lead taken) before the callers' loops wake: a
+                # client's next request then finds the runner free and may run inline, instead
+                # of queueing behind a runner thread still waiting for the GIL to finish
+                nxt = self._hand_over(runner=True)
+                self._finish(batch, None)
+                item = nxt
 
     def _hand_over(self, runner: bool = False) -> _Pending | None:
         """The run is over: the oldest waiting request leads the next batch, else idle. Called
@@ -398,13 +438,15 @@ class Executor:
             nxt = self._queue.popleft() if self._queue else None
             if nxt is None:
                 self._busy = False
-                self._cond.notify_all()  # paused() and close() may be waiting for an idle runner
+                self._cond.notify_all()  # paused() may be waiting for an idle runner
+                if self._closing:
+                    self._wake.notify_all()  # and close() for the runner thread to end
                 return None
             if runner:
                 return nxt
             if nxt.future is not None:  # an event loop's request: the runner thread leads it
                 self._next = nxt
-                self._cond.notify_all()
+                self._wake.notify()
                 return None
         nxt.lead = True
         nxt.done.set()
@@ -451,7 +493,11 @@ class Executor:
                 if how != "held":  # counted as the hold starts
                     how = "held"
                     self._count(how)
-                self._cond.wait(remaining)
+                self._holding += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._holding -= 1
                 rows = self._take(first, batch, rows)
         if how != "held":
             self._count(how)

@@ -22,6 +22,11 @@ headers never reach Python. This module is the RSGI application of each worker p
   for inference, a probe lane for liveness, readiness and ``/metrics`` (so they answer during any
   burst) and a lane for the rest (metadata, ``/openapi.json``, ``/docs``). A quick model runs
   inline in the loop instead (below). Flask's request machinery is never involved here.
+- **batching** (``--max-batch-size``, a model with a batch axis): inference requests are parsed
+  and answered in the loop itself (``Service.answer_steps``), and only their session run goes
+  to the executor's runner thread (``Executor.infer_async``), which merges what waits; the loop
+  reads and parses the next requests meanwhile. While parsing is slow (large bodies, see
+  PARSE_ABOVE_S) the work lane's threads parse instead, and their runs join the same batches.
 
 Refusals made here (401, 413, 408, 400 for a broken body, 501, 503) are JSON and counted in the
 metrics under the endpoint they were meant for, through ``Service.refuse``/``check_first``; a
