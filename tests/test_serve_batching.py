@@ -426,6 +426,8 @@ def test_a_server_merges_more_requests_than_it_has_request_threads(tmp_path, mlp
     from prometheus_client.parser import text_string_to_metric_families
     from test_serve_server import Server
 
+    from onnxdeploy.serve.front import LOOP_MAX_BODY_BYTES
+
     server = Server(mlp, "--workers", "1", "--http-threads", "1", "--max-batch-size", "4",
                     "--batch-hold", "always", "--batch-timeout-ms", "30000", tmp=tmp_path)
     try:
@@ -441,17 +443,26 @@ def test_a_server_merges_more_requests_than_it_has_request_threads(tmp_path, mlp
         # a bad request on the same path: its 400 is made in the loop, nothing is run
         status, _, body = server.post_json("/predict", {"inputs": [[1.0] * 3]}, timeout=20)
         assert status == 400 and "error" in json.loads(body)
+        # a body over LOOP_MAX_BODY_BYTES is parsed in the (one) work-lane thread; its 4 rows
+        # fill a batch of their own and run at once
+        big_x = rng.standard_normal((4, 64)).astype(np.float32)
+        big = json.dumps({"inputs": big_x.tolist()}).encode() + b" " * LOOP_MAX_BODY_BYTES
+        status, _, body = server.request("POST", "/predict", big,
+                                         {"Content-Type": "application/json"}, timeout=20)
+        assert status == 200, body
+        np.testing.assert_allclose(json.loads(body)["outputs"]["logits"], _ref(mlp, big_x),
+                                   rtol=1e-5, atol=1e-6)
         text = server.get("/metrics")[2].decode()
     finally:
         server.stop()
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in text_string_to_metric_families(text) for s in f.samples}
-    assert samples[("onnxdeploy_batch_size_count", ())] == 1
+    assert samples[("onnxdeploy_batch_size_count", ())] == 1  # N rows run by themselves, uncounted
     assert samples[("onnxdeploy_batch_size_sum", ())] == 4
     hows = {dict(k[1])["how"]: v for k, v in samples.items() if k[0] == "onnxdeploy_batches_total"}
     assert sum(hows.values()) == 1, hows  # held for the rest, or all four already waiting
     assert samples[("onnxdeploy_batch_protocols_total", (("protocols", "http"),))] == 1
     key = "onnxdeploy_requests_total"
-    assert samples[(key, (("endpoint", "predict"), ("protocol", "http"), ("status", "200")))] == 4
+    assert samples[(key, (("endpoint", "predict"), ("protocol", "http"), ("status", "200")))] == 5
     assert samples[(key, (("endpoint", "predict"), ("protocol", "http"), ("status", "400")))] == 1
     assert samples[("onnxdeploy_inflight_requests", ())] == 0

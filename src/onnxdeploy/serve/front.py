@@ -83,6 +83,9 @@ INLINE_ABOVE_S = 0.003
 #: under PARSE_BELOW_S: a large body never holds the loop for long
 PARSE_ABOVE_S = 0.003
 PARSE_BELOW_S = 0.0015
+#: and a body over this many bytes is parsed in a work-lane thread whatever the average (its
+#: parse would hold the loop before any average could say so); its run joins the same batches
+LOOP_MAX_BODY_BYTES = 64 * 1024
 _JSON = [("Content-Type", "application/json")]
 
 
@@ -327,11 +330,11 @@ class Front:
                 if not admission.enter():
                     return self._refuse(proto, route.endpoint, admission.busy())
                 try:
-                    if self.in_loop:
+                    if self.in_loop and len(request.body) <= LOOP_MAX_BODY_BYTES:
                         reply = await self._answer_in_loop(match, request)
                     elif self.in_loop_allowed:  # parsing is slow: threads parse, batches merge
                         reply = await self.work.submit(partial(self._answer_timed, match,
-                                                               request))
+                                                               request, not self.in_loop))
                     elif (self.inline and admission.count == 1
                             and (self.executor is None
                                  or (self.reading == 0 and self.executor.idle()))):
@@ -531,9 +534,10 @@ class Front:
         finally:
             steps.close()  # cancelled while waiting: the request leaves the executor's count
 
-    def _answer_timed(self, match, request):
-        """Batching, in a work-lane thread while parsing is slow: the request answered here,
-        its work outside the run timed for the in-loop decision."""
+    def _answer_timed(self, match, request, measure: bool = True):
+        """Batching, in a work-lane thread while parsing is slow (or for a large body): the
+        request answered here, its work outside the run timed for the in-loop decision
+        (``measure``: not for a large body sent here while the loop parses the others)."""
         executor, cpu = self.executor, time.thread_time
         steps = self.service.answer_steps(match, request)
         t0 = cpu()
@@ -553,7 +557,8 @@ class Front:
                     need = steps.send(outputs)
         except StopIteration as stop:
             spent += cpu() - t0
-            self.loop.call_soon_threadsafe(self._parsed, spent)  # the loop's own figures
+            if measure:
+                self.loop.call_soon_threadsafe(self._parsed, spent)  # the loop's own figures
             return stop.value
 
 
