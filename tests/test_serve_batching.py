@@ -267,3 +267,202 @@ def test_the_front_runs_lone_requests_inline_with_adaptive_batching_only(mlp, ho
     finally:
         front.__rsgi_del__(loop)
         loop.close()
+
+
+# ----------------------------------------------------------------------- the event loop's callers
+
+
+def _loop_requests(executor, loop, xs):
+    """Requests as the front makes them: a ticket (``expect``), then ``infer_async``."""
+    async def one(x):
+        with executor.expect() as ticket:
+            return await executor.infer_async({"x": x}, x.shape[0], loop, ticket=ticket)
+    return [loop.create_task(one(x)) for x in xs]
+
+
+def test_loop_and_thread_requests_waiting_for_a_busy_runner_share_one_run(mlp):
+    # the front's requests (futures in its event loop, run by the runner thread) and a thread's
+    # (gRPC's) queue behind a run in progress and are gathered into one run, each given its rows
+    import asyncio
+
+    executor = _executor(mlp, timeout_ms=LONG_MS)
+    loop = asyncio.new_event_loop()
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal((1 + i % 3, 64)).astype(np.float32) for i in range(8)]
+    results: list = [None] * 3
+    try:
+        with executor.paused():
+            tasks = _loop_requests(executor, loop, xs)
+            loop.run_until_complete(asyncio.sleep(0))  # each task submits, then waits
+            threads = [threading.Thread(target=_request, args=(executor, xs[i], results, i))
+                       for i in range(3)]
+            for t in threads:
+                t.start()
+            _until(lambda: executor.waiting() == len(xs) + 3, "eleven queued requests")
+            assert not any(t.done() for t in tasks)
+        got = loop.run_until_complete(asyncio.gather(*tasks))
+        for t in threads:
+            t.join(30)
+    finally:
+        executor.close()
+        loop.close()
+    assert dict(executor.counts) == {"gathered": 1}
+    sizes = _sizes(executor)
+    assert sizes["onnxdeploy_batch_size_count"] == 1
+    assert sizes["onnxdeploy_batch_size_sum"] == sum(len(x) for x in xs) + sum(len(x) for x in xs[:3])
+    for x, out in zip(xs, got):
+        np.testing.assert_allclose(out[0], _ref(mlp, x), rtol=1e-5, atol=1e-6)
+    for x, out in zip(xs, results):
+        np.testing.assert_allclose(out[0], _ref(mlp, x), rtol=1e-5, atol=1e-6)
+    assert executor.in_flight() == (0, 0) and executor.idle()
+    assert executor._thread is None  # closed: the runner thread ended
+
+
+def test_a_lone_loop_request_is_run_by_the_runner_thread_at_once(mlp):
+    import asyncio
+
+    executor = _executor(mlp, timeout_ms=LONG_MS)
+    _measured(executor, fixed_s=0.010, lead_s=0.0001)  # waiting would pay, were anyone coming
+    loop = asyncio.new_event_loop()
+    x = np.ones((2, 64), np.float32)
+    try:
+        (out,) = loop.run_until_complete(asyncio.gather(*_loop_requests(executor, loop, [x])))
+        runner = executor._thread
+    finally:
+        executor.close()
+        loop.close()
+    assert runner is not None and runner is not threading.current_thread()
+    assert dict(executor.counts) == {"alone": 1}
+    np.testing.assert_allclose(out[0], _ref(mlp, x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_failed_run_fails_every_loop_request_of_its_batch_and_the_runner_goes_on(mlp):
+    import asyncio
+
+    executor = _executor(mlp, timeout_ms=LONG_MS)
+    loop = asyncio.new_event_loop()
+    good = np.zeros((1, 64), np.float32)
+    bad = np.zeros((1, 64), np.float64)  # the session refuses float64: the batch fails
+    try:
+        with executor.paused():
+            tasks = _loop_requests(executor, loop, [bad, bad, good])
+            loop.run_until_complete(asyncio.sleep(0))
+            assert executor.waiting() == 3
+        got = loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        (after,) = loop.run_until_complete(asyncio.gather(*_loop_requests(executor, loop, [good])))
+    finally:
+        executor.close()
+        loop.close()
+    assert isinstance(got[0], Exception) and isinstance(got[1], Exception)
+    assert got[2][0].shape == (1, 10) and after[0].shape == (1, 10)
+    assert executor.in_flight() == (0, 0) and executor.waiting() == 0
+
+
+def test_close_answers_what_was_handed_to_the_runner_first(mlp):
+    import asyncio
+
+    executor = _executor(mlp, timeout_ms=LONG_MS)
+    loop = asyncio.new_event_loop()
+    x = np.ones((1, 64), np.float32)
+    try:
+        with executor.paused():
+            tasks = _loop_requests(executor, loop, [x, x])
+            loop.run_until_complete(asyncio.sleep(0))
+            closer = threading.Thread(target=executor.close)
+            closer.start()  # waits for the run in progress and what queued behind it
+            assert closer.is_alive()
+        closer.join(30)
+        assert not closer.is_alive()
+        got = loop.run_until_complete(asyncio.gather(*tasks))
+    finally:
+        loop.close()
+    assert [g[0].shape for g in got] == [(1, 10), (1, 10)]
+    assert _sizes(executor)["onnxdeploy_batch_size_sum"] == 2
+
+
+def test_the_front_parses_in_its_loop_unless_parsing_is_slow(mlp):
+    # batching on a model with a batch axis: requests are parsed in the loop; a request whose
+    # work outside its run takes long sends the next ones to the work lane's threads, until
+    # that work is quick again (hysteresis)
+    import asyncio
+
+    from onnxdeploy.serve.front import PARSE_ABOVE_S, PARSE_BELOW_S, Front
+
+    loop = asyncio.new_event_loop()
+    front = Front({"MODEL_PATH": str(mlp), "ORT_THREADS": 1, "MAX_BATCH_SIZE": 8})
+    off = Front({"MODEL_PATH": str(mlp), "ORT_THREADS": 1})
+    try:
+        front.__rsgi_init__(loop)
+        off.__rsgi_init__(loop)
+        assert front.in_loop and not off.in_loop_allowed and not off.in_loop
+        front._parsed(PARSE_ABOVE_S * 10)  # one slow request (the first one's imports) alone
+        assert front.in_loop
+        for _ in range(200):
+            front._parsed(PARSE_ABOVE_S * 2)
+        assert not front.in_loop
+        for _ in range(200):
+            front._parsed((PARSE_ABOVE_S + PARSE_BELOW_S) / 2)  # between the bounds: stays
+        assert not front.in_loop
+        for _ in range(200):
+            front._parsed(PARSE_BELOW_S / 10)
+        assert front.in_loop
+    finally:
+        front.__rsgi_del__(loop)
+        off.__rsgi_del__(loop)
+        loop.close()
+
+
+# ----------------------------------------------------------------------- a real server
+
+
+def test_a_server_merges_more_requests_than_it_has_request_threads(tmp_path, mlp):
+    # one worker with ONE request thread, every batch held until 4 rows (30 s bound): requests
+    # are parsed in the worker's event loop and only their runs wait, so four requests sent
+    # together make one run of 4 rows (a thread per waiting request would give 4 runs of 1,
+    # each held for the whole bound: the client's timeout fails the test first)
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prometheus_client.parser import text_string_to_metric_families
+    from test_serve_server import Server
+
+    from onnxdeploy.serve.front import LOOP_MAX_BODY_BYTES
+
+    server = Server(mlp, "--workers", "1", "--http-threads", "1", "--max-batch-size", "4",
+                    "--batch-hold", "always", "--batch-timeout-ms", "30000", tmp=tmp_path)
+    try:
+        rng = np.random.default_rng(5)
+        xs = [rng.standard_normal((1, 64)).astype(np.float32) for _ in range(4)]
+        with ThreadPoolExecutor(len(xs)) as pool:
+            got = list(pool.map(lambda x: server.post_json("/predict", {"inputs": x.tolist()},
+                                                           timeout=20), xs))
+        for x, (status, _, body) in zip(xs, got):
+            assert status == 200, body
+            np.testing.assert_allclose(json.loads(body)["outputs"]["logits"], _ref(mlp, x),
+                                       rtol=1e-5, atol=1e-6)
+        # a bad request on the same path: its 400 is made in the loop, nothing is run
+        status, _, body = server.post_json("/predict", {"inputs": [[1.0] * 3]}, timeout=20)
+        assert status == 400 and "error" in json.loads(body)
+        # a body over LOOP_MAX_BODY_BYTES is parsed in the (one) work-lane thread; its 4 rows
+        # fill a batch of their own and run at once
+        big_x = rng.standard_normal((4, 64)).astype(np.float32)
+        big = json.dumps({"inputs": big_x.tolist()}).encode() + b" " * LOOP_MAX_BODY_BYTES
+        status, _, body = server.request("POST", "/predict", big,
+                                         {"Content-Type": "application/json"}, timeout=20)
+        assert status == 200, body
+        np.testing.assert_allclose(json.loads(body)["outputs"]["logits"], _ref(mlp, big_x),
+                                   rtol=1e-5, atol=1e-6)
+        text = server.get("/metrics")[2].decode()
+    finally:
+        server.stop()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("onnxdeploy_batch_size_count", ())] == 1  # N rows run by themselves, uncounted
+    assert samples[("onnxdeploy_batch_size_sum", ())] == 4
+    hows = {dict(k[1])["how"]: v for k, v in samples.items() if k[0] == "onnxdeploy_batches_total"}
+    assert sum(hows.values()) == 1, hows  # held for the rest, or all four already waiting
+    assert samples[("onnxdeploy_batch_protocols_total", (("protocols", "http"),))] == 1
+    key = "onnxdeploy_requests_total"
+    assert samples[(key, (("endpoint", "predict"), ("protocol", "http"), ("status", "200")))] == 5
+    assert samples[(key, (("endpoint", "predict"), ("protocol", "http"), ("status", "400")))] == 1
+    assert samples[("onnxdeploy_inflight_requests", ())] == 0

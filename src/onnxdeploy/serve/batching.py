@@ -3,16 +3,22 @@
 With batching on, one request at a time per process runs the session (the *runner*); the rest
 queue. The policy (measured on 2 shared cores, docs/serve.md "Dynamic batching"):
 
-- **a request that finds the runner idle runs at once**, in its own thread, with whatever is
-  waiting (nothing, when the runner was idle): a lone request is never held, and batching on
-  costs a request no thread hop it would not make with batching off;
-- **a request that finds the runner busy queues**; when the run ends, the runner hands over to
-  the oldest waiting request, whose thread gathers every compatible request waiting by then (up
-  to ``max_batch_size`` rows) and runs them as one batch. Under load batches grow by themselves,
-  as large as what arrived during the previous run;
+- **the front's requests** (``infer_async``, from the worker's event loop, which parses and
+  answers them itself) are run by one runner thread per process (``start``): a request that
+  finds the runner idle wakes it and is run at once with whatever is waiting; one that finds it
+  busy queues, and when the run ends the runner thread takes the oldest waiting request and
+  every compatible one waiting by then (up to ``max_batch_size`` rows) into its next run. Each
+  request costs one hand-off to the runner thread and one back into its loop (one call per
+  batch and loop), however many are in flight: no thread per request;
+- **a thread's requests** (``infer``: gRPC's handlers, Flask, the front's work lane while
+  parsing is slow) join the same queue and batches: a thread that finds the runner idle runs at
+  once in its own thread; one that finds it busy waits, and is answered by the batch that takes
+  it, or woken to lead the next batch itself when it is the oldest waiting and the runner of
+  the moment was a thread. A lone request is never held, and costs no hop it would not make
+  with batching off;
 - **waiting for more** (holding a batch up to ``timeout_ms`` once the runner is free) happens
-  only where it is measured to pay: ``expecting`` (entered by the request path around each view)
-  tells the executor how many requests of this process are in flight and how many of those are
+  only where it is measured to pay: ``expect`` (entered by the request path around each view;
+  ``expecting`` for a thread that runs its request from start to end) tells the executor how many requests of this process are in flight and how many of those are
   still being parsed (on their way to it). The runner holds while some other request is in
   flight and the expected wait for the next arrival (the measured time from entering a view to
   reaching the executor when one is on its way, else the measured gap between arrivals) is
@@ -51,7 +57,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -94,11 +100,41 @@ class _Pending:
     enqueued: float
     length: int | None = None  # a text request's own sequence length (padded merges)
     protocol: str = "http"
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event | None = None  # a thread's request that queued: woken by this
     outputs: list[np.ndarray] | None = None
     error: BaseException | None = None
     lead: bool = False  # woken to run the next batch (not with its result)
-    counted: bool = False  # its thread is inside ``expecting`` (counted in flight)
+    counted: bool = False  # its request is inside ``expect`` (counted in flight)
+    future: object = None  # an event loop's caller (``infer_async``): resolved in its loop
+    loop: object = None
+    timer: object = None  # its loop's RESULT_TIMEOUT_S timer
+
+
+class Ticket:
+    """One request on its way to the executor (``Executor.expect``): counted in flight until
+    it leaves, and "coming" until it reaches ``infer``/``infer_async``."""
+
+    __slots__ = ("entered", "arrived")
+
+    def __init__(self, entered: float):
+        self.entered = entered
+        self.arrived = False
+
+
+class _Expect:
+    """``Executor.expect``'s context manager (a class: cheaper than a generator's, per request)."""
+
+    __slots__ = ("executor", "local", "ticket")
+
+    def __init__(self, executor: Executor, local: bool):
+        self.executor, self.local, self.ticket = executor, local, None
+
+    def __enter__(self) -> Ticket:
+        self.ticket = self.executor._enter(self.local)
+        return self.ticket
+
+    def __exit__(self, *exc) -> None:
+        self.executor._leave(self.ticket, self.local)
 
 
 class CostModel:
@@ -149,14 +185,25 @@ class Executor:
         self.pad_id = text.pad_id if text is not None else 0
         self.text_inputs = text.inputs if text is not None else ()
         self.seq_axes = _sequence_axes(sig) if text is not None else []
-        self._cond = threading.Condition()
+        # one lock, two conditions: ``_cond`` for a runner holding its batch (and ``paused``,
+        # ``close``), ``_wake`` for the runner thread waiting for work. Waking a thread costs a
+        # futex call and a GIL hand-off: a request wakes the runner thread only when it hands it
+        # work, and a holding runner only when one is holding (``_holding``).
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._wake = threading.Condition(self._lock)
+        self._holding = 0
         self._queue: collections.deque[_Pending] = collections.deque()
         self._busy = False  # a thread is running (or gathering) a batch
+        self._next: _Pending | None = None  # handed to the runner thread to lead
+        self._thread: threading.Thread | None = None  # the runner thread (``start``)
+        self._closing = False
         self._inview = 0  # requests inside ``expecting`` (in flight in this process)
         self._coming = 0  # of those, the ones that have not reached ``infer`` yet
         self.costs = CostModel()
         self.lead_s: float | None = None  # moving average: entering the view -> reaching infer
         self.gap_s: float | None = None  # moving average: time between arrivals
+        self.run_s: float | None = None  # moving average: a session run's duration
         self._last_arrival: float | None = None
         self.counts: collections.Counter[str] = collections.Counter()
         self._batches = {}
@@ -164,41 +211,30 @@ class Executor:
 
     # ------------------------------------------------------------------ callers
 
-    def infer(self, feeds: dict[str, np.ndarray], rows: int, *, padded: bool = False
-              ) -> list[np.ndarray]:
-        """All outputs for these feeds, in graph order.
+    def infer(self, feeds: dict[str, np.ndarray], rows: int, *, padded: bool = False,
+              ticket: Ticket | None = None) -> list[np.ndarray]:
+        """All outputs for these feeds, in graph order, run in the calling thread or by the
+        runner of the moment (see the module docstring).
 
         ``padded``: the feeds are a text request's tokens ``[rows, length]``, right-padded, which
         may merge with other text requests of any length (see the module docstring).
+        ``ticket``: the request's ``expect`` ticket (default: the one ``expecting`` left in
+        this thread, if any).
         """
-        now = time.perf_counter()
-        arrived = getattr(_origin, "expected", None) is self
-        if arrived:
-            _origin.expected = None
-        if not self.batchable or rows >= self.max_batch_size or not self._uniform(feeds, rows):
-            if arrived:
-                with self._cond:
-                    self._coming -= 1
+        if ticket is None:
+            ticket = getattr(_origin, "ticket", None)
+            if ticket is not None:
+                _origin.ticket = None
+        item = self._item(feeds, rows, padded, ticket)
+        if item is None:
             return self._run(feeds)
-        if padded:
-            length = int(feeds[self.text_inputs[0]].shape[1])
-            item = _Pending(feeds, rows, ("text",), now, length)
-        else:
-            item = _Pending(feeds, rows, self._key(feeds), now)
-        item.protocol = getattr(_origin, "name", "http")
-        item.counted = arrived
         with self._cond:
-            if self._last_arrival is not None:
-                gap = now - self._last_arrival
-                self.gap_s = gap if self.gap_s is None else self.gap_s + (gap - self.gap_s) * EWMA
-            self._last_arrival = now
-            if arrived:
-                self._coming -= 1
-                lead = now - _origin.entered
-                self.lead_s = lead if self.lead_s is None else self.lead_s + (lead - self.lead_s) * EWMA
+            self._arrive(item, ticket)
             if self._busy:
+                item.done = threading.Event()  # made only for a request that waits
                 self._queue.append(item)
-                self._cond.notify_all()  # a runner holding for more sees it
+                if self._holding:
+                    self._cond.notify_all()  # a runner holding for more sees it
                 lead = False
             else:
                 self._busy = lead = True
@@ -209,42 +245,83 @@ class Executor:
                     if queued:
                         self._queue.remove(item)
                 if queued:
-                    raise ApiError(503, "the batch did not run in time; retry later",
-                                   {"Retry-After": "1"})
+                    raise _late()
                 item.done.wait()  # taken into a batch, or made the next leader: never dropped
             if not item.lead:  # another thread ran it
                 if item.error is not None:
                     raise item.error
                 return item.outputs
+        batch = [item]
         try:
             batch = self._gather(item)
             self._execute(batch)
         finally:
+            # idle (or handed over) before the callers wake: a caller's next request must find
+            # the runner free, not be queued behind a runner about to finish
             self._hand_over()
+            self._finish(batch, item)
         if item.error is not None:
             raise item.error
         return item.outputs
 
-    def expecting(self) -> contextlib.AbstractContextManager:
-        """Around a request's view: while it is parsed, the runner knows one more request is on
-        its way (and may hold a batch for it, see the module docstring). Costs nothing with
-        batching off."""
-        return self._expecting() if self.batchable else _NOTHING
-
-    @contextlib.contextmanager
-    def _expecting(self) -> Iterator[None]:
+    def infer_async(self, feeds: dict[str, np.ndarray], rows: int, loop, *,
+                    padded: bool = False, ticket: Ticket | None = None):
+        """``infer`` for a caller in an event loop (the front): an ``asyncio`` future of the
+        outputs, run by the executor's runner thread (``start``) with whatever is waiting, and
+        resolved in ``loop``: the caller's thread never blocks, and a request costs one hand-off
+        to the runner and one back."""
+        if self._thread is None:
+            self.start()
+        future = loop.create_future()
+        item = self._item(feeds, rows, padded, ticket)
+        if item is None:  # not mergeable: run alone by the runner, in turn
+            item = _Pending(feeds, rows, (object(),), time.perf_counter())
+        item.future, item.loop = future, loop
         with self._cond:
+            self._arrive(item, ticket)
+            if self._busy:
+                self._queue.append(item)
+                if self._holding:
+                    self._cond.notify_all()  # a runner holding for more sees it
+            else:
+                self._busy = True
+                self._next = item
+                self._wake.notify()  # the runner thread leads it
+        item.timer = loop.call_later(RESULT_TIMEOUT_S, self._expire, item)
+        return future
+
+    def expect(self) -> contextlib.AbstractContextManager:
+        """Around a request's view: while it is parsed, the runner knows one more request is on
+        its way (and may hold a batch for it, see the module docstring). Yields the request's
+        ``Ticket`` for ``infer``/``infer_async`` (None with batching off: costs nothing)."""
+        return self._expect(False) if self.batchable else _NOTHING
+
+    def expecting(self) -> contextlib.AbstractContextManager:
+        """``expect`` for a caller that runs its request in this thread from start to end
+        (gRPC's handlers, Flask, tests): ``infer`` made in the block finds the ticket itself."""
+        return self._expect(True) if self.batchable else _NOTHING
+
+    def _expect(self, local: bool) -> _Expect:
+        return _Expect(self, local)
+
+    def _enter(self, local: bool) -> Ticket:
+        ticket = Ticket(time.perf_counter())
+        with self._lock:
             self._coming += 1
             self._inview += 1
-        _origin.expected, _origin.entered = self, time.perf_counter()
-        try:
-            yield
-        finally:
-            with self._cond:
-                if getattr(_origin, "expected", None) is self:  # refused before reaching infer
-                    _origin.expected = None
-                    self._coming -= 1
-                self._inview -= 1
+        if local:
+            _origin.ticket = ticket
+        return ticket
+
+    def _leave(self, ticket: Ticket, local: bool) -> None:
+        if local and getattr(_origin, "ticket", None) is ticket:
+            _origin.ticket = None
+        with self._lock:
+            if not ticket.arrived:  # refused before reaching infer
+                ticket.arrived = True
+                self._coming -= 1
+            self._inview -= 1
+            if self._holding:
                 self._cond.notify_all()  # a holding runner re-decides
 
     def in_flight(self) -> tuple[int, int]:
@@ -252,11 +329,13 @@ class Executor:
         with self._cond:
             return self._inview, self._coming
 
-    def idle(self) -> bool:
-        """No run in progress and nothing queued or on its way (a request made now runs at once
-        and alone, without waiting: what the front's inline path needs)."""
+    def idle(self, ticket: Ticket | None = None) -> bool:
+        """No run in progress and nothing queued or on its way but ``ticket``'s own request (a
+        request made now runs at once and alone, without waiting: what the front's inline path
+        needs)."""
+        own = 1 if ticket is not None and not ticket.arrived else 0
         with self._cond:
-            return not self._busy and not self._queue and self._coming == 0
+            return not self._busy and not self._queue and self._coming == own
 
     def waiting(self) -> int:
         """Requests queued for the runner now."""
@@ -276,18 +355,129 @@ class Executor:
         finally:
             self._hand_over()
 
+    def start(self) -> None:
+        """Start the runner thread that ``infer_async``'s requests are run by (idempotent)."""
+        with self._cond:
+            if self._thread is not None:
+                return
+            self._closing = False
+            self._thread = threading.Thread(target=self._serve, name="serve-runner", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the runner thread once every request handed to it was answered."""
+        with self._cond:
+            thread = self._thread
+            self._closing = True
+            self._wake.notify_all()
+        if thread is not None:
+            thread.join()
+        self._thread = None
+
     # ------------------------------------------------------------------ the runner
 
-    def _hand_over(self) -> None:
-        """The run is over: the oldest waiting request leads the next batch, else idle."""
+    def _item(self, feeds, rows: int, padded: bool, ticket: Ticket | None) -> _Pending | None:
+        """The queue entry of a request that may merge (None: it runs alone, at once)."""
+        if not self.batchable or rows >= self.max_batch_size or not self._uniform(feeds, rows):
+            if ticket is not None and not ticket.arrived:
+                with self._cond:
+                    ticket.arrived = True
+                    self._coming -= 1
+            return None
+        now = time.perf_counter()
+        if padded:
+            length = int(feeds[self.text_inputs[0]].shape[1])
+            item = _Pending(feeds, rows, ("text",), now, length)
+        else:
+            item = _Pending(feeds, rows, self._key(feeds), now)
+        item.protocol = getattr(_origin, "name", "http")
+        return item
+
+    def _arrive(self, item: _Pending, ticket: Ticket | None) -> None:
+        """Record an arrival (lock held): the gap since the last one, the lead from the view."""
+        now = item.enqueued
+        if self._last_arrival is not None:
+            gap = now - self._last_arrival
+            self.gap_s = gap if self.gap_s is None else self.gap_s + (gap - self.gap_s) * EWMA
+        self._last_arrival = now
+        if ticket is not None:
+            item.counted = True
+            if not ticket.arrived:
+                ticket.arrived = True
+                self._coming -= 1
+                lead = now - ticket.entered
+                self.lead_s = lead if self.lead_s is None else self.lead_s + (lead - self.lead_s) * EWMA
+
+    def _serve(self) -> None:
+        """The runner thread: leads each batch handed to it, then the next, until closed."""
+        while True:
+            with self._cond:
+                while self._next is None and not (self._closing and not self._busy):
+                    self._wake.wait()
+                item, self._next = self._next, None
+            if item is None:
+                return
+            while item is not None:
+                batch = [item]
+                try:
+                    batch = self._gather(item)
+                    self._execute(batch)
+                except BaseException:  # pragma: no cover - _execute keeps errors per request
+                    log.exception("the batch runner failed")
+                # idle (or the next batch's lead taken) before the callers' loops wake: a
+                # client's next request then finds the runner free and may run inline, instead
+                # of queueing behind a runner thread still waiting for the GIL to finish
+                nxt = self._hand_over(runner=True)
+                self._finish(batch, None)
+                item = nxt
+
+    def _hand_over(self, runner: bool = False) -> _Pending | None:
+        """The run is over: the oldest waiting request leads the next batch, else idle. Called
+        by the runner thread (``runner``), that request is returned for it to lead."""
         with self._cond:
             nxt = self._queue.popleft() if self._queue else None
             if nxt is None:
                 self._busy = False
                 self._cond.notify_all()  # paused() may be waiting for an idle runner
-        if nxt is not None:
-            nxt.lead = True
-            nxt.done.set()
+                if self._closing:
+                    self._wake.notify_all()  # and close() for the runner thread to end
+                return None
+            if runner:
+                return nxt
+            if nxt.future is not None:  # an event loop's request: the runner thread leads it
+                self._next = nxt
+                self._wake.notify()
+                return None
+        nxt.lead = True
+        nxt.done.set()
+        return None
+
+    def _finish(self, batch: list[_Pending], me: _Pending | None) -> None:
+        """Wake every caller of ``batch`` but ``me``; an event loop's callers with one call into
+        their loop per batch."""
+        loops: dict = {}
+        for p in batch:
+            if p is me:
+                continue
+            if p.future is None:
+                p.done.set()
+            else:
+                loops.setdefault(p.loop, []).append(p)
+        for loop, items in loops.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:  # the loop is closed: the worker is stopping, nobody waits
+                pass
+
+    def _expire(self, item: _Pending) -> None:
+        """In the caller's loop, ``RESULT_TIMEOUT_S`` after ``infer_async``: a request still
+        queued then is answered 503 (a wedged runner); one taken into a batch is answered."""
+        with self._cond:
+            queued = item in self._queue
+            if queued:
+                self._queue.remove(item)
+        if queued and not item.future.done():
+            item.future.set_exception(_late())
 
     def _gather(self, first: _Pending) -> list[_Pending]:
         """``first`` and the compatible requests waiting now; more only where waiting pays."""
@@ -303,7 +493,11 @@ class Executor:
                 if how != "held":  # counted as the hold starts
                     how = "held"
                     self._count(how)
-                self._cond.wait(remaining)
+                self._holding += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._holding -= 1
                 rows = self._take(first, batch, rows)
         if how != "held":
             self._count(how)
@@ -368,12 +562,9 @@ class Executor:
                 outputs = self._run(merged)
                 _split(batch, outputs, self.out_axes)
             self.costs.add(rows, time.perf_counter() - start)
-        except BaseException as exc:  # every waiter must wake, whatever happened
+        except BaseException as exc:  # every waiter must wake, whatever happened (_finish)
             for p in batch:
                 p.error = exc
-        finally:
-            for p in batch[1:]:
-                p.done.set()
 
     def _observe(self, batch: list[_Pending], start: float, rows: int) -> None:
         metrics = self.metrics
@@ -416,7 +607,25 @@ class Executor:
         try:
             return self.holder.run(feeds)
         finally:
-            self.metrics.compute_seconds.observe(time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            self.metrics.compute_seconds.observe(took)
+            run_s = self.run_s
+            self.run_s = took if run_s is None else run_s + (took - run_s) * EWMA
+
+
+def _late() -> ApiError:
+    return ApiError(503, "the batch did not run in time; retry later", {"Retry-After": "1"})
+
+
+def _settle(items: list[_Pending]) -> None:
+    """In an event loop: resolve the futures of its requests that a batch answered."""
+    for p in items:
+        p.timer.cancel()
+        if not p.future.done():  # the caller may have gone (cancelled)
+            if p.error is not None:
+                p.future.set_exception(p.error)
+            else:
+                p.future.set_result(p.outputs)
 
 
 def _split(batch: list[_Pending], outputs: list[np.ndarray], axes: list[int | None]) -> None:

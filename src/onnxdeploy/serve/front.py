@@ -22,6 +22,11 @@ headers never reach Python. This module is the RSGI application of each worker p
   for inference, a probe lane for liveness, readiness and ``/metrics`` (so they answer during any
   burst) and a lane for the rest (metadata, ``/openapi.json``, ``/docs``). A quick model runs
   inline in the loop instead (below). Flask's request machinery is never involved here.
+- **batching** (``--max-batch-size``, a model with a batch axis): inference requests are parsed
+  and answered in the loop itself (``Service.answer_steps``), and only their session run goes
+  to the executor's runner thread (``Executor.infer_async``), which merges what waits; the loop
+  reads and parses the next requests meanwhile. While parsing is slow (large bodies, see
+  PARSE_ABOVE_S) the work lane's threads parse instead, and their runs join the same batches.
 
 Refusals made here (401, 413, 408, 400 for a broken body, 501, 503) are JSON and counted in the
 metrics under the endpoint they were meant for, through ``Service.refuse``/``check_first``; a
@@ -72,6 +77,15 @@ SMALL_BODY_BYTES = 64 * 1024
 #: the work lane, so a slow model never holds the loop that answers probes and 503s
 INLINE_BELOW_S = 0.001
 INLINE_ABOVE_S = 0.003
+#: with batching, an inference request is parsed and answered in the event loop while that part
+#: of its work (everything but the session run) takes less than this on average (EWMA); above
+#: it, requests go to the work lane's threads (which join the same batches) until it is back
+#: under PARSE_BELOW_S: a large body never holds the loop for long
+PARSE_ABOVE_S = 0.003
+PARSE_BELOW_S = 0.0015
+#: and a body over this many bytes is parsed in a work-lane thread whatever the average (its
+#: parse would hold the loop before any average could say so); its run joins the same batches
+LOOP_MAX_BODY_BYTES = 64 * 1024
 _JSON = [("Content-Type", "application/json")]
 
 
@@ -197,6 +211,20 @@ class Front:
                                and (not batching or service.config["BATCH_HOLD"] == "adaptive"))
         self.inline = False
         self.service_s = None
+        # With batching (a model with a batch axis), a request is parsed and answered in this
+        # loop and only its session run goes to the executor's runner thread: one hand-off
+        # there and one back, however many requests are in flight, and the loop reads and
+        # parses the next requests while a batch runs (they join the next batch). The work
+        # lane's threads take over while parsing is slow (PARSE_ABOVE_S).
+        self.in_loop_allowed = (batching and service.executor.batchable
+                                and bool(self.config.get("IN_LOOP", True)))
+        self.in_loop = self.in_loop_allowed
+        # EWMA of a request's work outside its session run (CPU time of the thread doing it: a
+        # request preempted on busy cores is not slow to parse); from 0, so that one slow first
+        # request (imports, first allocations) does not send the next ones to the threads
+        self.parse_s = 0.0
+        if self.in_loop_allowed:
+            service.executor.start()
         self.probe = Lane(loop, _call, PROBE_THREADS, "serve-probe")
         self.misc = Lane(loop, _call, MISC_THREADS, "serve-misc")
         self.misc_admission = Admission(self.admission.limit)
@@ -240,6 +268,8 @@ class Front:
             lane.shutdown()
         if drain is not None:
             drain.join()
+        if self.service is not None:  # what was handed to the runner thread is answered
+            self.service.executor.close()
 
     # ------------------------------------------------------------------ requests
 
@@ -295,30 +325,35 @@ class Front:
             request = Request(method, path, {name: headers.get(name) for name in HEADERS}.get,
                               body)
             del body
-            call = partial(self.service.answer, match, request)
             if route.lane == WORK:
                 admission = self.admission
                 if not admission.enter():
                     return self._refuse(proto, route.endpoint, admission.busy())
                 try:
-                    if (self.inline and admission.count == 1
+                    if self.in_loop and len(request.body) <= LOOP_MAX_BODY_BYTES:
+                        reply = await self._answer_in_loop(match, request)
+                    elif self.in_loop_allowed:  # parsing is slow: threads parse, batches merge
+                        reply = await self.work.submit(partial(self._answer_timed, match,
+                                                               request, not self.in_loop))
+                    elif (self.inline and admission.count == 1
                             and (self.executor is None
                                  or (self.reading == 0 and self.executor.idle()))):
-                        reply = self._timed_call(call)
+                        reply = self._timed_call(partial(self.service.answer, match, request))
                     else:
-                        reply = await self.work.submit(call)
+                        reply = await self.work.submit(partial(self.service.answer, match,
+                                                               request))
                 finally:
                     admission.leave()
             elif route.lane == PROBE:
-                reply = await self.probe.submit(call)
+                reply = await self.probe.submit(partial(self.service.answer, match, request))
             else:
                 if not self.misc_admission.enter():
                     return self._refuse(proto, route.endpoint, self.misc_admission.busy())
                 try:
-                    reply = await self.misc.submit(call)
+                    reply = await self.misc.submit(partial(self.service.answer, match, request))
                 finally:
                     self.misc_admission.leave()
-            del request, call  # the body goes before its bytes leave the budget
+            del request  # the body goes before its bytes leave the budget
         finally:
             self.buffer.give(held.bytes)
         proto.response_bytes(reply.status, reply.headers, reply.body)
@@ -439,14 +474,92 @@ class Front:
         try:
             return call()
         finally:
-            took = time.perf_counter() - t0
-            ewma = self.service_s
-            self.service_s = took if ewma is None else ewma + (took - ewma) * 0.05
-            if self.inline_allowed:  # hysteresis: a model near the bound does not flip-flop
-                if self.inline and self.service_s > INLINE_ABOVE_S:
-                    self.inline = False
-                elif not self.inline and self.service_s < INLINE_BELOW_S:
-                    self.inline = True
+            self._served(time.perf_counter() - t0)
+
+    def _served(self, took: float) -> None:
+        """One more inference request's service time, for the inline decision."""
+        ewma = self.service_s
+        self.service_s = took if ewma is None else ewma + (took - ewma) * 0.05
+        if self.inline_allowed:  # hysteresis: a model near the bound does not flip-flop
+            if self.inline and self.service_s > INLINE_ABOVE_S:
+                self.inline = False
+            elif not self.inline and self.service_s < INLINE_BELOW_S:
+                self.inline = True
+
+    def _parsed(self, took: float) -> None:
+        """One more request's work outside its run (parse, answer), for the in-loop decision."""
+        self.parse_s += (took - self.parse_s) * 0.05
+        if self.in_loop and self.parse_s > PARSE_ABOVE_S:
+            self.in_loop = False
+        elif not self.in_loop and self.parse_s < PARSE_BELOW_S:
+            self.in_loop = True
+
+    async def _answer_in_loop(self, match, request):
+        """Batching: parse and answer in this loop, the session run by the executor's runner
+        thread with whatever else is waiting (``Executor.infer_async``). A request that is the
+        only one in flight, with the executor idle and nothing being read, runs inline here
+        instead (when the model is quick, see INLINE_BELOW_S): nothing could join its batch."""
+        executor, clock, cpu = self.executor, time.perf_counter, time.thread_time
+        steps = self.service.answer_steps(match, request)
+        t0 = cpu()
+        spent = ran = 0.0
+        try:
+            need = next(steps)  # parsed and checked here
+            while True:
+                spent += cpu() - t0
+                try:
+                    if (self.inline and self.admission.count == 1 and self.reading == 0
+                            and executor.idle(need.ticket)):
+                        t1 = clock()
+                        outputs = executor.infer(need.feeds, need.rows, padded=need.padded,
+                                                 ticket=need.ticket)
+                        ran = clock() - t1
+                    else:
+                        outputs = await executor.infer_async(need.feeds, need.rows, self.loop,
+                                                             padded=need.padded,
+                                                             ticket=need.ticket)
+                        ran = executor.run_s or 0.0
+                except Exception as exc:  # the run's error, raised where the view waits
+                    t0 = cpu()
+                    need = steps.throw(exc)
+                else:
+                    t0 = cpu()
+                    need = steps.send(outputs)
+        except StopIteration as stop:
+            spent += cpu() - t0
+            self._parsed(spent)
+            if self.inline_allowed:
+                self._served(spent + ran)
+            return stop.value
+        finally:
+            steps.close()  # cancelled while waiting: the request leaves the executor's count
+
+    def _answer_timed(self, match, request, measure: bool = True):
+        """Batching, in a work-lane thread while parsing is slow (or for a large body): the
+        request answered here, its work outside the run timed for the in-loop decision
+        (``measure``: not for a large body sent here while the loop parses the others)."""
+        executor, cpu = self.executor, time.thread_time
+        steps = self.service.answer_steps(match, request)
+        t0 = cpu()
+        spent = 0.0
+        try:
+            need = next(steps)
+            while True:
+                spent += cpu() - t0
+                try:
+                    outputs = executor.infer(need.feeds, need.rows, padded=need.padded,
+                                             ticket=need.ticket)
+                except Exception as exc:
+                    t0 = cpu()
+                    need = steps.throw(exc)
+                else:
+                    t0 = cpu()
+                    need = steps.send(outputs)
+        except StopIteration as stop:
+            spent += cpu() - t0
+            if measure:
+                self.loop.call_soon_threadsafe(self._parsed, spent)  # the loop's own figures
+            return stop.value
 
 
 def _has_body(headers) -> bool:

@@ -119,7 +119,9 @@ def thread_budget(workers: int | None, ort_threads: int | None, cpus: int | None
 
 
 def http_threads_for(options: ServeOptions) -> int:
-    """Request threads per worker: 1 measured fastest; batching needs one per waiting request."""
+    """Request threads per worker: 1 measured fastest. With batching the front parses in its
+    event loop and needs no thread per request; the threads parse only while parsing is slow
+    (``front.PARSE_ABOVE_S``), and then one per waiting request lets their runs merge."""
     if options.http_threads is not None:
         return options.http_threads
     if options.max_batch_size > 1:

@@ -38,7 +38,7 @@ from .model import SessionHolder, read_model_info
 from .routes import BAD_PATH_CHAR, DOCS_BLUEPRINT, ROUTES, WORK, Match, Request, Router
 from .supervise import HEARTBEAT_TIMEOUT_S, RUN_DIR_ENV, live_workers
 from .validation import ApiError, body_limit
-from .views import RETRY_AFTER_S, Reply, Views, error_parts, error_reply
+from .views import RETRY_AFTER_S, Reply, Steps, Views, drive, error_parts, error_reply
 
 log = logging.getLogger("onnxdeploy.serve")
 
@@ -208,18 +208,27 @@ class Service:
             self.admission.leave()
 
     def answer(self, match: Match, request: Request) -> Reply:
-        """Check, run the view, turn what it raised into JSON, count and time the request."""
+        """Check, run the view, turn what it raised into JSON, count and time the request; all
+        in this thread (``answer_steps`` driven to its end)."""
+        return drive(self.answer_steps(match, request), self.executor)
+
+    def answer_steps(self, match: Match, request: Request) -> Steps:
+        """``answer`` as steps (see ``views.Run``): an inference request yields the run it needs,
+        carrying its ``Executor.expect`` ticket, and is sent the outputs; the caller decides
+        which thread waits for the run (the front's event loop hands it to the executor's
+        runner). Returns the ``Reply``; never raises for what a view raised."""
         t0 = time.perf_counter()
         route = match.route
         try:
             self.check_request(match, request.path, request.header)
-            view: Callable[..., Reply] = getattr(self.views, route.view)
+            view: Callable[..., Any] = getattr(self.views, route.view)
             if route.lane == WORK:
                 gauge = self.metrics.inflight
                 gauge.inc()
                 try:
-                    with self.executor.expecting():  # the batcher knows it is on its way
-                        reply = view(request, **match.args)
+                    with self.executor.expect() as ticket:  # the batcher knows it is on its way
+                        steps = view(request, **match.args)
+                        reply = yield from (steps if ticket is None else _ticketed(steps, ticket))
                 finally:
                     gauge.dec()
             else:
@@ -340,3 +349,17 @@ class Service:
         except Exception:  # pragma: no cover - metrics must never break an answer
             log.exception("could not count a request")
 
+
+def _ticketed(steps: Steps, ticket) -> Steps:
+    """A view's steps with each ``Run`` carrying the request's ticket."""
+    try:
+        need = next(steps)
+        while True:
+            try:
+                outputs = yield need._replace(ticket=ticket)
+            except Exception as exc:  # the run's error, raised where the view waits
+                need = steps.throw(exc)
+            else:
+                need = steps.send(outputs)
+    except StopIteration as stop:
+        return stop.value

@@ -10,7 +10,7 @@ answer.
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,6 +30,39 @@ JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
 RETRY_AFTER_S = "1"
 _BINARY_HEADER = protocols.BINARY_HEADER.lower()
+
+
+class Run(NamedTuple):
+    """What an inference view needs run: it ``yield``s one and is sent the outputs (or has the
+    run's error thrown in). The thread that parsed need not be the one that waits for the run:
+    ``drive`` runs it in the calling thread, the front's event loop hands it to the executor's
+    runner and goes on reading and parsing other requests meanwhile."""
+
+    feeds: dict
+    rows: int
+    padded: bool = False  # a text request's tokens (see ``Executor.infer``)
+    ticket: Any = None  # the request's ``Executor.expect`` ticket (set by the request path)
+
+
+#: an inference view: yields ``Run``s, is sent their outputs, returns its ``Reply``
+Steps = Generator[Run, Any, Any]
+
+
+def drive(steps: Steps, executor: Executor):
+    """Run a view's steps to the end in this thread: each ``Run`` through ``executor.infer``
+    (an error of the run is raised where the view waits for it). Returns what it returned."""
+    try:
+        need = next(steps)
+        while True:
+            try:
+                outputs = executor.infer(need.feeds, need.rows, padded=need.padded,
+                                         ticket=need.ticket)
+            except Exception as exc:  # raised at the view's yield, as a direct call would
+                need = steps.throw(exc)
+            else:
+                need = steps.send(outputs)
+    except StopIteration as stop:
+        return stop.value
 
 
 class Reply(NamedTuple):
@@ -97,17 +130,19 @@ class Views:
 
     # ------------------------------------------------------------------ inference
 
-    def predict(self, request: Request) -> Reply:
-        """``POST /predict``."""
+    def predict(self, request: Request) -> Steps:
+        """``POST /predict`` (an inference view: a generator, see ``Run``)."""
         check_json(request.header("content-type"))
         payload = protocols.loads(request.body, self.json_values, self.json_numbers)
         feeds = protocols.parse_predict(payload, self.info, max_batch=self.max_batch,
                                         max_chars=self.max_chars)
         del payload  # the nested lists can be several times the body: free them before running
-        return json_reply(protocols.predict_response(self.info, self.run(feeds)))
+        outputs = yield from self.run_steps(feeds)
+        return json_reply(protocols.predict_response(self.info, outputs))
 
-    def v2_infer(self, request: Request, name: str, version: str | None = None) -> Reply:
-        """``POST /v2/models/{name}[/versions/{version}]/infer``, JSON or binary extension."""
+    def v2_infer(self, request: Request, name: str, version: str | None = None) -> Steps:
+        """``POST /v2/models/{name}[/versions/{version}]/infer``, JSON or binary extension (an
+        inference view: a generator, see ``Run``)."""
         protocols.check_name(name, self.info)
         protocols.check_version(version)
         binary_length = request.header(_BINARY_HEADER)
@@ -118,16 +153,24 @@ class Views:
         feeds, options = protocols.parse_v2(payload, binary, self.info, max_batch=self.max_batch,
                                             max_chars=self.max_chars)
         del payload
-        out, headers = protocols.v2_response(self.info, self.run(feeds), options)
+        outputs = yield from self.run_steps(feeds)
+        out, headers = protocols.v2_response(self.info, outputs, options)
         kind = BINARY_TYPE if headers else JSON_TYPE
         return Reply(200, [("Content-Type", kind), *headers.items()], out)
 
-    def run(self, feeds) -> list:
-        if isinstance(feeds, Texts):  # tokenized here, in the request's thread
+    def run_steps(self, feeds) -> Steps:
+        """Checked feeds as the ``Run`` to make, then the checked outputs it gave."""
+        if isinstance(feeds, Texts):  # tokenized here, in the thread that parses
             tokens = text.encode(self.holder.encoder(), feeds)
-            return self.check_outputs(self.executor.infer(tokens, len(feeds.items), padded=True))
-        rows = check_feeds(self.info.signature, feeds, max_batch=self.max_batch)
-        return self.check_outputs(self.executor.infer(feeds, rows))
+            outputs = yield Run(tokens, len(feeds.items), True)
+        else:
+            rows = check_feeds(self.info.signature, feeds, max_batch=self.max_batch)
+            outputs = yield Run(feeds, rows, False)
+        return self.check_outputs(outputs)
+
+    def run(self, feeds) -> list:
+        """The checked outputs of these feeds, run in this thread (through the executor)."""
+        return drive(self.run_steps(feeds), self.executor)
 
     def check_outputs(self, outputs: list) -> list:
         """The outputs, unless one is not finite: NaN or infinity never becomes an answer.
