@@ -359,18 +359,20 @@ def test_serve_runs_a_variant_on_the_runtime_its_metadata_names(tmp_path):
     assert len({str(a) for a in answers.values()}) == 1
 
 
-@pytest.mark.parametrize("runtime, workers, threads, expected", [
-    ("onnxruntime", None, None, (4, 1)), ("openvino", None, None, (1, 4)),
-    ("openvino", 2, None, (2, 2)), ("openvino", None, 1, (4, 1)), ("onnxruntime", 3, 2, (3, 2))])
-def test_serve_sizes_openvino_as_one_worker_with_every_cpu(runtime, workers, threads, expected):
-    # two single-threaded OpenVINO worker processes slowed each other's runs 3x (docs/runtimes.md,
-    # "Served"): by default OpenVINO gets one worker and the CPUs as threads; flags still win
-    from onnxdeploy.serve.runner import thread_budget
+def test_openvino_sessions_do_not_pin_threads_to_cores(tmp_path):
+    # OpenVINO pins its threads by default: serve's two single-threaded OpenVINO workers then
+    # shared one core (MiniLM NNCF int8: 44-46 calls/s for both against 99-104 unpinned, and
+    # served 1.9-2.0x ORT float instead of 2.4x: docs/runtimes.md, "Served")
+    from builders import mlp_classifier, save
 
-    assert thread_budget(workers, threads, cpus=4, runtime=runtime) == expected
+    from onnxdeploy.runtimes import make_session
+
+    session = make_session(save(mlp_classifier(), tmp_path / "mlp.onnx"), runtime="openvino",
+                           threads=1)
+    assert session.compiled.get_property("ENABLE_CPU_PINNING") is False
 
 
-def test_serve_starts_one_openvino_worker_with_the_cpus_as_threads(tmp_path):
+def test_serve_starts_openvino_as_one_single_threaded_worker_per_cpu(tmp_path):
     import subprocess
     import sys
     import time
@@ -397,24 +399,8 @@ def test_serve_starts_one_openvino_worker_with_the_cpus_as_threads(tmp_path):
         proc.terminate()
         proc.wait(60)
     text = log.read_text()
-    cpus = usable_cores()
-    assert f"1 workers x {cpus} ORT threads" in text, text
-    assert f"(openvino, {cpus} threads" in text, text
-
-
-def test_serve_refuses_an_unknown_runtime_in_metadata(tmp_path):
-    from builders import mlp_classifier, save
-
-    from onnxdeploy.errors import OptionError
-    from onnxdeploy.modelfile import write_variant
-    from onnxdeploy.serve.model import read_model_info
-
-    plain = save(mlp_classifier(), tmp_path / "mlp.onnx")
-    odd = write_variant(plain, tmp_path / "odd.onnx", runtime="tensorrt", precision="fp16")
-    with pytest.raises(OptionError, match="tensorrt"):
-        read_model_info(odd)
-    info = read_model_info(odd, runtime="openvino")
-    assert (info.runtime, info.precision) == ("openvino", None)
+    assert f"{usable_cores()} workers x 1 ORT threads" in text, text
+    assert "(openvino, 1 threads" in text, text
 
 
 def test_compare_measures_a_on_openvino_with_runtimes(tmp_path):

@@ -203,8 +203,12 @@ def make_session(model: str | os.PathLike | onnx.ModelProto, *, threads: int | N
     inits = {i.name for i in proto.graph.initializer}
     inputs = [_arg(v) for v in proto.graph.input if v.name not in inits]
     outputs = [_arg(v) for v in proto.graph.output]
+    # no CPU pinning: OpenVINO pins its threads to cores by default, so two processes of one
+    # thread each (serve's workers) both ran on the same core: MiniLM NNCF int8 in process, 2
+    # processes x 1 thread, 44-46 calls/s in all pinned against 99-104 unpinned (one process
+    # alone: 50; docs/runtimes.md, "Served")
     config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-                              "NUM_STREAMS": 1}
+                              "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
     if HINTS[precision] is not None:
         config["INFERENCE_PRECISION_HINT"] = HINTS[precision]
     core = _core()

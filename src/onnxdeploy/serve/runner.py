@@ -99,18 +99,13 @@ class ServeOptions:
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT_S
 
 
-def thread_budget(workers: int | None, ort_threads: int | None, cpus: int | None = None,
-                  runtime: str | None = None) -> tuple[int, int]:
-    """(workers, ORT threads per worker) with workers x threads <= CPUs unless both are given.
-
-    By default one single-threaded worker per CPU (ONNX Runtime), but one worker with a thread
-    per CPU on OpenVINO: two OpenVINO worker processes of one thread each on 2 cores served
-    MiniLM (NNCF int8, 8 texts a request, c=8) at 35 req/s, their session runs taking 48 ms
-    where one process takes 15-19 ms; one worker with 2 threads served 68 req/s, 2.2x ONNX
-    Runtime's best (docs/runtimes.md, "Served")."""
+def thread_budget(workers: int | None, ort_threads: int | None, cpus: int | None = None) -> tuple[int, int]:
+    """(workers, runtime threads per worker) with workers x threads <= CPUs unless both are given;
+    by default one single-threaded worker per CPU, on either runtime (OpenVINO too, since its
+    sessions no longer pin their threads: docs/runtimes.md, "Served")."""
     cpus = cpus or default_threads()
     if workers is None and ort_threads is None:
-        return (1, cpus) if runtime == "openvino" else (cpus, 1)
+        return cpus, 1
     if workers is None:
         return max(1, cpus // ort_threads), ort_threads
     if ort_threads is None:
@@ -291,8 +286,7 @@ def run_server(options: ServeOptions) -> None:
 
 
 def _run_locked(options: ServeOptions, info) -> None:
-    workers, ort_threads = thread_budget(options.workers, options.ort_threads,
-                                         runtime=info.runtime)
+    workers, ort_threads = thread_budget(options.workers, options.ort_threads)
     if workers * ort_threads > default_threads():
         log.warning("%d workers x %d ORT threads exceeds the %d CPUs available; expect contention",
                     workers, ort_threads, default_threads())
