@@ -372,6 +372,19 @@ def test_openvino_sessions_do_not_pin_threads_to_cores(tmp_path):
     assert session.compiled.get_property("ENABLE_CPU_PINNING") is False
 
 
+def _live_workers(port: int) -> tuple[int, int] | None:
+    """(live, expected) workers from readiness' ``Onnxdeploy-Workers`` header, None if no answer."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=5) as r:
+            live, expected = r.headers["Onnxdeploy-Workers"].split("/")
+    except (OSError, urllib.error.URLError, KeyError, AttributeError, ValueError):
+        return None
+    return int(live), int(expected)
+
+
 def test_serve_starts_openvino_as_one_single_threaded_worker_per_cpu(tmp_path):
     import subprocess
     import sys
@@ -386,13 +399,14 @@ def test_serve_starts_openvino_as_one_single_threaded_worker_per_cpu(tmp_path):
     plain = save(mlp_classifier(), tmp_path / "mlp.onnx")
     written = write_variant(plain, tmp_path / "model.float32-openvino.onnx", runtime="openvino",
                             precision="fp32")
-    log = tmp_path / "serve.log"
+    log, port = tmp_path / "serve.log", free_port()
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "onnxdeploy", "serve", str(written),
-                                 "--port", str(free_port())], stdout=out, stderr=subprocess.STDOUT)
+                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
-        while "session ready" not in log.read_text() and proc.poll() is None:
+        # every worker up, by readiness (a worker stopped while it still started took 30 s)
+        while _live_workers(port) != (usable_cores(), usable_cores()) and proc.poll() is None:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
     finally:
@@ -400,7 +414,7 @@ def test_serve_starts_openvino_as_one_single_threaded_worker_per_cpu(tmp_path):
         proc.wait(60)
     text = log.read_text()
     assert f"{usable_cores()} workers x 1 ORT threads" in text, text
-    assert "(openvino, 1 threads" in text, text
+    assert text.count("(openvino, 1 threads") == usable_cores(), text
 
 
 def test_compare_measures_a_on_openvino_with_runtimes(tmp_path):
