@@ -185,7 +185,9 @@ class Front:
     def __rsgi_init__(self, loop) -> None:
         from .metrics import forget_dead_workers
         from .service import Admission, Service
+        from .views import drive
 
+        self.drive = drive  # imported with the service (the front's module stays light)
         self.loop = loop
         forget_dead_workers()  # a replaced worker's gauges must not linger in the sums
         self.service = service = Service(self.config)
@@ -538,28 +540,8 @@ class Front:
         """Batching, in a work-lane thread while parsing is slow (or for a large body): the
         request answered here, its work outside the run timed for the in-loop decision
         (``measure``: not for a large body sent here while the loop parses the others)."""
-        executor, cpu = self.executor, time.thread_time
-        steps = self.service.answer_steps(match, request)
-        t0 = cpu()
-        spent = 0.0
-        try:
-            need = next(steps)
-            while True:
-                spent += cpu() - t0
-                try:
-                    outputs = executor.infer(need.feeds, need.rows, padded=need.padded,
-                                             ticket=need.ticket)
-                except Exception as exc:
-                    t0 = cpu()
-                    need = steps.throw(exc)
-                else:
-                    t0 = cpu()
-                    need = steps.send(outputs)
-        except StopIteration as stop:
-            spent += cpu() - t0
-            if measure:
-                self.loop.call_soon_threadsafe(self._parsed, spent)  # the loop's own figures
-            return stop.value
+        report = (lambda spent: self.loop.call_soon_threadsafe(self._parsed, spent)) if measure else None
+        return self.drive(self.service.answer_steps(match, request), self.executor, report)
 
 
 def _has_body(headers) -> bool:

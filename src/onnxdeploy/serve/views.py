@@ -10,6 +10,7 @@ answer.
 from __future__ import annotations
 
 import mimetypes
+import time
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -48,21 +49,33 @@ class Run(NamedTuple):
 Steps = Generator[Run, Any, Any]
 
 
-def drive(steps: Steps, executor: Executor):
+def drive(steps: Steps, executor: Executor, spent: Callable[[float], None] | None = None):
     """Run a view's steps to the end in this thread: each ``Run`` through ``executor.infer``
-    (an error of the run is raised where the view waits for it). Returns what it returned."""
+    (an error of the run is raised where the view waits for it). Returns what it returned.
+    ``spent``, if given, is called at the end with this thread's CPU time outside the runs."""
+    cpu = time.thread_time if spent is not None else _no_clock
+    t0, outside = cpu(), 0.0
     try:
         need = next(steps)
         while True:
+            outside += cpu() - t0
             try:
                 outputs = executor.infer(need.feeds, need.rows, padded=need.padded,
                                          ticket=need.ticket)
             except Exception as exc:  # raised at the view's yield, as a direct call would
+                t0 = cpu()
                 need = steps.throw(exc)
             else:
+                t0 = cpu()
                 need = steps.send(outputs)
     except StopIteration as stop:
+        if spent is not None:
+            spent(outside + cpu() - t0)
         return stop.value
+
+
+def _no_clock() -> float:
+    return 0.0
 
 
 class Reply(NamedTuple):
