@@ -21,6 +21,14 @@ alternated, ``--repeats`` rounds of ``--duration`` s at ``--concurrency`` (8):
   call (raw contents, one sample; a gRPC length-prefixed message, ``te: trailers``) over
   ``--concurrency`` connections, one stream each, one h2load thread;
 - ``rest-v2-json``: ``wrk`` (2 threads) posting the same sample as v2 JSON to the same server;
+- ``--floor`` adds two do-nothing targets: ``grpc-floor`` (``benchmarks/grpc_floor_app.py``:
+  grpcio's thread-pool server, 2 processes on one ``SO_REUSEPORT`` port as serve's workers,
+  answering every call with a fixed response, also as ``grpc-floor-aio`` on grpcio's asyncio
+  server) and ``rest-floor`` (``benchmarks/floor_app.py`` under granian as serve runs it). They
+  are the transports' ceilings here: gRPC / REST can be no better than their ratio, and no
+  grpcio server better than ``grpc-floor`` / ``kserve-grpc`` against KServe;
+- ``--baseline-src DIR`` adds ``grpc-baseline``: the same server from another source tree (a
+  change measured side by side with what it changes);
 - ``kserve-grpc``: the same h2load call against KServe's gRPC server
   (``benchmarks/kserve_app.py``: one ``kserve.Model`` with an ORT session), run from the venv
   given by ``--kserve-venv`` (default /work/venv-kserve); skipped, and said so, when absent.
@@ -57,11 +65,14 @@ from onnxdeploy.bench.grpcload import encode_infer, run_grpc_load  # noqa: E402
 from onnxdeploy.bench.servers import free_port  # noqa: E402
 
 
-def start(model: str, *extra: str) -> tuple[subprocess.Popen, int]:
+def start(model: str, *extra: str, src: str | None = None) -> tuple[subprocess.Popen, int]:
+    """``onnxdeploy serve MODEL --name m`` on a free port (from the source tree ``src`` when
+    given), ready."""
     port = free_port()
+    env = None if src is None else {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
     proc = subprocess.Popen([sys.executable, "-m", "onnxdeploy", "serve", model, "--port",
                              str(port), "--name", "m", *extra], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     import urllib.request
 
     for _ in range(300):
@@ -167,6 +178,29 @@ def start_kserve(venv: Path, model: str) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("the KServe server did not start")
 
 
+def start_floors() -> tuple[list[subprocess.Popen], dict[str, int]]:
+    """The do-nothing servers of ``--floor``: grpcio sync and aio, and granian RSGI."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(_HERE.parent / "src"), os.environ.get("PYTHONPATH", "")])}
+    procs, ports = [], {}
+    for name, kind in (("grpc-floor", "sync"), ("grpc-floor-aio", "aio")):
+        port = free_port()
+        procs.append(subprocess.Popen(
+            [sys.executable, str(_HERE / "grpc_floor_app.py"), str(port), "--kind", kind,
+             "--processes", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True))
+        ports[name] = port
+    port = free_port()
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "granian", "--interface", "rsgi", "--workers", "2",
+         "--runtime-threads", "1", "--no-ws", "--port", str(port), "--working-dir", str(_HERE),
+         "floor_app:app"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True))
+    ports["rest-floor"] = port
+    time.sleep(5.0)  # every process listening (h2load and wrk fail loudly otherwise)
+    return procs, ports
+
+
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -211,6 +245,16 @@ def h2load_table(args) -> None:
             "rest-v2-json": lambda: run_wrk_v2(http_port, v2, c, d)}
     if kserve is not None:
         runs["kserve-grpc"] = lambda: run_h2load(kserve_port, frame, c, d)
+    if args.baseline_src:  # the same server from another source tree, side by side
+        base_port = free_port()
+        base, _ = start(args.model, "--grpc-port", str(base_port), src=args.baseline_src)
+        runs["grpc-baseline"] = lambda: run_h2load(base_port, frame, c, d)
+    floors, floor_ports = start_floors() if args.floor else ([], {})
+    for name, port in floor_ports.items():
+        if name == "rest-floor":
+            runs[name] = lambda port=port: run_wrk_v2(port, v2, c, d)
+        else:
+            runs[name] = lambda port=port: run_h2load(port, frame, c, d)
     got: dict[str, list[dict]] = {k: [] for k in runs}
     try:
         for fn in runs.values():  # warm up
@@ -229,6 +273,10 @@ def h2load_table(args) -> None:
         stop(ours)
         if kserve is not None:
             stop(kserve)
+        for proc in floors:
+            stop(proc)
+        if args.baseline_src:
+            stop(base)
 
     def med(name, key):
         return statistics.median(r[key] for r in got[name])
@@ -259,6 +307,27 @@ def h2load_table(args) -> None:
         print(f"gRPC / KServe gRPC = {k:.2f}x (goal >= 3x: {'met' if k >= 3 else 'MISSED'})")
     else:
         print(f"KServe skipped: {skipped}")
+    if args.baseline_src:
+        out["ratio_grpc_over_baseline"] = statistics.median(
+            a["rps"] / b["rps"] for a, b in zip(got["grpc"], got["grpc-baseline"]))
+        print(f"gRPC / gRPC from {args.baseline_src} = {out['ratio_grpc_over_baseline']:.2f}x "
+              "(median of per-round ratios)")
+    if args.floor:
+        rounds = list(zip(*(got[n] for n in ("grpc", "rest-v2-json", "grpc-floor",
+                                              "grpc-floor-aio", "rest-floor"))))
+        share = {
+            "gRPC / its floor": statistics.median(g["rps"] / f["rps"] for g, _, f, _, _ in rounds),
+            "REST / its floor": statistics.median(r["rps"] / f["rps"] for _, r, _, _, f in rounds),
+            "gRPC floor / REST floor": statistics.median(
+                f["rps"] / rf["rps"] for _, _, f, _, rf in rounds),
+            "gRPC floor aio / sync": statistics.median(
+                a["rps"] / f["rps"] for _, _, f, a, _ in rounds)}
+        if kserve is not None:
+            share["gRPC floor / KServe"] = statistics.median(
+                f["rps"] / k["rps"] for (_, _, f, _, _), k in zip(rounds, got["kserve-grpc"]))
+        out["floor_ratios"] = share
+        for key, value in share.items():
+            print(f"{key:<24} {value:.2f}x (median of per-round ratios)")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(out, indent=1))
 
@@ -272,6 +341,10 @@ def main() -> None:
     ap.add_argument("--h2load", action="store_true",
                     help="compiled generators: h2load (gRPC) and wrk (REST), plus KServe")
     ap.add_argument("--kserve-venv", default="/work/venv-kserve")
+    ap.add_argument("--baseline-src", help="with --h2load: also serve gRPC from this source "
+                    "tree (e.g. `git archive` of main's src), side by side")
+    ap.add_argument("--floor", action="store_true",
+                    help="with --h2load: also do-nothing grpcio and granian servers (ceilings)")
     ap.add_argument("--json", dest="json_path")
     args = ap.parse_args()
     if args.h2load:
