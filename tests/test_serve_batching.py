@@ -557,6 +557,47 @@ def test_the_front_runs_a_lone_request_in_its_loop_and_hands_it_over_when_not_al
         loop.close()
 
 
+def test_the_inline_figure_of_a_request_run_in_a_batch_is_a_lone_run(mlp):
+    # the front runs a lone request inline while its average service time is short; a request
+    # handed to the runner counts what its run would take alone, not the last batches' runs
+    # (after a burst, those kept the inline path off at low concurrency for hundreds of
+    # requests)
+    import asyncio
+    import json
+
+    from onnxdeploy.serve.front import Front
+    from onnxdeploy.serve.routes import Request
+
+    executor = _executor(mlp, timeout_ms=LONG_MS, max_batch_size=8)
+    xs = [np.ones((2, 64), np.float32) for _ in range(3)]
+    with executor.paused():  # three requests merged into one run
+        threads = [threading.Thread(target=executor.infer, args=({"x": x}, 2)) for x in xs]
+        for t in threads:
+            t.start()
+        _until(lambda: executor.waiting() == 3, "three queued requests")
+    for t in threads:
+        t.join(30)
+    assert executor.run_s is not None and executor.lone_s is None  # a batch is not a lone run
+    executor.infer({"x": xs[0]}, 2)
+    assert executor.lone_s is not None
+
+    loop = asyncio.new_event_loop()
+    front = Front({"MODEL_PATH": str(mlp), "ORT_THREADS": 1, "MAX_BATCH_SIZE": 8})
+    try:
+        front.__rsgi_init__(loop)
+        front.executor.run_s, front.executor.lone_s = 60.0, 1e-4  # long batches, quick lone runs
+        front.inline = False  # e.g. after a burst: requests go to the runner thread
+        body = json.dumps({"inputs": xs[0].tolist()}).encode()
+        request = Request("POST", "/predict", {"content-type": "application/json"}.get, body)
+        reply = loop.run_until_complete(
+            front._answer_in_loop(front.router.match("POST", "/predict"), request))
+        assert reply.status == 200
+        assert front.service_s < 30  # its own parse and a lone run: not a minute-long batch
+    finally:
+        front.__rsgi_del__(loop)
+        loop.close()
+
+
 # ----------------------------------------------------------------------- a real server
 
 

@@ -204,6 +204,9 @@ class Executor:
         self.lead_s: float | None = None  # moving average: entering the view -> reaching infer
         self.gap_s: float | None = None  # moving average: time between arrivals
         self.run_s: float | None = None  # moving average: a session run's duration
+        # moving average: the duration of a run of one request alone (what running a request
+        # inline would cost: the front's inline decision; batches' runs would overstate it)
+        self.lone_s: float | None = None
         self._last_arrival: float | None = None
         self.counts: collections.Counter[str] = collections.Counter()
         self._batches = {}
@@ -467,7 +470,7 @@ class Executor:
             self._count("alone")
             self._observe_lone(rows)
             start = time.perf_counter()
-            outputs = self._run(feeds)
+            outputs = self._run(feeds, lone=True)
             self.costs.add(rows, time.perf_counter() - start)
             return outputs
         finally:
@@ -612,7 +615,7 @@ class Executor:
         try:
             self._observe(batch, start, rows)
             if len(batch) == 1:
-                batch[0].outputs = self._run(batch[0].feeds)
+                batch[0].outputs = self._run(batch[0].feeds, lone=True)
             elif batch[0].length is not None:
                 merged, _ = pad_feeds([p.feeds for p in batch], pad_id=self.pad_id)
                 outputs = self._run(merged)
@@ -682,7 +685,7 @@ class Executor:
                 parts.append((name, arr.dtype.str, arr.shape[:axis] + arr.shape[axis + 1:]))
         return tuple(parts)
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _run(self, feeds: dict[str, np.ndarray], lone: bool = False) -> list[np.ndarray]:
         t0 = time.perf_counter()
         try:
             return self.holder.run(feeds)
@@ -691,6 +694,9 @@ class Executor:
             self.metrics.compute_seconds.observe(took)
             run_s = self.run_s
             self.run_s = took if run_s is None else run_s + (took - run_s) * EWMA
+            if lone:
+                lone_s = self.lone_s
+                self.lone_s = took if lone_s is None else lone_s + (took - lone_s) * EWMA
 
 
 def _late() -> ApiError:

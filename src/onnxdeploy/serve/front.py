@@ -522,7 +522,10 @@ class Front:
                         outputs = await executor.infer_async(need.feeds, need.rows, self.loop,
                                                              padded=need.padded,
                                                              ticket=need.ticket)
-                        ran = executor.run_s or 0.0
+                        # what its run would take alone (the inline path's figure): a
+                        # batch's run under load says nothing of a lone request's
+                        ran = (executor.lone_s if executor.lone_s is not None
+                               else executor.run_s) or 0.0
                 except Exception as exc:  # the run's error, raised where the view waits
                     t0 = cpu()
                     need = steps.throw(exc)
