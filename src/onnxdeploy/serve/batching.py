@@ -15,7 +15,9 @@ queue. The policy (measured on 2 shared cores, docs/serve.md "Dynamic batching")
   once in its own thread; one that finds it busy waits, and is answered by the batch that takes
   it, or woken to lead the next batch itself when it is the oldest waiting and the runner of
   the moment was a thread. A lone request is never held, and costs no hop it would not make
-  with batching off;
+  with batching off; one that finds the runner idle, nothing queued and no other request of
+  its process in flight runs at once without a queue entry (``run_lone``, ``_try_lone``),
+  counted as any batch;
 - **waiting for more** (holding a batch up to ``timeout_ms`` once the runner is free) happens
   only where it is measured to pay: ``expect`` (entered by the request path around each view;
   ``expecting`` for a thread that runs its request from start to end) tells the executor how many requests of this process are in flight and how many of those are
