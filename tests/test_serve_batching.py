@@ -95,6 +95,96 @@ def test_a_lone_request_runs_at_once_even_when_waiting_would_pay(mlp):
     assert _sizes(executor)["onnxdeploy_batch_size_count"] == 2
 
 
+def test_a_lone_request_skips_the_queue_and_is_counted_as_any_batch(mlp):
+    # a request that finds the runner idle, nothing queued and nothing else in flight runs at
+    # once in its thread without a queue entry (the bookkeeping batching costs at c=1), and its
+    # batch is counted as every batch is: how, protocols, rows, queue time
+    from onnxdeploy.serve.batching import protocol
+
+    executor = _executor(mlp, timeout_ms=LONG_MS)
+    _measured(executor, fixed_s=0.010, lead_s=0.0001)  # waiting would pay, were anyone coming
+
+    def no_entry(*args):
+        raise AssertionError("a lone request made a queue entry")
+
+    executor._item = no_entry
+    rng = np.random.default_rng(6)
+    xs = [rng.standard_normal((1 + i, 64)).astype(np.float32) for i in range(3)]
+    results: list = [None] * 3
+    _request(executor, xs[0], results, 0)
+    with protocol("grpc"):
+        _request(executor, xs[1], results, 1)
+    results[2] = executor.infer({"x": xs[2]}, 3)  # outside the request path (no ticket)
+    for x, got in zip(xs, results):
+        np.testing.assert_allclose(got[0], _ref(mlp, x), rtol=1e-5, atol=1e-6)
+    assert dict(executor.counts) == {"alone": 3}
+    assert _sizes(executor)["onnxdeploy_batch_size_count"] == 3
+    assert _sizes(executor)["onnxdeploy_batch_size_sum"] == 6
+    queue = {s.name: s.value for s in executor.metrics.queue_seconds.collect()[0].samples}
+    assert queue["onnxdeploy_batch_queue_seconds_count"] == 3
+    assert queue["onnxdeploy_batch_queue_seconds_sum"] == 0  # never queued
+    mixes = {s.labels["protocols"]: s.value for s in
+             executor.metrics.batch_protocols.collect()[0].samples if s.name.endswith("_total")}
+    assert mixes == {"http": 2, "grpc": 1}
+    assert executor.costs.n > 2.5  # its runs feed the cost model the hold decides from
+    assert executor.in_flight() == (0, 0) and executor.idle()
+
+
+def test_a_request_arriving_during_a_lone_run_queues_and_runs_next(mlp):
+    executor = _executor(mlp, timeout_ms=LONG_MS)
+    _measured(executor, fixed_s=0.0001, lead_s=0.010)  # never held: counts are certain
+    started, release = threading.Event(), threading.Event()
+    run = executor.holder.run
+
+    def slow_first(feeds):
+        if not started.is_set():
+            started.set()
+            release.wait(30)
+        return run(feeds)
+
+    executor.holder.run = slow_first
+    xs = [np.full((1, 64), i, np.float32) for i in range(2)]
+    results: list = [None, None]
+    first = threading.Thread(target=_request, args=(executor, xs[0], results, 0))
+    first.start()
+    assert started.wait(30)  # the lone run in progress
+    second = threading.Thread(target=_request, args=(executor, xs[1], results, 1))
+    second.start()
+    _until(lambda: executor.waiting() == 1, "the second request queued")
+    release.set()
+    first.join(30)
+    second.join(30)
+    for x, got in zip(xs, results):
+        np.testing.assert_allclose(got[0], _ref(mlp, x), rtol=1e-5, atol=1e-6)
+    assert dict(executor.counts) == {"alone": 2}
+    assert executor.in_flight() == (0, 0) and executor.idle()
+
+
+def test_run_lone_runs_only_what_would_run_at_once_and_alone(mlp):
+    # the front's event loop must never wait for a batch: run_lone runs a request in the
+    # caller's thread only when it would run at once, else does nothing (None)
+    executor = _executor(mlp, timeout_ms=LONG_MS)
+    x = np.ones((1, 64), np.float32)
+    with executor.expect() as ticket:
+        with executor.paused():  # a run in progress
+            assert executor.run_lone({"x": x}, 1, ticket=ticket) is None
+            assert executor.in_flight() == (1, 1)  # untouched: still on its way
+        out = executor.run_lone({"x": x}, 1, ticket=ticket)
+        assert executor.in_flight() == (1, 0)
+    np.testing.assert_allclose(out[0], _ref(mlp, x), rtol=1e-5, atol=1e-6)
+    assert dict(executor.counts) == {"alone": 1}
+    with executor.expecting():  # another request on its way: its batch might wait for it
+        with executor.expect() as ticket:
+            assert executor.run_lone({"x": x}, 1, ticket=ticket) is None
+    big = np.zeros((64, 64), np.float32)  # max_batch_size rows: never merged, never counted
+    with executor.paused():
+        assert executor.run_lone({"x": big}, 64) is None  # its turn after the run
+    assert executor.run_lone({"x": big}, 64)[0].shape == (64, 10)
+    assert dict(executor.counts) == {"alone": 1} and executor.in_flight() == (0, 0)
+    always = _executor(mlp, timeout_ms=LONG_MS, hold="always")  # a lone batch waits there
+    assert always.run_lone({"x": x}, 1) is None and not always.counts
+
+
 def test_requests_waiting_for_a_busy_runner_are_gathered_into_one_run(mlp):
     executor = _executor(mlp, timeout_ms=LONG_MS)
     rng = np.random.default_rng(1)
@@ -409,6 +499,102 @@ def test_the_front_parses_in_its_loop_unless_parsing_is_slow(mlp):
     finally:
         front.__rsgi_del__(loop)
         off.__rsgi_del__(loop)
+        loop.close()
+
+
+def test_the_front_runs_a_lone_request_in_its_loop_and_hands_it_over_when_not_alone(mlp):
+    # batching on: a request alone in the worker is answered whole in the loop's thread; one
+    # that finds the runner taken by another thread's request is handed to the runner thread,
+    # the loop never waiting for it
+    import asyncio
+    import json
+
+    from onnxdeploy.serve.front import Front
+    from onnxdeploy.serve.routes import Request
+
+    loop = asyncio.new_event_loop()
+    front = Front({"MODEL_PATH": str(mlp), "ORT_THREADS": 1, "MAX_BATCH_SIZE": 8})
+    try:
+        front.__rsgi_init__(loop)
+        executor = front.executor
+        ran_in: list[str] = []
+        run = executor.holder.run
+
+        def recorded(feeds):
+            ran_in.append(threading.current_thread().name)
+            return run(feeds)
+
+        executor.holder.run = recorded
+        front.inline = True  # a quick model: the inline path is on
+        x = np.ones((1, 64), np.float32)
+        body = json.dumps({"inputs": x.tolist()}).encode()
+        match = front.router.match("POST", "/predict")
+
+        def answer():
+            request = Request("POST", "/predict", {"content-type": "application/json"}.get, body)
+            return front._answer_in_loop(match, request)
+
+        assert front.admission.enter()
+        try:
+            reply = loop.run_until_complete(answer())
+            assert reply.status == 200 and ran_in == [threading.current_thread().name]
+            executor.quiet = lambda: True  # the hint said alone; then a thread took the runner
+            with executor.paused():
+                task = loop.create_task(answer())
+                loop.run_until_complete(asyncio.sleep(0))  # parsed, handed over: not waiting
+                assert executor.waiting() == 1 and not task.done()
+            reply2 = loop.run_until_complete(asyncio.wait_for(task, 30))
+        finally:
+            front.admission.leave()
+        assert reply2.status == 200 and ran_in[1] == "serve-runner"
+        for r in (reply, reply2):
+            np.testing.assert_allclose(json.loads(r.body)["outputs"]["logits"], _ref(mlp, x),
+                                       rtol=1e-5, atol=1e-6)
+        assert dict(executor.counts) == {"alone": 2}
+        assert executor.in_flight() == (0, 0)
+    finally:
+        front.__rsgi_del__(loop)
+        loop.close()
+
+
+def test_the_inline_figure_of_a_request_run_in_a_batch_is_a_lone_run(mlp):
+    # the front runs a lone request inline while its average service time is short; a request
+    # handed to the runner counts what its run would take alone, not the last batches' runs
+    # (after a burst, those kept the inline path off at low concurrency for hundreds of
+    # requests)
+    import asyncio
+    import json
+
+    from onnxdeploy.serve.front import Front
+    from onnxdeploy.serve.routes import Request
+
+    executor = _executor(mlp, timeout_ms=LONG_MS, max_batch_size=8)
+    xs = [np.ones((2, 64), np.float32) for _ in range(3)]
+    with executor.paused():  # three requests merged into one run
+        threads = [threading.Thread(target=executor.infer, args=({"x": x}, 2)) for x in xs]
+        for t in threads:
+            t.start()
+        _until(lambda: executor.waiting() == 3, "three queued requests")
+    for t in threads:
+        t.join(30)
+    assert executor.run_s is not None and executor.lone_s is None  # a batch is not a lone run
+    executor.infer({"x": xs[0]}, 2)
+    assert executor.lone_s is not None
+
+    loop = asyncio.new_event_loop()
+    front = Front({"MODEL_PATH": str(mlp), "ORT_THREADS": 1, "MAX_BATCH_SIZE": 8})
+    try:
+        front.__rsgi_init__(loop)
+        front.executor.run_s, front.executor.lone_s = 60.0, 1e-4  # long batches, quick lone runs
+        front.inline = False  # e.g. after a burst: requests go to the runner thread
+        body = json.dumps({"inputs": xs[0].tolist()}).encode()
+        request = Request("POST", "/predict", {"content-type": "application/json"}.get, body)
+        reply = loop.run_until_complete(
+            front._answer_in_loop(front.router.match("POST", "/predict"), request))
+        assert reply.status == 200
+        assert front.service_s < 30  # its own parse and a lone run: not a minute-long batch
+    finally:
+        front.__rsgi_del__(loop)
         loop.close()
 
 

@@ -15,7 +15,9 @@ queue. The policy (measured on 2 shared cores, docs/serve.md "Dynamic batching")
   once in its own thread; one that finds it busy waits, and is answered by the batch that takes
   it, or woken to lead the next batch itself when it is the oldest waiting and the runner of
   the moment was a thread. A lone request is never held, and costs no hop it would not make
-  with batching off;
+  with batching off; one that finds the runner idle, nothing queued and no other request of
+  its process in flight runs at once without a queue entry (``run_lone``, ``_try_lone``),
+  counted as any batch;
 - **waiting for more** (holding a batch up to ``timeout_ms`` once the runner is free) happens
   only where it is measured to pay: ``expect`` (entered by the request path around each view;
   ``expecting`` for a thread that runs its request from start to end) tells the executor how many requests of this process are in flight and how many of those are
@@ -204,10 +206,17 @@ class Executor:
         self.lead_s: float | None = None  # moving average: entering the view -> reaching infer
         self.gap_s: float | None = None  # moving average: time between arrivals
         self.run_s: float | None = None  # moving average: a session run's duration
+        # moving average: the duration of a run of one request alone (what running a request
+        # inline would cost: the front's inline decision; batches' runs would overstate it)
+        self.lone_s: float | None = None
         self._last_arrival: float | None = None
         self.counts: collections.Counter[str] = collections.Counter()
         self._batches = {}
         self._mixes = {}
+        # a lone request may skip the queue (``infer``) only where a batch of one that finds
+        # nothing waiting is never held: the adaptive hold (it holds only for another request
+        # in flight), or no hold at all
+        self._lone_free = hold == "adaptive" or self.timeout_s <= 0
 
     # ------------------------------------------------------------------ callers
 
@@ -225,9 +234,14 @@ class Executor:
             ticket = getattr(_origin, "ticket", None)
             if ticket is not None:
                 _origin.ticket = None
-        item = self._item(feeds, rows, padded, ticket)
-        if item is None:
+        if not self.batchable or rows >= self.max_batch_size or not self._uniform(feeds, rows):
+            self._alone_unmerged(ticket)
             return self._run(feeds)
+        if self._lone_free:
+            outputs = self._try_lone(feeds, rows, ticket)
+            if outputs is not None:
+                return outputs
+        item = self._item(feeds, rows, padded, ticket)
         with self._cond:
             self._arrive(item, ticket)
             if self._busy:
@@ -263,6 +277,25 @@ class Executor:
         if item.error is not None:
             raise item.error
         return item.outputs
+
+    def run_lone(self, feeds: dict[str, np.ndarray], rows: int, *, padded: bool = False,
+                 ticket: Ticket | None = None) -> list[np.ndarray] | None:
+        """``infer`` in this thread for a request that would run at once and alone (the runner
+        idle, nothing queued, no other request of this process in flight, and a lone request
+        never held): its outputs. Otherwise None, and nothing was done: the caller hands the
+        request over (the front's event loop, which must never wait for a batch)."""
+        if not self.batchable or rows >= self.max_batch_size or not self._uniform(feeds, rows):
+            with self._cond:  # never merged: at once, unless the runner has work (its turn)
+                if self._busy or self._queue:
+                    return None
+            self._alone_unmerged(ticket)
+            return self._run(feeds)
+        return self._try_lone(feeds, rows, ticket) if self._lone_free else None
+
+    def quiet(self) -> bool:
+        """A hint, read without the lock: no run, nothing queued, no request in flight (the
+        front's inline path; ``run_lone`` decides under the lock)."""
+        return not self._busy and not self._inview and not self._queue
 
     def infer_async(self, feeds: dict[str, np.ndarray], rows: int, loop, *,
                     padded: bool = False, ticket: Ticket | None = None):
@@ -376,13 +409,17 @@ class Executor:
 
     # ------------------------------------------------------------------ the runner
 
+    def _alone_unmerged(self, ticket: Ticket | None) -> None:
+        """A request that may not merge reached the executor: no longer on its way."""
+        if ticket is not None and not ticket.arrived:
+            with self._cond:
+                ticket.arrived = True
+                self._coming -= 1
+
     def _item(self, feeds, rows: int, padded: bool, ticket: Ticket | None) -> _Pending | None:
         """The queue entry of a request that may merge (None: it runs alone, at once)."""
         if not self.batchable or rows >= self.max_batch_size or not self._uniform(feeds, rows):
-            if ticket is not None and not ticket.arrived:
-                with self._cond:
-                    ticket.arrived = True
-                    self._coming -= 1
+            self._alone_unmerged(ticket)
             return None
         now = time.perf_counter()
         if padded:
@@ -395,18 +432,51 @@ class Executor:
 
     def _arrive(self, item: _Pending, ticket: Ticket | None) -> None:
         """Record an arrival (lock held): the gap since the last one, the lead from the view."""
-        now = item.enqueued
+        item.counted = self._arrived(item.enqueued, ticket)
+
+    def _arrived(self, now: float, ticket: Ticket | None) -> bool:
+        """``_arrive`` for a request at ``now``: whether it is counted in flight (lock held)."""
         if self._last_arrival is not None:
             gap = now - self._last_arrival
             self.gap_s = gap if self.gap_s is None else self.gap_s + (gap - self.gap_s) * EWMA
         self._last_arrival = now
-        if ticket is not None:
-            item.counted = True
-            if not ticket.arrived:
-                ticket.arrived = True
-                self._coming -= 1
-                lead = now - ticket.entered
-                self.lead_s = lead if self.lead_s is None else self.lead_s + (lead - self.lead_s) * EWMA
+        if ticket is None:
+            return False
+        if not ticket.arrived:
+            ticket.arrived = True
+            self._coming -= 1
+            lead = now - ticket.entered
+            self.lead_s = lead if self.lead_s is None else self.lead_s + (lead - self.lead_s) * EWMA
+        return True
+
+    def _try_lone(self, feeds: dict[str, np.ndarray], rows: int,
+                  ticket: Ticket | None) -> list[np.ndarray] | None:
+        """Run a request that may merge at once in this thread when it would be a batch of
+        itself alone (the runner idle, nothing queued and no other request of this process in
+        flight: ``_gather`` would neither find nor hold for anything), without its queue entry
+        and its bookkeeping; else None (nothing done). Only where a lone batch is never held
+        (``_lone_free``)."""
+        now = time.perf_counter()
+        with self._cond:
+            if self._busy or self._queue or self._inview > (ticket is not None):
+                return None
+            self._busy = True
+            self._arrived(now, ticket)
+        return self._run_lone(feeds, rows)
+
+    def _run_lone(self, feeds: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
+        """Run a lone request at once in this thread (the runner taken by the caller): what
+        ``_gather`` and ``_execute`` do for a batch of one that finds nothing waiting, counted
+        the same (``alone``, its protocol, its rows, a queue time of 0: it never queued)."""
+        try:
+            self._count("alone")
+            self._observe_lone(rows)
+            start = time.perf_counter()
+            outputs = self._run(feeds, lone=True)
+            self.costs.add(rows, time.perf_counter() - start)
+            return outputs
+        finally:
+            self._hand_over()
 
     def _serve(self) -> None:
         """The runner thread: leads each batch handed to it, then the next, until closed."""
@@ -547,7 +617,7 @@ class Executor:
         try:
             self._observe(batch, start, rows)
             if len(batch) == 1:
-                batch[0].outputs = self._run(batch[0].feeds)
+                batch[0].outputs = self._run(batch[0].feeds, lone=True)
             elif batch[0].length is not None:
                 merged, _ = pad_feeds([p.feeds for p in batch], pad_id=self.pad_id)
                 outputs = self._run(merged)
@@ -565,6 +635,21 @@ class Executor:
         except BaseException as exc:  # every waiter must wake, whatever happened (_finish)
             for p in batch:
                 p.error = exc
+
+    def _observe_lone(self, rows: int) -> None:
+        """``_observe`` for a batch of one request that never queued."""
+        metrics = self.metrics
+        try:
+            metrics.queue_seconds.observe(0.0)
+            metrics.batch_size.observe(rows)
+            mix = getattr(_origin, "name", "http")
+            counter = self._mixes.get(mix)
+            if counter is None and metrics.batch_protocols is not None:
+                counter = self._mixes[mix] = metrics.batch_protocols.labels(mix)
+            if counter is not None:
+                counter.inc()
+        except Exception:  # pragma: no cover - metrics must never break an answer
+            log.exception("could not count a batch")
 
     def _observe(self, batch: list[_Pending], start: float, rows: int) -> None:
         metrics = self.metrics
@@ -602,7 +687,7 @@ class Executor:
                 parts.append((name, arr.dtype.str, arr.shape[:axis] + arr.shape[axis + 1:]))
         return tuple(parts)
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _run(self, feeds: dict[str, np.ndarray], lone: bool = False) -> list[np.ndarray]:
         t0 = time.perf_counter()
         try:
             return self.holder.run(feeds)
@@ -611,6 +696,9 @@ class Executor:
             self.metrics.compute_seconds.observe(took)
             run_s = self.run_s
             self.run_s = took if run_s is None else run_s + (took - run_s) * EWMA
+            if lone:
+                lone_s = self.lone_s
+                self.lone_s = took if lone_s is None else lone_s + (took - lone_s) * EWMA
 
 
 def _late() -> ApiError:

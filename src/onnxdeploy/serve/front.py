@@ -501,8 +501,11 @@ class Front:
         thread with whatever else is waiting (``Executor.infer_async``). A request that is the
         only one in flight, with the executor idle and nothing being read, runs inline here
         instead (when the model is quick, see INLINE_BELOW_S): nothing could join its batch."""
-        executor, clock, cpu = self.executor, time.perf_counter, time.thread_time
+        executor, cpu = self.executor, time.thread_time
         steps = self.service.answer_steps(match, request)
+        alone = self.inline and self.admission.count == 1 and self.reading == 0
+        if alone and executor.quiet():
+            return await self._answer_lone(steps)
         t0 = cpu()
         spent = ran = 0.0
         try:
@@ -510,17 +513,19 @@ class Front:
             while True:
                 spent += cpu() - t0
                 try:
-                    if (self.inline and self.admission.count == 1 and self.reading == 0
-                            and executor.idle(need.ticket)):
-                        t1 = clock()
-                        outputs = executor.infer(need.feeds, need.rows, padded=need.padded,
-                                                 ticket=need.ticket)
-                        ran = clock() - t1
+                    t1 = time.perf_counter()
+                    outputs = (executor.run_lone(need.feeds, need.rows, padded=need.padded,
+                                                 ticket=need.ticket) if alone else None)
+                    if outputs is not None:
+                        ran = time.perf_counter() - t1
                     else:
                         outputs = await executor.infer_async(need.feeds, need.rows, self.loop,
                                                              padded=need.padded,
                                                              ticket=need.ticket)
-                        ran = executor.run_s or 0.0
+                        # what its run would take alone (the inline path's figure): a
+                        # batch's run under load says nothing of a lone request's
+                        ran = (executor.lone_s if executor.lone_s is not None
+                               else executor.run_s) or 0.0
                 except Exception as exc:  # the run's error, raised where the view waits
                     t0 = cpu()
                     need = steps.throw(exc)
@@ -535,6 +540,33 @@ class Front:
             return stop.value
         finally:
             steps.close()  # cancelled while waiting: the request leaves the executor's count
+
+    async def _answer_lone(self, steps):
+        """``_answer_in_loop`` for a request alone in this worker: the whole request in this
+        thread, as without batching (``Executor.run_lone``), timed by the wall clock as the
+        inline path is without batching. Its parsing is not timed for the in-loop decision:
+        the inline path's requests take under INLINE_ABOVE_S in all, and that figure is for
+        requests that share the loop with others."""
+        executor, t0 = self.executor, time.perf_counter()
+        try:
+            need = next(steps)
+            while True:
+                try:
+                    outputs = executor.run_lone(need.feeds, need.rows, padded=need.padded,
+                                                ticket=need.ticket)
+                    if outputs is None:  # a thread's request took the runner meanwhile
+                        outputs = await executor.infer_async(need.feeds, need.rows, self.loop,
+                                                             padded=need.padded,
+                                                             ticket=need.ticket)
+                except Exception as exc:
+                    need = steps.throw(exc)
+                else:
+                    need = steps.send(outputs)
+        except StopIteration as stop:
+            self._served(time.perf_counter() - t0)
+            return stop.value
+        finally:
+            steps.close()
 
     def _answer_timed(self, match, request, measure: bool = True):
         """Batching, in a work-lane thread while parsing is slow (or for a large body): the
