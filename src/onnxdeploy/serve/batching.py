@@ -637,27 +637,20 @@ class Executor:
                 p.error = exc
 
     def _observe_lone(self, rows: int) -> None:
-        """``_observe`` for a batch of one request that never queued."""
-        metrics = self.metrics
-        try:
-            metrics.queue_seconds.observe(0.0)
-            metrics.batch_size.observe(rows)
-            mix = getattr(_origin, "name", "http")
-            counter = self._mixes.get(mix)
-            if counter is None and metrics.batch_protocols is not None:
-                counter = self._mixes[mix] = metrics.batch_protocols.labels(mix)
-            if counter is not None:
-                counter.inc()
-        except Exception:  # pragma: no cover - metrics must never break an answer
-            log.exception("could not count a batch")
+        """``_observe`` for a batch of one request that never queued (a queue time of 0)."""
+        self._record((0.0,), rows, getattr(_origin, "name", "http"))
 
     def _observe(self, batch: list[_Pending], start: float, rows: int) -> None:
+        self._record([start - p.enqueued for p in batch], rows,
+                     "+".join(sorted({p.protocol for p in batch})))
+
+    def _record(self, waits, rows: int, mix: str) -> None:
+        """A batch's metrics: each request's queue time, its rows, its protocol mix."""
         metrics = self.metrics
         try:
-            for p in batch:
-                metrics.queue_seconds.observe(start - p.enqueued)
+            for wait in waits:
+                metrics.queue_seconds.observe(wait)
             metrics.batch_size.observe(rows)
-            mix = "+".join(sorted({p.protocol for p in batch}))
             counter = self._mixes.get(mix)
             if counter is None and metrics.batch_protocols is not None:
                 counter = self._mixes[mix] = metrics.batch_protocols.labels(mix)
