@@ -532,7 +532,7 @@ def test_the_front_runs_a_lone_request_in_its_loop_and_hands_it_over_when_not_al
 
         def answer():
             request = Request("POST", "/predict", {"content-type": "application/json"}.get, body)
-            return front._answer_in_loop(match, request)
+            return front._in_loop(front.service.answer_steps(match, request), "http")
 
         assert front.admission.enter()
         try:
@@ -552,6 +552,58 @@ def test_the_front_runs_a_lone_request_in_its_loop_and_hands_it_over_when_not_al
                                        rtol=1e-5, atol=1e-6)
         assert dict(executor.counts) == {"alone": 2}
         assert executor.in_flight() == (0, 0)
+    finally:
+        front.__rsgi_del__(loop)
+        loop.close()
+
+
+def test_without_batching_quick_grpc_requests_run_in_the_loop_whatever_is_in_flight(mlp):
+    # gRPC's RPCs are coroutines in the worker's loop: without batching, a quick model's
+    # ModelInfer runs there even with other requests in flight (a hop to the work lane costs
+    # it 10 thread switches more); REST in flight with others still goes to the work lane, and
+    # a slow model (inline off) sends gRPC there too
+    import asyncio
+    import json
+
+    from onnxdeploy.serve.front import Front
+    from onnxdeploy.serve.routes import Request
+    from onnxdeploy.serve.views import Run
+
+    loop = asyncio.new_event_loop()
+    front = Front({"MODEL_PATH": str(mlp), "ORT_THREADS": 1})
+    try:
+        front.__rsgi_init__(loop)
+        assert front.executor is None  # batching off
+        where: list[str] = []
+        x = np.ones((1, 64), np.float32)
+
+        def steps():
+            where.append(threading.current_thread().name)
+            outputs = yield Run({"x": x}, 1)
+            return outputs[0]
+
+        def rest_steps():
+            request = Request("POST", "/predict", {"content-type": "application/json"}.get,
+                              json.dumps({"inputs": x.tolist()}).encode())
+            where.append(threading.current_thread().name)
+            return (yield from front.service.answer_steps(front.router.match("POST", "/predict"),
+                                                          request))
+
+        me = threading.current_thread().name
+        front.inline = True
+        assert front.admission.enter() and front.admission.enter()  # two in flight
+        try:
+            logits = loop.run_until_complete(front.run_work(steps(), 100, "grpc"))
+            np.testing.assert_allclose(logits, _ref(mlp, x), rtol=1e-5, atol=1e-6)
+            assert where == [me]
+            reply = loop.run_until_complete(front.run_work(rest_steps(), 100, "http"))
+            assert reply.status == 200 and where[1].startswith("serve-work")
+            front.inline = False  # a slow model: the loop must stay free
+            loop.run_until_complete(front.run_work(steps(), 100, "grpc"))
+            assert where[2].startswith("serve-work")
+        finally:
+            front.admission.leave()
+            front.admission.leave()
     finally:
         front.__rsgi_del__(loop)
         loop.close()
@@ -590,7 +642,7 @@ def test_the_inline_figure_of_a_request_run_in_a_batch_is_a_lone_run(mlp):
         body = json.dumps({"inputs": xs[0].tolist()}).encode()
         request = Request("POST", "/predict", {"content-type": "application/json"}.get, body)
         reply = loop.run_until_complete(
-            front._answer_in_loop(front.router.match("POST", "/predict"), request))
+            front._in_loop(front.service.answer_steps(front.router.match("POST", "/predict"), request), "http"))
         assert reply.status == 200
         assert front.service_s < 30  # its own parse and a lone run: not a minute-long batch
     finally:

@@ -36,6 +36,7 @@ refusal that leaves a body unread closes the connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -183,11 +184,13 @@ class Front:
     # ------------------------------------------------------------------ lifecycle (per worker)
 
     def __rsgi_init__(self, loop) -> None:
+        from .batching import protocol
         from .metrics import forget_dead_workers
         from .service import Admission, Service
         from .views import drive
 
         self.drive = drive  # imported with the service (the front's module stays light)
+        self.protocol = protocol
         self.loop = loop
         forget_dead_workers()  # a replaced worker's gauges must not linger in the sums
         self.service = service = Service(self.config)
@@ -254,22 +257,18 @@ class Front:
         if self.config.get("GRPC_PORT"):  # the same service, over gRPC (serve.grpc_service)
             from .grpc_service import start_grpc
 
-            self.grpc = start_grpc(service, self.config)
+            self.grpc = start_grpc(self, loop, self.config)
         gc.collect()
         gc.freeze()
 
     def __rsgi_del__(self, loop) -> None:
         if getattr(self, "beat", None) is not None:
             self.beat.stop()
-        drain = None
-        if self.grpc is not None:  # in-flight RPCs finish while the lanes do; new ones: 503
+        if self.grpc is not None:  # in-flight RPCs finish (the lanes still run); new ones: 503
             timeout = float(self.config.get("GRACEFUL_TIMEOUT_S") or 30)
-            drain = threading.Thread(target=self.grpc.drain, args=(timeout,), daemon=True)
-            drain.start()
+            loop.run_until_complete(self.grpc.drain(timeout))
         for lane in (self.work, self.probe, self.misc):
             lane.shutdown()
-        if drain is not None:
-            drain.join()
         if self.service is not None:  # what was handed to the runner thread is answered
             self.service.executor.close()
 
@@ -332,18 +331,8 @@ class Front:
                 if not admission.enter():
                     return self._refuse(proto, route.endpoint, admission.busy())
                 try:
-                    if self.in_loop and len(request.body) <= LOOP_MAX_BODY_BYTES:
-                        reply = await self._answer_in_loop(match, request)
-                    elif self.in_loop_allowed:  # parsing is slow: threads parse, batches merge
-                        reply = await self.work.submit(partial(self._answer_timed, match,
-                                                               request, not self.in_loop))
-                    elif (self.inline and admission.count == 1
-                            and (self.executor is None
-                                 or (self.reading == 0 and self.executor.idle()))):
-                        reply = self._timed_call(partial(self.service.answer, match, request))
-                    else:
-                        reply = await self.work.submit(partial(self.service.answer, match,
-                                                               request))
+                    reply = await self.run_work(self.service.answer_steps(match, request),
+                                                len(request.body))
                 finally:
                     admission.leave()
             elif route.lane == PROBE:
@@ -496,16 +485,47 @@ class Front:
         elif not self.in_loop and self.parse_s < PARSE_BELOW_S:
             self.in_loop = True
 
-    async def _answer_in_loop(self, match, request):
+    async def run_work(self, steps, size: int, protocol: str = "http"):
+        """An admitted inference request's steps (``Service.answer_steps`` for REST,
+        ``Service.rpc_steps`` for gRPC), driven where this worker's choice says; returns what
+        they return. ``size``: the request's body or message bytes.
+
+        The choices, in order: with batching, parsed in this loop and run by the executor
+        (``_in_loop``) or, while parsing is slow, in the work lane; a quick model (``inline``)
+        run here when the request is alone, and, without batching, every gRPC request of a
+        quick model run here whatever is in flight (grpcio hands each RPC's events to this loop
+        already, and a hop to the work lane and back cost it 10 more thread switches a request:
+        16 against 6, docs/serve.md); the rest in the work lane."""
+        if self.in_loop and size <= LOOP_MAX_BODY_BYTES:
+            return await self._in_loop(steps, protocol)
+        if self.in_loop_allowed:  # parsing is slow: threads parse, batches merge
+            return await self.work.submit(partial(self._drive_timed, steps, protocol,
+                                                  not self.in_loop))
+        if self.inline and (
+                (protocol != "http" and self.executor is None)
+                or (self.admission.count == 1 and (self.executor is None or (
+                    self.reading == 0 and self.executor.idle())))):
+            return self._timed_call(partial(self._drive, steps, protocol))
+        return await self.work.submit(partial(self._drive, steps, protocol))
+
+    def _drive(self, steps, protocol: str, spent=None):
+        """A request's steps to their end in this thread (its runs counted under ``protocol``
+        in the batches' protocol mix)."""
+        if protocol == "http":
+            return self.drive(steps, self.service.executor, spent)
+        with self.protocol(protocol):
+            return self.drive(steps, self.service.executor, spent)
+
+    async def _in_loop(self, steps, protocol: str):
         """Batching: parse and answer in this loop, the session run by the executor's runner
         thread with whatever else is waiting (``Executor.infer_async``). A request that is the
         only one in flight, with the executor idle and nothing being read, runs inline here
         instead (when the model is quick, see INLINE_BELOW_S): nothing could join its batch."""
         executor, cpu = self.executor, time.thread_time
-        steps = self.service.answer_steps(match, request)
+        mix = self.protocol if protocol != "http" else None  # the batches' protocol mix
         alone = self.inline and self.admission.count == 1 and self.reading == 0
         if alone and executor.quiet():
-            return await self._answer_lone(steps)
+            return await self._answer_lone(steps, protocol)
         t0 = cpu()
         spent = ran = 0.0
         try:
@@ -514,14 +534,16 @@ class Front:
                 spent += cpu() - t0
                 try:
                     t1 = time.perf_counter()
-                    outputs = (executor.run_lone(need.feeds, need.rows, padded=need.padded,
-                                                 ticket=need.ticket) if alone else None)
+                    with _HTTP if mix is None else mix(protocol):
+                        outputs = (executor.run_lone(need.feeds, need.rows, padded=need.padded,
+                                                     ticket=need.ticket) if alone else None)
+                        if outputs is None:
+                            future = executor.infer_async(need.feeds, need.rows, self.loop,
+                                                          padded=need.padded, ticket=need.ticket)
                     if outputs is not None:
                         ran = time.perf_counter() - t1
                     else:
-                        outputs = await executor.infer_async(need.feeds, need.rows, self.loop,
-                                                             padded=need.padded,
-                                                             ticket=need.ticket)
+                        outputs = await future
                         # what its run would take alone (the inline path's figure): a
                         # batch's run under load says nothing of a lone request's
                         ran = (executor.lone_s if executor.lone_s is not None
@@ -541,23 +563,26 @@ class Front:
         finally:
             steps.close()  # cancelled while waiting: the request leaves the executor's count
 
-    async def _answer_lone(self, steps):
-        """``_answer_in_loop`` for a request alone in this worker: the whole request in this
+    async def _answer_lone(self, steps, protocol: str):
+        """``_in_loop`` for a request alone in this worker: the whole request in this
         thread, as without batching (``Executor.run_lone``), timed by the wall clock as the
         inline path is without batching. Its parsing is not timed for the in-loop decision:
         the inline path's requests take under INLINE_ABOVE_S in all, and that figure is for
         requests that share the loop with others."""
         executor, t0 = self.executor, time.perf_counter()
+        mix = self.protocol if protocol != "http" else None
         try:
             need = next(steps)
             while True:
                 try:
-                    outputs = executor.run_lone(need.feeds, need.rows, padded=need.padded,
-                                                ticket=need.ticket)
-                    if outputs is None:  # a thread's request took the runner meanwhile
-                        outputs = await executor.infer_async(need.feeds, need.rows, self.loop,
-                                                             padded=need.padded,
-                                                             ticket=need.ticket)
+                    with _HTTP if mix is None else mix(protocol):
+                        outputs = executor.run_lone(need.feeds, need.rows, padded=need.padded,
+                                                    ticket=need.ticket)
+                        if outputs is None:  # a thread's request took the runner meanwhile
+                            future = executor.infer_async(need.feeds, need.rows, self.loop,
+                                                          padded=need.padded, ticket=need.ticket)
+                    if outputs is None:
+                        outputs = await future
                 except Exception as exc:
                     need = steps.throw(exc)
                 else:
@@ -568,12 +593,16 @@ class Front:
         finally:
             steps.close()
 
-    def _answer_timed(self, match, request, measure: bool = True):
+    def _drive_timed(self, steps, protocol: str, measure: bool = True):
         """Batching, in a work-lane thread while parsing is slow (or for a large body): the
         request answered here, its work outside the run timed for the in-loop decision
         (``measure``: not for a large body sent here while the loop parses the others)."""
         report = (lambda spent: self.loop.call_soon_threadsafe(self._parsed, spent)) if measure else None
-        return self.drive(self.service.answer_steps(match, request), self.executor, report)
+        return self._drive(steps, protocol, report)
+
+
+#: the protocol a request counts under in the batches' mix when nothing else is said
+_HTTP = contextlib.nullcontext()
 
 
 def _has_body(headers) -> bool:

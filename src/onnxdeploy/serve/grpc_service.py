@@ -42,11 +42,10 @@ output's ``binary_data: false``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-import threading
 import time
-from concurrent import futures
 from typing import Any
 
 import grpc
@@ -54,8 +53,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from ..wire.proto import grpc_service_pb2 as pb
-from . import batching, protocols
-from .service import Service
+from . import protocols
 from .validation import ApiError, cast
 from .views import error_parts
 
@@ -71,8 +69,6 @@ GRPC_LIMIT_SLACK = 1 << 20
 #: SO_REUSEPORT hash spreads long-lived channels over the workers again and again
 DEFAULT_CONNECTION_AGE_S = 10.0
 AGE_ENV = "ONNXDEPLOY_GRPC_CONNECTION_AGE_S"
-#: threads beyond --max-inflight: a shed RPC and a probe still find a thread to answer them
-SPARE_THREADS = 4
 #: how long a ModelInfer waits for a read slot before it is refused unread (UNAVAILABLE)
 READ_WAIT_S = 1.0
 
@@ -219,22 +215,22 @@ def infer_response(info, outputs: list, options: dict) -> bytes:
 
 
 class InferenceServicer:
-    """The six RPCs of one worker, each a function of the request bytes."""
+    """The six RPCs of one worker, coroutines in the worker's event loop (the front's)."""
 
-    def __init__(self, service: Service, *, work_threads: int):
-        self.service = service
+    def __init__(self, front):
+        self.front = front
+        self.service = service = front.service
         self.info = service.info
         self.views = service.views
         self.admission = service.admission
         self.max_body = service.max_body
-        self.work = threading.BoundedSemaphore(max(1, work_threads))  # as the HTTP work lane
         self.buffer = service.buffer
         self.slots = read_slots(self.buffer.limit, self.max_body)
-        self.reading = threading.BoundedSemaphore(self.slots)
+        self.reading = asyncio.Semaphore(self.slots)
         self.draining = False
         self.inflight = 0
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def handlers(self) -> grpc.GenericRpcHandler:
         rpcs = {"ServerLive": self.server_live, "ServerReady": self.server_ready,
@@ -267,73 +263,71 @@ class InferenceServicer:
 
     def _refusal(self, endpoint: str, exc: ApiError) -> grpc.RpcMethodHandler:
         """A handler that answers ``exc`` without reading the request: a request-streaming
-        handler whose iterator is never read (gRPC reads a unary request before calling a
+        handler whose messages are never read (gRPC reads a unary request before calling a
         unary handler), counted as the REST refusal is."""
-        def refuse(requests, context):
+        async def refuse(requests, context):
             self.service.refuse(endpoint, exc, "grpc")
-            _abort(context, error_parts(exc))
+            await _abort(context, error_parts(exc))
         return grpc.stream_unary_rpc_method_handler(refuse)
 
     # ------------------------------------------------------------------ plumbing
 
     def _tracked(self, fn):
-        def call(request, context):
-            with self._lock:
-                self.inflight += 1
+        async def call(request, context):
+            self.inflight += 1
+            self._idle.clear()
             try:
-                return fn(request, context)
+                return await fn(request, context)
             finally:
-                with self._lock:
-                    self.inflight -= 1
-                    if not self.inflight:
-                        self._idle.notify_all()
+                self.inflight -= 1
+                if not self.inflight:
+                    self._idle.set()
         return call
 
-    def wait_idle(self, timeout: float) -> bool:
+    async def wait_idle(self, timeout: float) -> bool:
         """True once no RPC is being answered (False after ``timeout`` seconds)."""
-        with self._lock:
-            return self._idle.wait_for(lambda: self.inflight == 0, timeout)
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
-    @staticmethod
-    def _auth(context) -> str | None:
-        return _auth_of(context.invocation_metadata())
-
-    def _answer(self, context, endpoint: str, fn, *, public=False, work=False) -> bytes:
+    async def _answer(self, context, endpoint: str, fn, *, public=False) -> bytes:
+        """A call that runs no model, answered in the loop."""
         if self.draining:
-            self.service.refuse(endpoint, _draining(), "grpc")
-            _abort(context, (503, _draining().message, {}))
-        value, error = self.service.rpc(endpoint, self._auth(context), fn, public=public,
-                                        work=work)
+            await self._refuse(context, endpoint, _draining())
+        value, error = self.service.rpc(endpoint, _auth_of(context.invocation_metadata()), fn,
+                                        public=public)
         if error is not None:
-            _abort(context, error)
+            await _abort(context, error)
         return value
 
     # ------------------------------------------------------------------ the RPCs
 
-    def server_live(self, raw: bytes, context) -> bytes:
-        return self._answer(context, "v2_live", lambda: pb.ServerLiveResponse(
+    async def server_live(self, raw: bytes, context) -> bytes:
+        return await self._answer(context, "v2_live", lambda: pb.ServerLiveResponse(
             live=True).SerializeToString(), public=True)
 
-    def server_ready(self, raw: bytes, context) -> bytes:
-        return self._answer(context, "v2_ready", lambda: pb.ServerReadyResponse(
+    async def server_ready(self, raw: bytes, context) -> bytes:
+        return await self._answer(context, "v2_ready", lambda: pb.ServerReadyResponse(
             ready=self.service.holder.ready).SerializeToString())
 
-    def model_ready(self, raw: bytes, context) -> bytes:
+    async def model_ready(self, raw: bytes, context) -> bytes:
         def fn():
             req = _parse(pb.ModelReadyRequest, raw)
             protocols.check_name(req.name, self.info)
             protocols.check_version(req.version or None)
             return pb.ModelReadyResponse(ready=self.service.holder.ready).SerializeToString()
-        return self._answer(context, "v2_model_ready", fn)
+        return await self._answer(context, "v2_model_ready", fn)
 
-    def server_metadata(self, raw: bytes, context) -> bytes:
+    async def server_metadata(self, raw: bytes, context) -> bytes:
         from .. import __version__
 
-        return self._answer(context, "v2_server", lambda: pb.ServerMetadataResponse(
+        return await self._answer(context, "v2_server", lambda: pb.ServerMetadataResponse(
             name="onnxdeploy", version=__version__,
             extensions=["binary_tensor_data"]).SerializeToString())
 
-    def model_metadata(self, raw: bytes, context) -> bytes:
+    async def model_metadata(self, raw: bytes, context) -> bytes:
         def fn():
             req = _parse(pb.ModelMetadataRequest, raw)
             protocols.check_name(req.name, self.info)
@@ -346,64 +340,74 @@ class InferenceServicer:
                     getattr(resp, key).add(name=t["name"], datatype=t["datatype"],
                                            shape=t["shape"])
             return resp.SerializeToString()
-        return self._answer(context, "v2_model", fn)
+        return await self._answer(context, "v2_model", fn)
 
-    def model_infer(self, requests, context) -> bytes:
-        """ModelInfer: drain and admission first, then the message, read here (``requests``:
-        gRPC's iterator over the request messages, of which a unary call has one)."""
+    async def model_infer(self, requests, context) -> bytes:
+        """ModelInfer: drain and admission first, then the message, read here, then the same
+        request path as REST's (``Front.run_work``: in this loop, inline, or in the work lane,
+        as the worker's choice says)."""
         endpoint = "v2_infer"
         if self.draining:
-            self._refuse(context, endpoint, _draining())
+            await self._refuse(context, endpoint, _draining())
         admission = self.admission
         if not admission.enter():
-            self._refuse(context, endpoint, admission.busy())
+            await self._refuse(context, endpoint, admission.busy())
         try:
-            box = [self._read(requests, context, endpoint)]  # _infer drops it once parsed
+            box = [await self._read(context, endpoint)]  # _infer_steps drops it once parsed
             size = len(box[0])
             try:
-                value, error = self.service.rpc(endpoint, self._auth(context),
-                                                lambda: self._infer(box), work=True)
+                steps = self.service.rpc_steps(endpoint, _auth_of(context.invocation_metadata()),
+                                               self._infer_steps(box), work=True)
+                value, error = await self.front.run_work(steps, size, "grpc")
             finally:
                 box.clear()  # the message goes before its bytes leave the budget
                 self.buffer.give(size)
         finally:
             admission.leave()
         if error is not None:
-            _abort(context, error)
+            await _abort(context, error)
         return value
 
-    def _read(self, requests, context, endpoint: str) -> bytes:
+    async def _read(self, context, endpoint: str) -> bytes:
         """The request message, read under a read slot and charged to the body budget (the
         caller gives it back); a refusal aborts the RPC."""
-        if not self.reading.acquire(timeout=READ_WAIT_S):
-            self._refuse(context, endpoint, ApiError(
+        try:
+            await asyncio.wait_for(self.reading.acquire(), READ_WAIT_S)
+        except asyncio.TimeoutError:
+            await self._refuse(context, endpoint, ApiError(
                 503, f"server busy: this worker is reading {self.slots} gRPC message(s) at "
                      f"once already (body budget {self.buffer.limit} bytes); retry later",
                 {"Retry-After": "1"}))
+        front = self.front
+        front.reading += 1  # a message on its way: no inline run meanwhile (the front's rule)
         try:
-            raw = next(requests, None)
-        except grpc.RpcError:  # the client went away while sending: nobody to answer
-            context.abort(grpc.StatusCode.CANCELLED, "the client cancelled the call")
+            raw = await context.read()
         finally:
+            front.reading -= 1
             self.reading.release()
-        if raw is None:
-            self._refuse(context, endpoint, ApiError(
+        if raw is grpc.aio.EOF:
+            await self._refuse(context, endpoint, ApiError(
                 400, "ModelInfer carried no request message; expected one ModelInferRequest"))
-        if len(raw) > self.max_body:
-            self._refuse(context, endpoint, ApiError(
-                413, f"request message is {len(raw)} bytes; expected at most {self.max_body} bytes"))
-        if len(raw) > self.buffer.limit:
-            self._refuse(context, endpoint, self.buffer.too_large(len(raw)))
-        if not self.buffer.take(len(raw)):
-            self._refuse(context, endpoint, self.buffer.busy())
-        return raw
+        size = len(raw)
+        if size > self.max_body:
+            error = ApiError(413, f"request message is {size} bytes; expected at most "
+                                  f"{self.max_body} bytes")
+        elif size > self.buffer.limit:
+            error = self.buffer.too_large(size)
+        elif not self.buffer.take(size):
+            error = self.buffer.busy()
+        else:
+            return raw
+        del raw  # not kept alive by the abort's traceback while the RPC ends
+        await self._refuse(context, endpoint, error)
 
-    def _refuse(self, context, endpoint: str, error: ApiError):
+    async def _refuse(self, context, endpoint: str, error: ApiError):
         """Count ``error`` as a refusal of ``endpoint`` and abort the RPC with it."""
         self.service.refuse(endpoint, error, "grpc")
-        _abort(context, (error.status, error.message, {}))
+        await _abort(context, (error.status, error.message, {}))
 
-    def _infer(self, box: list[bytes]) -> bytes:
+    def _infer_steps(self, box: list[bytes]):
+        """ModelInfer's view, as steps (``views.Run``): parse, check, yield the run, answer."""
         req = _parse(pb.ModelInferRequest, box.pop())  # the bytes go once parsed
         protocols.check_name(req.model_name, self.info)
         protocols.check_version(req.model_version or None)
@@ -412,8 +416,7 @@ class InferenceServicer:
         views = self.views
         feeds, options = protocols.parse_v2(payload, binary, self.info,
                                             max_batch=views.max_batch, max_chars=views.max_chars)
-        with self.work, batching.protocol("grpc"):
-            outputs = views.run(feeds)
+        outputs = yield from views.run_steps(feeds)
         return infer_response(self.info, outputs, options)
 
 
@@ -438,20 +441,20 @@ def _parse(message, raw: bytes):
                        ) from None
 
 
-def _abort(context, error: tuple[int, str, dict[str, str]]):
+async def _abort(context, error: tuple[int, str, dict[str, str]]):
     status, message, _ = error
-    if status == 503:
-        context.set_trailing_metadata(RETRY_AFTER)
-    context.abort(CODES.get(status, grpc.StatusCode.UNKNOWN), message)
+    await context.abort(CODES.get(status, grpc.StatusCode.UNKNOWN), message,
+                        RETRY_AFTER if status == 503 else ())
 
 
 class GrpcServer:
-    """One worker's gRPC server: started beside the HTTP front, drained on shutdown."""
+    """One worker's gRPC server (``grpc.aio``), in the worker's event loop beside the HTTP
+    front: started with the worker, drained on shutdown."""
 
-    def __init__(self, service: Service, host: str, port: int, *, work_threads: int,
+    def __init__(self, front, host: str, port: int, *,
                  connection_age_s: float = DEFAULT_CONNECTION_AGE_S):
-        self.servicer = InferenceServicer(service, work_threads=work_threads)
-        limit = grpc_limit(service.max_body)
+        self.servicer = InferenceServicer(front)
+        limit = grpc_limit(front.service.max_body)
         # no BDP probing: it grows the flow-control windows, and a stream refused unread (no
         # key) then held up to ~0.3 MB of its message in gRPC's buffers (300 x 1.5 MB without
         # the key: +42..88 MiB with it, +5 without); a read message still gets the window it
@@ -462,35 +465,33 @@ class GrpcServer:
         if connection_age_s > 0:
             options += [("grpc.max_connection_age_ms", int(connection_age_s * 1000)),
                         ("grpc.max_connection_age_grace_ms", 30_000)]
-        threads = service.admission.limit + SPARE_THREADS
-        self.pool = futures.ThreadPoolExecutor(threads, thread_name_prefix="serve-grpc")
-        self.server = grpc.server(self.pool, handlers=[self.servicer.handlers()],
-                                  options=options)
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if not self.server.add_insecure_port(address):
-            raise OSError(f"cannot listen for gRPC on {address}")
-        self.address = address
+        self.options = options
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.server = None
 
-    def start(self) -> None:
-        self.server.start()
+    async def start(self) -> None:
+        """Listen and serve (in the running loop: the worker's)."""
+        self.server = grpc.aio.server(handlers=[self.servicer.handlers()], options=self.options)
+        if not self.server.add_insecure_port(self.address):
+            raise OSError(f"cannot listen for gRPC on {self.address}")
+        await self.server.start()
 
-    def drain(self, timeout: float) -> None:
+    async def drain(self, timeout: float) -> None:
         """Refuse new RPCs (UNAVAILABLE + retry-after), let in-flight ones finish (at most
         ``timeout`` seconds), then stop."""
         self.servicer.draining = True
         t0 = time.monotonic()
-        if not self.servicer.wait_idle(timeout):
+        if not await self.servicer.wait_idle(timeout):
             log.warning("gRPC: RPCs still running after %.0f s; stopping anyway", timeout)
-        self.server.stop(grace=max(0.1, timeout - (time.monotonic() - t0))).wait()
-        self.pool.shutdown(wait=False)
+        await self.server.stop(grace=max(0.1, timeout - (time.monotonic() - t0)))
 
 
-def start_grpc(service: Service, config: dict[str, Any]) -> GrpcServer:
-    """The worker's gRPC server on ``GRPC_HOST:GRPC_PORT``, started."""
-    server = GrpcServer(service, config.get("GRPC_HOST") or "127.0.0.1", int(config["GRPC_PORT"]),
-                        work_threads=int(config.get("HTTP_THREADS") or 1),
+def start_grpc(front, loop, config: dict[str, Any]) -> GrpcServer:
+    """The worker's gRPC server on ``GRPC_HOST:GRPC_PORT``, started in ``loop`` (the front's,
+    not running yet)."""
+    server = GrpcServer(front, config.get("GRPC_HOST") or "127.0.0.1", int(config["GRPC_PORT"]),
                         connection_age_s=float(config.get("GRPC_CONNECTION_AGE_S") or os.environ.get(
                             AGE_ENV, DEFAULT_CONNECTION_AGE_S)))
-    server.start()
+    loop.run_until_complete(server.start())
     log.info("gRPC: inference.GRPCInferenceService on %s", server.address)
     return server

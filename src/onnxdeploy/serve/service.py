@@ -284,11 +284,20 @@ class Service:
         return reply
 
     def rpc(self, endpoint: str, authorization: str | None, fn: Callable[[], Any], *,
-            public: bool = False, work: bool = False, protocol: str = "grpc"
+            public: bool = False, protocol: str = "grpc"
             ) -> tuple[Any, tuple[int, str, dict[str, str]] | None]:
-        """The request path for a protocol whose requests are not HTTP requests (gRPC): the API
-        key unless ``public``, the in-flight gauge when ``work``, ``fn`` (which parses, checks
-        and runs through ``views``), the error turned into (status, message, headers) exactly
+        """``rpc_steps`` for a call that runs no model (readiness, metadata): ``fn`` answers it
+        in this thread."""
+        return drive(self.rpc_steps(endpoint, authorization, _steps_of(fn), public=public,
+                                    protocol=protocol), self.executor)
+
+    def rpc_steps(self, endpoint: str, authorization: str | None, steps: Steps, *,
+                  public: bool = False, work: bool = False, protocol: str = "grpc"):
+        """The request path for a protocol whose requests are not HTTP requests (gRPC), as
+        steps (see ``views.Run``; the caller decides which thread waits for each run, as the
+        front does for REST): the API key unless ``public``, the in-flight gauge and the
+        executor's ticket when ``work``, the view's ``steps`` (which parse, check, yield their
+        runs and return the answer), the error turned into (status, message, headers) exactly
         as REST gives it, then the same counter and histogram under ``protocol``. Returns
         ``(value, None)`` or ``(None, error)``; admission is the caller's, as it is the
         front's."""
@@ -301,17 +310,19 @@ class Service:
                 gauge = self.metrics.inflight
                 gauge.inc()
                 try:
-                    with self.executor.expecting():
-                        value = fn()
+                    with self.executor.expect() as ticket:  # the batcher knows it is on its way
+                        value = yield from (steps if ticket is None else _ticketed(steps, ticket))
                 finally:
                     gauge.dec()
             else:
-                value = fn()
+                value = yield from steps
         except (ApiError, DataError) as exc:
             error = error_parts(exc)
         except Exception as exc:  # a bug: the traceback to the log, a bare INTERNAL to the client
             log.exception("unhandled error in %s over %s", endpoint, protocol)
             error = error_parts(exc)
+        finally:
+            steps.close()
         self._count(endpoint, 200 if error is None else error[0], t0, protocol)
         return value, error
 
@@ -348,6 +359,12 @@ class Service:
                 timer.observe(time.perf_counter() - t0)
         except Exception:  # pragma: no cover - metrics must never break an answer
             log.exception("could not count a request")
+
+
+def _steps_of(fn: Callable[[], Any]) -> Steps:
+    """``fn``'s answer as the steps of a view that runs nothing."""
+    return fn()
+    yield  # (never reached) makes this function a generator
 
 
 def _ticketed(steps: Steps, ticket) -> Steps:
