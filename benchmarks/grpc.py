@@ -27,8 +27,8 @@ alternated, ``--repeats`` rounds of ``--duration`` s at ``--concurrency`` (8):
   server) and ``rest-floor`` (``benchmarks/floor_app.py`` under granian as serve runs it). They
   are the transports' ceilings here: gRPC / REST can be no better than their ratio, and no
   grpcio server better than ``grpc-floor`` / ``kserve-grpc`` against KServe;
-- ``--baseline-src DIR`` adds ``grpc-baseline``: the same server from another source tree (a
-  change measured side by side with what it changes);
+- ``--baseline-src DIR`` adds ``grpc-baseline`` and ``rest-baseline``: the same server from
+  another source tree (a change measured side by side with what it changes);
 - ``kserve-grpc``: the same h2load call against KServe's gRPC server
   (``benchmarks/kserve_app.py``: one ``kserve.Model`` with an ORT session), run from the venv
   given by ``--kserve-venv`` (default /work/venv-kserve); skipped, and said so, when absent.
@@ -247,8 +247,9 @@ def h2load_table(args) -> None:
         runs["kserve-grpc"] = lambda: run_h2load(kserve_port, frame, c, d)
     if args.baseline_src:  # the same server from another source tree, side by side
         base_port = free_port()
-        base, _ = start(args.model, "--grpc-port", str(base_port), src=args.baseline_src)
+        base, base_http = start(args.model, "--grpc-port", str(base_port), src=args.baseline_src)
         runs["grpc-baseline"] = lambda: run_h2load(base_port, frame, c, d)
+        runs["rest-baseline"] = lambda: run_wrk_v2(base_http, v2, c, d)
     floors, floor_ports = start_floors() if args.floor else ([], {})
     for name, port in floor_ports.items():
         if name == "rest-floor":
@@ -310,8 +311,11 @@ def h2load_table(args) -> None:
     if args.baseline_src:
         out["ratio_grpc_over_baseline"] = statistics.median(
             a["rps"] / b["rps"] for a, b in zip(got["grpc"], got["grpc-baseline"]))
-        print(f"gRPC / gRPC from {args.baseline_src} = {out['ratio_grpc_over_baseline']:.2f}x "
-              "(median of per-round ratios)")
+        out["ratio_rest_over_baseline"] = statistics.median(
+            a["rps"] / b["rps"] for a, b in zip(got["rest-v2-json"], got["rest-baseline"]))
+        print(f"gRPC / gRPC from {args.baseline_src} = {out['ratio_grpc_over_baseline']:.2f}x, "
+              f"REST / REST from it = {out['ratio_rest_over_baseline']:.2f}x "
+              "(medians of per-round ratios)")
     if args.floor:
         rounds = list(zip(*(got[n] for n in ("grpc", "rest-v2-json", "grpc-floor",
                                               "grpc-floor-aio", "rest-floor"))))
