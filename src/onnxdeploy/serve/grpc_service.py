@@ -2,7 +2,11 @@
 
 ``serve --grpc-port PORT`` runs this service in every worker process beside the HTTP front, on
 one port shared with ``SO_REUSEPORT`` (gRPC's default on Linux), so gRPC uses every worker the
-HTTP side uses. A request takes the same path as a REST one (``serve.service``):
+HTTP side uses. It is grpcio's asyncio server, in the worker's own event loop (the front's):
+its RPCs are coroutines beside the HTTP requests, and no thread pool of its own stands between
+grpcio and the request path (grpcio's thread-pool server cost ~28 thread switches a request
+here, this ~6: docs/serve.md). A request takes the same path as a REST one
+(``serve.service``, ``serve.front``):
 
 - the API key (the ``authorization`` metadata, ``Bearer <key>``) when the RPC starts, before its
   message is read: without it, a handler that never reads the request answers UNAUTHENTICATED;
@@ -18,13 +22,15 @@ HTTP side uses. A request takes the same path as a REST one (``serve.service``):
   body budget (``Service.buffer``, shared with the HTTP front) until it is answered: past the
   budget, UNAVAILABLE. A sender too slow to finish is cut by the connection age
   (``DEFAULT_CONNECTION_AGE_S`` plus its grace);
-- ``Service.rpc``: the API key again, the in-flight gauge, the error turned into the REST
+- ``Service.rpc_steps``: the API key again, the in-flight gauge, the error turned into the REST
   status and its one-line message, the request counter and histogram (``protocol="grpc"``,
   the REST endpoint names: ``v2_infer``, ``v2_live``...);
 - the request is turned into the REST v2 payload plus binary part (typed ``contents`` are
   packed into bytes as raw ones are) and parsed by ``protocols.parse_v2``, checked by
-  ``validation`` and run by ``Views.run`` through the one ``Executor`` (so one dynamic batch
-  can hold REST and gRPC requests together).
+  ``validation``, and its run (``Views.run_steps``) goes where the front sends every inference
+  request (``Front.run_work``: parsed in the loop and merged by the one ``Executor`` with
+  batching, so one dynamic batch can hold REST and gRPC requests together; run in the loop for
+  a quick model; else the work lane).
 
 Request bytes are parsed in the handler, not by gRPC's deserializer, so bytes that are not a
 ``ModelInferRequest`` are INVALID_ARGUMENT (gRPC's own failure would be INTERNAL) and a message
