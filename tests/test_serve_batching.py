@@ -2,7 +2,7 @@
 
 Every assertion is on counts (batches by how they were made, rows per batch) and on outputs,
 never on time: "busy" is made certain with ``Executor.paused`` (the runner held as a run in
-progress would be) and "on its way" with a thread parked inside ``Executor.expecting``. Where
+progress would be) and "on its way" with a thread parked inside ``Executor.expect``. Where
 the adaptive policy decides from measured figures, the test records the figures first and
 asserts the choice that follows from them. The REST + gRPC batch is in tests/test_serve_grpc.py.
 """
@@ -52,12 +52,12 @@ def _sizes(executor) -> dict[str, float]:
 
 def _request(executor, x, results, i, *, park: threading.Event | None = None,
              parked: threading.Event | None = None):
-    """One request as the request path makes it: inside ``expecting``, then ``infer``."""
-    with executor.expecting():
+    """One request as the request path makes it: inside ``expect``, then ``infer``."""
+    with executor.expect() as ticket:
         if park is not None:  # parsed slowly: on its way, not arrived yet
             parked.set()
             park.wait(30)
-        results[i] = executor.infer({"x": x}, x.shape[0])
+        results[i] = executor.infer({"x": x}, x.shape[0], ticket=ticket)
 
 
 def _measured(executor, *, fixed_s: float, lead_s: float) -> None:
@@ -173,7 +173,7 @@ def test_run_lone_runs_only_what_would_run_at_once_and_alone(mlp):
         assert executor.in_flight() == (1, 0)
     np.testing.assert_allclose(out[0], _ref(mlp, x), rtol=1e-5, atol=1e-6)
     assert dict(executor.counts) == {"alone": 1}
-    with executor.expecting():  # another request on its way: its batch might wait for it
+    with executor.expect():  # another request on its way: its batch might wait for it
         with executor.expect() as ticket:
             assert executor.run_lone({"x": x}, 1, ticket=ticket) is None
     big = np.zeros((64, 64), np.float32)  # max_batch_size rows: never merged, never counted
@@ -304,25 +304,25 @@ def test_a_failed_run_wakes_every_caller_and_the_runner_goes_on(mlp):
 
 def test_requests_that_never_reach_the_executor_are_not_waited_for(mlp):
     executor = _executor(mlp, timeout_ms=LONG_MS)
-    with executor.expecting():
+    with executor.expect():
         assert executor.in_flight() == (1, 1)  # in flight, on its way
     assert executor.in_flight() == (0, 0)  # refused before infer: forgotten
     with pytest.raises(RuntimeError):
-        with executor.expecting():
+        with executor.expect():
             raise RuntimeError("a view that failed")
     assert executor.in_flight() == (0, 0)
     x = np.zeros((1, 64), np.float32)
-    with executor.expecting():
-        executor.infer({"x": x}, 1)
+    with executor.expect() as ticket:
+        executor.infer({"x": x}, 1, ticket=ticket)
         assert executor.in_flight() == (1, 0)  # arrived, answer being made
     assert executor.in_flight() == (0, 0)
     big = np.zeros((64, 64), np.float32)  # max_batch_size rows: runs by itself, still counted
-    with executor.expecting():
-        executor.infer({"x": big}, 64)
+    with executor.expect() as ticket:
+        executor.infer({"x": big}, 64, ticket=ticket)
         assert executor.in_flight() == (1, 0)
     assert executor.in_flight() == (0, 0)
     off = _executor(mlp, max_batch_size=0)
-    with off.expecting():
+    with off.expect():
         assert off.in_flight() == (0, 0)  # batching off: nothing counted, nothing to wait for
 
 
@@ -333,7 +333,7 @@ def test_idle_means_a_request_made_now_would_run_at_once_and_alone(mlp):
     with executor.paused():  # a run in progress
         assert not executor.idle()
     assert executor.idle()
-    with executor.expecting():  # a request on its way to the executor
+    with executor.expect():  # a request on its way to the executor
         assert not executor.idle()
     assert executor.idle()
 

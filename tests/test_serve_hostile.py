@@ -533,6 +533,18 @@ def _send_body(port: int, data: bytes, piece: int = 1 << 20) -> tuple[int, dict,
         return read_answer(s)
 
 
+def post_measured(server, path: str, body: bytes, label: str):
+    """POST one body to ``server`` while sampling its process tree's RSS: the answer (None when
+    the connection broke) and the peak growth as a multiple of the body, printed."""
+    with PeakRss(server.proc.pid) as rss:
+        answer = _send_body(server.port, head(path, len(body)) + body)
+    mib = len(body) / 2**20
+    growth = (rss.peak - rss.idle) / mib
+    print(f"{label}: one {mib:.0f} MiB JSON body: {answer and answer[0]}; process tree RSS "
+          f"{rss.idle:.0f} -> peak {rss.peak:.0f} MiB ({growth:.2f}x the body)")
+    return answer, growth
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_concurrent_large_bodies_are_refused_before_they_are_buffered(start, protocol):
     # issue 26: one worker, --max-inflight 4, 12 concurrent 48 MB bodies (cap raised to 64 MB):
@@ -622,19 +634,14 @@ def test_json_numbers_decode_to_a_small_multiple_of_the_body(start, models, rout
                 "data": rows.reshape(-1).tolist()}]}
         body = orjson.dumps(payload)
         del payload
-        with PeakRss(server.proc.pid) as rss:
-            answer = _send_body(server.port, head(path_, len(body)) + body)
-        mib = len(body) / 2**20
-        growth = (rss.peak - rss.idle) / mib
-        print(f"{route}: one {mib:.0f} MiB JSON body of numbers: {answer and answer[0]}; process "
-              f"tree RSS {rss.idle:.0f} -> peak {rss.peak:.0f} MiB ({growth:.2f}x the body)")
+        answer, growth = post_measured(server, path_, body, f"{route}, numbers")
         assert answer is not None and answer[0] == 200, answer and answer[2][:300]
         got = json.loads(answer[2])
         got = got["outputs"][0]["data"] if route == "v2" else got["outputs"]["mean"]
         want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
             None, {"x": rows.astype(np.float32)})[0]
         assert np.allclose(np.asarray(got, np.float32).reshape(-1), want.reshape(-1))
-        assert growth < 4, (rss.idle, rss.peak, mib)  # Python floats: ~10x
+        assert growth < 4, growth  # Python floats: ~10x
     finally:
         server.stop()
 

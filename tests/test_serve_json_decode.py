@@ -32,7 +32,7 @@ import orjson
 import pytest
 from builders import save
 from onnx import TensorProto, helper, numpy_helper
-from test_serve_hostile import PeakRss, _send_body, head
+from test_serve_hostile import post_measured
 from test_serve_server import Server
 
 from onnxdeploy.serve.model import read_model_info
@@ -575,12 +575,7 @@ def test_a_server_decodes_a_big_json_body_at_a_small_multiple_of_it(tmp_path, ki
     server = Server(path, "--workers", "1", "--name", name, "--max-body-mb", "64",
                     "--body-timeout", "60", tmp=tmp_path)
     try:
-        with PeakRss(server.proc.pid) as rss:
-            answer = _send_body(server.port, head(url, len(body)) + body)
-        mib = len(body) / 2**20
-        growth = (rss.peak - rss.idle) / mib
-        print(f"{kind} {route}: one {mib:.0f} MiB JSON body: {answer and answer[0]}; process tree "
-              f"RSS {rss.idle:.0f} -> peak {rss.peak:.0f} MiB ({growth:.2f}x the body)")
+        answer, growth = post_measured(server, url, body, f"{kind} {route}")
         assert answer is not None and answer[0] == 200, answer and answer[2][:300]
         got = json.loads(answer[2])
         outs = ({o["name"]: o["data"] for o in got["outputs"]} if route == "v2"
@@ -590,7 +585,7 @@ def test_a_server_decodes_a_big_json_body_at_a_small_multiple_of_it(tmp_path, ki
         else:
             assert np.allclose(np.asarray(outs["y"], np.float32).reshape(-1), want[0], rtol=1e-5)
         # orjson's lists: ~10x the body and more; the tensors here are 0.6-0.8x of it
-        assert growth < 4, (rss.idle, rss.peak, mib)
+        assert growth < 4, growth
     finally:
         server.stop()
 

@@ -19,8 +19,8 @@ queue. The policy (measured on 2 shared cores, docs/serve.md "Dynamic batching")
   its process in flight runs at once without a queue entry (``run_lone``, ``_try_lone``),
   counted as any batch;
 - **waiting for more** (holding a batch up to ``timeout_ms`` once the runner is free) happens
-  only where it is measured to pay: ``expect`` (entered by the request path around each view;
-  ``expecting`` for a thread that runs its request from start to end) tells the executor how many requests of this process are in flight and how many of those are
+  only where it is measured to pay: ``expect`` (entered by the request path around each view)
+  tells the executor how many requests of this process are in flight and how many of those are
   still being parsed (on their way to it). The runner holds while some other request is in
   flight and the expected wait for the next arrival (the measured time from entering a view to
   reaching the executor when one is on its way, else the measured gap between arrivals) is
@@ -126,17 +126,17 @@ class Ticket:
 class _Expect:
     """``Executor.expect``'s context manager (a class: cheaper than a generator's, per request)."""
 
-    __slots__ = ("executor", "local", "ticket")
+    __slots__ = ("executor", "ticket")
 
-    def __init__(self, executor: Executor, local: bool):
-        self.executor, self.local, self.ticket = executor, local, None
+    def __init__(self, executor: Executor):
+        self.executor, self.ticket = executor, None
 
     def __enter__(self) -> Ticket:
-        self.ticket = self.executor._enter(self.local)
+        self.ticket = self.executor._enter()
         return self.ticket
 
     def __exit__(self, *exc) -> None:
-        self.executor._leave(self.ticket, self.local)
+        self.executor._leave(self.ticket)
 
 
 class CostModel:
@@ -200,7 +200,7 @@ class Executor:
         self._next: _Pending | None = None  # handed to the runner thread to lead
         self._thread: threading.Thread | None = None  # the runner thread (``start``)
         self._closing = False
-        self._inview = 0  # requests inside ``expecting`` (in flight in this process)
+        self._inview = 0  # requests inside ``expect`` (in flight in this process)
         self._coming = 0  # of those, the ones that have not reached ``infer`` yet
         self.costs = CostModel()
         self.lead_s: float | None = None  # moving average: entering the view -> reaching infer
@@ -227,13 +227,9 @@ class Executor:
 
         ``padded``: the feeds are a text request's tokens ``[rows, length]``, right-padded, which
         may merge with other text requests of any length (see the module docstring).
-        ``ticket``: the request's ``expect`` ticket (default: the one ``expecting`` left in
-        this thread, if any).
+        ``ticket``: the request's ``expect`` ticket (None: a request the executor was not told
+        of, e.g. with batching off).
         """
-        if ticket is None:
-            ticket = getattr(_origin, "ticket", None)
-            if ticket is not None:
-                _origin.ticket = None
         if not self.batchable or rows >= self.max_batch_size or not self._uniform(feeds, rows):
             self._alone_unmerged(ticket)
             return self._run(feeds)
@@ -327,28 +323,16 @@ class Executor:
         """Around a request's view: while it is parsed, the runner knows one more request is on
         its way (and may hold a batch for it, see the module docstring). Yields the request's
         ``Ticket`` for ``infer``/``infer_async`` (None with batching off: costs nothing)."""
-        return self._expect(False) if self.batchable else _NOTHING
+        return _Expect(self) if self.batchable else _NOTHING
 
-    def expecting(self) -> contextlib.AbstractContextManager:
-        """``expect`` for a caller that runs its request in this thread from start to end
-        (gRPC's handlers, Flask, tests): ``infer`` made in the block finds the ticket itself."""
-        return self._expect(True) if self.batchable else _NOTHING
-
-    def _expect(self, local: bool) -> _Expect:
-        return _Expect(self, local)
-
-    def _enter(self, local: bool) -> Ticket:
+    def _enter(self) -> Ticket:
         ticket = Ticket(time.perf_counter())
         with self._lock:
             self._coming += 1
             self._inview += 1
-        if local:
-            _origin.ticket = ticket
         return ticket
 
-    def _leave(self, ticket: Ticket, local: bool) -> None:
-        if local and getattr(_origin, "ticket", None) is ticket:
-            _origin.ticket = None
+    def _leave(self, ticket: Ticket) -> None:
         with self._lock:
             if not ticket.arrived:  # refused before reaching infer
                 ticket.arrived = True
@@ -358,17 +342,15 @@ class Executor:
                 self._cond.notify_all()  # a holding runner re-decides
 
     def in_flight(self) -> tuple[int, int]:
-        """(requests inside ``expecting``, of those not at the executor yet)."""
+        """(requests inside ``expect``, of those not at the executor yet)."""
         with self._cond:
             return self._inview, self._coming
 
-    def idle(self, ticket: Ticket | None = None) -> bool:
-        """No run in progress and nothing queued or on its way but ``ticket``'s own request (a
-        request made now runs at once and alone, without waiting: what the front's inline path
-        needs)."""
-        own = 1 if ticket is not None and not ticket.arrived else 0
+    def idle(self) -> bool:
+        """No run in progress and nothing queued or on its way (a request made now runs at once
+        and alone, without waiting: what the front's inline path needs)."""
         with self._cond:
-            return not self._busy and not self._queue and self._coming == own
+            return not self._busy and not self._queue and not self._coming
 
     def waiting(self) -> int:
         """Requests queued for the runner now."""

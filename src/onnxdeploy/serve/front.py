@@ -501,19 +501,24 @@ class Front:
         if self.in_loop_allowed:  # parsing is slow: threads parse, batches merge
             return await self.work.submit(partial(self._drive_timed, steps, protocol,
                                                   not self.in_loop))
-        if self.inline and (
-                (protocol != "http" and self.executor is None)
-                or (self.admission.count == 1 and (self.executor is None or (
-                    self.reading == 0 and self.executor.idle())))):
+        if self.inline and self._here(protocol):
             return self._timed_call(partial(self._drive, steps, protocol))
         return await self.work.submit(partial(self._drive, steps, protocol))
 
+    def _here(self, protocol: str) -> bool:
+        """Whether a quick model's request runs in this loop now (``run_work``)."""
+        executor = self.executor
+        if executor is None:  # batching off: gRPC always, REST when alone
+            return protocol != "http" or self.admission.count == 1
+        return self.admission.count == 1 and self.reading == 0 and executor.idle()
+
+    def _mix(self, protocol: str):
+        """The context its runs are counted in, in the batches' protocol mix."""
+        return _HTTP if protocol == "http" else self.protocol(protocol)
+
     def _drive(self, steps, protocol: str, spent=None):
-        """A request's steps to their end in this thread (its runs counted under ``protocol``
-        in the batches' protocol mix)."""
-        if protocol == "http":
-            return self.drive(steps, self.service.executor, spent)
-        with self.protocol(protocol):
+        """A request's steps to their end in this thread."""
+        with self._mix(protocol):
             return self.drive(steps, self.service.executor, spent)
 
     async def _in_loop(self, steps, protocol: str):
@@ -522,7 +527,6 @@ class Front:
         only one in flight, with the executor idle and nothing being read, runs inline here
         instead (when the model is quick, see INLINE_BELOW_S): nothing could join its batch."""
         executor, cpu = self.executor, time.thread_time
-        mix = self.protocol if protocol != "http" else None  # the batches' protocol mix
         alone = self.inline and self.admission.count == 1 and self.reading == 0
         if alone and executor.quiet():
             return await self._answer_lone(steps, protocol)
@@ -534,7 +538,7 @@ class Front:
                 spent += cpu() - t0
                 try:
                     t1 = time.perf_counter()
-                    with _HTTP if mix is None else mix(protocol):
+                    with self._mix(protocol):
                         outputs = (executor.run_lone(need.feeds, need.rows, padded=need.padded,
                                                      ticket=need.ticket) if alone else None)
                         if outputs is None:
@@ -570,12 +574,11 @@ class Front:
         the inline path's requests take under INLINE_ABOVE_S in all, and that figure is for
         requests that share the loop with others."""
         executor, t0 = self.executor, time.perf_counter()
-        mix = self.protocol if protocol != "http" else None
         try:
             need = next(steps)
             while True:
                 try:
-                    with _HTTP if mix is None else mix(protocol):
+                    with self._mix(protocol):
                         outputs = executor.run_lone(need.feeds, need.rows, padded=need.padded,
                                                     ticket=need.ticket)
                         if outputs is None:  # a thread's request took the runner meanwhile

@@ -112,26 +112,23 @@ class BodyBudget:
     A body with a ``Content-Length`` reserves its whole length before a byte is read; a chunked
     body reserves as its chunks arrive; a gRPC message is charged once read (gRPC gives no size
     before that: ``grpc_service`` bounds how many are being read at once instead). The
-    reservation lasts until the answer is made (the body is alive until then). The HTTP front
-    takes and gives from its event loop, gRPC from its threads: hence the lock.
+    reservation lasts until the answer is made (the body is alive until then). Both protocols
+    take and give from the worker's event loop only (no lock needed).
     """
 
     def __init__(self, limit: int):
         self.limit = limit
         self.held = 0
-        self._lock = threading.Lock()
 
     def take(self, n: int) -> bool:
         """Reserve ``n`` more bytes; False (nothing reserved) when that passes the budget."""
-        with self._lock:
-            if self.held + n > self.limit:
-                return False
-            self.held += n
-            return True
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
 
     def give(self, n: int) -> None:
-        with self._lock:
-            self.held -= n
+        self.held -= n
 
     def busy(self) -> ApiError:
         return ApiError(503, f"server busy: this worker is holding {self.held} bytes of request "
@@ -321,8 +318,6 @@ class Service:
         except Exception as exc:  # a bug: the traceback to the log, a bare INTERNAL to the client
             log.exception("unhandled error in %s over %s", endpoint, protocol)
             error = error_parts(exc)
-        finally:
-            steps.close()
         self._count(endpoint, 200 if error is None else error[0], t0, protocol)
         return value, error
 
